@@ -1,0 +1,170 @@
+"""Bot players driven by Numba policy kernels, for headless simulation and load.
+
+A bot is an ordinary player whose moves are written straight into a
+:class:`~tickengine.MoveBuffer` by a kernel, one bot per iteration. Each bot has
+its own RNG stream (separate from the hunts'), so bots are deterministic for a
+seed whatever the thread count, and do not disturb the hunts' streams.
+
+Policies:
+
+- ``RANDOM``: walk straight, turn to a random heading now and then, and when
+  a wall stops it.
+- ``HUNTER``: follow the hint. Warmer: keep going. Colder: turn around (with a
+  random jitter). Same level: keep going, turn now and then. No hint: explore
+  like ``RANDOM``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ._errors import CapacityError
+from ._moves import MoveBuffer
+from ._rng import uniform
+from ._state import ACTIVE, HF_HEIGHT, HF_WIDTH, PENDING
+from ._world import World, make_player_id
+
+RANDOM = 0
+HUNTER = 1
+POLICIES = {"random": RANDOM, "hunter": HUNTER}
+
+#: Chance per tick that an exploring bot picks a new heading.
+TURN_CHANCE = 0.02
+#: Chance per tick that a hunter on an unchanged hint level turns anyway.
+HUNTER_DRIFT = 0.05
+#: Largest deviation (radians) from "straight back" when a hunter gets colder.
+HUNTER_JITTER = 1.2
+
+
+@njit(cache=True, inline="always")
+def _heading(rng, b):
+    a = 2.0 * math.pi * uniform(rng, b)
+    return math.cos(a), math.sin(a)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def decide_moves(n_bots, b_slot, b_gen, b_policy, b_rng, b_last_hint, b_seq, b_dx, b_dy,
+                 p_state, p_gen, p_hunt, p_x, p_y, p_hint, hunt_f,
+                 move_seq, move_gen, move_dx, move_dy):
+    """Choose every live bot's direction; write the changed ones as moves. Returns moves written."""
+    written = 0
+    for b in prange(n_bots):
+        s = b_slot[b]
+        st = p_state[s]
+        if p_gen[s] != b_gen[b] or (st != ACTIVE and st != PENDING):
+            continue
+        dx = b_dx[b]
+        dy = b_dy[b]
+        turn = dx == 0.0 and dy == 0.0
+        if st == ACTIVE:
+            h = p_hunt[s]
+            x = p_x[s]
+            y = p_y[s]
+            if (x <= 0.0 and dx < 0.0) or (x >= hunt_f[h, HF_WIDTH] and dx > 0.0):
+                turn = True
+            if (y <= 0.0 and dy < 0.0) or (y >= hunt_f[h, HF_HEIGHT] and dy > 0.0):
+                turn = True
+            hint = p_hint[s]
+            last = b_last_hint[b]
+            b_last_hint[b] = hint
+            if b_policy[b] == HUNTER and hint > 0 and not turn:
+                if hint < last:
+                    # Colder: head back the way we came, give or take a jitter.
+                    a = math.atan2(-dy, -dx) + HUNTER_JITTER * (2.0 * uniform(b_rng, b) - 1.0)
+                    ndx = math.cos(a)
+                    ndy = math.sin(a)
+                    if ndx != dx or ndy != dy:
+                        dx = ndx
+                        dy = ndy
+                        b_seq[b] += 1
+                        move_seq[s] = b_seq[b]
+                        move_gen[s] = b_gen[b]
+                        move_dx[s] = dx
+                        move_dy[s] = dy
+                        b_dx[b] = dx
+                        b_dy[b] = dy
+                        written += 1
+                    continue
+                if hint == last and uniform(b_rng, b) < HUNTER_DRIFT:
+                    turn = True
+            elif uniform(b_rng, b) < TURN_CHANCE:
+                turn = True
+        if turn:
+            dx, dy = _heading(b_rng, b)
+            b_dx[b] = dx
+            b_dy[b] = dy
+            b_seq[b] += 1
+            move_seq[s] = b_seq[b]
+            move_gen[s] = b_gen[b]
+            move_dx[s] = dx
+            move_dy[s] = dy
+            written += 1
+    return written
+
+
+class Bots:
+    """A population of bots in one world. Buffers are allocated once, with a capacity."""
+
+    def __init__(self, world: World, capacity: int | None = None) -> None:
+        cap = capacity if capacity is not None else world.players.capacity
+        self.world = world
+        self.capacity = cap
+        self.slot = np.zeros(cap, np.int32)
+        self.gen = np.zeros(cap, np.uint32)
+        self.policy = np.zeros(cap, np.int8)
+        self.rng = np.zeros(cap, np.uint64)
+        self.last_hint = np.zeros(cap, np.int8)
+        self.seq = np.zeros(cap, np.int64)
+        self.dx = np.zeros(cap, np.float64)
+        self.dy = np.zeros(cap, np.float64)
+        self.count = 0
+
+    def add(
+        self, hunt: int | str, count: int, policy: int | str = HUNTER, seed: int = 0
+    ) -> np.ndarray:
+        """Join ``count`` bots to ``hunt``; returns their player ids (int64 array).
+
+        ``policy`` is ``RANDOM``/``HUNTER`` or their names. Bot ``k`` of this
+        population gets the RNG stream ``seed + k * golden`` (mod 2^64).
+        """
+        if isinstance(policy, str):
+            if policy not in POLICIES:
+                raise ValueError(f"bot policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+            policy = POLICIES[policy]
+        if self.count + count > self.capacity:
+            raise CapacityError(f"room for {self.capacity - self.count} more bots, asked {count}")
+        ids = np.zeros(count, np.int64)
+        mask = (1 << 64) - 1
+        for k in range(count):
+            pid = self.world.join(hunt)
+            b = self.count
+            self.slot[b] = pid & 0xFFFFFFFF
+            self.gen[b] = pid >> 32
+            self.policy[b] = policy
+            self.rng[b] = np.uint64((seed + b * 0x9E3779B97F4A7C15) & mask)
+            self.last_hint[b] = 0
+            self.seq[b] = 0
+            self.dx[b] = 0.0
+            self.dy[b] = 0.0
+            self.count = b + 1
+            ids[k] = pid
+        return ids
+
+    def ids(self) -> np.ndarray:
+        """Player ids of all bots (dead ones included)."""
+        return np.array([make_player_id(s, g) for s, g in
+                         zip(self.slot[: self.count], self.gen[: self.count], strict=True)],
+                        np.int64)
+
+    def decide(self, moves: MoveBuffer | None = None) -> int:
+        """Write this tick's moves of every live bot into ``moves`` (default: the world's)."""
+        w = self.world
+        mv = w.moves if moves is None else moves
+        P = w.players
+        return decide_moves(self.count, self.slot, self.gen, self.policy, self.rng,
+                            self.last_hint, self.seq, self.dx, self.dy,
+                            P.state, P.gen, P.hunt, P.x, P.y, P.hint, w.hunts.f,
+                            mv.seq, mv.gen, mv.dx, mv.dy)

@@ -1,0 +1,85 @@
+"""Uniform spatial grids rebuilt every tick by a counting sort.
+
+All hunts share one flat cell array: hunt ``h`` owns cells
+``[base[h], base[h] + ncx[h] * ncy[h])``, so one sort serves every hunt and the
+members of one hunt lie together in ``order``. Within a cell, members are in
+ascending row order, which keeps every query deterministic.
+
+A cell's coordinates are ``int(x * inv_x)`` clamped to ``[0, ncx - 1]`` with
+``inv_x = ncx / width``. That map is monotonic in ``x``, so the cells spanning
+``[x - r, x + r]`` always hold every point whose distance test passes.
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import njit
+
+#: Largest cell count a hunt's grid may have (memory and per-tick clearing cost).
+MAX_CELLS_PER_HUNT = 4_000_000
+
+
+def grid_shape(width: float, height: float, target_cell: float, max_cells: int) -> tuple[int, int]:
+    """Cells along x and y for cells about ``target_cell`` world units wide.
+
+    The count is capped at ``max_cells`` (cells grow instead), so a tiny radius
+    on a huge map cannot blow up memory.
+    """
+    max_cells = max(1, min(max_cells, MAX_CELLS_PER_HUNT))
+    cell = max(target_cell, math.sqrt(width * height / max_cells))
+    ncx = max(1, min(int(width / cell), max_cells))
+    ncy = max(1, min(int(height / cell), max_cells // ncx))
+    return ncx, ncy
+
+
+@njit(cache=True, inline="always")
+def cell_coord(v, inv, n):
+    """Cell index along one axis of coordinate ``v`` (world units)."""
+    c = int(v * inv)
+    if c < 0:
+        return 0
+    if c >= n:
+        return n - 1
+    return c
+
+
+@njit(cache=True, nogil=True)
+def build_grid(n_rows, state, live_state, hunt, x, y, hunt_f, hunt_i,
+               col_inv_x, col_inv_y, col_ncx, col_ncy, col_base,
+               row_cell, cell_start, cursor, order):
+    """Counting sort of the rows ``i < n_rows`` with ``state[i] == live_state`` into cells.
+
+    The grid's geometry per hunt is read from columns of the hunt tables
+    (``hunt_f[h, col_inv_x]`` and so on), so one kernel serves both grids.
+    Writes ``cell_start`` (length cells + 1: the members of cell ``c`` are
+    ``order[cell_start[c]:cell_start[c + 1]]``) and ``row_cell``. Returns the
+    number of rows placed.
+    """
+    n_cells = cell_start.shape[0] - 1
+    for c in range(n_cells + 1):
+        cell_start[c] = 0
+    for i in range(n_rows):
+        if state[i] == live_state:
+            h = hunt[i]
+            ncx = hunt_i[h, col_ncx]
+            cx = cell_coord(x[i], hunt_f[h, col_inv_x], ncx)
+            cy = cell_coord(y[i], hunt_f[h, col_inv_y], hunt_i[h, col_ncy])
+            c = hunt_i[h, col_base] + cy * ncx + cx
+            row_cell[i] = c
+            cell_start[c + 1] += 1
+    for c in range(n_cells):
+        cell_start[c + 1] += cell_start[c]
+        cursor[c] = cell_start[c]
+    for i in range(n_rows):
+        if state[i] == live_state:
+            c = row_cell[i]
+            order[cursor[c]] = i
+            cursor[c] += 1
+    return cell_start[n_cells]
+
+
+@njit(cache=True, inline="always")
+def cell_span(v, r, inv, n):
+    """First and last cell along one axis that a disc of radius ``r`` at ``v`` touches."""
+    return cell_coord(v - r, inv, n), cell_coord(v + r, inv, n)
