@@ -85,8 +85,9 @@ class HuntParams:
             own, "treasure_value_max", self.treasure_value_max,
             self.treasure_value_min, 1_000_000, integer=True,
         )
-        size = min(self.width, self.height)
-        _check_range(own, "discovery_radius", self.discovery_radius, 1e-3, size, integer=False)
+        # Beyond the map's diagonal a radius means "anywhere": no larger value makes sense.
+        diagonal = math.hypot(self.width, self.height)
+        _check_range(own, "discovery_radius", self.discovery_radius, 1e-3, diagonal, integer=False)
         _check_range(
             own, "hint_radius", self.hint_radius, self.discovery_radius, 1e7, integer=False
         )
