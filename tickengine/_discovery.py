@@ -70,7 +70,7 @@ def respawn_due(tick, n_rows, t_hunt, t_state, t_x, t_y, t_value, t_respawn_tick
 
 @njit(cache=True, nogil=True, parallel=True)
 def find_finders(n_rows, t_hunt, t_state, t_x, t_y, t_candidate,
-                 p_x, p_y, cell_start, order, hunt_f, hunt_i):
+                 cell_start, order, p_sorted_x, p_sorted_y, hunt_f, hunt_i):
     """Step 4.2: for each active treasure, the nearest player in range (lowest slot on ties).
 
     Writes the finder's slot, or -1, to ``t_candidate``. Returns how many were found.
@@ -93,13 +93,14 @@ def find_finders(n_rows, t_hunt, t_state, t_x, t_y, t_candidate,
                 row = base + cy * ncx
                 # A row's cells are adjacent, so their members are one run of `order`.
                 for k in range(cell_start[row + cx0], cell_start[row + cx1 + 1]):
-                    j = order[k]
-                    ddx = p_x[j] - tx
-                    ddy = p_y[j] - ty
+                    ddx = p_sorted_x[k] - tx
+                    ddy = p_sorted_y[k] - ty
                     d2 = ddx * ddx + ddy * ddy
-                    if d2 <= r2 and (best < 0 or d2 < best_d2 or (d2 == best_d2 and j < best)):
-                        best = j
-                        best_d2 = d2
+                    if d2 <= r2:
+                        j = order[k]
+                        if best < 0 or d2 < best_d2 or (d2 == best_d2 and j < best):
+                            best = j
+                            best_d2 = d2
         t_candidate[r] = best
         if best >= 0:
             hits += 1

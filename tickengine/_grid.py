@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from numba import njit
+from numba import njit, prange
 
 #: Largest cell count a hunt's grid may have (memory and per-tick clearing cost).
 MAX_CELLS_PER_HUNT = 4_000_000
@@ -47,14 +47,16 @@ def cell_coord(v, inv, n):
 @njit(cache=True, nogil=True)
 def build_grid(n_rows, state, live_state, hunt, x, y, hunt_f, hunt_i,
                col_inv_x, col_inv_y, col_ncx, col_ncy, col_base,
-               row_cell, cell_start, cursor, order):
+               row_cell, cell_start, cursor, order, sorted_x, sorted_y):
     """Counting sort of the rows ``i < n_rows`` with ``state[i] == live_state`` into cells.
 
     The grid's geometry per hunt is read from columns of the hunt tables
     (``hunt_f[h, col_inv_x]`` and so on), so one kernel serves both grids.
     Writes ``cell_start`` (length cells + 1: the members of cell ``c`` are
-    ``order[cell_start[c]:cell_start[c + 1]]``) and ``row_cell``. Returns the
-    number of rows placed.
+    ``order[cell_start[c]:cell_start[c + 1]]``), ``row_cell``, and the members'
+    positions in that same order (``sorted_x[k] == x[order[k]]``), so that a
+    query reads contiguous memory instead of gathering. Returns the number of
+    rows placed.
     """
     n_cells = cell_start.shape[0] - 1
     for c in range(n_cells + 1):
@@ -76,7 +78,18 @@ def build_grid(n_rows, state, live_state, hunt, x, y, hunt_f, hunt_i,
             c = row_cell[i]
             order[cursor[c]] = i
             cursor[c] += 1
-    return cell_start[n_cells]
+    n_placed = cell_start[n_cells]
+    gather(n_placed, order, x, y, sorted_x, sorted_y)
+    return n_placed
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def gather(n, order, x, y, sorted_x, sorted_y):
+    """``sorted_x[k] = x[order[k]]`` for ``k < n`` (and likewise y), on all threads."""
+    for k in prange(n):
+        i = order[k]
+        sorted_x[k] = x[i]
+        sorted_y[k] = y[i]
 
 
 @njit(cache=True, inline="always")

@@ -12,6 +12,7 @@ from numba import njit, prange
 
 from ._grid import cell_span
 from ._state import (
+    ACTIVE,
     HF_HINT_R,
     HF_HINT_R2,
     HF_T_INV_X,
@@ -39,15 +40,16 @@ def hint_level(d2, r, r2, levels):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def update_hints(n_in_play, p_order, p_hunt, p_x, p_y, p_hint, t_x, t_y,
-                 cell_start, order, hunt_f, hunt_i):
-    """Write the hint level of the players in play, ``p_order[:n_in_play]``.
+def update_hints(n_rows, p_state, p_hunt, p_x, p_y, p_hint, cell_start, t_sorted_x, t_sorted_y,
+                 hunt_f, hunt_i):
+    """Write the hint level of every active player in rows ``[0, n_rows)``.
 
-    Walking players in grid order rather than slot order keeps neighbouring
-    queries on the same treasure cells, which stay in cache.
+    Players are read in slot order and treasures through the grid's sorted
+    copies of their positions: both sides stream memory, no gathers.
     """
-    for q in prange(n_in_play):
-        i = p_order[q]
+    for i in prange(n_rows):
+        if p_state[i] != ACTIVE:
+            continue
         h = p_hunt[i]
         px = p_x[i]
         py = p_y[i]
@@ -63,9 +65,8 @@ def update_hints(n_in_play, p_order, p_hunt, p_x, p_y, p_hint, t_x, t_y,
             row = base + cy * ncx
             # A row's cells are adjacent, so their members are one run of `order`.
             for k in range(cell_start[row + cx0], cell_start[row + cx1 + 1]):
-                j = order[k]
-                ddx = px - t_x[j]
-                ddy = py - t_y[j]
+                ddx = px - t_sorted_x[k]
+                ddy = py - t_sorted_y[k]
                 d2 = ddx * ddx + ddy * ddy
                 best = min(best, d2)
         p_hint[i] = hint_level(best, r, r2, hunt_i[h, HI_HINT_LEVELS])

@@ -32,7 +32,8 @@ from ._state import (
 
 @njit(cache=True, inline="always")
 def _scan(s, keyframe, tick, p_state, p_gen, p_hunt, p_x, p_y, p_x_prev, p_y_prev,
-          p_changed_tick, p_joined_tick, cell_start, order, hunt_f, hunt_i, out, pos, write):
+          p_changed_tick, p_joined_tick, cell_start, order, p_sorted_x, p_sorted_y,
+          hunt_f, hunt_i, out, pos, write):
     """Count (and if ``write``, store from ``out[pos]``) the records of observer ``s``."""
     if p_state[s] != ACTIVE:
         return 0
@@ -86,7 +87,8 @@ def _scan(s, keyframe, tick, p_state, p_gen, p_hunt, p_x, p_y, p_x_prev, p_y_pre
 @njit(cache=True, nogil=True, parallel=True)
 def compute_visibility(n_obs, observers, keyframe, tick, p_state, p_gen, p_hunt, p_x, p_y,
                        p_x_prev, p_y_prev, p_changed_tick, p_joined_tick,
-                       cell_start, order, hunt_f, hunt_i, offsets, truncated, out):
+                       cell_start, order, p_sorted_x, p_sorted_y, hunt_f, hunt_i,
+                       offsets, truncated, out):
     """Fill ``out`` with the records of ``observers[:n_obs]``.
 
     ``keyframe[o]`` nonzero asks for everything in view instead of the diff.
@@ -97,7 +99,8 @@ def compute_visibility(n_obs, observers, keyframe, tick, p_state, p_gen, p_hunt,
     for o in prange(n_obs):
         offsets[o + 1] = _scan(observers[o], keyframe[o] != 0, tick, p_state, p_gen, p_hunt,
                                p_x, p_y, p_x_prev, p_y_prev, p_changed_tick, p_joined_tick,
-                               cell_start, order, hunt_f, hunt_i, out, 0, False)
+                               cell_start, order, p_sorted_x, p_sorted_y, hunt_f, hunt_i,
+                               out, 0, False)
     cap = out.shape[0]
     offsets[0] = 0
     dropped = 0
@@ -114,5 +117,6 @@ def compute_visibility(n_obs, observers, keyframe, tick, p_state, p_gen, p_hunt,
         if offsets[o + 1] > offsets[o]:
             _scan(observers[o], keyframe[o] != 0, tick, p_state, p_gen, p_hunt,
                   p_x, p_y, p_x_prev, p_y_prev, p_changed_tick, p_joined_tick,
-                  cell_start, order, hunt_f, hunt_i, out, offsets[o], True)
+                  cell_start, order, p_sorted_x, p_sorted_y, hunt_f, hunt_i,
+                  out, offsets[o], True)
     return dropped

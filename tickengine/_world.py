@@ -179,9 +179,13 @@ class World:
         self._p_cells = np.zeros(1, np.int64)
         self._p_cursor = np.zeros(0, np.int64)
         self._p_order = np.zeros(P, np.int32)
+        self._p_sorted_x = np.zeros(P, np.float64)
+        self._p_sorted_y = np.zeros(P, np.float64)
         self._t_cells = np.zeros(1, np.int64)
         self._t_cursor = np.zeros(0, np.int64)
         self._t_order = np.zeros(T, np.int32)
+        self._t_sorted_x = np.zeros(T, np.float64)
+        self._t_sorted_y = np.zeros(T, np.float64)
         # Events.
         n_disc = config.max_discoveries if config.max_discoveries is not None else T
         n_mem = config.max_membership_events if config.max_membership_events is not None else 2 * P
@@ -411,14 +415,15 @@ class World:
             P.last_seq, P.changed_tick, mv.seq, mv.gen, mv.dx, mv.dy, H.f,
         )
         c2 = clock()
-        n_in_play = build_grid(n, P.state, ACTIVE, P.hunt, P.x, P.y, H.f, H.i,
-                               HF_P_INV_X, HF_P_INV_Y, HI_P_NCX, HI_P_NCY, HI_P_BASE,
-                               P.cell, self._p_cells, self._p_cursor, self._p_order)
+        build_grid(n, P.state, ACTIVE, P.hunt, P.x, P.y, H.f, H.i,
+                   HF_P_INV_X, HF_P_INV_Y, HI_P_NCX, HI_P_NCY, HI_P_BASE,
+                   P.cell, self._p_cells, self._p_cursor, self._p_order,
+                   self._p_sorted_x, self._p_sorted_y)
         c3 = clock()
         respawns = respawn_due(t, T.used, T.hunt, T.state, T.x, T.y, T.value, T.respawn_tick,
                                T.finder_slot, T.finder_gen, H.f, H.i, H.rng)
-        find_finders(T.used, T.hunt, T.state, T.x, T.y, T.candidate, P.x, P.y,
-                     self._p_cells, self._p_order, H.f, H.i)
+        find_finders(T.used, T.hunt, T.state, T.x, T.y, T.candidate,
+                     self._p_cells, self._p_order, self._p_sorted_x, self._p_sorted_y, H.f, H.i)
         n_disc, drop_disc = score_discoveries(
             t, T.used, T.hunt, T.state, T.x, T.y, T.value, T.respawn_tick,
             T.finder_slot, T.finder_gen, T.candidate,
@@ -426,10 +431,11 @@ class World:
         )
         build_grid(T.used, T.state, T_ACTIVE, T.hunt, T.x, T.y, H.f, H.i,
                    HF_T_INV_X, HF_T_INV_Y, HI_T_NCX, HI_T_NCY, HI_T_BASE,
-                   T.cell, self._t_cells, self._t_cursor, self._t_order)
+                   T.cell, self._t_cells, self._t_cursor, self._t_order,
+                   self._t_sorted_x, self._t_sorted_y)
         c4 = clock()
-        update_hints(n_in_play, self._p_order, P.hunt, P.x, P.y, P.hint, T.x, T.y,
-                     self._t_cells, self._t_order, H.f, H.i)
+        update_hints(n, P.state, P.hunt, P.x, P.y, P.hint,
+                     self._t_cells, self._t_sorted_x, self._t_sorted_y, H.f, H.i)
         c5 = clock()
         n_changed = rank_hunts(
             n, H.count, P.state, P.hunt, P.gen, P.score, P.score_tick, H.i,
@@ -456,10 +462,12 @@ class World:
         P, T, H = self.players, self.treasures, self.hunts
         build_grid(P.high_water, P.state, ACTIVE, P.hunt, P.x, P.y, H.f, H.i,
                    HF_P_INV_X, HF_P_INV_Y, HI_P_NCX, HI_P_NCY, HI_P_BASE,
-                   P.cell, self._p_cells, self._p_cursor, self._p_order)
+                   P.cell, self._p_cells, self._p_cursor, self._p_order,
+                   self._p_sorted_x, self._p_sorted_y)
         build_grid(T.used, T.state, T_ACTIVE, T.hunt, T.x, T.y, H.f, H.i,
                    HF_T_INV_X, HF_T_INV_Y, HI_T_NCX, HI_T_NCY, HI_T_BASE,
-                   T.cell, self._t_cells, self._t_cursor, self._t_order)
+                   T.cell, self._t_cells, self._t_cursor, self._t_order,
+                   self._t_sorted_x, self._t_sorted_y)
 
     # ------------------------------------------------------------------ queries
 
@@ -481,7 +489,8 @@ class World:
         P, H = self.players, self.hunts
         dropped = compute_visibility(
             n, observers, kf, self._tick, P.state, P.gen, P.hunt, P.x, P.y, P.x_prev, P.y_prev,
-            P.changed_tick, P.joined_tick, self._p_cells, self._p_order, H.f, H.i,
+            P.changed_tick, P.joined_tick, self._p_cells, self._p_order,
+            self._p_sorted_x, self._p_sorted_y, H.f, H.i,
             self._vis_offsets, self._vis_truncated, self._vis_records,
         )
         return Visibility(
