@@ -8,11 +8,13 @@ import sys
 import tickengine
 
 PUBLIC = {
-    "Bots", "CapacityError", "ConfigError", "DISCOVERY_DTYPE", "EngineConfig", "HUNTER",
+    "BOT_POLICIES", "Bots", "CapacityError", "ConfigError", "DISCOVERY_DTYPE", "EngineConfig",
+    "HUNTER",
     "HuntFullError", "HuntParams", "JOINED", "LEADER_DTYPE", "LEFT", "MEMBERSHIP_DTYPE",
     "MoveBuffer", "PHASES", "PlayerInfo", "RANDOM", "SnapshotError", "StalePlayerError",
     "TickEngineError", "TickResult", "UnknownHuntError", "VISIBLE_DTYPE", "VIS_IN_VIEW",
-    "Visibility", "World", "WorldConfig", "load_config", "make_player_id", "warm_up",
+    "Visibility", "WarmUpReport", "World", "WorldConfig", "load_config", "make_player_id",
+    "parse_config", "warm_up",
 }
 
 

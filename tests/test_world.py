@@ -18,6 +18,7 @@ from tickengine import (
     UnknownHuntError,
     World,
     load_config,
+    parse_config,
 )
 
 
@@ -51,15 +52,15 @@ def test_toml_config_with_defaults_and_errors(tmp_path) -> None:
         ("forest", 300.0, 7), ("desert", 900.0, 7)]
     assert isinstance(config.hunts[0].width, float)
     with pytest.raises(ConfigError, match=r"#1: unknown key\(s\) colour"):
-        load_config('[[hunt]]\nname = "x"\ncolour = 3\n')
+        parse_config('[[hunt]]\nname = "x"\ncolour = 3\n')
     with pytest.raises(ConfigError, match="hunt names must be unique"):
-        load_config('[[hunt]]\nname = "x"\n[[hunt]]\nname = "x"\n')
+        parse_config('[[hunt]]\nname = "x"\n[[hunt]]\nname = "x"\n')
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
-        load_config("[[hunt]\n")
+        parse_config("[[hunt]\n")
     with pytest.raises(ConfigError, match=r"unknown table\(s\) hunts"):
-        load_config("[hunts]\n")
+        parse_config("[hunts]\n")
 
 
 def test_add_hunt_limits() -> None:
@@ -183,3 +184,39 @@ def test_put_many_counts_kept_and_dropped() -> None:
     result = world.tick()
     assert result.moves_applied == 2
     assert (world.player(int(ids[0])).dx, world.player(int(ids[1])).dy) == (1.0, 0.0)
+
+
+def test_join_many_is_exactly_many_joins() -> None:
+    def world() -> World:
+        return World(EngineConfig(max_players=50, max_treasures=10),
+                     [HuntParams(name="a", treasures=5, max_players=30)])
+
+    one_by_one, at_once = world(), world()
+    ids = [one_by_one.join(0) for _ in range(12)]
+    assert list(at_once.join_many(0, 12)) == ids
+    for w in (one_by_one, at_once):
+        w.tick()
+    assert one_by_one.state_hash() == at_once.state_hash()
+    with pytest.raises(HuntFullError, match="room for 18 more players, not 19"):
+        at_once.join_many(0, 19)
+    assert at_once.hunts.players[0] == 12  # all or nothing
+
+
+def test_bot_streams_are_independent() -> None:
+    from tickengine import Bots
+    from tickengine._rng import splitmix64_py
+
+    world = World(EngineConfig(max_players=64, max_treasures=1), [HuntParams(treasures=1)])
+    bots = Bots(world)
+    bots.add(0, 64, "random", seed=12345)
+    draws = []
+    for state in bots.rng[:64]:
+        s, out = int(state), []
+        for _ in range(4):
+            s, u = splitmix64_py(s)
+            out.append(u)
+        draws.append(out)
+    # No bot's stream is another's shifted by a draw or two.
+    firsts = {d[0] for d in draws}
+    assert len(firsts) == 64
+    assert not any(d[k] in firsts for d in draws for k in (1, 2, 3))

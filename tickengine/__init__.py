@@ -10,6 +10,7 @@ public API, and tests/test_exports.py guards it. ``tickengine.reference`` is the
 slow pure-Python oracle of the same rules.
 """
 
+from ._bots import BOT_POLICIES as BOT_POLICIES
 from ._bots import HUNTER as HUNTER
 from ._bots import RANDOM as RANDOM
 from ._bots import Bots as Bots
@@ -17,6 +18,7 @@ from ._config import EngineConfig as EngineConfig
 from ._config import HuntParams as HuntParams
 from ._config import WorldConfig as WorldConfig
 from ._config import load_config as load_config
+from ._config import parse_config as parse_config
 from ._dtypes import DISCOVERY_DTYPE as DISCOVERY_DTYPE
 from ._dtypes import JOINED as JOINED
 from ._dtypes import LEADER_DTYPE as LEADER_DTYPE
@@ -32,6 +34,7 @@ from ._errors import StalePlayerError as StalePlayerError
 from ._errors import TickEngineError as TickEngineError
 from ._errors import UnknownHuntError as UnknownHuntError
 from ._moves import MoveBuffer as MoveBuffer
+from ._warmup import WarmUpReport as WarmUpReport
 from ._warmup import warm_up as warm_up
 from ._world import PHASES as PHASES
 from ._world import PlayerInfo as PlayerInfo

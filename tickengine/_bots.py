@@ -23,13 +23,18 @@ from numba import njit, prange
 
 from ._errors import CapacityError
 from ._moves import MoveBuffer
-from ._rng import uniform
+from ._rng import mix64, uniform
 from ._state import ACTIVE, HF_HEIGHT, HF_WIDTH, PENDING
-from ._world import World, make_player_id
+from ._world import World
 
 RANDOM = 0
 HUNTER = 1
-POLICIES = {"random": RANDOM, "hunter": HUNTER}
+#: Bot policy names and their codes.
+BOT_POLICIES = {"hunter": HUNTER, "random": RANDOM}
+
+# Bot streams are derived from (seed, bot index) through this domain tag, so a bot
+# population seeded like a hunt never replays that hunt's spawn draws.
+_BOT_DOMAIN = 0xB07_5EED_0F_B075
 
 #: Chance per tick that an exploring bot picks a new heading.
 TURN_CHANCE = 0.02
@@ -127,37 +132,36 @@ class Bots:
     ) -> np.ndarray:
         """Join ``count`` bots to ``hunt``; returns their player ids (int64 array).
 
-        ``policy`` is ``RANDOM``/``HUNTER`` or their names. Bot ``k`` of this
-        population gets the RNG stream ``seed + k * golden`` (mod 2^64).
+        ``policy`` is ``HUNTER``/``RANDOM`` or their names (:data:`BOT_POLICIES`).
+        Bot ``b`` of this population (counting from the first bot ever added)
+        gets its own RNG stream, a hash of ``(seed, b)``.
         """
         if isinstance(policy, str):
-            if policy not in POLICIES:
-                raise ValueError(f"bot policy must be one of {', '.join(POLICIES)}, got {policy!r}")
-            policy = POLICIES[policy]
+            if policy not in BOT_POLICIES:
+                raise ValueError(
+                    f"bot policy must be one of {', '.join(BOT_POLICIES)}, got {policy!r}"
+                )
+            policy = BOT_POLICIES[policy]
         if self.count + count > self.capacity:
             raise CapacityError(f"room for {self.capacity - self.count} more bots, asked {count}")
-        ids = np.zeros(count, np.int64)
-        mask = (1 << 64) - 1
-        for k in range(count):
-            pid = self.world.join(hunt)
-            b = self.count
-            self.slot[b] = pid & 0xFFFFFFFF
-            self.gen[b] = pid >> 32
-            self.policy[b] = policy
-            self.rng[b] = np.uint64((seed + b * 0x9E3779B97F4A7C15) & mask)
-            self.last_hint[b] = 0
-            self.seq[b] = 0
-            self.dx[b] = 0.0
-            self.dy[b] = 0.0
-            self.count = b + 1
-            ids[k] = pid
+        ids = self.world.join_many(hunt, count)
+        first, stop = self.count, self.count + count
+        self.slot[first:stop] = ids & 0xFFFFFFFF
+        self.gen[first:stop] = ids >> 32
+        self.policy[first:stop] = policy
+        key = mix64(np.array([(seed ^ _BOT_DOMAIN) & 0xFFFFFFFFFFFFFFFF], np.uint64))[0]
+        self.rng[first:stop] = mix64(key ^ np.arange(first, stop, dtype=np.uint64))
+        self.last_hint[first:stop] = 0
+        self.seq[first:stop] = 0
+        self.dx[first:stop] = 0.0
+        self.dy[first:stop] = 0.0
+        self.count = stop
         return ids
 
     def ids(self) -> np.ndarray:
-        """Player ids of all bots (dead ones included)."""
-        return np.array([make_player_id(s, g) for s, g in
-                         zip(self.slot[: self.count], self.gen[: self.count], strict=True)],
-                        np.int64)
+        """Player ids of all bots (those whose player left included)."""
+        n = self.count
+        return (self.gen[:n].astype(np.int64) << 32) | self.slot[:n].astype(np.int64)
 
     def decide(self, moves: MoveBuffer | None = None) -> int:
         """Write this tick's moves of every live bot into ``moves`` (default: the world's)."""

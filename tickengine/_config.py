@@ -179,8 +179,21 @@ class WorldConfig:
     hunts: tuple[HuntParams, ...] = (HuntParams(),)
 
 
-def load_config(source: str | Path | dict[str, Any]) -> WorldConfig:
-    """Read a world description from a TOML file path, TOML text or a parsed mapping.
+def load_config(path: str | Path) -> WorldConfig:
+    """Read a world description from a TOML file (see :func:`parse_config` for the layout).
+
+    Raises :class:`ConfigError` naming the file when it cannot be read or is invalid.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    return parse_config(text, where=str(path))
+
+
+def parse_config(source: str | dict[str, Any], *, where: str = "config") -> WorldConfig:
+    """Build a world description from TOML text or an already parsed mapping.
 
     The layout::
 
@@ -194,23 +207,14 @@ def load_config(source: str | Path | dict[str, Any]) -> WorldConfig:
         name = "forest"
         seed = 7
 
-    Raises :class:`ConfigError` naming the file, the table and the key at fault.
+    A ``[server]`` table is allowed and ignored here (it belongs to the server).
+    Raises :class:`ConfigError` naming the table and the key at fault.
     """
-    where = "config"
     if isinstance(source, dict):
         data = source
     else:
-        path = Path(source)
-        if isinstance(source, Path) or (len(str(source)) < 4096 and path.suffix == ".toml"):
-            where = str(path)
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError(f"{where}: cannot read config file: {exc.strerror}") from exc
-        else:
-            text = str(source)
         try:
-            data = tomllib.loads(text)
+            data = tomllib.loads(source)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
     unknown = sorted(set(data) - {"engine", "defaults", "hunt", "server"})

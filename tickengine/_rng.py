@@ -46,3 +46,15 @@ def splitmix64_py(state: int) -> tuple[int, float]:
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
     z ^= z >> 31
     return state, (z >> 11) * _INV_2_53
+
+
+def mix64(values: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser over a uint64 array: distinct inputs, unrelated outputs.
+
+    Used to derive independent RNG states (one per bot) from one seed, so that
+    no two streams are the same stream shifted by a few draws.
+    """
+    z = values.astype(np.uint64)
+    z = (z ^ (z >> _S30)) * _MIX1
+    z = (z ^ (z >> _S27)) * _MIX2
+    return z ^ (z >> _S31)

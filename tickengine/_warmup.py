@@ -7,18 +7,52 @@ well under a second when Numba's on-disk cache is warm.
 
 from __future__ import annotations
 
+import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
+from numba.core.registry import CPUDispatcher
 
 
-def warm_up() -> float:
-    """Run every kernel once on a tiny world. Returns the seconds it took."""
+@dataclass(frozen=True, slots=True)
+class WarmUpReport:
+    """What :func:`warm_up` did."""
+
+    #: Wall-clock seconds it took.
+    seconds: float
+    #: Kernel signatures compiled now (they are cached on disk for the next process).
+    compiled: int
+    #: Kernel signatures loaded from Numba's on-disk cache.
+    loaded: int
+
+    @property
+    def from_cache(self) -> bool:
+        """True when nothing had to be compiled."""
+        return self.compiled == 0
+
+
+def _kernels() -> list[CPUDispatcher]:
+    return [obj for name, mod in list(sys.modules.items()) if name.startswith("tickengine.")
+            for obj in vars(mod).values() if isinstance(obj, CPUDispatcher)]
+
+
+def _counts() -> tuple[int, int]:
+    compiled = loaded = 0
+    for kernel in {id(k): k for k in _kernels()}.values():
+        compiled += sum(kernel.stats.cache_misses.values())
+        loaded += sum(kernel.stats.cache_hits.values())
+    return compiled, loaded
+
+
+def warm_up() -> WarmUpReport:
+    """Run every kernel once on a tiny world; report the time and what was compiled."""
     from ._bots import HUNTER, RANDOM, Bots
     from ._config import EngineConfig, HuntParams
     from ._world import World
 
     start = time.perf_counter()
+    compiled0, loaded0 = _counts()
     world = World(EngineConfig(max_players=8, max_treasures=8, max_hunts=2, max_visible=64))
     hunt = world.add_hunt(HuntParams(name="warm-up", width=50, height=50, treasures=4,
                                      discovery_radius=5, hint_radius=20, view_radius=30,
@@ -38,4 +72,7 @@ def warm_up() -> float:
     world.leave(me)
     world.tick()
     World.restore(world.snapshot()).state_hash()
-    return time.perf_counter() - start
+    world.join_many(hunt, 1)
+    compiled1, loaded1 = _counts()
+    return WarmUpReport(seconds=time.perf_counter() - start, compiled=compiled1 - compiled0,
+                        loaded=loaded1 - loaded0)
