@@ -1,0 +1,71 @@
+"""Smoke test of perf/bench_tick.py: a --quick run finishes and writes sane results.
+
+Timings are never asserted (the machine is noisy); this only keeps the
+benchmark from rotting as the engine changes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import tickengine
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "perf" / "bench_tick.py"
+
+
+def positive(stats: dict) -> bool:
+    return all(stats[k] > 0 for k in ("p50", "p99", "mean"))
+
+
+def test_bench_tick_quick_run_writes_json_and_png(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "bench_tick.json" in proc.stdout and "bench_tick.png" in proc.stdout
+
+    data = json.loads((tmp_path / "bench_tick.json").read_text())
+    assert {"meta", "noise", "self_check", "engine", "numpy", "reference", "allocations",
+            "ratios", "targets"} <= data.keys()
+    assert data["meta"]["cpus"] > 0
+    assert data["noise"]["p50"] > 0
+
+    sizes = {r["players"] for r in data["engine"]}
+    assert sizes == {1000, 5000}
+    for r in data["engine"]:
+        assert r["ticks"] > 0 and r["threads"] >= 1
+        for key in ("tick_ms", "decide_ms", "visibility_ms", "tick_visibility_ms"):
+            assert positive(r[key]), key
+        assert set(r["phase_p50_ms"]) == set(tickengine.PHASES)
+        assert all(v >= 0 for v in r["phase_p50_ms"].values())
+        assert sum(r["phase_p50_ms"].values()) > 0
+        assert r["observers"] > 0
+
+    assert {r["players"] for r in data["numpy"]} == sizes
+    for r in data["numpy"]:
+        assert positive(r["tick_ms"])
+        assert r["agreement"]["hints"] > 0.99
+    assert [r["players"] for r in data["reference"]] == [1000]
+    assert positive(data["reference"][0]["tick_ms"])
+    assert data["self_check"]["hints"] > 0.99
+
+    for row in data["ratios"]:
+        assert row["numpy_over_engine"] > 0
+    assert data["ratios"][0]["reference_over_engine"] > 0
+
+    assert [r["players"] for r in data["allocations"]] == [1000, 5000]
+    for r in data["allocations"]:
+        assert r["ticks"] > 0
+        assert r["retained_blocks_per_tick"]["median"] >= 0
+        assert r["transient_peak_bytes"]["max"] > 0
+
+    assert len(data["targets"]) == 6
+    assert {t["status"] for t in data["targets"]} <= {"MET", "MISSED", "NOT RUN"}
+
+    png = tmp_path / "bench_tick.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
