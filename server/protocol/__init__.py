@@ -1,0 +1,63 @@
+"""server.protocol: the sans-IO wire protocol between hunt clients and the server.
+
+Bytes in, events out; events in, bytes out. No sockets, no Trio, no logging:
+the server moves the bytes, this package gives them meaning, and every layout
+is tested byte for byte without a network. The format is in docs/protocol.md;
+the byte-exact vectors in tests/protocol_vectors.json.
+
+Layout: private modules, public re-exports (this file).
+
+- ``_constants``: version, message types, error and close codes, limits.
+- ``_records``: NumPy dtypes of the records inside frames.
+- ``_errors``: ProtocolError (code, close code), Remote- vs LocalProtocolError.
+- ``_messages``: the events, frozen dataclasses validated in the constructor.
+- ``_codec``: ``encode`` and the decoders of each side, routed by the type byte.
+- ``_tick``: TICK messages: the server's reusable-buffer writer, the client's decoder.
+- ``_ingest``: MOVES frames decoded into preallocated columns (no object per move).
+"""
+
+from ._codec import decode_client_frame as decode_client_frame
+from ._codec import decode_server_frame as decode_server_frame
+from ._codec import encode as encode
+from ._codec import frame_type as frame_type
+from ._constants import CLOSE_CODES as CLOSE_CODES
+from ._constants import MAX_CLIENT_FRAME_BYTES as MAX_CLIENT_FRAME_BYTES
+from ._constants import MAX_HUNT_BYTES as MAX_HUNT_BYTES
+from ._constants import MAX_JSON_MOVE_CHARS as MAX_JSON_MOVE_CHARS
+from ._constants import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
+from ._constants import MAX_MOVES_PER_FRAME as MAX_MOVES_PER_FRAME
+from ._constants import MAX_NAME_BYTES as MAX_NAME_BYTES
+from ._constants import MAX_SEQ as MAX_SEQ
+from ._constants import MAX_SERVER_FRAME_BYTES as MAX_SERVER_FRAME_BYTES
+from ._constants import NOT_FATAL as NOT_FATAL
+from ._constants import PROTOCOL_VERSION as PROTOCOL_VERSION
+from ._constants import REFUSAL_CODES as REFUSAL_CODES
+from ._constants import RESUME_TOKEN_BYTES as RESUME_TOKEN_BYTES
+from ._constants import SUPPORTED_VERSIONS as SUPPORTED_VERSIONS
+from ._constants import TICK_HEADER_BYTES as TICK_HEADER_BYTES
+from ._constants import ErrorCode as ErrorCode
+from ._constants import MessageType as MessageType
+from ._errors import LocalProtocolError as LocalProtocolError
+from ._errors import ProtocolError as ProtocolError
+from ._errors import RemoteProtocolError as RemoteProtocolError
+from ._ingest import MoveBatch as MoveBatch
+from ._ingest import decode_moves_into as decode_moves_into
+from ._messages import Bye as Bye
+from ._messages import ErrorMessage as ErrorMessage
+from ._messages import Hello as Hello
+from ._messages import Move as Move
+from ._messages import Moves as Moves
+from ._messages import NameEntry as NameEntry
+from ._messages import Refused as Refused
+from ._messages import TickUpdate as TickUpdate
+from ._messages import Welcome as Welcome
+from ._records import DISCOVERY_RECORD as DISCOVERY_RECORD
+from ._records import LEADER_RECORD as LEADER_RECORD
+from ._records import LEAVE_RECORD as LEAVE_RECORD
+from ._records import MOVE_RECORD as MOVE_RECORD
+from ._records import VISIBLE_RECORD as VISIBLE_RECORD
+from ._tick import NO_EVENTS as NO_EVENTS
+from ._tick import HuntEvents as HuntEvents
+from ._tick import TickMessageWriter as TickMessageWriter
+from ._tick import encode_hunt_events as encode_hunt_events
+from ._tick import tick_message_size as tick_message_size

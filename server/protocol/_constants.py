@@ -1,0 +1,106 @@
+"""The numbers of the wire protocol: version, message types, error and close codes, limits.
+
+docs/protocol.md is the prose of this module; tests/protocol_vectors.json pins the bytes.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+#: The version a client puts in HELLO (byte 1). Any change of a layout bumps it.
+PROTOCOL_VERSION = 1
+#: Versions this implementation speaks.
+SUPPORTED_VERSIONS = frozenset({PROTOCOL_VERSION})
+
+
+class MessageType(IntEnum):
+    """Byte 0 of every binary frame. Bit 7 is set on the messages the server sends."""
+
+    HELLO = 0x01
+    MOVES = 0x02
+    BYE = 0x03
+    WELCOME = 0x81
+    REFUSED = 0x82
+    TICK = 0x83
+    ERROR = 0x84
+
+
+ALL_TYPES = frozenset(int(t) for t in MessageType)
+CLIENT_TYPES = frozenset(t for t in ALL_TYPES if t < 0x80)
+
+
+class ErrorCode(IntEnum):
+    """The ``code`` of ERROR and REFUSED messages and of :class:`ProtocolError`.
+
+    Codes 4000 and up are app-specific and equal to the close code they come with.
+    """
+
+    MALFORMED = 1
+    UNKNOWN_TYPE = 2
+    UNEXPECTED = 3
+    INVALID_VALUE = 4
+    TOO_BIG = 5
+    HANDSHAKE_TIMEOUT = 6
+    RATE_LIMITED = 7
+    GOING_AWAY = 8
+    INTERNAL = 9
+    HUNT_FULL = 4001
+    UNKNOWN_HUNT = 4002
+    BAD_VERSION = 4003
+    BAD_NAME = 4004
+    RESUME_INVALID = 4005
+    SERVER_FULL = 4006
+    REPLACED = 4007
+    TOO_SLOW = 4008
+
+
+#: Close code of an ERROR that does not end the connection (a warning).
+NOT_FATAL = 0
+
+#: The WebSocket close code (RFC 6455, 7.4) that goes with each error code.
+CLOSE_CODES: dict[int, int] = {
+    ErrorCode.MALFORMED: 1002,  # protocol error
+    ErrorCode.UNKNOWN_TYPE: 1002,
+    ErrorCode.UNEXPECTED: 1008,  # policy violation
+    ErrorCode.INVALID_VALUE: 1008,
+    ErrorCode.TOO_BIG: 1009,  # message too big
+    ErrorCode.HANDSHAKE_TIMEOUT: 1008,
+    ErrorCode.RATE_LIMITED: NOT_FATAL,
+    ErrorCode.GOING_AWAY: 1001,  # going away
+    ErrorCode.INTERNAL: 1011,  # internal error
+    **{code: int(code) for code in ErrorCode if code >= 4000},
+}
+
+#: Errors answered to a HELLO with REFUSED rather than ERROR.
+REFUSAL_CODES = frozenset({
+    ErrorCode.HUNT_FULL, ErrorCode.UNKNOWN_HUNT, ErrorCode.BAD_VERSION,
+    ErrorCode.BAD_NAME, ErrorCode.RESUME_INVALID, ErrorCode.SERVER_FULL,
+})
+
+
+def is_valid_close_code(code: int) -> bool:
+    """Whether ``code`` may travel in an ERROR/REFUSED frame (0, or sendable per RFC 6455)."""
+    return code == NOT_FATAL or 1000 <= code <= 1003 or 1007 <= code <= 1011 or 3000 <= code <= 4999
+
+
+# Flag bits.
+HELLO_RESUME = 0x01
+WELCOME_RESUMED = 0x01
+TICK_KEYFRAME = 0x01
+TICK_LEADERBOARD = 0x02
+
+# Limits and sizes (bytes unless named otherwise).
+RESUME_TOKEN_BYTES = 16
+TICK_HEADER_BYTES = 64
+MAX_NAME_BYTES = 32
+MAX_HUNT_BYTES = 256
+MAX_MESSAGE_BYTES = 256
+MAX_MOVES_PER_FRAME = 64
+MAX_HINT_LEVEL = 15
+MAX_LEADERBOARD_ROWS = 255
+MAX_SEQ = 2**63 - 1
+MAX_JSON_MOVE_CHARS = 256
+#: Largest frame a client may send (a MOVES of 64 moves); the server's ``max_message_size``.
+MAX_CLIENT_FRAME_BYTES = 4 + 16 * MAX_MOVES_PER_FRAME
+#: Largest frame the server sends (a keyframe of a million visible players fits).
+MAX_SERVER_FRAME_BYTES = 1 << 24
