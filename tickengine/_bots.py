@@ -50,6 +50,18 @@ def _heading(rng, b):
     return math.cos(a), math.sin(a)
 
 
+@njit(cache=True, inline="always")
+def _steer(b, s, dx, dy, b_gen, b_seq, b_dx, b_dy, move_seq, move_gen, move_dx, move_dy):
+    """Bot ``b`` (player slot ``s``) heads for ``(dx, dy)``: remember it, send it as a move."""
+    b_dx[b] = dx
+    b_dy[b] = dy
+    b_seq[b] += 1
+    move_seq[s] = b_seq[b]
+    move_gen[s] = b_gen[b]
+    move_dx[s] = dx
+    move_dy[s] = dy
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def decide_moves(n_bots, b_slot, b_gen, b_policy, b_rng, b_last_hint, b_seq, b_dx, b_dy,
                  p_state, p_gen, p_hunt, p_x, p_y, p_hint, hunt_f,
@@ -82,15 +94,8 @@ def decide_moves(n_bots, b_slot, b_gen, b_policy, b_rng, b_last_hint, b_seq, b_d
                     ndx = math.cos(a)
                     ndy = math.sin(a)
                     if ndx != dx or ndy != dy:
-                        dx = ndx
-                        dy = ndy
-                        b_seq[b] += 1
-                        move_seq[s] = b_seq[b]
-                        move_gen[s] = b_gen[b]
-                        move_dx[s] = dx
-                        move_dy[s] = dy
-                        b_dx[b] = dx
-                        b_dy[b] = dy
+                        _steer(b, s, ndx, ndy, b_gen, b_seq, b_dx, b_dy,
+                               move_seq, move_gen, move_dx, move_dy)
                         written += 1
                     continue
                 if hint == last and uniform(b_rng, b) < HUNTER_DRIFT:
@@ -99,13 +104,7 @@ def decide_moves(n_bots, b_slot, b_gen, b_policy, b_rng, b_last_hint, b_seq, b_d
                 turn = True
         if turn:
             dx, dy = _heading(b_rng, b)
-            b_dx[b] = dx
-            b_dy[b] = dy
-            b_seq[b] += 1
-            move_seq[s] = b_seq[b]
-            move_gen[s] = b_gen[b]
-            move_dx[s] = dx
-            move_dy[s] = dy
+            _steer(b, s, dx, dy, b_gen, b_seq, b_dx, b_dy, move_seq, move_gen, move_dx, move_dy)
             written += 1
     return written
 

@@ -17,9 +17,10 @@ from ._state import ACTIVE, PENDING, Players
 _SLOT_MASK = 0xFFFFFFFF
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _keep(slot, gen, seq, mdx, mdy, p_state, p_gen, p_leaving, p_last_seq,
           move_seq, move_gen, move_dx, move_dy):
+    """The one rule for keeping a move (docs/rules.md, "Between ticks"); True if kept."""
     if slot < 0 or slot >= p_state.shape[0]:
         return False
     st = p_state[slot]
@@ -73,26 +74,14 @@ class MoveBuffer:
         move already kept.
         """
         p = self._players
-        slot = player_id & _SLOT_MASK
-        gen = player_id >> 32
-        if not 0 <= slot < p.capacity or not 0 < seq < 2**63:
+        if not 0 < seq < 2**63 or player_id < 0 or player_id >= 2**64:
             self.dropped += 1
             return False
-        st = p.state[slot]
-        if (
-            (st != ACTIVE and st != PENDING)
-            or p.gen[slot] != gen
-            or p.leaving[slot]
-            or seq <= p.last_seq[slot]
-            or (self.seq[slot] > 0 and self.gen[slot] == gen and seq <= self.seq[slot])
-        ):
+        kept = _keep(player_id & _SLOT_MASK, player_id >> 32, seq, float(dx), float(dy),
+                     p.state, p.gen, p.leaving, p.last_seq, self.seq, self.gen, self.dx, self.dy)
+        if not kept:
             self.dropped += 1
-            return False
-        self.seq[slot] = seq
-        self.gen[slot] = gen
-        self.dx[slot] = dx
-        self.dy[slot] = dy
-        return True
+        return kept
 
     def put_many(self, ids: np.ndarray, seqs: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> int:
         """Keep a batch of moves (int64 ids and seqs, float64 directions); returns how many kept.

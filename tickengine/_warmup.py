@@ -61,6 +61,7 @@ def warm_up() -> WarmUpReport:
     bots.add(hunt, 2, RANDOM, seed=1)
     bots.add(hunt, 1, HUNTER, seed=2)
     me = world.join(hunt)
+    world.moves.put(me, 1, 0.5, 0.5)
     world.moves.put_many(np.array([me], np.int64), np.array([1], np.int64),
                          np.array([0.5]), np.array([0.5]))
     observers = np.arange(4, dtype=np.int32)

@@ -314,27 +314,7 @@ class World:
         The player enters play at the next tick's step 1 (docs/rules.md).
         Raises :class:`HuntFullError` or :class:`CapacityError` when there is no room.
         """
-        h = self.hunt_index(hunt)
-        P, H = self.players, self.hunts
-        if H.players[h] >= H.i[h, HI_MAX_PLAYERS]:
-            raise HuntFullError(
-                f"hunt {self.hunt_params[h].name!r} is full ({H.players[h]} players, max_players)"
-            )
-        top = int(P.free_top[0])
-        if top == 0:
-            raise CapacityError(f"all {P.capacity} player slots are taken (engine.max_players)")
-        slot = int(P.free[top - 1])
-        P.free_top[0] = top - 1
-        P.state[slot] = PENDING
-        P.hunt[slot] = h
-        P.leaving[slot] = False
-        # The previous occupant's sequence numbers must not block the newcomer's moves.
-        P.last_seq[slot] = 0
-        H.players[h] += 1
-        if slot >= P.high_water:
-            P.high_water = slot + 1
-        self._queue(OP_JOIN, slot)
-        return make_player_id(slot, P.gen[slot])
+        return int(self.join_many(hunt, 1)[0])
 
     def join_many(self, hunt: int | str, count: int) -> np.ndarray:
         """Reserve ``count`` slots in ``hunt`` at once; returns the ids (int64 array).
@@ -349,11 +329,16 @@ class World:
         room = int(H.i[h, HI_MAX_PLAYERS] - H.players[h])
         if count > room:
             raise HuntFullError(
-                f"hunt {self.hunt_params[h].name!r} has room for {room} more players, not {count}"
+                f"hunt {self.hunt_params[h].name!r} is full: room for {room} more players, "
+                f"not {count} (max_players)"
             )
         top = int(P.free_top[0])
         if count > top:
-            raise CapacityError(f"{top} player slots are free, not {count} (engine.max_players)")
+            taken = "all" if top == 0 else f"{P.capacity - top} of"
+            raise CapacityError(
+                f"{taken} {P.capacity} player slots are taken, {count} more asked "
+                "(engine.max_players)"
+            )
         slots = P.free[top - count : top][::-1].copy()
         P.free_top[0] = top - count
         P.state[slots] = PENDING
