@@ -1,0 +1,101 @@
+"""Shared by the browser tests: the system Chromium, a static file server, page error capture.
+
+Holds no tests itself. The browser is Debian's ``/usr/bin/chromium`` driven by Playwright
+(never a downloaded browser); the tests skip with a message saying what to install when
+it is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STATIC = ROOT / "server" / "static"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def require_chromium() -> None:
+    """Skip (with the fix) when the system browser or Playwright is missing."""
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium`")
+    pytest.importorskip("playwright", reason="install the test extras: pip install -e '.[test]'")
+
+
+@contextlib.contextmanager
+def launched_browser() -> Iterator[object]:
+    """A headless system Chromium (Playwright sync API), closed on exit."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+#: An empty page to load modules from (its icon is inline: no favicon 404 in the console).
+BLANK_PAGE = "/__blank__.html"
+_BLANK = b'<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><title></title>'
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path != BLANK_PAGE:
+            super().do_GET()
+            return
+        body = _BLANK
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # the test output is for failures, not for access logs
+
+
+@contextlib.contextmanager
+def static_server(directory: Path = ROOT) -> Iterator[str]:
+    """Serve ``directory`` over HTTP on 127.0.0.1 (a free port); yields the base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def capture_errors(page: object) -> list[str]:
+    """A list that fills with the page's uncaught errors and console errors."""
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+    page.on("console", lambda msg: errors.append(f"console: {msg.text}")
+            if msg.type == "error" else None)
+    return errors
+
+
+def screenshot(page: object, name: str) -> Path:
+    """Save a screenshot under tests/artifacts/ (gitignored) and return its path."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
