@@ -1,0 +1,330 @@
+"""The server application: listeners, one task per connection, HTTP routes, shutdown.
+
+``HuntServer(config).run(task_status=...)`` is the whole server; started with
+``await nursery.start(server.run)`` it reports its bound ports (tests bind
+port 0 and never sleep waiting for start-up). ``server.shutdown()`` (SIGINT or
+SIGTERM in ``treasure-hunt serve``) stops the tick after the current one, sends
+every client ERROR ``GOING_AWAY`` and close 1001, and returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numba
+import trio
+
+import tickengine
+
+from . import _tickframes
+from . import _wsframes as wf
+from ._config import ServeConfig
+from ._conn import Connection, ConnectionClosed, HandshakeFailed
+from ._http import HttpServer, Request, Response, file_response, json_response
+from ._hub import Hub, JoinRequest, Session
+from ._log import get_logger
+from ._metrics import Metrics
+from .protocol import (
+    MAX_CLIENT_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    ErrorCode,
+    ErrorMessage,
+    Hello,
+    MessageType,
+    ProtocolError,
+    RemoteProtocolError,
+    decode_client_frame,
+    encode,
+)
+
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """Where a started server listens (port numbers; ``http`` is None without HTTP)."""
+
+    host: str
+    ws: int
+    http: int | None
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.ws}/"
+
+
+class HuntServer:
+    """A hunt server: WebSocket clients, an HTTP port, the hub's tick. See module docstring."""
+
+    def __init__(self, config: ServeConfig | None = None, *, journal: Any = None,
+                 hub: Hub | None = None) -> None:
+        self.config = config = config if config is not None else ServeConfig()
+        self.server = config.server
+        self.metrics = Metrics()
+        self.log = get_logger()
+        self.hub = hub if hub is not None else Hub(config, self.metrics, self.log, journal)
+        self.connections: set[Connection] = set()
+        self.per_address: Counter[str] = Counter()
+        self.ports: Ports | None = None
+        self._stop = trio.Event()
+        self._started = False
+
+    def shutdown(self) -> None:
+        """Ask the server to stop (safe to call from any Trio task, any number of times)."""
+        self._stop.set()
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.server
+        report = await trio.to_thread.run_sync(self._warm_up)
+        self.log.info("warm_up", seconds=round(report.seconds, 2), compiled=report.compiled,
+                      loaded=report.loaded)
+        async with trio.open_nursery() as nursery:
+            self.hub.nursery = nursery
+            ws_listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
+            ws_port = ws_listeners[0].socket.getsockname()[1]
+            http_port = None
+            if cfg.http_port >= 0:
+                http_listeners = await trio.open_tcp_listeners(cfg.http_port, host=cfg.host)
+                http_port = http_listeners[0].socket.getsockname()[1]
+                http = self._http()
+                nursery.start_soon(trio.serve_listeners, http.handle, http_listeners)
+            nursery.start_soon(trio.serve_listeners, self._handle_stream, ws_listeners)
+            await nursery.start(self.hub.run_ticker)
+            self.ports = Ports(cfg.host, ws_port, http_port)
+            self.log.info("serving", ws_url=self.ports.ws_url,
+                          http_url=f"http://{cfg.host}:{http_port}/" if http_port else None,
+                          hunts=[p.name for p in self.hub.world.hunt_params],
+                          tick_rate=self.hub.world.tick_rate)
+            task_status.started(self.ports)
+            await self._stop.wait()
+            self.log.info("shutting_down", clients=len(self.connections))
+            self.hub.running = False
+            bye = wf.frame(encode(ErrorMessage(ErrorCode.GOING_AWAY,
+                                               "the server is shutting down")))
+            async with trio.open_nursery() as closing:
+                for conn in list(self.connections):
+                    conn.send_now(bye)
+                    closing.start_soon(conn.close, 1001, "server shutting down")
+            nursery.cancel_scope.cancel()
+        self.log.info("stopped")
+
+    def _warm_up(self) -> tickengine.WarmUpReport:
+        numba.set_num_threads(self.server.tick_threads)
+        report = tickengine.warm_up()
+        _tickframes.warm_up()
+        return report
+
+    # ------------------------------------------------------------------ connections
+
+    async def _handle_stream(self, stream: trio.SocketStream) -> None:
+        try:
+            await self._handle(stream)
+        except Exception:  # a bug in one connection must never take the server down
+            self.log.exception("connection_error")
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        cfg = self.server
+        conn = Connection(stream, MAX_CLIENT_FRAME_BYTES, cfg.outbox_messages)
+        addr = conn.remote
+        if (len(self.connections) >= cfg.max_connections
+                or self.per_address[addr] >= cfg.max_connections_per_address):
+            self.metrics.events.labels("refused_busy").inc()
+            with trio.move_on_after(cfg.handshake_timeout), contextlib.suppress(Exception):
+                await _reject_busy(conn)
+            await conn.abort()
+            return
+        self.connections.add(conn)
+        self.per_address[addr] += 1
+        self.metrics.connections.set(len(self.connections))
+        session: Session | None = None
+        try:
+            session = await self._open(conn)
+            if session is not None:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(conn.run_writer)
+                    await self._read_loop(conn, session)
+                    nursery.cancel_scope.cancel()
+        except ConnectionClosed:
+            pass
+        finally:
+            if session is not None:
+                self.hub.disconnected(session, conn)
+                self.log.info("disconnect", player=session.player_id, name=session.name,
+                              code=conn.closed.code if conn.closed else None)
+            await conn.abort()
+            self.connections.discard(conn)
+            self.per_address[addr] -= 1
+            if not self.per_address[addr]:
+                del self.per_address[addr]
+            self.metrics.connections.set(len(self.connections))
+
+    async def _open(self, conn: Connection) -> Session | None:
+        """Handshake, HELLO, and the hub's answer at the next tick."""
+        cfg = self.server
+        hello = None
+        with trio.move_on_after(cfg.handshake_timeout):
+            try:
+                await conn.handshake()
+            except HandshakeFailed as exc:
+                self.metrics.events.labels("bad_handshake").inc()
+                self.log.info("bad_handshake", remote=conn.remote, error=str(exc))
+                return None
+            msg = await conn.receive()
+            try:
+                if msg.opcode == wf.OP_TEXT:
+                    raise RemoteProtocolError("the first message must be a binary HELLO",
+                                              ErrorCode.UNEXPECTED)
+                event = decode_client_frame(msg.payload)
+                if not isinstance(event, Hello):
+                    raise RemoteProtocolError("the first message must be HELLO",
+                                              ErrorCode.UNEXPECTED)
+                hello = event
+            except ProtocolError as exc:
+                await self._protocol_error(conn, exc, None)
+                return None
+        if hello is None:
+            if conn.closed is None:
+                await self._fail(conn, ErrorMessage(ErrorCode.HANDSHAKE_TIMEOUT,
+                                                    f"no HELLO within {cfg.handshake_timeout} s"))
+            return None
+        self.metrics.events.labels("hello").inc()
+        req = JoinRequest(conn, hello.name, hello.hunt, hello.resume_token)
+        self.hub.requests.append(req)
+        await req.done.wait()
+        if req.refusal is not None:
+            self.metrics.events.labels("refused").inc()
+            self.log.info("refused", remote=conn.remote, name=hello.name, hunt=hello.hunt,
+                          code=ErrorCode(req.refusal.code).name, reason=req.refusal.message)
+            await self._fail(conn, req.refusal)
+            return None
+        self.metrics.events.labels("resume" if hello.resume_token else "join").inc()
+        return req.session
+
+    async def _read_loop(self, conn: Connection, s: Session) -> None:
+        hub = self.hub
+        idle = self.server.idle_timeout
+        while True:
+            with trio.move_on_after(idle) as scope:
+                msg = await conn.receive()
+            if scope.cancelled_caught:
+                await self._fail(conn, ErrorMessage(
+                    ErrorCode.UNEXPECTED, f"no message for {idle:g} s (idle timeout); "
+                    "send moves, or reconnect with your resume token", 1000))
+                return
+            now = trio.current_time()
+            try:
+                payload = msg.payload
+                if msg.opcode == wf.OP_TEXT:
+                    taken = hub.take_moves(s, payload.decode(), now)
+                elif payload[:1] == b"\x02":
+                    taken = hub.take_moves(s, payload, now)
+                elif payload == b"\x03":
+                    hub.leaves.append(s)
+                    self.log.info("leave", player=s.player_id, name=s.name, reason="bye")
+                    await conn.close(1000, "bye")
+                    return
+                else:
+                    decode_client_frame(payload)  # raises for what is not a client message
+                    raise RemoteProtocolError(
+                        f"{MessageType(payload[0]).name} is only allowed as the first message",
+                        ErrorCode.UNEXPECTED)
+            except ProtocolError as exc:
+                await self._protocol_error(conn, exc, s)
+                return
+            if not taken and now - s.last_rate_warning >= 1.0:
+                s.last_rate_warning = now
+                conn.send_now(wf.frame(encode(ErrorMessage(
+                    ErrorCode.RATE_LIMITED, f"more than {self.server.moves_per_second:g} moves "
+                    "per second: the excess is dropped"))))
+
+    async def _protocol_error(self, conn: Connection, exc: ProtocolError,
+                              s: Session | None) -> None:
+        self.metrics.protocol_errors.labels(ErrorCode(exc.code).name).inc()
+        self.log.info("protocol_error", remote=conn.remote,
+                      player=s.player_id if s else None, code=ErrorCode(exc.code).name,
+                      error=str(exc))
+        await self._fail(conn, exc.event_hint)
+
+    async def _fail(self, conn: Connection, event: ErrorMessage) -> None:
+        """Send ERROR or REFUSED, then close with its close code (if any)."""
+        conn.send_now(wf.frame(encode(event)))
+        if event.close_code:
+            await conn.close(event.close_code, event.message[:100])
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _http(self) -> HttpServer:
+        http = HttpServer(self.log)
+        http.route("/", lambda r: file_response(STATIC, "index.html"))
+        http.route("/watch", lambda r: file_response(STATIC, "watch.html"))
+        http.route_prefix("/static/", lambda r: file_response(STATIC, r.path[len("/static/"):]))
+        http.route("/metrics", lambda r: Response(
+            200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"))
+        http.route("/healthz", self._healthz)
+        http.route("/api/info", self._info)
+        http.route("/api/watch", self._watch)
+        return http
+
+    def _healthz(self, request: Request) -> Response:
+        hub = self.hub
+        ok = hub.running and self.ports is not None
+        return json_response({"ok": ok, "tick": int(hub.stats["tick"]),
+                              "clients": len(hub.obs_sessions)}, 200 if ok else 503)
+
+    def _info(self, request: Request) -> Response:
+        hub, ports = self.hub, self.ports
+        world = hub.world
+        host = request.headers.get("host", "").rsplit(":", 1)[0] or (ports.host if ports else "")
+        hunts = [{"name": p.name, "players": int(world.hunts.players[h]),
+                  "max_players": p.max_players, "width": p.width, "height": p.height,
+                  "tick_rate": p.tick_rate} for h, p in enumerate(world.hunt_params)]
+        return json_response({
+            "ws_port": ports.ws if ports else None,
+            "ws_url": f"ws://{host}:{ports.ws}/" if ports else None,
+            "protocol_version": PROTOCOL_VERSION, "hunts": hunts,
+            "watch": bool(self.server.admin_token)})
+
+    def _watch(self, request: Request) -> Response:
+        token = self.server.admin_token
+        given = request.query.get("token") or request.headers.get(
+            "authorization", "").removeprefix("Bearer ").strip()
+        if not token or not hmac.compare_digest(given.encode(), token.encode()):
+            why = "the watch view is disabled (no admin_token in [server])" if not token \
+                else "a valid admin token is needed (Authorization: Bearer ...)"
+            return json_response({"error": why}, 401)
+        hub = self.hub
+        try:
+            h = hub.world.hunt_index(request.query.get("hunt") or 0)
+        except tickengine.UnknownHuntError as exc:
+            return json_response({"error": str(exc)}, 404)
+        from ._watch import watch_payload
+
+        names = {s.slot: s.name for s in hub.sessions.values() if s.hunt == h}
+        stats = {**hub.stats, "clients": len(hub.obs_sessions)}
+        return json_response(watch_payload(hub.world, h, names,
+                                           list(hub.recent_discoveries[h]), stats))
+
+
+async def _reject_busy(conn: Connection) -> None:
+    from wsproto import ConnectionType
+    from wsproto.events import RejectConnection
+    from wsproto.events import Request as WsRequest
+    from wsproto.handshake import H11Handshake
+
+    hs = H11Handshake(ConnectionType.SERVER)
+    while True:
+        data = await conn.stream.receive_some(65536)
+        if not data:
+            return
+        hs.receive_data(data)
+        for event in hs.events():
+            if isinstance(event, WsRequest):
+                await conn.stream.send_all(hs.send(RejectConnection(status_code=503)))
+                return

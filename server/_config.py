@@ -1,0 +1,120 @@
+"""The server's settings: the ``[server]`` table of a TOML config, then command-line flags.
+
+Every field has a default that serves a demo on localhost. Units are in the
+names' docs: seconds, ticks, messages, moves per second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tickengine import ConfigError, WorldConfig, parse_config
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """How ``treasure-hunt serve`` listens, limits clients and runs the tick."""
+
+    #: Address to listen on (WebSocket and HTTP).
+    host: str = "127.0.0.1"
+    #: WebSocket port (0: any free port, logged at start).
+    port: int = 8765
+    #: HTTP port for the page, /metrics, /healthz and /api (0: any free port; -1: none).
+    http_port: int = 8080
+    #: Whether a HELLO naming an unknown hunt creates it (with [defaults] parameters).
+    allow_create_hunts: bool = False
+    #: Hunts clients may create this way.
+    max_created_hunts: int = 16
+    #: Connections open at once, and from one IP address (over: HTTP 503 at the handshake).
+    max_connections: int = 10_000
+    max_connections_per_address: int = 4_096
+    #: Seconds a client has to finish the WebSocket handshake and send HELLO.
+    handshake_timeout: float = 5.0
+    #: Seconds without any message from a client before it is closed.
+    idle_timeout: float = 300.0
+    #: Moves a client may send per second (a burst of one second's worth is allowed).
+    moves_per_second: float = 60.0
+    #: Messages that may wait for one slow client's socket before ticks are skipped for it.
+    outbox_messages: int = 8
+    #: Consecutive skipped ticks after which a slow client is evicted (close 4008).
+    evict_after_ticks: int = 40
+    #: Seconds a disconnected player stays in its hunt, resumable with its token.
+    resume_grace: float = 30.0
+    #: Token for the operator's watch view and /api/watch ("" : watch view disabled).
+    admin_token: str = ""
+    #: Numba threads of the tick's worker thread (1 leaves the other core to the sockets).
+    tick_threads: int = 1
+    #: Log format: "auto" (readable on a terminal, JSON lines otherwise), "json" or "console".
+    log_format: str = "auto"
+    #: Moves one tick can take from all clients together.
+    max_moves_per_tick: int = 65_536
+
+    def __post_init__(self) -> None:
+        checks = {
+            "port": (0, 65535), "http_port": (-1, 65535), "max_created_hunts": (0, 10_000),
+            "max_connections": (1, 1_000_000), "max_connections_per_address": (1, 1_000_000),
+            "handshake_timeout": (0.01, 3600), "idle_timeout": (0.1, 86_400),
+            "moves_per_second": (0.1, 10_000), "outbox_messages": (1, 10_000),
+            "evict_after_ticks": (1, 1_000_000), "resume_grace": (0, 86_400),
+            "tick_threads": (1, 256), "max_moves_per_tick": (64, 10_000_000),
+        }
+        for name, (lo, hi) in checks.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                    math.isfinite(value) and lo <= value <= hi):
+                raise ConfigError(f"server.{name} must be a number in [{lo}, {hi}], got {value!r}")
+        if self.log_format not in ("auto", "json", "console"):
+            raise ConfigError(f"server.log_format must be auto, json or console, "
+                              f"got {self.log_format!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, where: str = "[server]") -> ServerConfig:
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
+                              f"allowed: {', '.join(names)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> ServerConfig:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """Everything ``serve`` needs: the world to create and the server's settings."""
+
+    world: WorldConfig = field(default_factory=WorldConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    #: [defaults] of the config, for hunts that clients create by name.
+    hunt_defaults: dict[str, Any] = field(default_factory=dict)
+
+
+def load_serve_config(path: str | Path | None) -> ServeConfig:
+    """Read a TOML config ([engine], [defaults], [[hunt]], [server]); None: the demo."""
+    if path is None:
+        return ServeConfig()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_serve_config(data, where=str(path))
+
+
+def parse_serve_config(data: dict[str, Any] | str, *, where: str = "config") -> ServeConfig:
+    if isinstance(data, str):
+        try:
+            data = tomllib.loads(data)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
+    world = parse_config(data, where=where)
+    server = ServerConfig.from_dict(data.get("server", {}), where=f"{where} [server]")
+    return ServeConfig(world, server, dict(data.get("defaults", {})))

@@ -1,0 +1,254 @@
+"""One client's WebSocket connection: wsproto handshake, frame parsing, two send paths.
+
+The handshake is wsproto's (``H11Handshake``: the HTTP/1.1 upgrade, header
+checks, the accept token). After it, frames are parsed by
+:class:`server._wsframes.FrameParser` and written pre-framed.
+
+Sending, and why two paths: the tick sends one message to every client, so the
+common case must be one syscall and no task switch. :meth:`Connection.send_now`
+writes straight to the non-blocking socket when nothing else is queued for it;
+whatever the kernel does not take (a full socket buffer: a slow client) goes
+to this connection's bounded outbox, drained by :meth:`Connection.run_writer`
+under the same lock as every other write (pongs, close), so frames never
+interleave. A client whose outbox is full is the hub's business (skip, then
+evict): nothing here ever waits on a client inside the tick.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+
+import trio
+from wsproto import ConnectionType
+from wsproto.events import AcceptConnection, RejectConnection, Request
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import RemoteProtocolError as WsHandshakeError
+
+from . import _wsframes as wf
+
+_RECEIVE_BYTES = 65536
+
+
+class ConnectionClosed(Exception):
+    """The connection is closed (by either side, or it broke); ``code`` is the close code."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"connection closed ({code}{': ' + reason if reason else ''})")
+        self.code = code
+        self.reason = reason
+
+
+class HandshakeFailed(Exception):
+    """The peer did not complete a valid WebSocket opening handshake."""
+
+
+class Connection:
+    """A server-side WebSocket connection over a Trio socket stream.
+
+    ``max_message``: largest data message accepted (bytes; over it: close 1009).
+    ``outbox_limit``: messages that may wait for a slow socket before
+    :meth:`send_now` refuses more.
+    """
+
+    def __init__(self, stream: trio.SocketStream, max_message: int, outbox_limit: int) -> None:
+        self.stream = stream
+        self.parser = wf.FrameParser(max_message)
+        self.outbox: collections.deque[memoryview] = collections.deque()
+        self.outbox_limit = outbox_limit
+        self.closed: ConnectionClosed | None = None
+        self.path = "/"
+        self.remote = _peer(stream)
+        self.bytes_sent = 0
+        self._fd = stream.socket.fileno()
+        self._lock = trio.Lock()
+        self._wake = trio.Event()
+        self._head_partial = False  # the outbox head is the rest of a frame already begun
+        self._close_sent = False
+
+    # ------------------------------------------------------------------ handshake
+
+    async def handshake(self) -> None:
+        """Complete the opening handshake (the caller bounds it in time).
+
+        Raises :class:`HandshakeFailed` after answering a bad request with 400.
+        """
+        hs = H11Handshake(ConnectionType.SERVER)
+        while True:
+            data = await self.stream.receive_some(_RECEIVE_BYTES)
+            if not data:
+                raise HandshakeFailed("peer closed during the handshake")
+            try:
+                hs.receive_data(data)
+                for event in hs.events():
+                    if isinstance(event, Request):
+                        self.path = event.target
+                        await self.stream.send_all(hs.send(AcceptConnection()))
+                        # Bytes the client sent right after its request (h11 keeps
+                        # them as trailing data of the upgrade; tests pin this).
+                        trailing = hs._h11_connection.trailing_data[0]
+                        if trailing:
+                            self.parser.feed(bytes(trailing))
+                        return
+            except WsHandshakeError as exc:
+                hint = exc.event_hint or RejectConnection(status_code=400)
+                if not isinstance(hint, RejectConnection):
+                    hint = RejectConnection(status_code=400)
+                with contextlib.suppress(Exception):
+                    await self.stream.send_all(hs.send(hint))
+                raise HandshakeFailed(str(exc)) from None
+
+    # ------------------------------------------------------------------ receiving
+
+    async def receive(self) -> wf.Message:
+        """The next text or binary message. Answers pings; raises :class:`ConnectionClosed`.
+
+        A protocol violation is answered with a close frame of its code, then
+        raised as :class:`ConnectionClosed`.
+        """
+        parser = self.parser
+        while True:
+            try:
+                msg = parser.next()
+            except wf.FrameError as exc:
+                await self.close(exc.close_code, exc.message)
+                raise ConnectionClosed(exc.close_code, exc.message) from None
+            if msg is None:
+                if self.closed is not None:
+                    raise self.closed
+                try:
+                    data = await self.stream.receive_some(_RECEIVE_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                if not data:
+                    self._mark_closed(1006, "connection lost")
+                    raise self.closed  # type: ignore[misc]
+                parser.feed(data)
+                continue
+            op = msg.opcode
+            if op == wf.OP_BINARY or op == wf.OP_TEXT:
+                return msg
+            if op == wf.OP_PING:
+                await self.send(wf.frame(msg.payload, wf.OP_PONG))
+            elif op == wf.OP_CLOSE:
+                code = msg.close_code
+                await self.close(1000 if code == 1005 else code, msg.reason)
+                raise ConnectionClosed(code, msg.reason)
+
+    # ------------------------------------------------------------------ sending
+
+    def send_now(self, data: bytes | memoryview) -> bool:
+        """Hand one pre-framed message to the socket without waiting.
+
+        Written at once when the socket takes it; queued behind earlier
+        messages otherwise. Returns False (nothing queued) when the outbox
+        already holds ``outbox_limit`` messages or the connection is closed.
+        """
+        if self.closed is not None or self._close_sent:
+            return False
+        outbox = self.outbox
+        if outbox or self._lock.locked():
+            if len(outbox) >= self.outbox_limit:
+                return False
+            outbox.append(memoryview(data))
+            self._wake.set()
+            return True
+        try:
+            n = os.write(self._fd, data)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            self._mark_closed(1006, f"send failed: {exc.strerror}")
+            return False
+        self.bytes_sent += n
+        if n < len(data):
+            outbox.append(memoryview(data)[n:])
+            self._head_partial = n > 0
+            self._wake.set()
+        return True
+
+    @property
+    def backlog(self) -> int:
+        """Messages waiting for the socket."""
+        return len(self.outbox)
+
+    async def run_writer(self) -> None:
+        """Drain the outbox for as long as the connection lives (run it in a task)."""
+        while self.closed is None:
+            if not self.outbox:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            async with self._lock:
+                while self.outbox and self.closed is None:
+                    data = self.outbox[0]
+                    try:
+                        await self.stream.send_all(data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        self._mark_closed(1006, "connection lost while sending")
+                        return
+                    self.bytes_sent += len(data)
+                    self.outbox.popleft()
+                    self._head_partial = False
+
+    async def send(self, data: bytes) -> None:
+        """Send one pre-framed message after everything queued (raises ConnectionClosed)."""
+        if self.closed is not None:
+            raise self.closed
+        async with self._lock:
+            while self.outbox:  # keep order: what is queued goes first
+                head = self.outbox.popleft()
+                await self._send_all(head)
+                self._head_partial = False
+            await self._send_all(data)
+
+    async def _send_all(self, data: bytes | memoryview) -> None:
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._mark_closed(1006, "connection lost while sending")
+            raise self.closed from None  # type: ignore[misc]
+        self.bytes_sent += len(data)
+
+    async def close(self, code: int, reason: str = "", timeout: float = 2.0) -> None:
+        """Send a close frame (after a frame already begun, dropping queued ones), then
+        close the TCP connection. Never raises; bounded by ``timeout`` seconds."""
+        if self._close_sent:
+            return
+        self._close_sent = True
+        with trio.move_on_after(timeout):
+            async with self._lock:
+                if self.outbox and self._head_partial:
+                    head = self.outbox[0]
+                    self.outbox.clear()
+                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await self.stream.send_all(head)
+                self.outbox.clear()
+                if self.closed is None:
+                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await self.stream.send_all(wf.close_frame(code, reason))
+        if self.closed is None:
+            self._mark_closed(code, reason)
+        await self.abort()
+
+    async def abort(self) -> None:
+        """Close the TCP connection now."""
+        if self.closed is None:
+            self._mark_closed(1006, "aborted")
+        self._wake.set()
+        with trio.CancelScope(shield=True):
+            await self.stream.aclose()
+
+    def _mark_closed(self, code: int, reason: str) -> None:
+        if self.closed is None:
+            self.closed = ConnectionClosed(code, reason)
+        self._wake.set()
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        host = stream.socket.getpeername()[0]
+    except OSError:
+        return "?"
+    return str(host)

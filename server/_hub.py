@@ -1,0 +1,496 @@
+"""The hub: one World, its fixed-rate tick, and the players' sessions.
+
+Threads and ownership: the World is touched by one Trio task, the ticker, and
+by the worker thread it hands each tick to (``trio.to_thread``; the kernels
+release the GIL). Connection tasks never call the World: they queue requests
+(join, resume, leave) that the ticker applies between two ticks, and they
+decode moves straight into the current :class:`MoveBatch`; at tick time the
+ticker swaps in the spare batch (double buffering), so sockets keep being read
+while the worker ticks.
+
+One tick, in order: apply queued requests (expired grace periods, leaves,
+joins, resumes) -> worker thread: moves into the engine, ``World.tick``,
+visibility of every connected player, every client's frame into one buffer
+(server/_tickframes.py) -> journal hook -> WELCOMEs of new players -> one
+``send_now`` per client (a write to its socket, or its bounded outbox; a full
+outbox skips the tick for that client, which then gets a keyframe; too many
+skips in a row evict it). Deadlines come from the schedule (start + n *
+period), not from a sleep after the work, so the rate does not drift.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numba
+import numpy as np
+import trio
+
+from tickengine import (
+    LEFT,
+    CapacityError,
+    ConfigError,
+    HuntFullError,
+    HuntParams,
+    UnknownHuntError,
+    World,
+    make_player_id,
+)
+
+from . import _tickframes as tf
+from . import _wsframes as wf
+from ._config import ServeConfig
+from ._conn import Connection
+from ._metrics import TICK_PHASES, Metrics
+from .protocol import (
+    ErrorCode,
+    ErrorMessage,
+    MoveBatch,
+    NameEntry,
+    Refused,
+    Welcome,
+    encode,
+    encode_hunt_events,
+)
+
+
+@dataclass(eq=False)
+class Session:
+    """A player as the server knows it: alive in a hunt, connected or within its grace."""
+
+    player_id: int
+    slot: int
+    hunt: int
+    name: str
+    token: bytes
+    conn: Connection | None = None
+    #: trio.current_time() when the connection was lost (None while connected).
+    lost_at: float | None = None
+    #: The next TICK sent must be a keyframe (join, resume, skipped ticks).
+    keyframe: bool = True
+    #: WELCOME not sent yet on the current connection.
+    welcome_pending: bool = True
+    resumed: bool = False
+    #: Consecutive ticks skipped because the outbox was full.
+    skipped: int = 0
+    #: Token bucket of the move rate limit (moves) and its last refill time (seconds).
+    bucket: float = 0.0
+    bucket_t: float = 0.0
+    last_rate_warning: float = -math.inf
+    leaving: bool = False
+
+
+@dataclass(eq=False)
+class JoinRequest:
+    """A HELLO waiting for the next tick boundary; the ticker fills ``session`` or ``refusal``."""
+
+    conn: Connection
+    name: str
+    hunt: str
+    token: bytes | None
+    done: trio.Event = field(default_factory=trio.Event)
+    session: Session | None = None
+    refusal: Refused | None = None
+
+
+class Hub:
+    """A World served to clients on a fixed tick. See the module docstring."""
+
+    def __init__(self, config: ServeConfig, metrics: Metrics, log: Any,
+                 journal: Any = None) -> None:
+        self.config = config
+        self.server = config.server
+        self.metrics = metrics
+        self.log = log
+        self.journal = journal
+        self.world = World(config.world.engine, config.world.hunts)
+        self._init_buffers()
+        self.sessions: dict[int, Session] = {}  # by slot
+        self.by_token: dict[bytes, Session] = {}
+        self.requests: list[JoinRequest] = []
+        self.leaves: list[Session] = []
+        self.created_hunts = 0
+        self.running = True
+        self.stats: dict[str, float] = {"tick": 0, "tick_ms_p50": 0.0, "tick_ms_p99": 0.0}
+        self.recent_ms: deque[float] = deque(maxlen=200)
+        self.recent_discoveries: list[deque[dict[str, Any]]] = [
+            deque(maxlen=20) for _ in self.world.hunt_params]
+        # Per-tick counters, flushed into the metrics once per tick.
+        self.moves_received = 0
+        self.moves_dropped = 0
+        self._observers_dirty = True
+        self._on_tick: list[Callable[[Hub, Any], None]] = []
+
+    def _init_buffers(self) -> None:
+        cap = self.server.max_moves_per_tick
+        self.batch, self.spare = MoveBatch(cap), MoveBatch(cap)
+        P = self.world.players.capacity
+        self.obs_sessions: list[Session] = []
+        self.obs_slots = np.zeros(P, np.int32)
+        self.obs_keyframe = np.zeros(P, np.uint8)
+        self.obs_tail = np.zeros(P, np.int32)
+        self.frame_sizes = np.zeros(P, np.int64)
+        self.frame_offsets = np.zeros(P + 1, np.int64)
+        self.out = np.zeros(1 << 20, np.uint8)
+        self.tails = tf.TailTable()
+        self._names_blob: dict[int, list[NameEntry]] = {}
+
+    # ------------------------------------------------------------------ requests
+
+    def new_token(self) -> bytes:
+        while True:
+            token = secrets.token_bytes(16)
+            if token not in self.by_token:
+                return token
+
+    def _apply_requests(self, now: float) -> list[JoinRequest]:
+        """Between ticks: grace expiries, leaves, joins, resumes. Refusals are answered
+        at once; returns the accepted requests, to welcome after this tick."""
+        world = self.world
+        grace = self.server.resume_grace
+        for s in list(self.sessions.values()):
+            if s.conn is None and s.lost_at is not None and now - s.lost_at >= grace:
+                self.log.info("leave", player=s.player_id, name=s.name, reason="grace expired")
+                self._leave(s)
+        for s in self.leaves:
+            if not s.leaving and world.is_live(s.player_id):
+                self._leave(s)
+        self.leaves.clear()
+        accepted = []
+        for req in self.requests:
+            try:
+                req.session = self._resume(req) if req.token is not None else self._join(req)
+            except _Refusal as exc:
+                req.refusal = Refused(exc.code, exc.message)
+                req.done.set()
+            else:
+                accepted.append(req)
+        self.requests.clear()
+        return accepted
+
+    def _leave(self, s: Session) -> None:
+        s.leaving = True
+        self.world.leave(s.player_id)
+        self.by_token.pop(s.token, None)
+        self.sessions.pop(s.slot, None)
+        self._names_blob.pop(s.hunt, None)
+        if s.conn is not None:
+            self._observers_dirty = True
+
+    def _join(self, req: JoinRequest) -> Session:
+        world = self.world
+        try:
+            h = world.hunt_index(req.hunt)
+        except UnknownHuntError:
+            h = self._create_hunt(req.hunt)
+        try:
+            pid = world.join(h)
+        except HuntFullError as exc:
+            raise _Refusal(ErrorCode.HUNT_FULL, str(exc)) from None
+        except CapacityError as exc:
+            raise _Refusal(ErrorCode.SERVER_FULL, str(exc)) from None
+        slot = pid & 0xFFFFFFFF
+        s = Session(pid, slot, h, req.name, self.new_token(), conn=req.conn)
+        s.bucket, s.bucket_t = self.server.moves_per_second, trio.current_time()
+        self.sessions[slot] = s
+        self.by_token[s.token] = s
+        self._names_blob.pop(h, None)
+        self._observers_dirty = True
+        self.log.info("join", player=pid, name=req.name, hunt=world.hunt_params[h].name,
+                      remote=req.conn.remote)
+        return s
+
+    def _create_hunt(self, name: str) -> int:
+        server, world = self.server, self.world
+        if not server.allow_create_hunts:
+            names = ", ".join(p.name for p in world.hunt_params)
+            raise _Refusal(ErrorCode.UNKNOWN_HUNT, f"no hunt named {name!r}; hunts: {names}")
+        if self.created_hunts >= server.max_created_hunts:
+            raise _Refusal(ErrorCode.UNKNOWN_HUNT, f"no hunt named {name!r}, and clients have "
+                           f"created the most allowed ({server.max_created_hunts})")
+        try:
+            params = HuntParams.from_dict({**self.config.hunt_defaults, "name": name})
+            h = world.add_hunt(params)
+        except (ConfigError, CapacityError) as exc:
+            raise _Refusal(ErrorCode.UNKNOWN_HUNT, f"cannot create hunt {name!r}: {exc}") from None
+        self.created_hunts += 1
+        self.recent_discoveries.append(deque(maxlen=20))
+        self.log.info("hunt_created", hunt=name, index=h)
+        return h
+
+    def _resume(self, req: JoinRequest) -> Session:
+        s = self.by_token.get(req.token or b"")
+        if s is None or s.leaving:
+            raise _Refusal(ErrorCode.RESUME_INVALID, "this resume token is unknown, expired or "
+                           "its player left; join again without it")
+        old = s.conn
+        if old is not None and old is not req.conn:
+            self.log.info("replaced", player=s.player_id, name=s.name)
+            frame = wf.frame(encode(ErrorMessage(ErrorCode.REPLACED, "another connection "
+                                                 "resumed this player")))
+            old.send_now(frame)
+            self._close_soon(old, 4007, "replaced")
+        s.conn, s.lost_at = req.conn, None
+        s.keyframe = s.welcome_pending = s.resumed = True
+        s.skipped = 0
+        s.bucket, s.bucket_t = self.server.moves_per_second, trio.current_time()
+        self._observers_dirty = True
+        self.log.info("resume", player=s.player_id, name=s.name, remote=req.conn.remote)
+        return s
+
+    def disconnected(self, s: Session, conn: Connection) -> None:
+        """A session's connection ended: keep the player for its grace period."""
+        if s.conn is conn:
+            s.conn = None
+            s.lost_at = trio.current_time()
+            self._observers_dirty = True
+
+    def _close_soon(self, conn: Connection, code: int, reason: str) -> None:
+        self.nursery.start_soon(conn.close, code, reason)
+
+    # ------------------------------------------------------------------ moves
+
+    def take_moves(self, s: Session, payload: bytes | str, now: float) -> int:
+        """Rate-limit and decode one MOVES frame into the current batch (raises
+        RemoteProtocolError for a bad frame). Returns the moves taken (0: dropped)."""
+        rate = self.server.moves_per_second
+        bucket = min(rate, s.bucket + (now - s.bucket_t) * rate)
+        s.bucket_t = now
+        batch = self.batch
+        if bucket < 1.0 or batch.room < 64:
+            s.bucket = bucket
+            self.moves_dropped += 1
+            return 0
+        n = batch.add(payload, s.player_id)
+        s.bucket = bucket - n
+        self.moves_received += n
+        return n
+
+    # ------------------------------------------------------------------ the tick
+
+    def _rebuild_observers(self) -> None:
+        obs = [s for s in self.sessions.values() if s.conn is not None and not s.leaving]
+        obs.sort(key=lambda s: s.slot)
+        self.obs_sessions = obs
+        n = len(obs)
+        self.obs_slots[:n] = [s.slot for s in obs]
+        self._observers_dirty = False
+
+    def _names(self, h: int) -> list[NameEntry]:
+        cached = self._names_blob.get(h)
+        if cached is None:
+            gen = self.world.players.gen
+            cached = [NameEntry(s.slot, int(gen[s.slot]), s.name)
+                      for s in self.sessions.values() if s.hunt == h and not s.leaving]
+            self._names_blob[h] = cached
+        return cached
+
+    def _compute(self, batch: MoveBatch, n_obs: int) -> tuple[Any, Any, int, dict[str, float]]:
+        """Worker thread: the tick, visibility and every frame. Touches no Trio object."""
+        numba.set_num_threads(self.server.tick_threads)
+        world = self.world
+        time.perf_counter()
+        world.moves.put_many(*batch.columns())
+        result = world.tick()
+        c1 = time.perf_counter()
+        slots = self.obs_slots[:n_obs]
+        vis = world.visibility(slots, self.obs_keyframe)
+        c2 = time.perf_counter()
+        total = self._build_tails(result, n_obs)
+        total = tf.frame_sizes(n_obs, vis.offsets, self.obs_tail, self.tails.rows,
+                               self.frame_sizes)
+        if total > self.out.shape[0]:
+            self.out = np.zeros(max(total, 2 * self.out.shape[0]), np.uint8)
+        P = world.players
+        tf.write_frames(n_obs, result.tick, slots, self.obs_keyframe, vis.offsets,
+                        vis.records.view(np.uint8), self.obs_tail, self.tails.rows,
+                        self.tails.data, P.last_seq, P.x.view(np.int64), P.y.view(np.int64),
+                        P.score, P.hint, self.out, self.frame_offsets)
+        c3 = time.perf_counter()
+        phases = {name: float(ns) * 1e-9 for name, ns in
+                  zip(("membership", "movement", "grid", "discovery", "hints", "leaderboard"),
+                      result.phase_ns, strict=True)}
+        phases["visibility"] = c2 - c1
+        phases["frames"] = c3 - c2
+        return result, vis, total, phases
+
+    def _build_tails(self, result: Any, n_obs: int) -> int:
+        """Encode each hunt's shared tail (and a keyframe variant where needed)."""
+        world, tails = self.world, self.tails
+        tails.clear()
+        n_hunts = world.hunts.count
+        disc = result.discoveries
+        mem = result.memberships
+        changed = set(result.leaderboard_changed.tolist())
+        diff_row = {}
+        kf_row = {}
+        obs = self.obs_sessions
+        kf = self.obs_keyframe
+        need_kf = {obs[i].hunt for i in range(n_obs) if kf[i]}
+        for h in range(n_hunts):
+            d = disc[disc["hunt"] == h] if len(disc) else None
+            left = mem[(mem["hunt"] == h) & (mem["kind"] == LEFT)] if len(mem) else None
+            joined = [] if not len(mem) else mem[(mem["hunt"] == h) & (mem["kind"] != LEFT)]
+            names = [NameEntry(int(r["slot"]), int(r["gen"]), self.sessions[int(r["slot"])].name)
+                     for r in joined if int(r["slot"]) in self.sessions]
+            board = world.leaderboard(h) if h in changed else None
+            diff_row[h] = tails.add(encode_hunt_events(d, board, left, names))
+            if h in need_kf:
+                kf_row[h] = tails.add(encode_hunt_events(d, world.leaderboard(h), left,
+                                                         self._names(h)))
+        for i in range(n_obs):
+            h = obs[i].hunt
+            self.obs_tail[i] = kf_row[h] if kf[i] else diff_row[h]
+        return tails.used
+
+    async def run_ticker(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The fixed-rate tick loop; returns when :attr:`running` turns False."""
+        rate = self.world.tick_rate or 20
+        period = 1.0 / rate
+        start = trio.current_time()
+        n = 0
+        task_status.started()
+        while self.running:
+            n += 1
+            deadline = start + n * period
+            now = trio.current_time()
+            if now > deadline + period:  # overran by more than a whole period: skip ahead
+                missed = int((now - deadline) / period)
+                n += missed
+                deadline += missed * period
+                self.metrics.overruns.inc(missed)
+                self.log.warning("tick_overrun", missed_ticks=missed)
+            await trio.sleep_until(deadline)
+            if not self.running:
+                break
+            await self.tick_once()
+
+    async def tick_once(self) -> None:
+        t0 = time.perf_counter()
+        now = trio.current_time()
+        accepted = self._apply_requests(now)
+        if self._observers_dirty:
+            self._rebuild_observers()
+        obs = self.obs_sessions
+        n_obs = len(obs)
+        kf = self.obs_keyframe
+        for i in range(n_obs):
+            kf[i] = obs[i].keyframe
+        batch, self.batch = self.batch, self.spare
+        result, vis, _total, phases = await trio.to_thread.run_sync(self._compute, batch, n_obs)
+        batch.clear()
+        self.spare = batch
+        if self.journal is not None:
+            self.journal(self, result)
+        t_send = time.perf_counter()
+        tick = result.tick
+        for req in accepted:
+            if req.session is not None:
+                self._send_welcome(req.session, tick)
+            req.done.set()
+        sent_msgs = sent_bytes = skipped = 0
+        out = memoryview(self.out)
+        offsets = self.frame_offsets
+        truncated = vis.truncated
+        evict_after = self.server.evict_after_ticks
+        for i in range(n_obs):
+            s = obs[i]
+            conn = s.conn
+            if conn is None or truncated[i]:
+                s.keyframe = True
+                continue
+            a, b = offsets[i], offsets[i + 1]
+            if conn.send_now(out[a:b]):
+                s.keyframe = False
+                s.skipped = 0
+                sent_msgs += 1
+                sent_bytes += b - a
+            else:
+                s.keyframe = True
+                s.skipped += 1
+                skipped += 1
+                if s.skipped >= evict_after and conn.closed is None:
+                    self._evict(s)
+        t_end = time.perf_counter()
+        phases["send"] = t_end - t_send
+        phases["total"] = t_end - t0
+        self._account(result, phases, sent_msgs, sent_bytes, skipped)
+        for hook in self._on_tick:
+            hook(self, result)
+
+    def _send_welcome(self, s: Session, tick: int) -> None:
+        conn = s.conn
+        if conn is None or not s.welcome_pending:
+            return
+        p = self.world.hunt_params[s.hunt]
+        P = self.world.players
+        welcome = Welcome(
+            player_id=s.player_id, resume_token=s.token, tick=tick - 1,
+            ack=int(P.last_seq[s.slot]), width=p.width, height=p.height,
+            player_speed=p.player_speed, tick_rate=p.tick_rate,
+            discovery_radius=p.discovery_radius, hint_radius=p.hint_radius,
+            view_radius=p.view_radius, hint_levels=p.hint_levels,
+            spawn_x=float(P.x[s.slot]), spawn_y=float(P.y[s.slot]), resumed=s.resumed)
+        conn.send_now(wf.frame(encode(welcome)))
+        s.welcome_pending = False
+
+    def _evict(self, s: Session) -> None:
+        conn = s.conn
+        assert conn is not None
+        self.metrics.evictions.inc()
+        self.log.warning("evict", player=s.player_id, name=s.name, remote=conn.remote,
+                         skipped_ticks=s.skipped, backlog=conn.backlog)
+        self.disconnected(s, conn)
+        self._close_soon(conn, 4008, "too slow: evicted after skipped ticks")
+
+    def _account(self, result: Any, phases: dict[str, float], msgs: int, nbytes: int,
+                 skipped: int) -> None:
+        m = self.metrics
+        m.observe_tick(phases)
+        m.ticks.inc()
+        m.add_moves(self.moves_received, result.moves_applied, self.moves_dropped)
+        self.moves_received = self.moves_dropped = 0
+        if msgs:
+            m.messages.inc(msgs)
+            m.bytes.inc(nbytes)
+        if skipped:
+            m.skipped.inc(skipped)
+        n_disc = len(result.discoveries)
+        if n_disc:
+            m.discoveries.inc(n_disc)
+            for d in result.discoveries[-20:]:
+                s = self.sessions.get(int(d["slot"]))
+                self.recent_discoveries[int(d["hunt"])].append({
+                    "tick": result.tick, "slot": int(d["slot"]),
+                    "name": s.name if s else "?", "value": int(d["value"]),
+                    "x": round(float(d["x"]), 1), "y": round(float(d["y"]), 1)})
+        m.clients.set(len(self.obs_sessions))
+        m.players.set(len(self.sessions))
+        m.hunts.set(self.world.hunts.count)
+        ms = phases["total"] * 1e3
+        self.recent_ms.append(ms)
+        if result.tick % 10 == 0:
+            arr = np.fromiter(self.recent_ms, np.float64)
+            self.stats["tick_ms_p50"] = float(np.percentile(arr, 50))
+            self.stats["tick_ms_p99"] = float(np.percentile(arr, 99))
+        self.stats["tick"] = result.tick
+
+
+class _Refusal(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message[:256]
+
+
+def player_slot(player_id: int) -> int:
+    return player_id & 0xFFFFFFFF
+
+
+__all__ = ["TICK_PHASES", "Hub", "JoinRequest", "Session", "make_player_id"]

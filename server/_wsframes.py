@@ -1,0 +1,213 @@
+"""WebSocket frames (RFC 6455, section 5) after the handshake: sans-IO, server side.
+
+Why not trio-websocket's reader for the data phase: it parses every frame
+through wsproto's general machinery and hands each message across a memory
+channel to another task, 40-100 us per small message on this machine
+(perf/bench_ingest.py measures it against this module in the same run). A hunt
+server receives tens of thousands of 20-byte MOVES frames per second, so the
+server parses client frames here: one pass over the received bytes, one
+``int.from_bytes`` XOR to unmask a small payload. The handshake stays on
+wsproto (``server/_conn.py``) and the Python client stays on trio-websocket.
+
+Server frames are never masked, so their header is 2, 4 or 10 bytes:
+:func:`frame_header` lays it in front of a pre-encoded message, which is then
+sent with one write.
+
+Only what a game server needs: no extensions (RSV bits must be 0), client
+frames must be masked, control frames are at most 125 bytes and unfragmented,
+data messages may be fragmented and are limited to ``max_message`` bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+OP_CONTINUATION = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+_CONTROL = frozenset({OP_CLOSE, OP_PING, OP_PONG})
+_DATA = frozenset({OP_TEXT, OP_BINARY})
+
+#: Close codes a peer may send (RFC 6455, 7.4.1 and 7.4.2).
+_VALID_CLOSE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013,
+                          1014}) | frozenset(range(3000, 5000))
+
+_U16 = struct.Struct("!H")
+_U64 = struct.Struct("!Q")
+
+
+class FrameError(Exception):
+    """The peer broke RFC 6455: close the connection with :attr:`close_code`."""
+
+    def __init__(self, message: str, close_code: int = 1002) -> None:
+        super().__init__(message)
+        self.message = message
+        self.close_code = close_code
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A complete message or control frame from the client.
+
+    ``opcode`` is OP_TEXT, OP_BINARY, OP_PING, OP_PONG or OP_CLOSE (then
+    ``close_code`` and ``reason`` are set; ``close_code`` is 1005 for none).
+    """
+
+    opcode: int
+    payload: bytes
+    close_code: int = 0
+    reason: str = ""
+
+
+def frame_header(length: int, opcode: int = OP_BINARY) -> bytes:
+    """The header of one unmasked, final server frame carrying ``length`` payload bytes."""
+    first = 0x80 | opcode
+    if length < 126:
+        return bytes((first, length))
+    if length < 65536:
+        return bytes((first, 126)) + _U16.pack(length)
+    return bytes((first, 127)) + _U64.pack(length)
+
+
+def header_size(length: int) -> int:
+    """Bytes of :func:`frame_header` for a payload of ``length`` bytes."""
+    return 2 if length < 126 else 4 if length < 65536 else 10
+
+
+def frame(payload: bytes, opcode: int = OP_BINARY) -> bytes:
+    """One complete unmasked server frame."""
+    return frame_header(len(payload), opcode) + payload
+
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    """A close frame with ``code`` and a reason cut to fit the 125-byte control limit."""
+    raw = reason.encode()[:123]
+    while raw:
+        try:
+            raw.decode()
+            break
+        except UnicodeDecodeError:  # never cut a character in half
+            raw = raw[:-1]
+    return frame(_U16.pack(code) + raw, OP_CLOSE)
+
+
+def unmask(payload: bytes | bytearray | memoryview, mask: bytes) -> bytes:
+    """XOR ``payload`` with the repeating 4-byte ``mask`` (one big-int XOR, no loop)."""
+    n = len(payload)
+    if not n:
+        return b""
+    key = int.from_bytes(mask * (n // 4 + 1), "little") & ((1 << (8 * n)) - 1)
+    return (int.from_bytes(payload, "little") ^ key).to_bytes(n, "little")
+
+
+class FrameParser:
+    """Turns the bytes a client sends into :class:`Message` objects.
+
+    ``feed(data)`` appends received bytes; ``next()`` returns the next complete
+    message or None when more bytes are needed. Raises :class:`FrameError` for
+    a protocol violation (1002), invalid UTF-8 in a text message (1007), or a
+    message over ``max_message`` bytes (1009, raised as soon as the header
+    announces it, before the payload arrives).
+    """
+
+    def __init__(self, max_message: int) -> None:
+        self.max_message = max_message
+        self._buf = bytearray()
+        self._pos = 0
+        self._frag_opcode = 0
+        self._frag_parts: list[bytes] = []
+        self._frag_size = 0
+
+    def feed(self, data: bytes) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet parsed."""
+        return len(self._buf) - self._pos
+
+    def next(self) -> Message | None:
+        while True:
+            buf, pos = self._buf, self._pos
+            avail = len(buf) - pos
+            if avail < 2:
+                return None
+            b0, b1 = buf[pos], buf[pos + 1]
+            fin, opcode, length = b0 & 0x80, b0 & 0x0F, b1 & 0x7F
+            if b0 & 0x70:
+                raise FrameError("RSV bits set: no extension was negotiated")
+            if not b1 & 0x80:
+                raise FrameError("client frames must be masked (RFC 6455, 5.1)")
+            at = pos + 2
+            if length == 126:
+                if avail < 4:
+                    return None
+                (length,) = _U16.unpack_from(buf, at)
+                at += 2
+            elif length == 127:
+                if avail < 10:
+                    return None
+                (length,) = _U64.unpack_from(buf, at)
+                at += 8
+            if opcode in _CONTROL:
+                if not fin or length > 125:
+                    raise FrameError("control frames are final and at most 125 bytes")
+            elif opcode in _DATA or opcode == OP_CONTINUATION:
+                if (opcode == OP_CONTINUATION) != bool(self._frag_opcode):
+                    raise FrameError("continuation frame without a message to continue"
+                                     if opcode == OP_CONTINUATION else
+                                     "new message inside a fragmented one")
+                if self._frag_size + length > self.max_message:
+                    raise FrameError(f"message over {self.max_message} bytes", 1009)
+            else:
+                raise FrameError(f"unknown opcode {opcode:#x}")
+            end = at + 4 + length
+            if len(buf) < end:
+                return None
+            payload = unmask(memoryview(buf)[at + 4:end], bytes(buf[at:at + 4]))
+            self._pos = end
+            if opcode in _CONTROL:
+                return self._control(opcode, payload)
+            if opcode != OP_CONTINUATION and fin:
+                return self._data(opcode, payload)
+            if opcode != OP_CONTINUATION:
+                self._frag_opcode = opcode
+            self._frag_parts.append(payload)
+            self._frag_size += length
+            if fin:
+                op, whole = self._frag_opcode, b"".join(self._frag_parts)
+                self._frag_opcode, self._frag_parts, self._frag_size = 0, [], 0
+                return self._data(op, whole)
+
+    @staticmethod
+    def _data(opcode: int, payload: bytes) -> Message:
+        if opcode == OP_TEXT:
+            try:
+                payload.decode()
+            except UnicodeDecodeError:
+                raise FrameError("text message is not valid UTF-8", 1007) from None
+        return Message(opcode, payload)
+
+    @staticmethod
+    def _control(opcode: int, payload: bytes) -> Message:
+        if opcode != OP_CLOSE:
+            return Message(opcode, payload)
+        if not payload:
+            return Message(OP_CLOSE, b"", 1005)
+        if len(payload) == 1:
+            raise FrameError("close frame with a 1-byte payload")
+        (code,) = _U16.unpack_from(payload)
+        if code not in _VALID_CLOSE:
+            raise FrameError(f"invalid close code {code}")
+        try:
+            reason = payload[2:].decode()
+        except UnicodeDecodeError:
+            raise FrameError("close reason is not valid UTF-8", 1007) from None
+        return Message(OP_CLOSE, payload, code, reason)

@@ -1,0 +1,147 @@
+"""``treasure-hunt serve``: the real-time server (WebSocket play, HTTP page and metrics).
+
+With no arguments it serves one demo hunt on localhost: play at
+http://127.0.0.1:8080/, WebSocket clients on ws://127.0.0.1:8765/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+EXAMPLES = """\
+examples:
+  # the demo hunt on localhost (page on http://127.0.0.1:8080/)
+  treasure-hunt serve
+
+  # hunts, capacities and limits from a config file, on all interfaces
+  treasure-hunt serve --config examples/server.toml --host 0.0.0.0
+
+  # let clients create hunts by name; a watch view for operators
+  treasure-hunt serve --allow-create-hunts --admin-token s3cret
+
+  # any free ports (printed in the 'serving' log line); JSON logs
+  treasure-hunt serve --port 0 --http-port 0 --log-format json
+
+Signals: SIGINT or SIGTERM shut down cleanly (clients get close 1001).
+exit status: 0 after a clean shutdown, 2 bad option or config.
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve", help="run the real-time server: WebSocket clients, web page, /metrics",
+        description=(
+            "Serve hunts to WebSocket clients on a fixed tick. Settings come from the\n"
+            "[server] table of --config (with [engine], [defaults] and [[hunt]] for the\n"
+            "world), and flags override them. Without --config: one hunt named 'demo'."
+        ),
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", metavar="FILE.toml", help="TOML config: [server], [engine], "
+                   "[defaults], [[hunt]] (see examples/server.toml)")
+    net = p.add_argument_group("network")
+    net.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    net.add_argument("--port", type=int, help="WebSocket port, 0 for any free one (default 8765)")
+    net.add_argument("--http-port", type=int,
+                     help="HTTP port for the page, /metrics, /healthz; 0 any free one, -1 none "
+                          "(default 8080)")
+    lim = p.add_argument_group("limits")
+    lim.add_argument("--max-connections", type=int, help="open connections (default 10000)")
+    lim.add_argument("--max-connections-per-address", type=int,
+                     help="open connections from one IP address (default 4096)")
+    lim.add_argument("--moves-per-second", type=float,
+                     help="moves one client may send per second; the excess is dropped "
+                          "(default 60)")
+    lim.add_argument("--evict-after-ticks", type=int,
+                     help="consecutive ticks a client may miss (its outbox full) before it is "
+                          "evicted with close 4008 (default 40)")
+    lim.add_argument("--resume-grace", type=float,
+                     help="seconds a disconnected player stays, resumable (default 30)")
+    lim.add_argument("--idle-timeout", type=float,
+                     help="seconds without a message before a client is closed (default 300)")
+    hunts = p.add_argument_group("hunts")
+    hunts.add_argument("--allow-create-hunts", action="store_true", default=None,
+                       help="a HELLO naming an unknown hunt creates it")
+    hunts.add_argument("--tick-rate", type=int,
+                       help="ticks per second of every hunt (overrides the config)")
+    hunts.add_argument("--max-players", type=int, help="player slots of the engine")
+    ops = p.add_argument_group("operations")
+    ops.add_argument("--admin-token", help="token of the watch view (/watch) and /api/watch")
+    ops.add_argument("--tick-threads", type=int,
+                     help="Numba threads of the tick (default 1: the other core serves sockets)")
+    ops.add_argument("--log-format", choices=("auto", "json", "console"),
+                     help="log lines: readable on a terminal, JSON otherwise (default auto)")
+    p.set_defaults(run=run, prog=p.prog)
+
+
+def build_config(args: argparse.Namespace):  # -> ServeConfig
+    import dataclasses
+
+    from tickengine import WorldConfig
+
+    from ._config import load_serve_config
+
+    cfg = load_serve_config(args.config)
+    server = cfg.server.replace(
+        host=args.host, port=args.port, http_port=args.http_port,
+        max_connections=args.max_connections,
+        max_connections_per_address=args.max_connections_per_address,
+        moves_per_second=args.moves_per_second, evict_after_ticks=args.evict_after_ticks,
+        resume_grace=args.resume_grace, idle_timeout=args.idle_timeout,
+        allow_create_hunts=args.allow_create_hunts, admin_token=args.admin_token,
+        tick_threads=args.tick_threads, log_format=args.log_format)
+    world = cfg.world
+    if args.tick_rate is not None:
+        world = WorldConfig(world.engine, tuple(h.replace(tick_rate=args.tick_rate)
+                                                for h in world.hunts))
+        cfg = dataclasses.replace(cfg, hunt_defaults={**cfg.hunt_defaults,
+                                                      "tick_rate": args.tick_rate})
+    if args.max_players is not None:
+        world = WorldConfig(dataclasses.replace(world.engine, max_players=args.max_players),
+                            world.hunts)
+    return dataclasses.replace(cfg, world=world, server=server)
+
+
+def run(args: argparse.Namespace) -> int:
+    import trio
+
+    from tickengine import ConfigError
+
+    from . import _log
+
+    try:
+        cfg = build_config(args)
+    except (ConfigError, TypeError, ValueError) as exc:
+        print(f"{args.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    _log.configure(cfg.server.log_format)
+    from ._app import HuntServer
+
+    try:
+        server = HuntServer(cfg)
+    except ConfigError as exc:
+        print(f"{args.prog}: error: {exc}", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                nursery.start_soon(_stop_on_signal, signals, server)
+                await server.run()
+                nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    except OSError as exc:
+        print(f"{args.prog}: error: cannot listen: {exc.strerror} ({exc}); is another server "
+              "running? Pick another port with --port / --http-port", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _stop_on_signal(signals, server) -> None:
+    async for signum in signals:
+        server.log.info("signal", signal=signal.Signals(signum).name)
+        server.shutdown()
+        return
