@@ -26,7 +26,7 @@ from . import _wsframes as wf
 from ._config import ServeConfig
 from ._conn import Connection, ConnectionClosed, HandshakeFailed
 from ._http import HttpServer, Request, Response, file_response, json_response
-from ._hub import Hub, JoinRequest, Session
+from ._hub import Hub, JoinRequest, Session, recent_timings
 from ._log import get_logger
 from ._metrics import Metrics
 from .protocol import (
@@ -270,6 +270,7 @@ class HuntServer:
         http.route("/healthz", self._healthz)
         http.route("/api/info", self._info)
         http.route("/api/watch", self._watch)
+        http.route("/api/stats", self._stats)
         return http
 
     def _healthz(self, request: Request) -> Response:
@@ -277,6 +278,19 @@ class HuntServer:
         ok = hub.running and self.ports is not None
         return json_response({"ok": ok, "tick": int(hub.stats["tick"]),
                               "clients": len(hub.obs_sessions)}, 200 if ok else 503)
+
+    def _stats(self, request: Request) -> Response:
+        """Counters and the last ``?ticks=N`` ticks' timings in ms by phase (for load tests)."""
+        hub = self.hub
+        try:
+            n = int(request.query.get("ticks", "0"))
+        except ValueError:
+            return json_response({"error": "ticks must be an integer"}, 400)
+        return json_response({
+            "tick": int(hub.stats["tick"]), "clients": len(hub.obs_sessions),
+            "connections": len(self.connections), "players": len(hub.sessions),
+            "evictions": hub.evictions, "skipped": hub.skipped_total,
+            "timings_ms": recent_timings(hub, n)})
 
     def _info(self, request: Request) -> Response:
         hub, ports = self.hub, self.ports

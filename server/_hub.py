@@ -59,6 +59,18 @@ from .protocol import (
     encode_hunt_events,
 )
 
+#: Ticks of timings kept for /api/stats.
+RING = 8192
+
+
+def recent_timings(hub: Hub, n: int) -> dict[str, list[float]]:
+    """The last ``n`` ticks' timings in ms by phase (oldest first)."""
+    n = max(0, min(n, hub.ring_count, RING))
+    idx = (np.arange(hub.ring_count - n, hub.ring_count) % RING) if n else np.zeros(0, int)
+    rows = hub.ring[idx]
+    return {name: [round(float(v), 4) for v in rows[:, k]]
+            for k, name in enumerate(TICK_PHASES)}
+
 
 @dataclass(eq=False)
 class Session:
@@ -119,6 +131,11 @@ class Hub:
         self.running = True
         self.stats: dict[str, float] = {"tick": 0, "tick_ms_p50": 0.0, "tick_ms_p99": 0.0}
         self.recent_ms: deque[float] = deque(maxlen=200)
+        #: Ring of the last RING ticks' timings (ms) by phase, for /api/stats and load tests.
+        self.ring = np.zeros((RING, len(TICK_PHASES)), np.float64)
+        self.ring_count = 0
+        self.evictions = 0
+        self.skipped_total = 0
         self.recent_discoveries: list[deque[dict[str, Any]]] = [
             deque(maxlen=20) for _ in self.world.hunt_params]
         # Per-tick counters, flushed into the metrics once per tick.
@@ -444,6 +461,7 @@ class Hub:
         conn = s.conn
         assert conn is not None
         self.metrics.evictions.inc()
+        self.evictions += 1
         self.log.warning("evict", player=s.player_id, name=s.name, remote=conn.remote,
                          skipped_ticks=s.skipped, backlog=conn.backlog)
         self.disconnected(s, conn)
@@ -453,6 +471,11 @@ class Hub:
                  skipped: int) -> None:
         m = self.metrics
         m.observe_tick(phases)
+        row = self.ring[self.ring_count % RING]
+        for k, name in enumerate(TICK_PHASES):
+            row[k] = phases[name] * 1e3
+        self.ring_count += 1
+        self.skipped_total += skipped
         m.ticks.inc()
         m.add_moves(self.moves_received, result.moves_applied, self.moves_dropped)
         self.moves_received = self.moves_dropped = 0
