@@ -8,6 +8,7 @@ seqs, float64 directions).
 
 from __future__ import annotations
 
+import struct
 from math import isfinite
 
 import numpy as np
@@ -17,6 +18,9 @@ from ._constants import MAX_CLIENT_FRAME_BYTES, MAX_MOVES_PER_FRAME, ErrorCode
 from ._errors import LocalProtocolError, RemoteProtocolError
 
 _INT64 = np.dtype(np.int64)
+#: A MOVES frame of one move, the usual case: header and record in one unpack.
+_ONE_MOVE = struct.Struct("<BBHqff")
+_SEQ_ERROR = "a move's seq must be in [1, 2**63 - 1]"
 
 
 def decode_moves_into(frame: Frame | str, seqs: np.ndarray, dxs: np.ndarray, dys: np.ndarray,
@@ -33,7 +37,16 @@ def decode_moves_into(frame: Frame | str, seqs: np.ndarray, dxs: np.ndarray, dys
     """
     if seqs.dtype != _INT64 or dxs.dtype.kind != "f" or dys.dtype.kind != "f":
         raise LocalProtocolError("decode_moves_into needs int64 seqs and float dxs, dys")
-    if isinstance(frame, str):
+    if type(frame) is bytes and len(frame) == _ONE_MOVE.size and frame[:4] == b"\x02\x00\x01\x00":
+        # One move: scalar stores instead of array views (several times cheaper).
+        _, _, _, seq, dx, dy = _ONE_MOVE.unpack(frame)
+        if seq <= 0:
+            raise RemoteProtocolError(_SEQ_ERROR, ErrorCode.INVALID_VALUE)
+        if not (isfinite(dx) and isfinite(dy)):
+            raise RemoteProtocolError("a move's direction is not finite", ErrorCode.INVALID_VALUE)
+        end = _check_room(start, 1, seqs, dxs, dys, ids)
+        seqs[start], dxs[start], dys[start] = seq, dx, dy
+    elif isinstance(frame, str):
         move = decode_move_json(frame)
         end = _check_room(start, 1, seqs, dxs, dys, ids)
         seqs[start], dxs[start], dys[start] = move.seq, move.dx, move.dy
@@ -51,8 +64,7 @@ def decode_moves_into(frame: Frame | str, seqs: np.ndarray, dxs: np.ndarray, dys
         y[:] = records["dy"]
         # argmin/argmax find NaN too, and cost a fraction of min/max on small arrays.
         if s[s.argmin()] <= 0:
-            raise RemoteProtocolError("a move's seq must be in [1, 2**63 - 1]",
-                                      ErrorCode.INVALID_VALUE)
+            raise RemoteProtocolError(_SEQ_ERROR, ErrorCode.INVALID_VALUE)
         if not (isfinite(x[x.argmin()]) and isfinite(x[x.argmax()])
                 and isfinite(y[y.argmin()]) and isfinite(y[y.argmax()])):
             raise RemoteProtocolError("a move's direction is not finite", ErrorCode.INVALID_VALUE)
