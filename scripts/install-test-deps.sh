@@ -1,0 +1,15 @@
+#!/bin/sh
+# System packages the tests use: Debian's Chromium (the browser tests drive it with
+# Playwright; no browser is downloaded). Installs only what is missing; needs root
+# (or sudo) for apt-get. Part of the README's test command and of .ci/run.
+set -eu
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    echo "install-test-deps: need root to apt-get install:$missing" >&2; exit 1
+fi
+echo "install-test-deps: installing$missing" >&2
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
