@@ -61,13 +61,41 @@ class Ports:
 class HuntServer:
     """A hunt server: WebSocket clients, an HTTP port, the hub's tick. See module docstring."""
 
-    def __init__(self, config: ServeConfig | None = None, *, journal: Any = None,
-                 hub: Hub | None = None) -> None:
+    def __init__(self, config: ServeConfig | None = None, *, fresh: bool = False) -> None:
+        """Build the world, recovering it from ``server.data_dir`` when that holds a journal.
+
+        ``fresh``: move an existing journal aside first (``--fresh``). Raises
+        :class:`server.durability.RecoveryError` when the data dir holds nothing
+        provable, and :class:`server.durability.JournalError` when another
+        process uses it.
+        """
         self.config = config = config if config is not None else ServeConfig()
         self.server = config.server
         self.metrics = Metrics()
         self.log = get_logger()
-        self.hub = hub if hub is not None else Hub(config, self.metrics, self.log, journal)
+        self.journal = None
+        recovered = None
+        if self.server.data_dir:
+            from .durability import Journal, discard, recover
+
+            data_dir = self.server.data_dir
+            if fresh:
+                moved = discard(data_dir)
+                if moved is not None:
+                    self.log.warning("fresh_start", moved_aside=str(moved))
+            recovered = recover(data_dir)
+            if recovered is not None:
+                for line in recovered.report.lines():
+                    self.log.info("recovery", report=line)
+            fsync = self.server.fsync
+            self.journal = Journal(data_dir, fsync=int(fsync) if fsync.isdigit() else fsync,
+                                   snapshot_every=self.server.snapshot_every,
+                                   hash_every=self.server.hash_every)
+            if self.journal.fsync_warning:
+                self.log.warning("durability", warning=self.journal.fsync_warning)
+        self.hub = Hub(config, self.metrics, self.log, self.journal, recovered)
+        if self.journal is not None:
+            self.journal.start(self.hub.world, self.hub.journal_meta(), recovered=recovered)
         self.connections: set[Connection] = set()
         self.per_address: Counter[str] = Counter()
         self.ports: Ports | None = None
@@ -111,6 +139,8 @@ class HuntServer:
                     conn.send_now(bye)
                     closing.start_soon(conn.close, 1001, "server shutting down")
             nursery.cancel_scope.cancel()
+        if self.journal is not None:
+            self.journal.close()
         self.log.info("stopped")
 
     def _warm_up(self) -> tickengine.WarmUpReport:
@@ -149,7 +179,8 @@ class HuntServer:
             if session is not None:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(conn.run_writer)
-                    await self._read_loop(conn, session)
+                    with contextlib.suppress(ConnectionClosed):
+                        await self._read_loop(conn, session)
                     nursery.cancel_scope.cancel()
         except ConnectionClosed:
             pass

@@ -53,6 +53,13 @@ class ServerConfig:
     log_format: str = "auto"
     #: Moves one tick can take from all clients together.
     max_moves_per_tick: int = 65_536
+    #: Directory of the journal and snapshots ("": no journal; ``serve`` defaults to "data").
+    data_dir: str = ""
+    #: When the journal is fsynced: "tick" (before a tick's messages leave), "off", or ms.
+    fsync: str = "tick"
+    #: Ticks between snapshots, and between state hashes recorded in the journal.
+    snapshot_every: int = 1200
+    hash_every: int = 20
 
     def __post_init__(self) -> None:
         checks = {
@@ -62,12 +69,16 @@ class ServerConfig:
             "moves_per_second": (0.1, 10_000), "outbox_messages": (1, 10_000),
             "evict_after_ticks": (1, 1_000_000), "resume_grace": (0, 86_400),
             "tick_threads": (1, 256), "max_moves_per_tick": (64, 10_000_000),
+            "snapshot_every": (0, 100_000_000), "hash_every": (0, 100_000_000),
         }
         for name, (lo, hi) in checks.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not (
                     math.isfinite(value) and lo <= value <= hi):
                 raise ConfigError(f"server.{name} must be a number in [{lo}, {hi}], got {value!r}")
+        if not (self.fsync in ("tick", "off") or str(self.fsync).isdigit()):
+            raise ConfigError(f"server.fsync must be tick, off or a number of milliseconds, "
+                              f"got {self.fsync!r}")
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError(f"server.log_format must be auto, json or console, "
                               f"got {self.log_format!r}")

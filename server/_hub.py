@@ -115,19 +115,32 @@ class Hub:
     """A World served to clients on a fixed tick. See the module docstring."""
 
     def __init__(self, config: ServeConfig, metrics: Metrics, log: Any,
-                 journal: Any = None) -> None:
+                 journal: Any = None, recovered: Any = None) -> None:
         self.config = config
         self.server = config.server
         self.metrics = metrics
         self.log = log
         self.journal = journal
-        self.world = World(config.world.engine, config.world.hunts)
-        self._init_buffers()
         self.sessions: dict[int, Session] = {}  # by slot
         self.by_token: dict[bytes, Session] = {}
+        # Inputs of the coming tick, as the journal records them (durability contract).
+        self.tick_hunts: list[HuntParams] = []
+        self.tick_joins: list[tuple[int, int, str, bytes]] = []
+        self.tick_leaves: list[int] = []
+        if recovered is None:
+            self.world = World(config.world.engine, config.world.hunts)
+            self.created_hunts = 0
+        else:
+            self.world = recovered.world
+            self._restore_sessions(recovered)
+            # Hunts of the config that the recovered world lacks are added now.
+            for params in config.world.hunts:
+                if params.name not in {p.name for p in self.world.hunt_params}:
+                    self.world.add_hunt(params)
+                    self.tick_hunts.append(params)
+        self._init_buffers()
         self.requests: list[JoinRequest] = []
         self.leaves: list[Session] = []
-        self.created_hunts = 0
         self.running = True
         self.stats: dict[str, float] = {"tick": 0, "tick_ms_p50": 0.0, "tick_ms_p99": 0.0}
         self.recent_ms: deque[float] = deque(maxlen=200)
@@ -143,6 +156,29 @@ class Hub:
         self.moves_dropped = 0
         self._observers_dirty = True
         self._on_tick: list[Callable[[Hub, Any], None]] = []
+
+    def _restore_sessions(self, rec: Any) -> None:
+        """Players of a recovered world: disconnected, resumable within the grace period."""
+        meta = rec.meta or {}
+        self.created_hunts = int(meta.get("created_hunts", 0))
+        players = {int(pid): (int(h), name, bytes.fromhex(tok))
+                   for pid, h, name, tok in meta.get("players", [])}
+        for j in rec.joins:
+            players[j.player_id] = (j.hunt, j.name, bytes(j.token))
+        for leave in rec.leaves:
+            players.pop(leave.player_id, None)
+        for pid, (h, name, token) in players.items():
+            if not self.world.is_live(pid):
+                continue
+            s = Session(pid, pid & 0xFFFFFFFF, h, name, token, welcome_pending=False)
+            self.sessions[s.slot] = s
+            self.by_token[token] = s
+
+    def journal_meta(self) -> dict[str, Any]:
+        """What a snapshot keeps beside the world: players' names and tokens."""
+        return {"created_hunts": self.created_hunts,
+                "players": [[s.player_id, s.hunt, s.name, s.token.hex()]
+                            for s in self.sessions.values() if not s.leaving]}
 
     def _init_buffers(self) -> None:
         cap = self.server.max_moves_per_tick
@@ -169,16 +205,7 @@ class Hub:
     def _apply_requests(self, now: float) -> list[JoinRequest]:
         """Between ticks: grace expiries, leaves, joins, resumes. Refusals are answered
         at once; returns the accepted requests, to welcome after this tick."""
-        world = self.world
-        grace = self.server.resume_grace
-        for s in list(self.sessions.values()):
-            if s.conn is None and s.lost_at is not None and now - s.lost_at >= grace:
-                self.log.info("leave", player=s.player_id, name=s.name, reason="grace expired")
-                self._leave(s)
-        for s in self.leaves:
-            if not s.leaving and world.is_live(s.player_id):
-                self._leave(s)
-        self.leaves.clear()
+        # Joins before leaves: the order the journal replays (server/durability).
         accepted = []
         for req in self.requests:
             try:
@@ -189,11 +216,21 @@ class Hub:
             else:
                 accepted.append(req)
         self.requests.clear()
+        grace = self.server.resume_grace
+        for s in list(self.sessions.values()):
+            if s.conn is None and s.lost_at is not None and now - s.lost_at >= grace:
+                self.log.info("leave", player=s.player_id, name=s.name, reason="grace expired")
+                self._leave(s)
+        for s in self.leaves:
+            if not s.leaving and self.world.is_live(s.player_id):
+                self._leave(s)
+        self.leaves.clear()
         return accepted
 
     def _leave(self, s: Session) -> None:
         s.leaving = True
         self.world.leave(s.player_id)
+        self.tick_leaves.append(s.player_id)
         self.by_token.pop(s.token, None)
         self.sessions.pop(s.slot, None)
         self._names_blob.pop(s.hunt, None)
@@ -214,6 +251,7 @@ class Hub:
             raise _Refusal(ErrorCode.SERVER_FULL, str(exc)) from None
         slot = pid & 0xFFFFFFFF
         s = Session(pid, slot, h, req.name, self.new_token(), conn=req.conn)
+        self.tick_joins.append((pid, h, req.name, s.token))
         s.bucket, s.bucket_t = self.server.moves_per_second, trio.current_time()
         self.sessions[slot] = s
         self.by_token[s.token] = s
@@ -234,6 +272,7 @@ class Hub:
         try:
             params = HuntParams.from_dict({**self.config.hunt_defaults, "name": name})
             h = world.add_hunt(params)
+            self.tick_hunts.append(params)
         except (ConfigError, CapacityError) as exc:
             raise _Refusal(ErrorCode.UNKNOWN_HUNT, f"cannot create hunt {name!r}: {exc}") from None
         self.created_hunts += 1
@@ -313,8 +352,17 @@ class Hub:
         numba.set_num_threads(self.server.tick_threads)
         world = self.world
         time.perf_counter()
-        world.moves.put_many(*batch.columns())
+        moves = batch.columns()
+        world.moves.put_many(*moves)
         result = world.tick()
+        journal = self.journal
+        if journal is not None:
+            # On disk (per the fsync policy) before any message of this tick leaves.
+            t = result.tick
+            journal.append_tick(t, hunts=self.tick_hunts, joins=self.tick_joins,
+                                leaves=self.tick_leaves, moves=moves,
+                                state_hash=world.state_hash() if journal.wants_hash(t) else None)
+            journal.maybe_snapshot(world, self.journal_meta)
         c1 = time.perf_counter()
         slots = self.obs_slots[:n_obs]
         vis = world.visibility(slots, self.obs_keyframe)
@@ -372,6 +420,9 @@ class Hub:
         period = 1.0 / rate
         start = trio.current_time()
         n = 0
+        for s in self.sessions.values():  # recovered players: their grace starts now
+            if s.conn is None and s.lost_at is None:
+                s.lost_at = start
         task_status.started()
         while self.running:
             n += 1
@@ -403,8 +454,9 @@ class Hub:
         result, vis, _total, phases = await trio.to_thread.run_sync(self._compute, batch, n_obs)
         batch.clear()
         self.spare = batch
-        if self.journal is not None:
-            self.journal(self, result)
+        self.tick_hunts.clear()
+        self.tick_joins.clear()
+        self.tick_leaves.clear()
         t_send = time.perf_counter()
         tick = result.tick
         for req in accepted:

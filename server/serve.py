@@ -66,6 +66,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     hunts.add_argument("--tick-rate", type=int,
                        help="ticks per second of every hunt (overrides the config)")
     hunts.add_argument("--max-players", type=int, help="player slots of the engine")
+    dur = p.add_argument_group("durability (docs/durability.md)")
+    dur.add_argument("--data-dir", help="journal and snapshots; an existing one is recovered "
+                     "at start (default ./data; '' for none)")
+    dur.add_argument("--fresh", action="store_true",
+                     help="move an existing journal in --data-dir aside and start a new world")
+    dur.add_argument("--fsync", help="tick (default: each tick on disk before it is sent), off, "
+                     "or a number of milliseconds")
+    dur.add_argument("--snapshot-every", type=int, help="ticks between snapshots (default 1200)")
     ops = p.add_argument_group("operations")
     ops.add_argument("--admin-token", help="token of the watch view (/watch) and /api/watch")
     ops.add_argument("--tick-threads", type=int,
@@ -90,7 +98,9 @@ def build_config(args: argparse.Namespace):  # -> ServeConfig
         moves_per_second=args.moves_per_second, evict_after_ticks=args.evict_after_ticks,
         resume_grace=args.resume_grace, idle_timeout=args.idle_timeout,
         allow_create_hunts=args.allow_create_hunts, admin_token=args.admin_token,
-        tick_threads=args.tick_threads, log_format=args.log_format)
+        tick_threads=args.tick_threads, log_format=args.log_format,
+        data_dir=args.data_dir if args.data_dir is not None else (cfg.server.data_dir or "data"),
+        fsync=args.fsync, snapshot_every=args.snapshot_every)
     world = cfg.world
     if args.tick_rate is not None:
         world = WorldConfig(world.engine, tuple(h.replace(tick_rate=args.tick_rate)
@@ -117,10 +127,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     _log.configure(cfg.server.log_format)
     from ._app import HuntServer
+    from .durability import DurabilityError
 
     try:
-        server = HuntServer(cfg)
-    except ConfigError as exc:
+        server = HuntServer(cfg, fresh=args.fresh)
+    except (ConfigError, DurabilityError) as exc:
         print(f"{args.prog}: error: {exc}", file=sys.stderr)
         return 2
 
