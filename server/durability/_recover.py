@@ -194,9 +194,10 @@ def recover(data_dir: str | Path, *, verify: bool = True, until: int | None = No
         else:
             why = "no intact snapshot (" + "; ".join(
                 f"{Path(p).name}: {r}" for p, r in report.snapshots_skipped) + ")"
-        hint = "" if candidates else f" (the oldest is at tick {snapshots[0][0]})"
         if candidates or not snapshots:
             hint = f"; {FRESH_HINT}"
+        else:
+            hint = f" (the oldest is at tick {snapshots[0][0]})"
         raise RecoveryError(f"cannot recover {data_dir}: {why}{hint}")
     world, meta = loaded
     t1 = time.perf_counter()
