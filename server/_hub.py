@@ -123,6 +123,8 @@ class Hub:
         self.journal = journal
         self.sessions: dict[int, Session] = {}  # by slot
         self.by_token: dict[bytes, Session] = {}
+        #: Sessions without a connection (in their resume grace).
+        self.lost: set[Session] = set()
         # Inputs of the coming tick, as the journal records them (durability contract).
         self.tick_hunts: list[HuntParams] = []
         self.tick_joins: list[tuple[int, int, str, bytes]] = []
@@ -173,6 +175,7 @@ class Hub:
             s = Session(pid, pid & 0xFFFFFFFF, h, name, token, welcome_pending=False)
             self.sessions[s.slot] = s
             self.by_token[token] = s
+            self.lost.add(s)
 
     def journal_meta(self) -> dict[str, Any]:
         """What a snapshot keeps beside the world: players' names and tokens."""
@@ -188,6 +191,7 @@ class Hub:
         self.obs_slots = np.zeros(P, np.int32)
         self.obs_keyframe = np.zeros(P, np.uint8)
         self.obs_tail = np.zeros(P, np.int32)
+        self.obs_hunt = np.zeros(P, np.int32)
         self.frame_sizes = np.zeros(P, np.int64)
         self.frame_offsets = np.zeros(P + 1, np.int64)
         self.out = np.zeros(1 << 20, np.uint8)
@@ -217,8 +221,7 @@ class Hub:
                 accepted.append(req)
         self.requests.clear()
         grace = self.server.resume_grace
-        for s in list(self.sessions.values()):
-            if s.conn is None and s.lost_at is not None and now - s.lost_at >= grace:
+        for s in [s for s in self.lost if s.lost_at is not None and now - s.lost_at >= grace]:
                 self.log.info("leave", player=s.player_id, name=s.name, reason="grace expired")
                 self._leave(s)
         for s in self.leaves:
@@ -229,6 +232,7 @@ class Hub:
 
     def _leave(self, s: Session) -> None:
         s.leaving = True
+        self.lost.discard(s)
         self.world.leave(s.player_id)
         self.tick_leaves.append(s.player_id)
         self.by_token.pop(s.token, None)
@@ -293,6 +297,7 @@ class Hub:
             old.send_now(frame)
             self._close_soon(old, 4007, "replaced")
         s.conn, s.lost_at = req.conn, None
+        self.lost.discard(s)
         s.keyframe = s.welcome_pending = s.resumed = True
         s.skipped = 0
         s.bucket, s.bucket_t = self.server.moves_per_second, trio.current_time()
@@ -305,6 +310,8 @@ class Hub:
         if s.conn is conn:
             s.conn = None
             s.lost_at = trio.current_time()
+            if not s.leaving:
+                self.lost.add(s)
             self._observers_dirty = True
 
     def _close_soon(self, conn: Connection, code: int, reason: str) -> None:
@@ -336,6 +343,7 @@ class Hub:
         self.obs_sessions = obs
         n = len(obs)
         self.obs_slots[:n] = [s.slot for s in obs]
+        self.obs_hunt[:n] = [s.hunt for s in obs]
         self._observers_dirty = False
 
     def _names(self, h: int) -> list[NameEntry]:
@@ -393,11 +401,11 @@ class Hub:
         disc = result.discoveries
         mem = result.memberships
         changed = set(result.leaderboard_changed.tolist())
-        diff_row = {}
-        kf_row = {}
-        obs = self.obs_sessions
-        kf = self.obs_keyframe
-        need_kf = {obs[i].hunt for i in range(n_obs) if kf[i]}
+        kf = self.obs_keyframe[:n_obs]
+        hunt_of = self.obs_hunt[:n_obs]
+        need_kf = set(np.unique(hunt_of[kf != 0]).tolist())
+        diff_row = np.zeros(n_hunts, np.int32)
+        kf_row = np.zeros(n_hunts, np.int32)
         for h in range(n_hunts):
             d = disc[disc["hunt"] == h] if len(disc) else None
             left = mem[(mem["hunt"] == h) & (mem["kind"] == LEFT)] if len(mem) else None
@@ -409,9 +417,7 @@ class Hub:
             if h in need_kf:
                 kf_row[h] = tails.add(encode_hunt_events(d, world.leaderboard(h), left,
                                                          self._names(h)))
-        for i in range(n_obs):
-            h = obs[i].hunt
-            self.obs_tail[i] = kf_row[h] if kf[i] else diff_row[h]
+        self.obs_tail[:n_obs] = np.where(kf != 0, kf_row[hunt_of], diff_row[hunt_of])
         return tails.used
 
     async def run_ticker(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -420,8 +426,8 @@ class Hub:
         period = 1.0 / rate
         start = trio.current_time()
         n = 0
-        for s in self.sessions.values():  # recovered players: their grace starts now
-            if s.conn is None and s.lost_at is None:
+        for s in self.lost:  # recovered players: their grace starts now
+            if s.lost_at is None:
                 s.lost_at = start
         task_status.started()
         while self.running:
@@ -447,9 +453,7 @@ class Hub:
             self._rebuild_observers()
         obs = self.obs_sessions
         n_obs = len(obs)
-        kf = self.obs_keyframe
-        for i in range(n_obs):
-            kf[i] = obs[i].keyframe
+        self.obs_keyframe[:n_obs] = np.fromiter((s.keyframe for s in obs), np.uint8, n_obs)
         batch, self.batch = self.batch, self.spare
         result, vis, _total, phases = await trio.to_thread.run_sync(self._compute, batch, n_obs)
         batch.clear()
@@ -465,13 +469,13 @@ class Hub:
             req.done.set()
         sent_msgs = sent_bytes = skipped = 0
         out = memoryview(self.out)
-        offsets = self.frame_offsets
-        truncated = vis.truncated
+        offsets = self.frame_offsets[: n_obs + 1].tolist()
+        truncated = vis.truncated.tolist() if vis.dropped else None
         evict_after = self.server.evict_after_ticks
         for i in range(n_obs):
             s = obs[i]
             conn = s.conn
-            if conn is None or truncated[i]:
+            if conn is None or (truncated is not None and truncated[i]):
                 s.keyframe = True
                 continue
             a, b = offsets[i], offsets[i + 1]
