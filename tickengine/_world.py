@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from ._config import EngineConfig, HuntParams
@@ -20,7 +21,7 @@ from ._discovery import find_finders, respawn_due, score_discoveries, spawn_rows
 from ._dtypes import DISCOVERY_DTYPE, LEADER_DTYPE, MEMBERSHIP_DTYPE, VISIBLE_DTYPE
 from ._errors import CapacityError, ConfigError, HuntFullError, StalePlayerError, UnknownHuntError
 from ._grid import build_grid, grid_shape
-from ._hints import update_hints
+from ._hints import hint_scratch_shape, tile_cells, update_hints
 from ._leaderboard import rank_hunts
 from ._membership import apply_membership
 from ._movement import apply_inputs_and_move
@@ -188,6 +189,11 @@ class World:
         self._t_order = np.zeros(T, np.int32)
         self._t_sorted_x = np.zeros(T, np.float64)
         self._t_sorted_y = np.zeros(T, np.float64)
+        # Hints: hunt h's player-grid rows are rows [_p_row_base[h], _p_row_base[h + 1]) of
+        # all hunts' rows; its hint tiles are _hint_tile[h] cells wide.
+        self._p_row_base = np.zeros(H + 1, np.int64)
+        self._hint_tile = np.ones(H, np.int64)
+        self._hint_scratch = np.zeros(hint_scratch_shape(numba.config.NUMBA_NUM_THREADS))
         # Events.
         n_disc = config.max_discoveries if config.max_discoveries is not None else T
         n_mem = config.max_membership_events if config.max_membership_events is not None else 2 * P
@@ -277,6 +283,8 @@ class World:
         f[HF_P_INV_Y] = pcy / params.height
         f[HF_T_INV_X] = tcx / params.width
         f[HF_T_INV_Y] = tcy / params.height
+        self._p_row_base[h + 1] = self._p_row_base[h] + pcy
+        self._hint_tile[h] = tile_cells(params.width / pcx, params.hint_radius)
         n_p = self._p_cells.shape[0] - 1 + pcx * pcy
         n_t = self._t_cells.shape[0] - 1 + tcx * tcy
         self._p_cells, self._p_cursor = np.zeros(n_p + 1, np.int64), np.zeros(n_p, np.int64)
@@ -454,8 +462,10 @@ class World:
                    T.cell, self._t_cells, self._t_cursor, self._t_order,
                    self._t_sorted_x, self._t_sorted_y)
         c4 = clock()
-        update_hints(n, P.state, P.hunt, P.x, P.y, P.hint,
-                     self._t_cells, self._t_sorted_x, self._t_sorted_y, H.f, H.i)
+        update_hints(numba.get_num_threads(), H.count, self._p_row_base, self._hint_tile,
+                     self._p_cells, self._p_order, self._p_sorted_x, self._p_sorted_y, P.hint,
+                     self._t_cells, self._t_sorted_x, self._t_sorted_y, H.f, H.i,
+                     self._hint_scratch)
         c5 = clock()
         n_changed = rank_hunts(
             n, H.count, P.state, P.hunt, P.gen, P.score, P.score_tick, H.i,
