@@ -94,6 +94,9 @@ class HuntServer:
             if self.journal.fsync_warning:
                 self.log.warning("durability", warning=self.journal.fsync_warning)
         self.hub = Hub(config, self.metrics, self.log, self.journal, recovered)
+        if recovered is not None:
+            self.log.info("recovered", tick=recovered.tick, state_hash=recovered.state_hash,
+                          players=len(self.hub.sessions))
         if self.journal is not None:
             self.journal.start(self.hub.world, self.hub.journal_meta(), recovered=recovered)
         self.connections: set[Connection] = set()
