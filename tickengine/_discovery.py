@@ -110,10 +110,12 @@ def find_finders(n_rows, t_hunt, t_state, t_x, t_y, t_candidate,
 @njit(cache=True, nogil=True)
 def score_discoveries(tick, n_rows, t_hunt, t_state, t_x, t_y, t_value, t_respawn_tick,
                       t_finder_slot, t_finder_gen, t_candidate,
-                      p_gen, p_score, p_found, p_score_tick, hunt_i, events):
+                      p_gen, p_score, p_found, p_score_tick, hunt_i, events, scorers):
     """Step 4.3: credit finders in treasure row order and emit discovery events.
 
-    Returns ``(events written, events dropped for lack of room)``.
+    ``scorers`` (one entry per treasure row) receives the finders' slots, one per
+    discovery, for the leaderboard. Returns ``(events written, events dropped
+    for lack of room)``; their sum is the number of ``scorers``.
     """
     n_ev = 0
     dropped = 0
@@ -130,6 +132,7 @@ def score_discoveries(tick, n_rows, t_hunt, t_state, t_x, t_y, t_value, t_respaw
         t_respawn_tick[r] = tick + hunt_i[h, HI_RESPAWN]
         t_finder_slot[r] = j
         t_finder_gen[r] = p_gen[j]
+        scorers[n_ev + dropped] = j
         if n_ev < cap:
             ev = events[n_ev]
             ev.hunt = h

@@ -204,6 +204,10 @@ class World:
         self._lb_slot = np.zeros((H, MAX_LEADERBOARD), np.int32)
         self._lb_score = np.zeros((H, MAX_LEADERBOARD), np.int64)
         self._lb_tick = np.zeros((H, MAX_LEADERBOARD), np.int64)
+        # Slots credited this tick, and whether the boards must be ranked from every slot
+        # (true until the first tick and after a restore; see _leaderboard.py).
+        self._scorers = np.zeros(T, np.int32)
+        self._lb_full = True
         self._phase_ns = np.zeros(len(PHASES), np.int64)
         # Visibility.
         self._vis_records = np.zeros(config.max_visible, VISIBLE_DTYPE)
@@ -455,7 +459,7 @@ class World:
         n_disc, drop_disc = score_discoveries(
             t, T.used, T.hunt, T.state, T.x, T.y, T.value, T.respawn_tick,
             T.finder_slot, T.finder_gen, T.candidate,
-            P.gen, P.score, P.found, P.score_tick, H.i, self._discoveries,
+            P.gen, P.score, P.found, P.score_tick, H.i, self._discoveries, self._scorers,
         )
         build_grid(T.used, T.state, T_ACTIVE, T.hunt, T.x, T.y, H.f, H.i,
                    HF_T_INV_X, HF_T_INV_Y, HI_T_NCX, HI_T_NCY, HI_T_BASE,
@@ -468,10 +472,12 @@ class World:
                      self._hint_scratch)
         c5 = clock()
         n_changed = rank_hunts(
-            n, H.count, P.state, P.hunt, P.gen, P.score, P.score_tick, H.i,
+            n, H.count, self._lb_full, self._scorers, n_disc + drop_disc,
+            P.state, P.hunt, P.gen, P.score, P.score_tick, H.i,
             self._lb_slot, self._lb_score, self._lb_tick, self._lb_len,
             H.board_slot, H.board_gen, H.board_score, H.board_len, self._changed_hunts,
         )
+        self._lb_full = False
         c6 = clock()
         ph[:] = (c1 - c0, c2 - c1, c3 - c2, c4 - c3, c5 - c4, c6 - c5)
         self._tick = t
@@ -488,8 +494,12 @@ class World:
         )
 
     def _rebuild_grids(self) -> None:
-        """Rebuild both grids from the tables (after adding a hunt or restoring)."""
+        """Rebuild both grids from the tables (after adding a hunt or restoring).
+
+        The next tick then ranks the leaderboards from every slot.
+        """
         P, T, H = self.players, self.treasures, self.hunts
+        self._lb_full = True
         build_grid(P.high_water, P.state, ACTIVE, P.hunt, P.x, P.y, H.f, H.i,
                    HF_P_INV_X, HF_P_INV_Y, HI_P_NCX, HI_P_NCY, HI_P_BASE,
                    P.cell, self._p_cells, self._p_cursor, self._p_order,
