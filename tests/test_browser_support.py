@@ -10,8 +10,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import json
+import queue
 import shutil
+import signal
+import subprocess
+import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,3 +105,57 @@ def screenshot(page: object, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path))
     return path
+
+
+class ServerProcess:
+    """A ``treasure-hunt serve`` subprocess on free ports; its log lines are kept in ``lines``."""
+
+    def __init__(self, config: Path, *extra: str, startup_timeout: float = 120.0) -> None:
+        """Start it with a fresh world: no journal (``--data-dir ''``), nothing recovered."""
+        exe = Path(sys.executable).with_name("treasure-hunt")
+        self.lines: list[str] = []
+        self._ready: queue.Queue[dict[str, object]] = queue.Queue()
+        self.process = subprocess.Popen(
+            [str(exe), "serve", "--config", str(config), "--port", "0", "--http-port", "0",
+             "--log-format", "json", "--data-dir", "", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=config.parent)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        try:
+            serving = self._ready.get(timeout=startup_timeout)
+        except queue.Empty:
+            serving = {}
+        if not serving:  # timed out, or the output ended: the server exited
+            self.stop()
+            raise RuntimeError(f"treasure-hunt serve did not start within {startup_timeout} s"
+                               " (no 'serving' log line); its output:\n" + "\n".join(self.lines))
+        self.http_url = str(serving["http_url"]).rstrip("/")
+        self.ws_url = str(serving["ws_url"])
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict) and event.get("event") == "serving":
+                    self._ready.put(event)
+        self._ready.put({})  # the output ended: the server exited
+
+    def get_json(self, path: str, headers: dict[str, str] | None = None) -> object:
+        request = urllib.request.Request(self.http_url + path, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> None:
+        """SIGINT (a clean shutdown), then kill if it takes more than 10 s."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._reader.join(timeout=5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()

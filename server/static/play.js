@@ -1,0 +1,338 @@
+// The play page: join form, input (keys, click / touch to walk somewhere), the side panel
+// (score, warmer / colder meter, leaderboard, discoveries) and the render loop. The protocol
+// and the reconnects are hunt.js's; the drawing is play-render.js's.
+//
+// Reloading the page resumes the same player (its resume token is kept in sessionStorage).
+// `window.hunt` holds {client, view} for the console (and the browser tests).
+
+import { ErrorCode, connect, isValidName } from "./hunt.js";
+import { MapRenderer, hintColour } from "./play-render.js";
+
+const $ = (id) => document.getElementById(id);
+const SESSION_KEY = "treasure-hunt.session";
+const NAME_KEY = "treasure-hunt.name";
+const KEYS = {
+  ArrowUp: [0, -1], KeyW: [0, -1], ArrowDown: [0, 1], KeyS: [0, 1],
+  ArrowLeft: [-1, 0], KeyA: [-1, 0], ArrowRight: [1, 0], KeyD: [1, 0],
+};
+const ADJECTIVES = ["Swift", "Clever", "Quiet", "Lucky", "Bold", "Curious", "Brave", "Nimble"];
+const ANIMALS = ["Fox", "Otter", "Heron", "Lynx", "Badger", "Falcon", "Hare", "Wren"];
+
+const renderer = new MapRenderer($("map"));
+const pressed = new Set();
+let client = null;
+let info = null;
+let target = null;          // world point the player walks to, or null
+let lastTickMs = 0;          // arrival time of the last TICK, for interpolation
+let lastHint = 0;
+let steered = false;         // the help line on the map shows until the player first moves
+let boardShown = null;
+const feed = [];             // {text, mine, at}
+
+function randomName() {
+  const pick = (list) => list[Math.floor(Math.random() * list.length)];
+  return `${pick(ADJECTIVES)} ${pick(ANIMALS)} ${Math.floor(Math.random() * 90) + 10}`;
+}
+
+function setStatus(state, text) {
+  const el = $("status");
+  el.dataset.state = state;
+  el.textContent = text;
+}
+
+function wsUrl() {
+  const host = location.hostname.includes(":") ? `[${location.hostname}]` : location.hostname;
+  return `${location.protocol === "https:" ? "wss" : "ws"}://${host}:${info.ws_port}/`;
+}
+
+// ------------------------------------------------------------------ join
+
+async function loadInfo() {
+  const select = $("hunt");
+  try {
+    const response = await fetch("/api/info", { cache: "no-store" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    info = await response.json();
+  } catch (err) {
+    select.innerHTML = "<option value=''>No hunts</option>";
+    $("join-error").textContent =
+      `Cannot reach the server's /api/info (${err.message}). Is treasure-hunt serve running?`;
+    return;
+  }
+  const wanted = new URLSearchParams(location.search).get("hunt");
+  select.replaceChildren(...info.hunts.map((h) => {
+    const option = new Option(`${h.name} — ${h.players} playing`, h.name);
+    option.selected = h.name === wanted;
+    return option;
+  }));
+  if (!info.hunts.length) $("join-error").textContent = "This server runs no hunt yet.";
+}
+
+function showJoin(message = "") {
+  $("join").hidden = false;
+  $("leave").hidden = true;
+  $("join-error").textContent = message;
+  $("name").focus();
+}
+
+function join(name, hunt, resumeToken = null) {
+  if (client) client.close();
+  $("join").hidden = true;
+  $("leave").hidden = false;
+  $("who").textContent = name;
+  localStorage.setItem(NAME_KEY, name);
+  feed.length = 0;
+  renderFeed();
+  boardShown = null;
+  target = null;
+  client = connect(wsUrl(), { name, hunt, resumeToken });
+  window.hunt = { client, view: client.view };
+  client.on("status", (state, detail) => {
+    if (state === "connecting") setStatus(state, `Joining ${hunt}…`);
+    else if (state === "playing") setStatus(state, `Playing in ${hunt}`);
+    else if (state === "reconnecting") {
+      setStatus(state, detail.delayMs > 0
+        ? `Connection lost, reconnecting in ${(detail.delayMs / 1000).toFixed(1)} s…`
+        : "Reconnecting…");
+    } else if (state === "closed") setStatus(state, "Disconnected");
+  });
+  client.on("welcome", (welcome) => {
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify({ name, hunt, token: client.resumeToken }));
+    $("meter").setAttribute("aria-valuemax", String(welcome.hintLevels));
+    if (welcome.resumed) pushFeed("Reconnected: welcome back!", false);
+    $("map").focus();
+  });
+  client.on("tick", onTick);
+  client.on("error", (err) => {
+    if (err.code === ErrorCode.RESUME_INVALID) {
+      sessionStorage.removeItem(SESSION_KEY);
+      pushFeed("Your previous player expired; you join as a new one.", false);
+    } else if (err.fatal && client.state !== "playing" && [ErrorCode.BAD_NAME,
+      ErrorCode.UNKNOWN_HUNT, ErrorCode.HUNT_FULL, ErrorCode.BAD_VERSION].includes(err.code)) {
+      sessionStorage.removeItem(SESSION_KEY);
+      showJoin(err.message);
+    } else if (err.code === ErrorCode.REPLACED) {
+      setStatus("error", "Playing in another tab");
+    } else if (!err.fatal && err.code !== ErrorCode.RATE_LIMITED) {
+      console.warn("server warning:", err.message);
+    }
+  });
+}
+
+$("join-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = $("name").value.trim();
+  const hunt = $("hunt").value;
+  if (!name) return showJoin("Choose a name first.");
+  if (!isValidName(name)) {
+    return showJoin("A name is up to 32 bytes of letters, digits, punctuation and spaces.");
+  }
+  if (!hunt || !info) return showJoin("No hunt to join: is the server running?");
+  join(name, hunt);
+});
+
+$("leave").addEventListener("click", () => {
+  sessionStorage.removeItem(SESSION_KEY);
+  client?.leave();
+  client = null;
+  setStatus("idle", "Not connected");
+  showJoin();
+});
+
+// ------------------------------------------------------------------ ticks -> side panel
+
+function onTick(tick, view) {
+  lastTickMs = performance.now();
+  $("score").textContent = String(tick.score);
+  renderHint(tick.hint, view.params.hintLevels, view.params.hintRadius);
+  for (const d of tick.discoveries) {
+    const mine = view.isMe(d.slot, d.gen);
+    const who = mine ? "You" : view.nameOf(d.slot, d.gen) ?? `Player #${d.slot}`;
+    pushFeed(`${who} found a treasure worth ${d.value}`, mine);
+    renderer.burst(d.x, d.y, d.value, mine);
+  }
+  if (view.leaderboard !== boardShown || tick.discoveries.length) renderBoard(view);
+}
+
+function hintWords(level, levels) {
+  if (level === 0) return "Cold";
+  if (level === levels) return "Burning hot! It is right here";
+  return ["Warm", "Warmer", "Hot", "Very hot"][Math.floor(((level - 1) / Math.max(1, levels - 1)) * 4)];
+}
+
+function renderHint(level, levels, radius) {
+  const meter = $("meter");
+  if (meter.children.length !== levels) {
+    meter.replaceChildren(...Array.from({ length: levels }, () => document.createElement("span")));
+  }
+  [...meter.children].forEach((seg, i) => {
+    seg.style.background = i < level ? hintColour(i + 1, levels) : "";
+  });
+  meter.setAttribute("aria-valuenow", String(level));
+  $("hint-text").textContent = hintWords(level, levels);
+  $("hint-text").style.color = level ? hintColour(level, levels) : "";
+  const trend = $("hint-trend");
+  if (level > lastHint) {
+    trend.dataset.trend = "warmer";
+    trend.textContent = "▲ Warmer: keep going this way";
+  } else if (level < lastHint) {
+    trend.dataset.trend = "colder";
+    trend.textContent = "▼ Colder: turn around";
+  } else if (level === 0) {
+    trend.dataset.trend = "";
+    trend.textContent = `No treasure within ${Math.round(radius)} units: explore.`;
+  }
+  lastHint = level;
+}
+
+function renderBoard(view) {
+  boardShown = view.leaderboard;
+  const rows = view.leaderboard.map((r, i) => {
+    const li = document.createElement("li");
+    const mine = view.isMe(r.slot, r.gen);
+    li.className = mine ? "me" : "";
+    const name = mine ? `${client.name} (you)` : view.nameOf(r.slot, r.gen) ?? `Player #${r.slot}`;
+    li.innerHTML = "<span class='rank'></span><span class='name'></span><span class='pts'></span>";
+    li.children[0].textContent = `${i + 1}.`;
+    li.children[1].textContent = name;
+    li.children[2].textContent = String(r.score);
+    return li;
+  });
+  if (!rows.length) {
+    const li = document.createElement("li");
+    li.className = "empty";
+    li.textContent = "Nobody has scored yet.";
+    rows.push(li);
+  }
+  $("board").replaceChildren(...rows);
+}
+
+function pushFeed(text, mine) {
+  feed.unshift({ text, mine, at: Date.now() });
+  feed.length = Math.min(feed.length, 12);
+  renderFeed();
+}
+
+function renderFeed() {
+  if (!feed.length) {
+    $("feed").innerHTML = "<li class='empty'>No treasure found yet.</li>";
+    return;
+  }
+  $("feed").replaceChildren(...feed.map((item) => {
+    const li = document.createElement("li");
+    li.className = item.mine ? "mine" : "";
+    const seconds = Math.round((Date.now() - item.at) / 1000);
+    li.textContent = `${item.text} `;
+    const ago = document.createElement("span");
+    ago.className = "ago";
+    ago.textContent = seconds < 2 ? "just now" : `${seconds} s ago`;
+    li.append(ago);
+    return li;
+  }));
+}
+
+// ------------------------------------------------------------------ input
+
+function keyDirection() {
+  let dx = 0;
+  let dy = 0;
+  for (const code of pressed) {
+    dx += KEYS[code][0];
+    dy += KEYS[code][1];
+  }
+  return [Math.sign(dx), Math.sign(dy)];
+}
+
+function typing(event) {
+  return event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement;
+}
+
+window.addEventListener("keydown", (event) => {
+  if (!client || typing(event)) return;
+  if (event.code === "Space") {
+    target = null;
+    pressed.clear();
+    client.move(0, 0);
+    event.preventDefault();
+    return;
+  }
+  if (!(event.code in KEYS)) return;
+  event.preventDefault();  // arrows would scroll the page
+  pressed.add(event.code);
+  target = null;
+  steered = true;
+  client.move(...keyDirection());
+});
+
+window.addEventListener("keyup", (event) => {
+  if (!client || !(event.code in KEYS)) return;
+  pressed.delete(event.code);
+  if (!target) client.move(...keyDirection());
+});
+
+window.addEventListener("blur", () => {
+  // A key released while the page had no focus never sends keyup: stop rather than run away.
+  if (pressed.size && client) client.move(0, 0);
+  pressed.clear();
+});
+
+$("map").addEventListener("pointerdown", (event) => {
+  if (!client?.view.me) return;
+  $("map").setPointerCapture(event.pointerId);
+  target = renderer.toWorld(event.clientX, event.clientY);
+  steered = true;
+  event.preventDefault();
+});
+$("map").addEventListener("pointermove", (event) => {
+  if (client && event.buttons && $("map").hasPointerCapture(event.pointerId)) {
+    target = renderer.toWorld(event.clientX, event.clientY);
+  }
+});
+
+/** Steer toward the target: a direction quantised to 2° so that small wobbles send nothing. */
+function steer() {
+  if (!target || !client?.view.me || client.state !== "playing") return;
+  const me = client.view.me;
+  const p = client.view.params;
+  const dx = target[0] - me.x;
+  const dy = target[1] - me.y;
+  const distance = Math.hypot(dx, dy);
+  if (distance <= p.playerSpeed / p.tickRate) {
+    target = null;
+    client.move(0, 0);
+    return;
+  }
+  const step = Math.PI / 90;
+  const angle = Math.round(Math.atan2(dy, dx) / step) * step;
+  client.move(Math.cos(angle), Math.sin(angle));
+}
+
+// ------------------------------------------------------------------ the loop
+
+function frame() {
+  steer();
+  const view = client?.view;
+  let alpha = 1;
+  if (view?.params) alpha = (performance.now() - lastTickMs) / (1000 / view.params.tickRate);
+  const help = steered ? null : matchMedia("(pointer: coarse)").matches
+    ? "Touch the map to walk there" : "Move with W A S D or the arrows, or click the map";
+  if (view) renderer.draw(view, alpha, target, client.name, help);
+  else renderer.fit();
+  requestAnimationFrame(frame);
+}
+
+setInterval(() => {
+  if (feed.length) renderFeed();
+}, 1000);
+
+// ------------------------------------------------------------------ start
+
+$("name").value = localStorage.getItem(NAME_KEY) || randomName();
+await loadInfo();
+const saved = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+if (saved && info?.hunts.some((h) => h.name === saved.hunt)) {
+  join(saved.name, saved.hunt, saved.token);  // a reload: take the same player back
+} else {
+  showJoin($("join-error").textContent);
+}
+requestAnimationFrame(frame);
