@@ -1,0 +1,447 @@
+"""The load test (issue 3, section 5): a real server, C clients, figures over a fixed window.
+
+Starts ``treasure-hunt serve`` as a subprocess (sized for the run: connection
+limits, a move rate limit above --rate, no journal unless --journal), spreads C
+clients over --procs load-generator processes (perf/loadgen.py) that connect at
+a bounded rate, warms up, then measures over --duration seconds:
+
+- move-to-ack latency on the client clock (send of seq -> first TICK with
+  ack >= seq): p50 / p90 / p99 / max, ms;
+- the server's tick processing ("total": tick start to the last message handed
+  to its socket) p50 / p99 / max from /api/stats over the window's ticks, each
+  phase's p50 / p99, and the /metrics histogram's bucket bounds for p50 / p99;
+- messages and bytes per second (server counters), moves received / applied /
+  dropped per second; evictions, skipped TICKs, tick overruns;
+- server CPU % (/proc/<pid>/stat over the window; its Trio thread apart from
+  the tick's worker threads) and the load generators' CPU %;
+- TICKs per second received per client (min / mean) and missing tick numbers.
+
+``--ramp`` runs increasing C (a fresh server each) until p99 latency exceeds
+--budget-ms or ticks stop reaching every client, and reports the largest C
+that passed. Writes perf/results/loadtest-<stamp>.json and .png, prints a table.
+
+    python perf/loadtest.py --clients 1000              # 1,000 x 10 moves/s, 20 Hz, 20 s
+    python perf/loadtest.py --ramp                      # 250, 500, 1000, ... until it fails
+    python perf/loadtest.py --quick                     # 20 clients, 3 s: a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PY = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+RAMP = (250, 500, 1000, 1500, 2000, 3000)
+
+
+# ---------------------------------------------------------------------- processes
+
+class Procs:
+    """Every subprocess of a step; all are stopped on exit, also on error or Ctrl-C."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+        self.lines: dict[int, queue.Queue] = {}
+
+    def start(self, cmd: list[str], *, stdout_lines: bool, stderr: Any, **kw: Any
+              ) -> subprocess.Popen:
+        p = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdout_lines else subprocess.DEVNULL,
+                             stdout=subprocess.PIPE if stdout_lines else subprocess.DEVNULL,
+                             stderr=stderr, cwd=ROOT, **kw)
+        self.procs.append(p)
+        if stdout_lines:
+            q: queue.Queue = queue.Queue()
+            self.lines[p.pid] = q
+            threading.Thread(target=_pump, args=(p.stdout, q), daemon=True).start()
+        return p
+
+    def json_line(self, p: subprocess.Popen, timeout: float) -> dict:
+        try:
+            line = self.lines[p.pid].get(timeout=timeout)
+        except queue.Empty:
+            raise RuntimeError(f"process {p.pid} sent nothing for {timeout:.0f} s") from None
+        if line is None:
+            raise RuntimeError(f"process {p.pid} exited (status {p.wait()}) before reporting")
+        return json.loads(line)
+
+    def __enter__(self) -> Procs:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for p in self.procs:  # loadgens exit when their stdin closes; the server on SIGTERM
+            with contextlib.suppress(OSError):
+                if p.stdin:
+                    p.stdin.close()
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+
+
+def _pump(stream: Any, q: queue.Queue) -> None:
+    for line in stream:
+        q.put(line)
+    q.put(None)
+
+
+def start_server(procs: Procs, clients: int, args: argparse.Namespace, logdir: Path
+                 ) -> tuple[subprocess.Popen, str, str]:
+    """``treasure-hunt serve`` on free ports; returns (process, ws_url, http_url)."""
+    limit = str(clients + 64)
+    cmd = [str(Path(PY).parent / "treasure-hunt"), "serve", "--port", "0", "--http-port", "0",
+           "--log-format", "json", "--tick-rate", str(args.tick_rate),
+           "--max-connections", limit, "--max-connections-per-address", limit,
+           "--moves-per-second", str(max(60.0, 3 * args.rate)),
+           "--tick-threads", str(args.tick_threads)]
+    if args.max_players:
+        cmd += ["--max-players", str(args.max_players)]
+    cmd += ["--data-dir", str(logdir / "data") if args.journal else ""]
+    log = logdir / "server.log"
+    with open(log, "wb") as err:
+        p = procs.start(cmd, stdout_lines=False, stderr=err)
+    deadline = time.monotonic() + 120  # the first run compiles the kernels
+    while time.monotonic() < deadline:
+        for line in log.read_text(errors="replace").splitlines():
+            if '"serving"' in line:
+                info = json.loads(line)
+                return p, info["ws_url"], info["http_url"]
+        if p.poll() is not None:
+            raise RuntimeError(f"the server exited ({p.returncode}):\n{tail(log)}")
+        time.sleep(0.1)
+    raise RuntimeError(f"no 'serving' line from the server within 120 s:\n{tail(log)}")
+
+
+def tail(path: Path, n: int = 20) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+
+
+# ---------------------------------------------------------------------- server probes
+
+def http_get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read()
+
+
+def metrics(http_url: str) -> dict[str, float]:
+    """Prometheus text to {'name{labels}': value} (labels as the server writes them)."""
+    out = {}
+    for line in http_get(http_url + "metrics").decode().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of a process: 'all', and 'main' (its first thread)."""
+    def read(path: str) -> float:
+        with open(path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return {"all": read(f"/proc/{pid}/stat"), "main": read(f"/proc/{pid}/task/{pid}/stat")}
+
+
+def snapshot(server: subprocess.Popen, http_url: str) -> dict[str, Any]:
+    return {"t": time.monotonic(), "cpu": cpu_seconds(server.pid),
+            "stats": json.loads(http_get(http_url + "api/stats")), "metrics": metrics(http_url)}
+
+
+def bucket_quantile(m0: dict[str, float], m1: dict[str, float], phase: str, q: float
+                    ) -> float | None:
+    """Upper bound (ms) of the histogram bucket holding quantile ``q`` over the window."""
+    rows = []
+    for key, v in m1.items():
+        if key.startswith("hunt_tick_seconds_bucket{") and f'phase="{phase}"' in key:
+            le = key.split('le="', 1)[1].split('"', 1)[0]
+            rows.append((float(le), v - m0.get(key, 0.0)))
+    rows.sort()
+    if not rows or rows[-1][1] <= 0:
+        return None
+    for le, count in rows:
+        if count >= q * rows[-1][1]:
+            return le * 1e3
+    return None
+
+
+# ---------------------------------------------------------------------- one step
+
+def run_step(clients: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One server, ``clients`` clients, one measuring window. Returns its figures."""
+    logdir = Path(tempfile.mkdtemp(prefix="loadtest-"))
+    procs_n = max(1, min(args.procs, clients))
+    shares = [clients // procs_n + (k < clients % procs_n) for k in range(procs_n)]
+    try:
+        with Procs() as procs:
+            server, ws_url, http_url = start_server(procs, clients, args, logdir)
+            gens = []
+            for k, share in enumerate(shares):
+                cmd = [PY, str(HERE / "loadgen.py"), "--url", ws_url, "--clients", str(share),
+                       "--rate", str(args.rate), "--name-prefix", f"lg{k}-",
+                       "--connect-rate", str(args.connect_rate / procs_n),
+                       "--latency-out", str(logdir / f"lat{k}.f32"), "--seed", str(k),
+                       "--drain", str(args.drain)]
+                gens.append(procs.start(cmd, stdout_lines=True,
+                                        stderr=open(logdir / f"loadgen{k}.log", "wb")))  # noqa: SIM115
+            ramp_s = clients / args.connect_rate + 90
+            ready = [procs.json_line(g, ramp_s) for g in gens]
+            playing = sum(r["playing"] for r in ready)
+            print(f"  {playing}/{clients} clients playing after "
+                  f"{max(r['seconds'] for r in ready):.1f} s; warm-up {args.warmup:g} s",
+                  file=sys.stderr)
+            time.sleep(args.warmup)
+            s0 = snapshot(server, http_url)
+            for g in gens:
+                g.stdin.write(b"start\n")
+                g.stdin.flush()
+            time.sleep(args.duration)
+            for g in gens:
+                g.stdin.write(b"stop\n")
+                g.stdin.flush()
+            s1 = snapshot(server, http_url)
+            results = [procs.json_line(g, args.drain + 60) for g in gens]
+            n_ticks = int(s1["stats"]["tick"]) - int(s0["stats"]["tick"])
+            stats = json.loads(http_get(http_url + f"api/stats?ticks={n_ticks + 400}"))
+            lat = np.concatenate([np.fromfile(logdir / f"lat{k}.f32", np.float32)
+                                  for k in range(procs_n)])
+            return figures(clients, args, ready, results, s0, s1, stats, lat)
+    except BaseException:
+        for log in sorted(logdir.glob("*.log")):
+            print(f"--- {log.name}:\n{tail(log)}", file=sys.stderr)
+        raise
+    finally:
+        shutil.rmtree(logdir, ignore_errors=True)
+
+
+def figures(clients: int, args: argparse.Namespace, ready: list[dict], results: list[dict],
+            s0: dict, s1: dict, stats: dict, lat: np.ndarray) -> dict[str, Any]:
+    wall = s1["t"] - s0["t"]
+    m0, m1 = s0["metrics"], s1["metrics"]
+
+    def rate(key: str) -> float:
+        return (m1.get(key, 0.0) - m0.get(key, 0.0)) / wall
+
+    def delta(key: str) -> int:
+        return int(m1.get(key, 0.0) - m0.get(key, 0.0))
+
+    # /api/stats timings end at stats["tick"]; keep the ticks run inside the window.
+    t0, t1, tnow = int(s0["stats"]["tick"]), int(s1["stats"]["tick"]), int(stats["tick"])
+    timings = {}
+    for phase, values in stats["timings_ms"].items():
+        v = np.asarray(values, np.float64)
+        first = tnow - len(v) + 1
+        timings[phase] = v[max(0, t0 + 1 - first): max(0, t1 + 1 - first)]
+    total = timings["total"]
+    window = float(np.mean([r["window_s"] for r in results]))
+    per_client = np.concatenate([np.asarray(r["ticks_per_client"], np.float64)
+                                 for r in results]) / window
+    lg_cpu = sum(r["cpu_s_window"] for r in results) / window * 100
+    q = lambda a, p: float(np.percentile(a, p)) if len(a) else 0.0  # noqa: E731
+    out = {
+        "clients": clients, "playing": sum(r["playing"] for r in results),
+        "connect_failures": merge([r["connect_failures"] for r in results]),
+        "rate": args.rate, "tick_rate": args.tick_rate, "procs": len(results),
+        "window_s": round(window, 3),
+        "latency_ms": {"n": len(lat), "p50": q(lat, 50), "p90": q(lat, 90), "p99": q(lat, 99),
+                       "max": float(lat.max()) if len(lat) else 0.0,
+                       "mean": float(lat.mean()) if len(lat) else 0.0},
+        "moves_sent": sum(r["moves_sent"] for r in results),
+        "unacked": sum(r["unacked"] for r in results),
+        "tick_ms": {"ticks": len(total), "p50": q(total, 50), "p99": q(total, 99),
+                    "max": float(total.max()) if len(total) else 0.0,
+                    "hist_p50_le": bucket_quantile(m0, m1, "total", 0.5),
+                    "hist_p99_le": bucket_quantile(m0, m1, "total", 0.99)},
+        "phase_ms": {k: {"p50": q(v, 50), "p99": q(v, 99)} for k, v in timings.items()},
+        "server": {
+            "ticks_per_s": rate("hunt_ticks_total"),
+            "messages_per_s": rate("hunt_messages_sent_total"),
+            "bytes_per_s": rate("hunt_bytes_sent_total"),
+            "moves_received_per_s": rate('hunt_moves_total{fate="received"}'),
+            "moves_applied_per_s": rate('hunt_moves_total{fate="applied"}'),
+            "moves_dropped_per_s": rate('hunt_moves_total{fate="dropped"}'),
+            "evictions": delta("hunt_evictions_total"),
+            "skipped": delta("hunt_ticks_skipped_total"),
+            "overruns": delta("hunt_tick_overruns_total"),
+            "cpu_pct": (s1["cpu"]["all"] - s0["cpu"]["all"]) / wall * 100,
+            "cpu_pct_trio_thread": (s1["cpu"]["main"] - s0["cpu"]["main"]) / wall * 100,
+            "evictions_total": int(stats["evictions"]), "clients_end": int(stats["clients"]),
+        },
+        "clients_side": {
+            "ticks_per_s_min": float(per_client.min()),
+            "ticks_per_s_mean": float(per_client.mean()),
+            "tick_gaps": sum(r["tick_gaps"] for r in results),
+            "clients_with_gaps": sum(r["clients_with_gaps"] for r in results),
+            "messages_per_s": sum(r["messages"] for r in results) / window,
+            "bytes_per_s": sum(r["bytes"] for r in results) / window,
+            "errors": merge([r["errors"] for r in results]),
+            "closes": merge([r["closes"] for r in results]),
+            "send_stalls": sum(r["send_stalls"] for r in results),
+            "send_lag_ms_max": max(r["send_lag_ms"]["max"] for r in results),
+        },
+        "loadgen_cpu_pct": lg_cpu,
+        "loadgen_cpu_pct_per_proc": [r["cpu_s_window"] / window * 100 for r in results],
+        "loadavg_end": os.getloadavg(),
+    }
+    cs = out["clients_side"]
+    out["every_tick"] = bool(out["playing"] == clients and cs["tick_gaps"] == 0
+                             and cs["ticks_per_s_min"] >= 0.975 * args.tick_rate
+                             and out["server"]["evictions"] == 0 and not cs["closes"])
+    out["pass"] = bool(out["every_tick"] and out["latency_ms"]["p99"] <= args.budget_ms)
+    return out
+
+
+def merge(dicts: list[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for d in dicts:
+        for k, v in d.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+# ---------------------------------------------------------------------- report
+
+def table(steps: list[dict[str, Any]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("clients", "lat p50", "p90", "p99", "max ms", "tick p50", "p99", "max ms",
+                "ticks/s/client min", "gaps", "msgs/s", "MB/s", "moves/s", "srv CPU %",
+                "(trio)", "lg CPU %", "evict", "skip", "overrun", "pass"):
+        t.add_column(col, justify="right")
+    for s in steps:
+        la, tk, sv, cs = s["latency_ms"], s["tick_ms"], s["server"], s["clients_side"]
+        t.add_row(str(s["clients"]), f"{la['p50']:.1f}", f"{la['p90']:.1f}", f"{la['p99']:.1f}",
+                  f"{la['max']:.0f}", f"{tk['p50']:.2f}", f"{tk['p99']:.2f}", f"{tk['max']:.1f}",
+                  f"{cs['ticks_per_s_min']:.2f}", str(cs["tick_gaps"]),
+                  f"{sv['messages_per_s']:,.0f}", f"{sv['bytes_per_s'] / 1e6:.1f}",
+                  f"{sv['moves_received_per_s']:,.0f}", f"{sv['cpu_pct']:.0f}",
+                  f"{sv['cpu_pct_trio_thread']:.0f}", f"{s['loadgen_cpu_pct']:.0f}",
+                  str(sv["evictions"]), str(sv["skipped"]), str(sv["overruns"]),
+                  "yes" if s["pass"] else "NO")
+    Console(width=200).print(t)
+
+
+def plot(steps: list[dict[str, Any]], path: Path, budget: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cs = [s["clients"] for s in steps]
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
+    for key, style in (("p50", "o-"), ("p90", "s-"), ("p99", "^-"), ("max", "x:")):
+        ax[0].plot(cs, [s["latency_ms"][key] for s in steps], style, label=key)
+    ax[0].axhline(budget, color="red", lw=0.8, ls="--", label=f"budget {budget:g} ms")
+    ax[0].set(title="move-to-ack latency (client clock)", xlabel="clients", ylabel="ms")
+    for key, style in (("p50", "o-"), ("p99", "^-")):
+        ax[1].plot(cs, [s["tick_ms"][key] for s in steps], style, label=f"total {key}")
+    ax[1].plot(cs, [s["phase_ms"]["send"]["p50"] for s in steps], "s--", label="send p50")
+    ax[1].set(title="server tick processing", xlabel="clients", ylabel="ms")
+    ax[2].plot(cs, [s["server"]["cpu_pct"] for s in steps], "o-", label="server")
+    ax[2].plot(cs, [s["server"]["cpu_pct_trio_thread"] for s in steps], "s--",
+               label="server Trio thread")
+    ax[2].plot(cs, [s["loadgen_cpu_pct"] for s in steps], "^-", label="load generators")
+    ax[2].set(title="CPU (100% = one core)", xlabel="clients", ylabel="%")
+    for a in ax:
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    fig.suptitle(f"treasure-hunt load test: {steps[0]['rate']:g} moves/s per client, "
+                 f"{steps[0]['tick_rate']} Hz")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------- main
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split(
+        "\n\n")[-1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clients", type=int, default=1000, help="concurrent clients (default 1000)")
+    p.add_argument("--rate", type=float, default=10.0, help="moves per second per client")
+    p.add_argument("--tick-rate", type=int, default=20, help="server ticks per second")
+    p.add_argument("--duration", type=float, default=20.0, help="measuring window, seconds")
+    p.add_argument("--warmup", type=float, default=5.0, help="seconds between ramp and window")
+    p.add_argument("--procs", type=int, default=1, help="load-generator processes")
+    p.add_argument("--connect-rate", type=float, default=500.0,
+                   help="new connections per second, all load generators together")
+    p.add_argument("--ramp", nargs="?", const=",".join(map(str, RAMP)), metavar="C1,C2,...",
+                   help=f"increasing client counts until one fails (default {RAMP})")
+    p.add_argument("--budget-ms", type=float, default=100.0,
+                   help="ramp: largest acceptable p99 move-to-ack latency (ms)")
+    p.add_argument("--drain", type=float, default=1.0,
+                   help="seconds after the window for the acks of its last moves")
+    p.add_argument("--tick-threads", type=int, default=1, help="server --tick-threads")
+    p.add_argument("--max-players", type=int, help="server --max-players (engine slots)")
+    p.add_argument("--journal", action="store_true",
+                   help="run the server with its journal (a temporary --data-dir)")
+    p.add_argument("--quick", action="store_true", help="smoke test: 20 clients, 3 s")
+    p.add_argument("--out", type=Path, default=HERE / "results", help="JSON and PNG go here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.clients, args.duration, args.warmup, args.ramp = 20, 3.0, 1.0, None
+    if args.clients < 1 or args.duration <= 0 or args.procs < 1:
+        p.error("--clients, --duration and --procs must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    counts = [int(c) for c in args.ramp.split(",")] if args.ramp else [args.clients]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    args.out.mkdir(parents=True, exist_ok=True)
+    steps: list[dict[str, Any]] = []
+    started = time.time()
+    for c in counts:
+        load = os.getloadavg()
+        print(f"step: {c} clients x {args.rate:g} moves/s, {args.tick_rate} Hz, "
+              f"{args.procs} load generator(s); loadavg before {load[0]:.2f}", file=sys.stderr)
+        step = run_step(c, args)
+        step["loadavg_before"] = load
+        steps.append(step)
+        if args.ramp and not step["pass"]:
+            break
+    passing = [s["clients"] for s in steps if s["pass"]]
+    report = {"stamp": stamp, "argv": sys.argv[1:], "seconds": round(time.time() - started, 1),
+              "budget_ms": args.budget_ms, "steps": steps,
+              "largest_passing": max(passing) if passing else None}
+    path = args.out / f"loadtest-{stamp}.json"
+    path.write_text(json.dumps(report, indent=1))
+    plot(steps, path.with_suffix(".png"), args.budget_ms)
+    table(steps, f"load test {stamp} (latency and tick in ms; pass: every tick to every "
+                 f"client and p99 <= {args.budget_ms:g} ms)")
+    if args.ramp:
+        print(f"largest passing C: {report['largest_passing']}")
+    print(f"wrote {path} and {path.with_suffix('.png')}")
+    print(json.dumps({"json": str(path)}))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
