@@ -200,6 +200,33 @@ def test_a_reload_resumes_the_same_player(browser: Any, server: ServerProcess):
     assert not errors
 
 
+def test_a_network_outage_resumes_the_same_player(browser: Any, server: ServerProcess):
+    context = browser.new_context(**DESKTOP)
+    page = context.new_page()
+    errors = capture_errors(page)
+    page.goto(server.http_url + "/")
+    page.wait_for_selector("#hunt option[value=meadow]", state="attached")
+    page.fill("#name", "Dee")
+    page.click("#join-button")
+    page.wait_for_function("() => window.hunt?.client.state === 'playing' && "
+                           "window.hunt.view.tick > window.hunt.view.params.tick", timeout=WAIT_MS)
+    first = me(page)
+    context.set_offline(True)  # no close frame, no error: the ticks just stop coming
+    page.wait_for_function("() => window.hunt.client.state === 'reconnecting'", timeout=WAIT_MS)
+    page.wait_for_timeout(1500)  # a few attempts fail while offline, backing off
+    assert page.evaluate("() => window.hunt.client.connections") >= 2
+    context.set_offline(False)
+    page.wait_for_function("() => window.hunt.client.resumes >= 1 && "
+                           "window.hunt.client.state === 'playing'", timeout=WAIT_MS)
+    again = me(page)
+    assert (again["slot"], again["gen"], again["score"]) == (
+        first["slot"], first["gen"], first["score"])
+    assert page.text_content("#status") == "Playing in meadow"
+    # The browser reports each attempt made while offline; nothing else may go wrong.
+    assert [e for e in errors if "ERR_INTERNET_DISCONNECTED" not in e] == []
+    context.close()
+
+
 def test_join_form_reports_a_refused_name_and_watch_a_wrong_token(browser: Any,
                                                                   server: ServerProcess):
     page = browser.new_context(**DESKTOP).new_page()

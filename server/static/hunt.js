@@ -74,6 +74,11 @@ export class HuntClient {
     this._ws = null;
     this._lastMessageMs = 0;
     this._watchdog = setInterval(() => this._checkStall(), 500);
+    // The browser knows when the network comes back: retry then, not at the end of a backoff.
+    this._onOnline = () => {
+      if (this.state === "reconnecting" && this._retryTimer !== null) this._open();
+    };
+    globalThis.addEventListener?.("online", this._onOnline);
     this._open();
   }
 
@@ -155,6 +160,7 @@ export class HuntClient {
   close(code = 1000, reason = "client closed") {
     this._final = true;
     clearInterval(this._watchdog);
+    globalThis.removeEventListener?.("online", this._onOnline);
     clearTimeout(this._retryTimer);
     clearTimeout(this._flushTimer);
     this._flushTimer = null;

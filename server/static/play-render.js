@@ -135,9 +135,9 @@ export class MapRenderer {
 
     this._drawBursts(sx, sy);
 
-    // Others: one path for every dot, then labels for the nearest ones.
+    // Others: a dark disc under a light one, one path each (filling is much cheaper than
+    // stroking 500 outlines), then labels for the nearest ones.
     const others = [];
-    ctx.beginPath();
     const r = Math.max(4, Math.min(8, 3 * s));
     for (const o of view.players.values()) {
       if (view.isMe(o.slot, o.gen)) continue;
@@ -145,21 +145,35 @@ export class MapRenderer {
       const px = sx(ox);
       const py = sy(oy);
       if (px < -20 || py < -20 || px > W + 20 || py > H + 20) continue;
-      ctx.moveTo(px + r, py);
-      ctx.arc(px, py, r, 0, 2 * Math.PI);
       others.push([(px - W / 2) ** 2 + (py - H / 2) ** 2, px, py, o]);
     }
-    ctx.fillStyle = "#7cc4ff";
-    ctx.fill();
-    ctx.strokeStyle = "#0a111b";
-    ctx.lineWidth = 1.5;
-    ctx.stroke();
+    for (const [radius, colour] of [[r + 1.5, "#0a111b"], [r, "#7cc4ff"]]) {
+      ctx.beginPath();
+      for (const [, px, py] of others) {
+        ctx.moveTo(px + radius, py);
+        ctx.arc(px, py, radius, 0, 2 * Math.PI);
+      }
+      ctx.fillStyle = colour;
+      ctx.fill();
+    }
     if (others.length > LABELS) others.sort((a, b) => a[0] - b[0]);
     ctx.font = "600 12px system-ui, sans-serif";
     ctx.textAlign = "center";
     ctx.lineJoin = "round";
-    for (const [, px, py, o] of others.slice(0, LABELS)) {
-      this._label(view.nameOf(o.slot, o.gen) ?? `#${o.slot}`, px, py - r - 5, "#d6ecff");
+    // Labels of the nearest players that do not overlap each other nor the player's own.
+    const taken = [[W / 2 - 70, H / 2 - 32, W / 2 + 70, H / 2 + 10]];
+    let placed = 0;
+    for (const [, px, py, o] of others.slice(0, 8 * LABELS)) {
+      if (placed >= LABELS) break;
+      const text = view.nameOf(o.slot, o.gen) ?? `#${o.slot}`;
+      const half = 3.6 * text.length + 4;
+      const box = [px - half, py - r - 19, px + half, py - r - 1];
+      if (taken.some((t) => box[0] < t[2] && box[2] > t[0] && box[1] < t[3] && box[3] > t[1])) {
+        continue;
+      }
+      taken.push(box);
+      placed += 1;
+      this._label(text, px, py - r - 5, "#d6ecff");
     }
 
     // The player, on top.
