@@ -9,7 +9,9 @@ script in subprocesses, so that a writer can be killed for real::
 ``write`` prints ``H <tick> <state hash>`` once a tick has run and
 ``A <tick>`` once its ``append_tick`` has returned (stdout flushed each time),
 so a test that kills it knows which ticks were fully written. ``--ticks 0``
-runs until killed. ``recover`` prints the recovery as one JSON line.
+runs until killed; ``--resume`` first recovers the data dir (and prints
+``R <tick> <state hash>``), as a restarted server would. ``recover`` prints the
+recovery as one JSON line.
 """
 
 from __future__ import annotations
@@ -137,15 +139,23 @@ def main(argv: list[str]) -> int:
     w.add_argument("--snapshot-every", type=int, default=25)
     w.add_argument("--hash-every", type=int, default=5)
     w.add_argument("--moves", type=int, default=60)
+    w.add_argument("--resume", action="store_true",
+                   help="recover what DATA_DIR holds (if anything) and carry on from there")
     r = sub.add_parser("recover")
     r.add_argument("data_dir", type=Path)
     args = p.parse_args(argv)
     if args.cmd == "write":
-        world = make_world()
-        workload = Workload(world, args.seed, moves=args.moves)
+        rec = recover(args.data_dir) if args.resume else None
+        if rec is None:
+            world = make_world()
+            workload = Workload(world, args.seed, moves=args.moves)
+        else:
+            world = rec.world
+            workload = Workload.resume(world, args.seed, moves=args.moves)
+            print(f"R {rec.tick} {rec.state_hash}", flush=True)
         with Journal(args.data_dir, fsync=args.fsync, snapshot_every=args.snapshot_every,
                      hash_every=args.hash_every) as journal:
-            journal.start(world, workload.meta())
+            journal.start(world, workload.meta(), recovered=rec)
             run(journal, world, workload, args.ticks, out=sys.stdout)
         return 0
     rec = recover(args.data_dir)

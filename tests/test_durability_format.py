@@ -136,3 +136,29 @@ def test_snapshot_container() -> None:
         with pytest.raises(SnapshotFileError):
             decode_snapshot(bytes(bad))
     assert data[:8] == b"THJSNAP1"
+
+
+def test_meta_json_in_slices_is_exactly_json_dumps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot writer encodes big metas in slices (to give the GIL back): same text."""
+    import json
+    import random
+
+    from server.durability import _files
+
+    monkeypatch.setattr(_files, "JSON_SLICE", 3)
+    rng = random.Random(1)
+
+    def value(depth: int):
+        k = rng.random()
+        if depth > 3 or k < 0.3:
+            return rng.choice([1, 2.5, "é", None, True, [], {}, "a\"b"])
+        if k < 0.65:
+            return [value(depth + 1) for _ in range(rng.randint(0, 8))]
+        keys = ["a", "b", 3, True, None, 1.5, *(f"x{i}" for i in range(40))]
+        return {rng.choice(keys): value(depth + 1) for _ in range(rng.randint(0, 8))}
+
+    for _ in range(2000):
+        v = value(0)
+        out: list[str] = []
+        _files.json_in_slices(v, out)
+        assert "".join(out) == json.dumps(v, separators=(",", ":"))

@@ -32,7 +32,8 @@ repeat. Start-up::
 
 Layout: private modules, public names re-exported here. ``_format`` (record
 bytes), ``_files`` (data dir, snapshot container), ``_journal`` (writer),
-``_recover`` (recovery and replay), ``_errors``.
+``_snapshots`` (background snapshot writes, pruning), ``_recover`` (recovery
+and replay), ``_stats``, ``_errors``.
 """
 
 from ._errors import DurabilityError as DurabilityError
@@ -42,7 +43,6 @@ from ._errors import RecoveryError as RecoveryError
 from ._files import discard as discard
 from ._format import TickRecord as TickRecord
 from ._journal import Journal as Journal
-from ._journal import JournalStats as JournalStats
 from ._recover import Cut as Cut
 from ._recover import Join as Join
 from ._recover import Leave as Leave
@@ -50,6 +50,7 @@ from ._recover import Recovered as Recovered
 from ._recover import RecoveryReport as RecoveryReport
 from ._recover import apply_record as apply_record
 from ._recover import recover as recover
+from ._stats import JournalStats as JournalStats
 
 __all__ = [
     "Cut",

@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import itertools
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,18 +32,17 @@ from ._files import (
     LOCK_NAME,
     QUARANTINE,
     TMP_SUFFIX,
-    encode_snapshot,
     fsync_dir,
     list_segments,
     list_snapshots,
     segment_path,
-    snapshot_path,
     unique_dir,
     utc_stamp,
     write_all,
-    write_atomic,
 )
 from ._format import HASH_BYTES, TOKEN_BYTES, encode_segment_header, encode_tick
+from ._snapshots import SnapshotWriter
+from ._stats import JournalStats
 
 if TYPE_CHECKING:
     from tickengine import HuntParams, World
@@ -64,30 +60,6 @@ DEFAULT_KEEP_SNAPSHOTS = 2
 DEFAULT_SEGMENT_BYTES = 64 << 20
 
 Meta = dict[str, Any] | Callable[[], dict[str, Any]]
-
-
-@dataclass(slots=True)
-class JournalStats:
-    """What the journal did, for logs and metrics. Times in seconds."""
-
-    ticks: int = 0
-    bytes: int = 0
-    fsyncs: int = 0
-    #: Seconds in ``append_tick`` (encode + write + fsync): last, max and total.
-    append_last_s: float = 0.0
-    append_max_s: float = 0.0
-    append_total_s: float = 0.0
-    snapshots: int = 0
-    #: Seconds ``maybe_snapshot`` held the tick thread (``World.snapshot()`` and meta): last, max.
-    snapshot_tick_last_s: float = 0.0
-    snapshot_tick_max_s: float = 0.0
-    #: Seconds the background write of the last snapshot took (encode, write, fsync, prune).
-    snapshot_write_last_s: float = 0.0
-    #: Seconds ``maybe_snapshot`` waited for the previous snapshot to finish writing.
-    snapshot_wait_max_s: float = 0.0
-    snapshot_bytes_last: int = 0
-    segments_pruned: int = 0
-    snapshots_pruned: int = 0
 
 
 def _fsync_policy(fsync: str | int) -> float | None:
@@ -146,8 +118,8 @@ class Journal:
         self._last_sync = 0.0
         self._hash_tick = -1
         self._hash: str | None = None
-        self._thread: threading.Thread | None = None
-        self._thread_error: BaseException | None = None
+        self._snapshots = SnapshotWriter(self.data_dir, self.keep_snapshots, self.stats,
+                                         background=background)
 
     # ------------------------------------------------------------------ policy
 
@@ -209,7 +181,8 @@ class Journal:
                         "(server.durability.discard; the server's --fresh)")
                 h = world.state_hash()
                 self._hash_tick, self._hash = tick, h
-                self._write_snapshot(tick, self._meta(meta), world.snapshot(), h)
+                self._snapshots.write(tick, self._meta(meta), world.snapshot(), h)
+                self._snapshots.wait()
             else:
                 if recovered.report.until is not None:
                     raise JournalError("a replay stopped --until a tick cannot be continued; "
@@ -308,7 +281,7 @@ class Journal:
         if tick != self._last_tick + 1:
             raise JournalError(f"append_tick({tick}) but the last tick journaled is "
                                f"{self._last_tick}: append every tick, in order")
-        if self._thread_error is not None:
+        if self._snapshots.failed:
             self.wait_snapshot()
         hunt_dicts = [p.to_dict() for p in hunts]
         join_list = list(joins)
@@ -416,59 +389,18 @@ class Journal:
         st.snapshot_wait_max_s = max(st.snapshot_wait_max_s, t1 - t0)
         st.snapshot_tick_last_s = dt = time.perf_counter() - t1
         st.snapshot_tick_max_s = max(st.snapshot_tick_max_s, dt)
-        if self.background:
-            self._thread = threading.Thread(
-                target=self._snapshot_job, args=(tick, meta_value, world_bytes, h),
-                name=f"journal-snapshot-{tick}", daemon=True)
-            self._thread.start()
-        else:
-            self._write_snapshot(tick, meta_value, world_bytes, h)
+        self._snapshots.write(tick, meta_value, world_bytes, h)
         return True
 
     def wait_snapshot(self) -> None:
         """Block until the snapshot being written is on disk; re-raise its failure."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._thread_error is not None:
-            exc, self._thread_error = self._thread_error, None
-            raise JournalError(f"writing a snapshot in {self.data_dir} failed: {exc}") from exc
+        self._snapshots.wait()
+
+    @property
+    def snapshot_in_flight(self) -> bool:
+        """Whether a snapshot is being written in the background right now."""
+        return self._snapshots.in_flight
 
     @staticmethod
     def _meta(meta: Meta | None) -> Any:
         return (meta() if callable(meta) else meta) if meta is not None else {}
-
-    def _snapshot_job(self, tick: int, meta: Any, world_bytes: bytes, h: str | None) -> None:
-        try:
-            self._write_snapshot(tick, meta, world_bytes, h)
-        except BaseException as exc:  # handed to the tick thread by wait_snapshot()
-            self._thread_error = exc
-
-    def _write_snapshot(self, tick: int, meta: Any, world_bytes: bytes, h: str | None) -> None:
-        t0 = time.perf_counter()
-        chunks = encode_snapshot(tick, meta, world_bytes, h)
-        write_atomic(snapshot_path(self.data_dir, tick), chunks)
-        self._prune()
-        st = self.stats
-        st.snapshots += 1
-        st.snapshot_bytes_last = sum(len(c) for c in chunks)
-        st.snapshot_write_last_s = time.perf_counter() - t0
-
-    def _prune(self) -> None:
-        """Keep the newest ``keep_snapshots`` snapshots and the segments they need."""
-        snaps = list_snapshots(self.data_dir)
-        doomed = [p for _, p in snaps[: -self.keep_snapshots]]
-        oldest_kept = snaps[-self.keep_snapshots :][0][0] if snaps else None
-        if oldest_kept is not None:
-            segs = list_segments(self.data_dir)
-            # A segment whose successor starts by oldest_kept + 1 holds only older ticks.
-            doomed += [p for (_, p), (nxt, _) in itertools.pairwise(segs)
-                       if nxt <= oldest_kept + 1]
-        for p in doomed:
-            p.unlink(missing_ok=True)
-            if p.name.startswith("journal-"):
-                self.stats.segments_pruned += 1
-            else:
-                self.stats.snapshots_pruned += 1
-        if doomed:
-            fsync_dir(self.data_dir)
