@@ -185,15 +185,23 @@ def summarize(rec: Recovered, *, verified: bool) -> dict[str, Any]:
 
 
 def _names(rec: Recovered) -> dict[int, str]:
-    """Player names: the meta's ``names`` ({player id: name}) if any, then the journal's joins."""
+    """Player names from the snapshot's meta, then from the journal's joins.
+
+    The meta is the server's: ``players`` as ``[player id, hunt, name, ...]``
+    rows (what ``treasure-hunt serve`` writes), or ``names`` as ``{id: name}``.
+    """
     names: dict[int, str] = {}
-    meta_names = rec.meta.get("names") if isinstance(rec.meta, dict) else None
-    if isinstance(meta_names, dict):
-        for pid, name in meta_names.items():
-            try:
-                names[int(pid)] = str(name)
-            except ValueError:
-                continue
+    meta = rec.meta if isinstance(rec.meta, dict) else {}
+    rows = meta.get("players")
+    pairs = ([(row[0], row[2]) for row in rows if isinstance(row, list) and len(row) > 2]
+             if isinstance(rows, list) else [])
+    if isinstance(meta.get("names"), dict):
+        pairs += list(meta["names"].items())
+    for pid, name in pairs:
+        try:
+            names[int(pid)] = str(name)
+        except (TypeError, ValueError):
+            continue
     names.update((j.player_id, j.name) for j in rec.joins)
     return names
 
