@@ -183,6 +183,8 @@ def test_two_pages_play_together_score_resume_and_are_watched(browser: Any,
     watch.wait_for_timeout(400)
     screenshot(watch, "watch")
     assert not ada_errors + bo_errors + watch_errors
+    for page in (ada, bo, watch):
+        page.context.close()
 
 
 def test_a_reload_resumes_the_same_player(browser: Any, server: ServerProcess):
@@ -225,6 +227,48 @@ def test_a_network_outage_resumes_the_same_player(browser: Any, server: ServerPr
     # The browser reports each attempt made while offline; nothing else may go wrong.
     assert [e for e in errors if "ERR_INTERNET_DISCONNECTED" not in e] == []
     context.close()
+
+
+CLIENT_WITH_TOKEN = """async ([url, token]) => {
+  const { connect } = await import('/static/hunt.js');
+  const client = connect(url, { name: 'Eve', hunt: 'meadow', resumeToken: token });
+  const errors = [];
+  client.on('error', (e) => errors.push(e.code));
+  const welcome = await new Promise((resolve) => client.on('welcome', resolve));
+  client.leave();
+  return { resumed: welcome.resumed, errors, connections: client.connections };
+}"""
+
+
+@pytest.mark.parametrize(("token", "connections", "errors"), [
+    ("00112233445566778899aabbccddeeff", 2, [4005]),  # unknown to the server: RESUME_INVALID
+    ("not a token", 1, []),  # mangled in storage: never sent
+])
+def test_a_refused_resume_token_joins_as_a_new_player(browser: Any, server: ServerProcess,
+                                                      token: str, connections: int,
+                                                      errors: list[int]):
+    page = browser.new_context().new_page()
+    page.goto(server.http_url + "/")
+    result = page.evaluate(CLIENT_WITH_TOKEN, [server.ws_url, token])
+    assert result == {"resumed": False, "errors": errors, "connections": connections}
+    page.context.close()
+
+
+def test_the_documented_example_client_plays(browser: Any, server: ServerProcess):
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "js-client.md").read_text("utf-8")
+    example = doc.split("```html\n", 1)[1].split("```", 1)[0]
+    page = browser.new_context().new_page()
+    # The page must come from the server itself: Chromium lets only a page served from a
+    # local address open a WebSocket to 127.0.0.1 (Local Network Access).
+    page.goto(server.http_url + "/healthz")
+    errors = capture_errors(page)
+    page.set_content(f"<link rel=icon href='data:,'>{example}")
+    page.keyboard.press("ArrowRight")
+    # It draws: some pixel of the canvas is no longer transparent.
+    page.wait_for_function("() => document.getElementById('map').getContext('2d')"
+                           ".getImageData(0, 0, 600, 600).data.some((v) => v)", timeout=WAIT_MS)
+    assert not errors
+    page.context.close()
 
 
 def test_join_form_reports_a_refused_name_and_watch_a_wrong_token(browser: Any,

@@ -50,10 +50,9 @@ export class HuntClient {
     this.name = this.options.name;
     this.hunt = this.options.hunt;
     /** The resume token of the current player, 32 hex digits (null before the first WELCOME). */
-    this.resumeToken = this.options.resumeToken ? toHex(
-      typeof this.options.resumeToken === "string"
-        ? Uint8Array.from(this.options.resumeToken.match(/../g), (h) => parseInt(h, 16))
-        : this.options.resumeToken) : null;
+    this.resumeToken = typeof this.options.resumeToken === "string"
+      ? this.options.resumeToken.toLowerCase()
+      : this.options.resumeToken ? toHex(this.options.resumeToken) : null;
     /** The hunt as this client knows it (players in view, names, leaderboard, own state). */
     this.view = new HuntView();
     /** "connecting", "playing", "reconnecting" or "closed". */
@@ -206,8 +205,12 @@ export class HuntClient {
       try {
         hello = encodeHello({ name: this.name, hunt: this.hunt, resumeToken: this.resumeToken });
       } catch (err) {
-        this._fail(ws, err);
-        return;
+        if (err.code !== ErrorCode.RESUME_INVALID) {
+          this._fail(ws, err);
+          return;
+        }
+        this.resumeToken = null;  // a mangled stored token: join as a new player instead
+        hello = encodeHello({ name: this.name, hunt: this.hunt });
       }
       ws.send(hello);
     };
