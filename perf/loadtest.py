@@ -216,6 +216,7 @@ def run_step(clients: int, args: argparse.Namespace) -> dict[str, Any]:
             for g in gens:
                 g.stdin.write(b"start\n")
                 g.stdin.flush()
+            spies = start_profile(procs, server.pid, clients, args) if args.profile else []
             time.sleep(args.duration)
             for g in gens:
                 g.stdin.write(b"stop\n")
@@ -226,7 +227,13 @@ def run_step(clients: int, args: argparse.Namespace) -> dict[str, Any]:
             stats = json.loads(http_get(http_url + f"api/stats?ticks={n_ticks + 400}"))
             lat = np.concatenate([np.fromfile(logdir / f"lat{k}.f32", np.float32)
                                   for k in range(procs_n)])
-            return figures(clients, args, ready, results, s0, s1, stats, lat)
+            out = figures(clients, args, ready, results, s0, s1, stats, lat)
+            if spies:
+                for spy, _ in spies:
+                    spy.wait(timeout=60)
+                out["profile"] = profile_summary(spies[0][1], server.pid, args.duration)
+                out["profile"]["files"] = [str(f) for _, f in spies]
+            return out
     except BaseException:
         for log in sorted(logdir.glob("*.log")):
             print(f"--- {log.name}:\n{tail(log)}", file=sys.stderr)
@@ -310,6 +317,54 @@ def figures(clients: int, args: argparse.Namespace, ready: list[dict], results: 
                              and out["server"]["evictions"] == 0 and not cs["closes"])
     out["pass"] = bool(out["every_tick"] and out["latency_ms"]["p99"] <= args.budget_ms)
     return out
+
+
+def start_profile(procs: Procs, pid: int, clients: int, args: argparse.Namespace
+                  ) -> list[tuple[subprocess.Popen, Path]]:
+    """py-spy over the window: raw stacks (for the shares below) and a flamegraph SVG."""
+    spy = shutil.which("py-spy", path=str(Path(PY).parent)) or shutil.which("py-spy")
+    if spy is None:
+        raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
+    base = args.out / f"server-profile-{args.stamp}-{clients}"
+    out = []
+    for fmt, suffix, rate in (("raw", ".txt", 100), ("flamegraph", ".svg", 50)):
+        cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(args.duration)),
+               "--rate", str(rate), "--nonblocking", "--threads", "--format", fmt,
+               "-o", str(base.with_suffix(suffix))]
+        out.append((procs.start(cmd, stdout_lines=False, stderr=subprocess.DEVNULL),
+                    base.with_suffix(suffix)))
+    return out
+
+
+def profile_summary(raw: Path, pid: int, seconds: float, top: int = 25) -> dict[str, Any]:
+    """Function-level shares of py-spy's raw stacks, in % of one core (100 samples/s).
+
+    ``self``: samples whose innermost frame is the function; ``inclusive``: samples
+    with the function anywhere on the stack. Threads: ``trio`` (the main thread:
+    sockets, the tick loop) and ``worker`` (the tick's thread, Numba kernels).
+    """
+    per_core = 100 * seconds / 100  # samples that make 1% of a core
+    self_: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    threads: dict[str, int] = {}
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        thread = "trio" if frames[0] == f"thread ({pid})" else "worker"
+        n = int(count)
+        threads[thread] = threads.get(thread, 0) + n
+        names = [f"{thread}: {f.split(' (')[0]} ({f.split(' (')[-1].split(':')[0]})"
+                 for f in frames[1:]]
+        if names:
+            self_[names[-1]] = self_.get(names[-1], 0) + n
+        for name in set(names):
+            incl[name] = incl.get(name, 0) + n
+
+    def rank(d: dict[str, int]) -> list[tuple[str, float]]:
+        return [(k, round(v / per_core, 1)) for k, v in
+                sorted(d.items(), key=lambda kv: -kv[1])[:top]]
+    return {"pct_of_core_by_thread": {k: round(v / per_core, 1) for k, v in threads.items()},
+            "self_pct_of_core": rank(self_), "inclusive_pct_of_core": rank(incl)}
 
 
 def merge(dicts: list[dict[str, int]]) -> dict[str, int]:
@@ -398,6 +453,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-players", type=int, help="server --max-players (engine slots)")
     p.add_argument("--journal", action="store_true",
                    help="run the server with its journal (a temporary --data-dir)")
+    p.add_argument("--profile", action="store_true",
+                   help="py-spy the server over the window: function shares in the JSON, "
+                        "a flamegraph SVG and raw stacks in --out")
     p.add_argument("--quick", action="store_true", help="smoke test: 20 clients, 3 s")
     p.add_argument("--out", type=Path, default=HERE / "results", help="JSON and PNG go here")
     args = p.parse_args(argv)
@@ -411,7 +469,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     counts = [int(c) for c in args.ramp.split(",")] if args.ramp else [args.clients]
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = args.stamp = time.strftime("%Y%m%d-%H%M%S")
     args.out.mkdir(parents=True, exist_ok=True)
     steps: list[dict[str, Any]] = []
     started = time.time()
@@ -433,6 +491,13 @@ def main(argv: list[str] | None = None) -> int:
     plot(steps, path.with_suffix(".png"), args.budget_ms)
     table(steps, f"load test {stamp} (latency and tick in ms; pass: every tick to every "
                  f"client and p99 <= {args.budget_ms:g} ms)")
+    for s in steps:
+        if "profile" in s:
+            prof = s["profile"]
+            print(f"profile at {s['clients']} clients (% of one core): "
+                  f"{prof['pct_of_core_by_thread']}; files {prof['files']}")
+            for name, pct in prof["self_pct_of_core"][:15]:
+                print(f"  self {pct:5.1f}%  {name}")
     if args.ramp:
         print(f"largest passing C: {report['largest_passing']}")
     print(f"wrote {path} and {path.with_suffix('.png')}")
