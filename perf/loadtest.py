@@ -274,6 +274,9 @@ def figures(clients: int, args: argparse.Namespace, ready: list[dict], results: 
         "latency_ms": {"n": len(lat), "p50": q(lat, 50), "p90": q(lat, 90), "p99": q(lat, 99),
                        "max": float(lat.max()) if len(lat) else 0.0,
                        "mean": float(lat.mean()) if len(lat) else 0.0},
+        "latency_hist": {"edges_ms": [0, 500], "counts": np.histogram(
+            lat, bins=250, range=(0, 500))[0].tolist(), "over": int((lat > 500).sum())},
+        "tick_total_series_ms": [round(float(v), 3) for v in total],
         "moves_sent": sum(r["moves_sent"] for r in results),
         "unacked": sum(r["unacked"] for r in results),
         "tick_ms": {"ticks": len(total), "p50": q(total, 50), "p99": q(total, 99),
@@ -406,20 +409,30 @@ def plot(steps: list[dict[str, Any]], path: Path, budget: float) -> None:
     import matplotlib.pyplot as plt
 
     cs = [s["clients"] for s in steps]
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
+    ax = axes.ravel()
+    for s in steps:
+        h = s["latency_hist"]
+        edges = np.linspace(*h["edges_ms"], len(h["counts"]) + 1)
+        ax[0].stairs(np.asarray(h["counts"]) / max(1, sum(h["counts"])), edges,
+                     label=f"{s['clients']} clients")
+        ax[1].plot(s["tick_total_series_ms"], lw=0.7, label=f"{s['clients']} clients")
+    ax[0].axvline(budget, color="red", lw=0.8, ls="--", label=f"budget {budget:g} ms")
+    ax[0].set(title="move-to-ack latency distribution", xlabel="ms", ylabel="fraction")
+    ax[1].set(title="server tick processing (total) over the window", xlabel="tick",
+              ylabel="ms", yscale="log")
     for key, style in (("p50", "o-"), ("p90", "s-"), ("p99", "^-"), ("max", "x:")):
-        ax[0].plot(cs, [s["latency_ms"][key] for s in steps], style, label=key)
-    ax[0].axhline(budget, color="red", lw=0.8, ls="--", label=f"budget {budget:g} ms")
-    ax[0].set(title="move-to-ack latency (client clock)", xlabel="clients", ylabel="ms")
-    for key, style in (("p50", "o-"), ("p99", "^-")):
-        ax[1].plot(cs, [s["tick_ms"][key] for s in steps], style, label=f"total {key}")
-    ax[1].plot(cs, [s["phase_ms"]["send"]["p50"] for s in steps], "s--", label="send p50")
-    ax[1].set(title="server tick processing", xlabel="clients", ylabel="ms")
-    ax[2].plot(cs, [s["server"]["cpu_pct"] for s in steps], "o-", label="server")
-    ax[2].plot(cs, [s["server"]["cpu_pct_trio_thread"] for s in steps], "s--",
+        ax[2].plot(cs, [s["latency_ms"][key] for s in steps], style, label=f"latency {key}")
+    for key, style in (("p50", "o--"), ("p99", "^--")):
+        ax[2].plot(cs, [s["tick_ms"][key] for s in steps], style, label=f"server tick {key}")
+    ax[2].axhline(budget, color="red", lw=0.8, ls="--")
+    ax[2].set(title="latency and server tick vs clients", xlabel="clients", ylabel="ms",
+              yscale="log")
+    ax[3].plot(cs, [s["server"]["cpu_pct"] for s in steps], "o-", label="server")
+    ax[3].plot(cs, [s["server"]["cpu_pct_trio_thread"] for s in steps], "s--",
                label="server Trio thread")
-    ax[2].plot(cs, [s["loadgen_cpu_pct"] for s in steps], "^-", label="load generators")
-    ax[2].set(title="CPU (100% = one core)", xlabel="clients", ylabel="%")
+    ax[3].plot(cs, [s["loadgen_cpu_pct"] for s in steps], "^-", label="load generators")
+    ax[3].set(title="CPU (100% = one core)", xlabel="clients", ylabel="%")
     for a in ax:
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
