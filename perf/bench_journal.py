@@ -222,7 +222,8 @@ def render(results: dict[str, Any]) -> None:
     console.print(t)
     load = results["meta"]
     console.print(f"load average before / after: {load['load_before']} / {load['load_after']} "
-                  f"on {load['cpus']} CPUs (wall times above include waiting for them)")
+                  f"on {load['cpus']} CPUs, engine on {load['threads']} Numba threads (wall "
+                  "times above include waiting for the CPUs)")
     console.print(f"recovery: snapshot restored in {r['snapshot_seconds']:.2f} s, "
                   f"{r['ticks']:,} ticks re-run in {r['replay_seconds']:.2f} s "
                   f"({r['hashes_verified']} hashes verified); replay with --verify: "
@@ -255,11 +256,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="small sizes and few ticks (smoke test; figures not comparable)")
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results",
                         help="directory for bench_journal.json")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="Numba threads for the engine (default: all; on a loaded "
+                             "machine 1 is faster)")
     parser.add_argument("--scratch", type=Path, default=None,
                         help="where the temporary data dirs go (default: the system's temp)")
     args = parser.parse_args(argv)
     quick = args.quick
     started = time.perf_counter()
+    import numba
+
+    if args.threads is not None:
+        numba.set_num_threads(args.threads)
     report = warm_up()
     scratch = Path(tempfile.mkdtemp(prefix="bench-journal-", dir=args.scratch))
     try:
@@ -268,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             "meta": {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick,
                      "cpus": os.cpu_count(), "python": platform.python_version(),
                      "numpy": np.__version__, "scratch": str(scratch),
+                     "threads": numba.get_num_threads(),
                      "warm_up_s": report.seconds,
                      "load_before": [round(x, 2) for x in os.getloadavg()]},
             "append": [bench_append(scratch, fsync, append_ticks)

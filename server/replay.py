@@ -65,6 +65,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--latest", action="store_true",
                    help="start from the newest intact snapshot, as recovery does (default: "
                         "the earliest, to re-run as much of the journal as is kept)")
+    p.add_argument("--threads", metavar="N",
+                   help="Numba threads for the engine, 1 to NUMBA_NUM_THREADS (default: all); "
+                        "the state hashes do not depend on it. On a busy machine 1 is faster")
     p.add_argument("--json", metavar="FILE", help="also write the report to FILE as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-color", action="store_true",
@@ -90,6 +93,20 @@ def run_command(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
         return _fail(args, f"no data dir {str(data_dir)!r} (give the server's --data-dir)")
+
+    import numba
+
+    max_threads = numba.config.NUMBA_NUM_THREADS
+    threads = max_threads
+    if args.threads is not None:
+        try:
+            threads = int(args.threads)
+        except ValueError:
+            threads = 0
+        if not 1 <= threads <= max_threads:
+            return _fail(args, f"--threads must be an integer from 1 to {max_threads}, "
+                               f"got {args.threads!r}")
+    numba.set_num_threads(threads)
 
     from rich.console import Console
 
@@ -120,6 +137,7 @@ def run_command(args: argparse.Namespace) -> int:
         return _fail(args, f"{str(data_dir)!r} holds no journal and no snapshot: nothing "
                            "to replay")
     report = summarize(rec, verified=args.verify)
+    report["threads"] = threads
     status = 0
     if args.json is not None:
         try:
@@ -222,6 +240,8 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
     tps, rtf = report["ticks_per_s"], report["realtime_factor"]
     run.add_row("Ticks per second", "-" if tps is None else f"{tps:,.0f}")
     run.add_row("Real-time factor", "-" if rtf is None else f"{rtf:,.1f}x")
+    if "threads" in report:
+        run.add_row("Threads", str(report["threads"]))
     run.add_row("State hashes", f"{r['hashes_verified']:,} verified" if report["verified"]
                 else "not checked (use --verify)")
     run.add_row("Stopped", r["stop_reason"])

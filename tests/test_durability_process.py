@@ -105,7 +105,8 @@ def test_replay_cli_reproduces_the_live_hashes(written, tmp_path: Path) -> None:
     for row in got["hunts"][0]["leaderboard"]:
         assert row["name"] is not None  # from the snapshot's meta or the journal's joins
     for until in ("25", "61"):
-        proc = run_cli("replay", str(data), "--until", until, "--json", str(report))
+        proc = run_cli("replay", str(data), "--until", until, "--json", str(report),
+                       "--threads", "1")
         assert proc.returncode == 0, proc.stderr
         assert json.loads(report.read_text())["state_hash"] == hashes[int(until)]
 
@@ -115,6 +116,7 @@ def test_replay_cli_errors(tmp_path: Path) -> None:
         (("replay", str(tmp_path / "missing")), "no data dir"),
         (("replay", str(tmp_path), "--until", "-3"), "--until must be a tick number >= 0"),
         (("replay", str(tmp_path)), "nothing to replay"),
+        (("replay", str(tmp_path), "--threads", "0"), "--threads must be an integer from 1"),
     ]
     for args, message in cases:
         proc = run_cli(*args)
