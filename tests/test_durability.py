@@ -343,3 +343,22 @@ def test_random_byte_corruption_never_gives_a_wrong_state(golden, tmp_path: Path
         else:
             outcomes["intact"] += 1
     assert outcomes["cut"] and outcomes["fell_back"], outcomes
+
+
+def test_segment_created_but_never_written(tmp_path: Path) -> None:
+    """A crash between creating a segment and writing its header leaves an empty file."""
+    hashes, _, _ = live_run(tmp_path, 23)
+    empty = tmp_path / "journal-000000000024.log"
+    empty.touch()
+    rec = recover(tmp_path)
+    assert rec.tick == 23 and rec.state_hash == hashes[23]
+    assert [c.reason for c in rec.report.cuts] == ["no segment header"]
+    assert [Path(p).name for p, _ in rec.report.unusable] == [empty.name]
+    world = rec.world
+    more: dict[int, str] = {}
+    with Journal(tmp_path, snapshot_every=20, background=False) as journal:
+        journal.start(world, recovered=rec)
+        run(journal, world, Workload.resume(world, seed=4), 5, hashes=more)
+    assert len(list((tmp_path / "quarantine").rglob(empty.name))) == 1
+    again = recover(tmp_path)
+    assert again.tick == 28 and again.state_hash == more[28] and again.report.cuts == []
