@@ -3,7 +3,7 @@
 // and the reconnects are hunt.js's; the drawing is play-render.js's.
 //
 // Reloading the page resumes the same player (its resume token is kept in sessionStorage).
-// `window.hunt` holds {client, view} for the console (and the browser tests).
+// `window.game` holds {client, view} for the console (and the browser tests).
 
 import { ErrorCode, connect, isValidName } from "./hunt.js";
 import { MapRenderer, hintColour } from "./play-render.js";
@@ -86,7 +86,7 @@ function join(name, hunt, resumeToken = null) {
   boardShown = null;
   target = null;
   client = connect(wsUrl(), { name, hunt, resumeToken });
-  window.hunt = { client, view: client.view };
+  window.game = { client, view: client.view };
   client.on("status", (state, detail) => {
     if (state === "connecting") setStatus(state, `Joining ${hunt}…`);
     else if (state === "playing") setStatus(state, `Playing in ${hunt}`);

@@ -61,6 +61,7 @@ async function loadHunts() {
   $("hunt").replaceChildren(...info.hunts.map((h) => new Option(h.name, h.name, false,
     h.name === wanted)));
   state.hunt = $("hunt").value;
+  return info;
 }
 
 // ------------------------------------------------------------------ polling
@@ -262,12 +263,16 @@ if (fromUrl) {
   clean.searchParams.delete("token");
   history.replaceState(null, "", clean);
 }
+let info = null;
 try {
-  await loadHunts();
+  info = await loadHunts();
 } catch (err) {
   setStatus("error", `Cannot reach /api/info (${err.message})`);
 }
-if (state.token) {
+if (info && info.watch === false) {
+  askToken("This server has no admin token, so the watch view is off: start it with " +
+    "--admin-token (or admin_token in [server]).");
+} else if (state.token) {
   $("forget").hidden = false;
   poll();
 } else {
