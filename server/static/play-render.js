@@ -226,7 +226,7 @@ export class MapRenderer {
       ctx.stroke();
       ctx.font = `800 ${b.mine ? 22 : 15}px system-ui, sans-serif`;
       ctx.textAlign = "center";
-      this._label(`+${b.value}`, x, y - 14 - 30 * k, b.mine ? "#ffd166" : "#6be3a4");
+      this._label(`+${b.value}`, x + 22, y - 24 - 30 * k, b.mine ? "#ffd166" : "#6be3a4");
       ctx.globalAlpha = 1;
     }
   }
