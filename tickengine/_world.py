@@ -214,6 +214,8 @@ class World:
         self._vis_offsets = np.zeros(P + 1, np.int64)
         self._vis_truncated = np.zeros(P, np.uint8)
         self._vis_no_keyframe = np.zeros(P, np.uint8)
+        self._vis_words = self._vis_records.view(np.uint64)
+        self._vis_chunk_len = np.zeros(numba.config.NUMBA_NUM_THREADS, np.int64)
         for params in hunts:
             self.add_hunt(params)
 
@@ -528,10 +530,11 @@ class World:
             raise ValueError(f"keyframe has {kf.shape[0]} entries for {n} observers")
         P, H = self.players, self.hunts
         dropped = compute_visibility(
-            n, observers, kf, self._tick, P.state, P.gen, P.hunt, P.x, P.y, P.x_prev, P.y_prev,
-            P.changed_tick, P.joined_tick, self._p_cells, self._p_order,
-            self._p_sorted_x, self._p_sorted_y, H.f, H.i,
-            self._vis_offsets, self._vis_truncated, self._vis_records,
+            numba.get_num_threads(), n, observers, kf, self._tick, P.state, P.gen, P.hunt,
+            P.x, P.y, P.x_prev, P.y_prev, P.changed_tick, P.joined_tick, self._p_cells,
+            self._p_order, self._p_sorted_x, self._p_sorted_y, H.f, H.i,
+            self._vis_offsets, self._vis_truncated, self._vis_records, self._vis_words,
+            self._vis_chunk_len,
         )
         return Visibility(
             offsets=self._vis_offsets[: n + 1],
