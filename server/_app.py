@@ -302,6 +302,7 @@ class HuntServer:
         http.route("/metrics", lambda r: Response(
             200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"))
         http.route("/healthz", self._healthz)
+        http.route("/favicon.ico", lambda r: Response(204))
         http.route("/api/info", self._info)
         http.route("/api/watch", self._watch)
         http.route("/api/stats", self._stats)

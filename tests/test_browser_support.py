@@ -11,6 +11,7 @@ import contextlib
 import functools
 import http.server
 import json
+import os
 import queue
 import shutil
 import signal
@@ -34,8 +35,11 @@ CHROMIUM_ARGS = [
 
 
 def require_chromium() -> None:
-    """Skip (with the fix) when the system browser or Playwright is missing."""
+    """Skip (with the fix) when the system browser or Playwright is missing; in CI
+    (``CI`` set) fail instead: nothing is skipped silently there."""
     if shutil.which(CHROMIUM) is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing in CI: scripts/install-test-deps.sh installs it")
         pytest.skip(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium`")
     pytest.importorskip("playwright", reason="install the test extras: pip install -e '.[test]'")
 
