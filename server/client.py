@@ -1,0 +1,411 @@
+"""A small Trio client of the hunt server: join, steer, and follow the hunt tick by tick.
+
+.. code-block:: python
+
+    import trio
+    from server.client import connect
+
+    async def main():
+        async with connect("ws://127.0.0.1:8765/", "alice", "demo") as hunt:
+            await hunt.move(1.0, 0.0)               # full speed east (a direction, length <= 1)
+            async for update in hunt.ticks():       # one TickUpdate per server tick
+                print(hunt.tick, hunt.x, hunt.y, hunt.hint, hunt.score, len(hunt.others))
+
+    trio.run(main)
+
+One :class:`HuntClient` is one WebSocket connection (trio-websocket) and one
+player. It keeps the state docs/protocol.md ("What a client does with a TICK")
+asks a client to keep: its own authoritative position, score and hint, the
+players in view (``others``), their names and the leaderboard. Positions are in
+world units, time in ticks; the hunt's parameters are in :attr:`HuntClient.welcome`.
+
+Errors (all :class:`HuntError`): a refused HELLO raises :class:`JoinRefused`;
+a fatal server ERROR raises :class:`ServerError` (its close code says why:
+4008 too slow, 1001 the server is going away ...); a connection that ends without
+one raises :class:`ConnectionLost`. Non-fatal ERRORs (``RATE_LIMITED``) are
+counted, never raised. A TICK that does not follow the previous one (a diff
+whose tick is not the last one plus one) raises :class:`TickGap` and leaves the
+state untouched: reconnect with ``connect(..., resume_token=hunt.resume_token)``,
+which starts again from a keyframe (the server never skips ticks without
+sending a keyframe, so a gap means a lost message or a server bug).
+
+Nothing here waits without a bound when the server stops answering, except
+:meth:`HuntClient.next_tick` (a tick is due every 1/tick_rate seconds): wrap
+it in ``trio.fail_after`` when the server may hang.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import numpy as np
+import trio
+import trio_websocket
+
+from .protocol import (
+    DISCOVERY_RECORD,
+    LEADER_RECORD,
+    MAX_SERVER_FRAME_BYTES,
+    Bye,
+    ErrorCode,
+    ErrorMessage,
+    Hello,
+    LocalProtocolError,
+    Move,
+    Moves,
+    Refused,
+    RemoteProtocolError,
+    TickUpdate,
+    Welcome,
+    decode_server_frame,
+    encode,
+)
+
+#: Bytes read from the socket at once (keyframes of large hunts are big).
+RECEIVE_BUFFER_BYTES = 1 << 16
+_BYE = encode(Bye())
+
+
+class HuntError(Exception):
+    """Base class of the errors this client raises on purpose."""
+
+
+class ConnectFailed(HuntError):
+    """No WebSocket connection to the server (refused, HTTP error, timeout): check the URL,
+    or that the server runs; the cause is in ``__cause__``."""
+
+
+class _Notice(HuntError):
+    def __init__(self, code: int, message: str, close_code: int) -> None:
+        self.code = code
+        self.message = message
+        self.close_code = close_code
+        super().__init__(f"{_code_name(code)} (close {close_code}): {message}")
+
+    @property
+    def name(self) -> str:
+        """The error code's name (``HUNT_FULL``), or its number if this client does not know it."""
+        return _code_name(self.code)
+
+
+class JoinRefused(_Notice):
+    """The server refused the HELLO (REFUSED): ``code`` is an :class:`ErrorCode` such as
+    ``UNKNOWN_HUNT`` or ``HUNT_FULL``, ``message`` says why, ``close_code`` closed the socket."""
+
+
+class ServerError(_Notice):
+    """The server sent a fatal ERROR and closed the connection with ``close_code``.
+
+    ``TOO_SLOW`` (4008): this client did not read its ticks fast enough.
+    ``GOING_AWAY`` (1001): the server is shutting down; resume later.
+    ``REPLACED`` (4007): another connection resumed this player.
+    Anything else (1002, 1008, 1009) means this client broke the protocol.
+    """
+
+
+class ConnectionLost(HuntError):
+    """The connection closed without an ERROR first. ``code`` is the WebSocket close code
+    (1006: the TCP connection broke); resume with the token within the server's grace period."""
+
+    def __init__(self, code: int | None, reason: str | None) -> None:
+        self.code = code
+        self.reason = reason or ""
+        super().__init__(f"connection closed ({code}{': ' + reason if reason else ''}); "
+                         "reconnect with the resume token to take the player back")
+
+
+class TickGap(HuntError):
+    """A diff that does not follow the last TICK (``expected`` tick, ``got`` tick): a message
+    was lost. The state is as before it; reconnect with the resume token (a keyframe follows)."""
+
+    def __init__(self, expected: int, got: int) -> None:
+        self.expected = expected
+        self.got = got
+        super().__init__(f"TICK diff {got} after tick {expected - 1} (expected {expected}): "
+                         "a message was lost; reconnect with the resume token")
+
+
+def _code_name(code: int) -> str:
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return str(code)
+
+
+class HuntClient:
+    """One player in a hunt over one connection. Made by :func:`connect`; see the module doc.
+
+    State after each :meth:`next_tick` (as of the server's last TICK):
+
+    - ``tick``: the TICK's number (WELCOME's ``tick`` before the first one);
+    - ``x``, ``y``: own authoritative position, world units; ``score``; ``hint``
+      (0: no treasure within ``hint_radius``, up to ``welcome.hint_levels``: very
+      close); ``ack``: last move seq the server applied;
+    - ``others``: ``{slot: (gen, x, y)}`` of the players in view (``gen``: the
+      low 16 bits of the generation), ``names``: ``{slot: name}`` of the hunt's
+      players, ``leaderboard``: LEADER_RECORD rows, best first;
+    - ``discoveries``: DISCOVERY_RECORD rows of the last tick (the whole hunt's);
+    - ``rate_limited``: RATE_LIMITED warnings received; ``warnings``: the last
+      non-fatal ERRORs; ``ticks_received``; ``keyframes``.
+    """
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection, welcome: Welcome) -> None:
+        self.websocket = ws
+        self.welcome = welcome
+        self.player_id = welcome.player_id
+        self.resume_token = welcome.resume_token
+        self.tick = welcome.tick
+        self.ack = welcome.ack
+        self.x = welcome.spawn_x
+        self.y = welcome.spawn_y
+        #: Own score: 0 until the first TICK (a resumed player's score comes with it).
+        self.score = 0
+        self.hint = 0
+        self.others: dict[int, tuple[int, float, float]] = {}
+        self.names: dict[int, str] = {}
+        self._name_gen: dict[int, int] = {}
+        self.leaderboard: np.ndarray = np.zeros(0, LEADER_RECORD)
+        self.discoveries: np.ndarray = np.zeros(0, DISCOVERY_RECORD)
+        self.rate_limited = 0
+        self.warnings: deque[ErrorMessage] = deque(maxlen=16)
+        self.ticks_received = 0
+        self.keyframes = 0
+        self._seq = welcome.ack  # moves go on from ack + 1, across resumes
+        self._synced = False  # a keyframe has arrived on this connection
+        self._closed = False
+
+    @property
+    def slot(self) -> int:
+        """This player's slot (the low 32 bits of its id): how TICK records name it."""
+        return self.player_id & 0xFFFFFFFF
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of the last move sent."""
+        return self._seq
+
+    # ------------------------------------------------------------------ sending
+
+    async def move(self, dx: float, dy: float) -> int:
+        """Steer towards ``(dx, dy)`` (a direction; longer than 1 counts as 1) until the next
+        move. Returns its sequence number; ``ack`` reaches it once a tick has applied it.
+
+        Raises ValueError for a non-finite direction, :class:`ConnectionLost` when the
+        connection is closed.
+        """
+        seq = self._seq + 1
+        try:
+            frame = encode(Moves((Move(seq, dx, dy),)))
+        except LocalProtocolError as exc:
+            raise ValueError(f"cannot send this move: {exc.message}") from None
+        await self._send(frame)
+        self._seq = seq
+        return seq
+
+    async def bye(self, timeout: float = 5.0) -> None:
+        """Leave the hunt for good (the resume token dies) and wait, at most ``timeout``
+        seconds, for the server to close the connection."""
+        if self._closed:
+            return
+        await self._send(_BYE)
+        self._closed = True
+        with trio.move_on_after(timeout):
+            try:
+                while True:
+                    await self.websocket.get_message()
+            except trio_websocket.ConnectionClosed:
+                pass
+        await self.websocket.aclose()
+
+    async def _send(self, frame: bytes) -> None:
+        ws = self.websocket
+        try:
+            await ws.send_message(frame)
+        except trio_websocket.ConnectionClosed as exc:
+            raise _lost(exc.reason) from None
+
+    # ------------------------------------------------------------------ receiving
+
+    async def next_tick(self) -> TickUpdate:
+        """Wait for the next TICK, apply it to this client's state, and return it.
+
+        Warnings are counted on the way. Raises :class:`ServerError`,
+        :class:`ConnectionLost` or :class:`TickGap` (see the module doc).
+        """
+        while True:
+            event = await self._receive()
+            if isinstance(event, TickUpdate):
+                self._apply(event)
+                return event
+            if isinstance(event, ErrorMessage) and not isinstance(event, Refused):
+                if event.close_code == 0:
+                    if event.code == ErrorCode.RATE_LIMITED:
+                        self.rate_limited += 1
+                    self.warnings.append(event)
+                    continue
+                self._closed = True
+                raise ServerError(event.code, event.message, event.close_code)
+            raise await self._violation(f"unexpected {type(event).__name__} after WELCOME")
+
+    def ticks(self) -> AsyncIterator[TickUpdate]:
+        """``async for update in client.ticks()``: :meth:`next_tick` forever (until it raises)."""
+        return _Ticks(self)
+
+    async def _receive(self) -> Any:
+        try:
+            data = await self.websocket.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            self._closed = True
+            raise _lost(exc.reason) from None
+        try:
+            return decode_server_frame(data)
+        except RemoteProtocolError as exc:
+            await self.websocket.aclose(exc.close_code, exc.message[:100])
+            self._closed = True
+            raise
+
+    async def _violation(self, message: str) -> RemoteProtocolError:
+        exc = RemoteProtocolError(message, ErrorCode.UNEXPECTED)
+        await self.websocket.aclose(exc.close_code, message[:100])
+        self._closed = True
+        return exc
+
+    def _apply(self, t: TickUpdate) -> None:
+        """Apply one TICK as docs/protocol.md says, after checking that it follows the last."""
+        if not t.keyframe and (not self._synced or t.tick != self.tick + 1):
+            raise TickGap(self.tick + 1, t.tick)
+        others = self.others
+        if t.keyframe:
+            others.clear()
+            self._synced = True
+            self.keyframes += 1
+        for slot, gen, flags, x, y in t.visible.tolist():
+            if flags & 1:
+                others[slot] = (gen, x, y)
+            else:
+                others.pop(slot, None)
+        names, name_gen = self.names, self._name_gen
+        for slot, gen in t.leaves.tolist():
+            seen = others.get(slot)
+            if seen is not None and seen[0] == gen & 0xFFFF:
+                del others[slot]
+            if name_gen.get(slot) == gen:
+                del names[slot], name_gen[slot]
+        for entry in t.names:
+            names[entry.slot] = entry.name
+            name_gen[entry.slot] = entry.gen
+        if t.leaderboard is not None:
+            self.leaderboard = t.leaderboard
+        self.discoveries = t.discoveries
+        self.tick, self.ack = t.tick, t.ack
+        self.x, self.y = t.x, t.y
+        self.score, self.hint = t.score, t.hint
+        self.ticks_received += 1
+
+
+class _Ticks:
+    """The async iterator of :meth:`HuntClient.ticks` (a class, not an async generator:
+    nothing to finalize when the caller breaks out of the loop)."""
+
+    def __init__(self, client: HuntClient) -> None:
+        self._client = client
+
+    def __aiter__(self) -> _Ticks:
+        return self
+
+    async def __anext__(self) -> TickUpdate:
+        return await self._client.next_tick()
+
+
+def _lost(reason: Any) -> ConnectionLost:
+    if reason is None:
+        return ConnectionLost(None, None)
+    return ConnectionLost(reason.code, reason.reason)
+
+
+@asynccontextmanager
+async def connect(url: str, name: str, hunt: str, *, resume_token: bytes | None = None,
+                  connect_timeout: float = 10.0,
+                  disconnect_timeout: float = 5.0) -> AsyncIterator[HuntClient]:
+    """Join ``hunt`` as ``name`` (or take a player back with ``resume_token``, then ``hunt``
+    is ignored) on the server at ``url`` (``ws://host:port/``).
+
+    ``connect_timeout`` (seconds) bounds the WebSocket handshake and the wait for
+    WELCOME; ``disconnect_timeout`` the close when the block ends. Leaving the
+    block closes the connection without BYE: the player stays in its hunt for
+    the server's resume grace period (call :meth:`HuntClient.bye` to leave).
+
+    Raises ValueError for a name the protocol forbids (before connecting),
+    :class:`ConnectFailed`, :class:`JoinRefused`, :class:`ServerError` or
+    :class:`ConnectionLost`.
+    """
+    try:
+        hello = Hello(name, hunt, resume_token=resume_token)
+    except LocalProtocolError as exc:
+        raise ValueError(f"cannot join: {exc.message}") from None
+    async with AsyncExitStack() as stack:
+        opened: list[trio_websocket.WebSocketConnection] = []
+        stack.push_async_callback(_close_transport, opened)
+        try:
+            ws = await stack.enter_async_context(trio_websocket.open_websocket_url(
+                url, max_message_size=MAX_SERVER_FRAME_BYTES, connect_timeout=connect_timeout,
+                disconnect_timeout=disconnect_timeout, receive_buffer_size=RECEIVE_BUFFER_BYTES))
+        except (trio_websocket.HandshakeError, OSError) as exc:
+            raise ConnectFailed(f"cannot open a WebSocket to {url}: {_why(exc)}") from exc
+        opened.append(ws)
+        welcome = await _join(ws, hello, connect_timeout, url)
+        yield HuntClient(ws, welcome)
+
+
+async def _close_transport(opened: list[trio_websocket.WebSocketConnection]) -> None:
+    """Close the TCP stream under a WebSocket that trio-websocket has closed.
+
+    trio-websocket 0.12 leaves a client's stream open when the server closes
+    first (its ``aclose`` returns early once a close reason is known), which
+    leaks the socket until garbage collection (a ResourceWarning).
+    tests/test_client.py pins this: warnings are errors there.
+    """
+    for ws in opened:
+        stream = getattr(ws, "_stream", None)
+        if stream is not None:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+
+async def _join(ws: trio_websocket.WebSocketConnection, hello: Hello, timeout: float,
+                url: str) -> Welcome:
+    try:
+        await ws.send_message(encode(hello))
+    except trio_websocket.ConnectionClosed as exc:
+        raise _lost(exc.reason) from None
+    with trio.move_on_after(timeout):
+        try:
+            data = await ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise _lost(exc.reason) from None
+        event = decode_server_frame(data)
+        if isinstance(event, Welcome):
+            return event
+        if isinstance(event, Refused):
+            raise JoinRefused(event.code, event.message, event.close_code)
+        if isinstance(event, ErrorMessage):
+            raise ServerError(event.code, event.message, event.close_code)
+        raise RemoteProtocolError(f"expected WELCOME or REFUSED, got {type(event).__name__}",
+                                  ErrorCode.UNEXPECTED)
+    raise ConnectFailed(f"no WELCOME from {url} within {timeout:g} s: is it a hunt server?")
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, trio_websocket.ConnectionRejected):
+        return f"HTTP {exc.status_code} (the server is full, or this is not its WebSocket port)"
+    if isinstance(exc, trio_websocket.ConnectionTimeout):
+        return "timed out"
+    cause = exc.__cause__ or exc.__context__
+    return str(cause or exc) or type(exc).__name__
+
+
+__all__ = ["ConnectFailed", "ConnectionLost", "HuntClient", "HuntError", "JoinRefused",
+           "ServerError", "TickGap", "connect"]
