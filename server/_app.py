@@ -83,6 +83,8 @@ class HuntServer:
                 moved = discard(data_dir)
                 if moved is not None:
                     self.log.warning("fresh_start", moved_aside=str(moved))
+            # Replay on the tick's thread budget: all threads on a busy host stall each other.
+            numba.set_num_threads(self.server.tick_threads)
             recovered = recover(data_dir)
             if recovered is not None:
                 for line in recovered.report.lines():
