@@ -1,12 +1,15 @@
 """Rule step 4: respawns, then discovery of treasures by the nearest player.
 
-The search for each treasure's finder runs in parallel, one treasure per
-iteration writing only its own ``candidate`` entry; scoring then runs serially
-in treasure row order, since several treasures may credit the same player and
-events must come out in a fixed order.
+The search for each treasure's finder walks the treasure grid (built after the
+respawns) in parallel, one treasure per iteration writing only its own
+``candidate`` entry; scoring then runs serially in treasure row order, since
+several treasures may credit the same player and events must come out in a
+fixed order.
 """
 
 from __future__ import annotations
+
+import math
 
 from numba import njit, prange
 
@@ -29,6 +32,10 @@ from ._state import (
     T_ACTIVE,
     T_WAITING,
 )
+
+#: Below this many active treasures the finders are searched on one thread (each
+#: search costs ~50 ns; a parallel region costs 10-20 us on two threads).
+PARALLEL_MIN_TREASURES = 1_000
 
 
 @njit(cache=True, inline="always")
@@ -68,42 +75,77 @@ def respawn_due(tick, n_rows, t_hunt, t_state, t_x, t_y, t_value, t_respawn_tick
     return n
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def find_finders(n_rows, t_hunt, t_state, t_x, t_y, t_candidate,
+@njit(cache=True, inline="always")
+def _finder(tx, ty, h, cell_start, order, p_sorted_x, p_sorted_y, hunt_f, hunt_i):
+    """The nearest player within the discovery radius of ``(tx, ty)`` (ties: lowest slot), or -1."""
+    r2 = hunt_f[h, HF_DISC_R2]
+    scan = hunt_f[h, HF_DISC_R] * (1.0 + SCAN_SLACK) + SCAN_SLACK
+    ncx = hunt_i[h, HI_P_NCX]
+    base = hunt_i[h, HI_P_BASE]
+    cx0, cx1 = cell_span(tx, scan, hunt_f[h, HF_P_INV_X], ncx)
+    cy0, cy1 = cell_span(ty, scan, hunt_f[h, HF_P_INV_Y], hunt_i[h, HI_P_NCY])
+    best = -1
+    best_d2 = 0.0
+    for cy in range(cy0, cy1 + 1):
+        row = base + cy * ncx
+        # A row's cells are adjacent, so their members are one run of `order`.
+        for k in range(cell_start[row + cx0], cell_start[row + cx1 + 1]):
+            ddx = p_sorted_x[k] - tx
+            ddy = p_sorted_y[k] - ty
+            d2 = ddx * ddx + ddy * ddy
+            if d2 <= r2:
+                j = order[k]
+                if best < 0 or d2 < best_d2 or (d2 == best_d2 and j < best):
+                    best = j
+                    best_d2 = d2
+    return best
+
+
+@njit(cache=True, inline="always")
+def _find_at(q, t_order, t_sorted_x, t_sorted_y, t_hunt, t_candidate,
+             cell_start, order, p_sorted_x, p_sorted_y, hunt_f, hunt_i):
+    r = t_order[q]
+    best = _finder(t_sorted_x[q], t_sorted_y[q], t_hunt[r], cell_start, order,
+                   p_sorted_x, p_sorted_y, hunt_f, hunt_i)
+    t_candidate[r] = best
+    if best >= 0:
+        # Found: out of the hint query, which runs on this grid after scoring.
+        t_sorted_x[q] = math.inf
+        t_sorted_y[q] = math.inf
+        return 1
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def find_finders(n_placed, t_order, t_sorted_x, t_sorted_y, t_hunt, t_candidate,
                  cell_start, order, p_sorted_x, p_sorted_y, hunt_f, hunt_i):
     """Step 4.2: for each active treasure, the nearest player in range (lowest slot on ties).
 
-    Writes the finder's slot, or -1, to ``t_candidate``. Returns how many were found.
+    Walks the treasure grid (the active treasures, after respawns), so that
+    treasures next to each other in memory look at the same player cells.
+    Writes the finder's slot, or -1, to ``t_candidate`` of each active treasure
+    (other rows keep -1: :func:`score_discoveries` resets the ones it credits)
+    and moves found treasures to infinity in the grid's sorted positions.
+    Returns how many were found.
     """
+    if n_placed >= PARALLEL_MIN_TREASURES:
+        return _find_finders_parallel(n_placed, t_order, t_sorted_x, t_sorted_y, t_hunt,
+                                      t_candidate, cell_start, order, p_sorted_x, p_sorted_y,
+                                      hunt_f, hunt_i)
     hits = 0
-    for r in prange(n_rows):
-        best = -1
-        if t_state[r] == T_ACTIVE:
-            h = t_hunt[r]
-            tx = t_x[r]
-            ty = t_y[r]
-            r2 = hunt_f[h, HF_DISC_R2]
-            scan = hunt_f[h, HF_DISC_R] * (1.0 + SCAN_SLACK) + SCAN_SLACK
-            ncx = hunt_i[h, HI_P_NCX]
-            base = hunt_i[h, HI_P_BASE]
-            cx0, cx1 = cell_span(tx, scan, hunt_f[h, HF_P_INV_X], ncx)
-            cy0, cy1 = cell_span(ty, scan, hunt_f[h, HF_P_INV_Y], hunt_i[h, HI_P_NCY])
-            best_d2 = 0.0
-            for cy in range(cy0, cy1 + 1):
-                row = base + cy * ncx
-                # A row's cells are adjacent, so their members are one run of `order`.
-                for k in range(cell_start[row + cx0], cell_start[row + cx1 + 1]):
-                    ddx = p_sorted_x[k] - tx
-                    ddy = p_sorted_y[k] - ty
-                    d2 = ddx * ddx + ddy * ddy
-                    if d2 <= r2:
-                        j = order[k]
-                        if best < 0 or d2 < best_d2 or (d2 == best_d2 and j < best):
-                            best = j
-                            best_d2 = d2
-        t_candidate[r] = best
-        if best >= 0:
-            hits += 1
+    for q in range(n_placed):
+        hits += _find_at(q, t_order, t_sorted_x, t_sorted_y, t_hunt, t_candidate,
+                         cell_start, order, p_sorted_x, p_sorted_y, hunt_f, hunt_i)
+    return hits
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _find_finders_parallel(n_placed, t_order, t_sorted_x, t_sorted_y, t_hunt, t_candidate,
+                           cell_start, order, p_sorted_x, p_sorted_y, hunt_f, hunt_i):
+    hits = 0
+    for q in prange(n_placed):
+        hits += _find_at(q, t_order, t_sorted_x, t_sorted_y, t_hunt, t_candidate,
+                         cell_start, order, p_sorted_x, p_sorted_y, hunt_f, hunt_i)
     return hits
 
 
@@ -132,6 +174,7 @@ def score_discoveries(tick, n_rows, t_hunt, t_state, t_x, t_y, t_value, t_respaw
         t_respawn_tick[r] = tick + hunt_i[h, HI_RESPAWN]
         t_finder_slot[r] = j
         t_finder_gen[r] = p_gen[j]
+        t_candidate[r] = -1  # ready for the next tick (find_finders writes active rows only)
         scorers[n_ev + dropped] = j
         if n_ev < cap:
             ev = events[n_ev]

@@ -18,6 +18,9 @@ from numba import njit, prange
 
 #: Largest cell count a hunt's grid may have (memory and per-tick clearing cost).
 MAX_CELLS_PER_HUNT = 4_000_000
+#: Below this many rows a pass runs on one thread: starting a parallel region
+#: costs 10-20 us on two threads, more than the pass itself.
+PARALLEL_MIN_ROWS = 16_384
 
 
 def grid_shape(width: float, height: float, target_cell: float, max_cells: int) -> tuple[int, int]:
@@ -44,42 +47,92 @@ def cell_coord(v, inv, n):
     return c
 
 
+@njit(cache=True, inline="always")
+def row_cell_of(px, py, h, hunt_f, hunt_i, col_inv_x, col_inv_y, col_ncx, col_ncy, col_base):
+    """The grid cell of a point of hunt ``h`` (geometry read from the hunt tables' columns)."""
+    ncx = hunt_i[h, col_ncx]
+    cx = cell_coord(px, hunt_f[h, col_inv_x], ncx)
+    cy = cell_coord(py, hunt_f[h, col_inv_y], hunt_i[h, col_ncy])
+    return hunt_i[h, col_base] + cy * ncx + cx
+
+
+@njit(cache=True, inline="always")
+def _assign_row(i, state, live_state, hunt, x, y, hunt_f, hunt_i,
+                col_inv_x, col_inv_y, col_ncx, col_ncy, col_base, row_cell):
+    if state[i] == live_state:
+        row_cell[i] = row_cell_of(x[i], y[i], hunt[i], hunt_f, hunt_i,
+                                  col_inv_x, col_inv_y, col_ncx, col_ncy, col_base)
+    else:
+        row_cell[i] = -1
+
+
+@njit(cache=True, nogil=True)
+def assign_cells(n_rows, state, live_state, hunt, x, y, hunt_f, hunt_i,
+                 col_inv_x, col_inv_y, col_ncx, col_ncy, col_base, row_cell):
+    """Set ``row_cell[i]`` for rows ``i < n_rows``: its cell if ``state[i] == live_state``, else -1.
+
+    The grid's geometry per hunt is read from columns of the hunt tables
+    (``hunt_f[h, col_inv_x]`` and so on), so one kernel serves both grids.
+    """
+    for i in range(n_rows):
+        _assign_row(i, state, live_state, hunt, x, y, hunt_f, hunt_i,
+                    col_inv_x, col_inv_y, col_ncx, col_ncy, col_base, row_cell)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def assign_cells_parallel(n_rows, state, live_state, hunt, x, y, hunt_f, hunt_i,
+                          col_inv_x, col_inv_y, col_ncx, col_ncy, col_base, row_cell):
+    """:func:`assign_cells` on all threads (for :data:`PARALLEL_MIN_ROWS` rows and more)."""
+    for i in prange(n_rows):
+        _assign_row(i, state, live_state, hunt, x, y, hunt_f, hunt_i,
+                    col_inv_x, col_inv_y, col_ncx, col_ncy, col_base, row_cell)
+
+
 @njit(cache=True, nogil=True)
 def build_grid(n_rows, state, live_state, hunt, x, y, hunt_f, hunt_i,
                col_inv_x, col_inv_y, col_ncx, col_ncy, col_base,
                row_cell, cell_start, cursor, order, sorted_x, sorted_y):
     """Counting sort of the rows ``i < n_rows`` with ``state[i] == live_state`` into cells.
 
-    The grid's geometry per hunt is read from columns of the hunt tables
-    (``hunt_f[h, col_inv_x]`` and so on), so one kernel serves both grids.
+    :func:`assign_cells` then :func:`place_rows`; returns the number of rows placed.
+    """
+    assign_cells(n_rows, state, live_state, hunt, x, y, hunt_f, hunt_i,
+                 col_inv_x, col_inv_y, col_ncx, col_ncy, col_base, row_cell)
+    return place_rows(n_rows, row_cell, x, y, cell_start, cursor, order, sorted_x, sorted_y)
+
+
+@njit(cache=True, nogil=True)
+def place_rows(n_rows, row_cell, x, y, cell_start, cursor, order, sorted_x, sorted_y):
+    """Counting sort of the rows ``i < n_rows`` into their cells ``row_cell[i]`` (-1: none).
+
     Writes ``cell_start`` (length cells + 1: the members of cell ``c`` are
-    ``order[cell_start[c]:cell_start[c + 1]]``), ``row_cell``, and the members'
-    positions in that same order (``sorted_x[k] == x[order[k]]``), so that a
-    query reads contiguous memory instead of gathering. Returns the number of
-    rows placed.
+    ``order[cell_start[c]:cell_start[c + 1]]``, in ascending row order) and the
+    members' positions in that same order (``sorted_x[k] == x[order[k]]``), so
+    that a query reads contiguous memory instead of gathering. Returns the
+    number of rows placed.
     """
     n_cells = cell_start.shape[0] - 1
     for c in range(n_cells + 1):
         cell_start[c] = 0
     for i in range(n_rows):
-        if state[i] == live_state:
-            h = hunt[i]
-            ncx = hunt_i[h, col_ncx]
-            cx = cell_coord(x[i], hunt_f[h, col_inv_x], ncx)
-            cy = cell_coord(y[i], hunt_f[h, col_inv_y], hunt_i[h, col_ncy])
-            c = hunt_i[h, col_base] + cy * ncx + cx
-            row_cell[i] = c
+        c = row_cell[i]
+        if c >= 0:
             cell_start[c + 1] += 1
     for c in range(n_cells):
         cell_start[c + 1] += cell_start[c]
         cursor[c] = cell_start[c]
     for i in range(n_rows):
-        if state[i] == live_state:
-            c = row_cell[i]
+        c = row_cell[i]
+        if c >= 0:
             order[cursor[c]] = i
             cursor[c] += 1
     n_placed = cell_start[n_cells]
-    gather(n_placed, order, x, y, sorted_x, sorted_y)
+    if n_placed >= PARALLEL_MIN_ROWS:
+        gather(n_placed, order, x, y, sorted_x, sorted_y)
+    else:
+        for k in range(n_placed):
+            sorted_x[k] = x[order[k]]
+            sorted_y[k] = y[order[k]]
     return n_placed
 
 

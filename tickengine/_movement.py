@@ -1,7 +1,9 @@
 """Rule steps 2 and 3: the kept moves become directions, then everyone moves.
 
 One parallel pass over the slots: each iteration touches only its own row, so
-the result does not depend on the number of threads.
+the result does not depend on the number of threads. The same pass computes
+each player's new player-grid cell while its position is at hand, which the
+grid's counting sort then only reads.
 """
 
 from __future__ import annotations
@@ -10,7 +12,18 @@ import math
 
 from numba import njit, prange
 
-from ._state import ACTIVE, HF_HEIGHT, HF_STEP, HF_WIDTH
+from ._grid import row_cell_of
+from ._state import (
+    ACTIVE,
+    HF_HEIGHT,
+    HF_P_INV_X,
+    HF_P_INV_Y,
+    HF_STEP,
+    HF_WIDTH,
+    HI_P_BASE,
+    HI_P_NCX,
+    HI_P_NCY,
+)
 
 
 @njit(cache=True, inline="always")
@@ -28,10 +41,11 @@ def sanitise(mx, my):
 @njit(cache=True, nogil=True, parallel=True)
 def apply_inputs_and_move(
     tick, n_rows, state, gen, hunt, x, y, x_prev, y_prev, dx, dy, last_seq, changed_tick,
-    move_seq, move_gen, move_dx, move_dy, hunt_f,
+    move_seq, move_gen, move_dx, move_dy, hunt_f, hunt_i, row_cell,
 ):
     """Consume the kept moves of rows ``[0, n_rows)`` and advance every active player.
 
+    Writes each row's player-grid cell to ``row_cell`` (-1 for rows not in play).
     Returns ``(moves applied, moves dropped as stale)``; a kept move is stale when
     its player left since it was kept or it is no newer than the last applied.
     """
@@ -50,6 +64,7 @@ def apply_inputs_and_move(
             else:
                 stale += 1
         if state[i] != ACTIVE:
+            row_cell[i] = -1
             continue
         h = hunt[i]
         step = hunt_f[h, HF_STEP]
@@ -63,4 +78,6 @@ def apply_inputs_and_move(
             x[i] = nx
             y[i] = ny
             changed_tick[i] = tick
+        row_cell[i] = row_cell_of(nx, ny, h, hunt_f, hunt_i, HF_P_INV_X, HF_P_INV_Y,
+                                  HI_P_NCX, HI_P_NCY, HI_P_BASE)
     return applied, stale

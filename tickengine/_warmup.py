@@ -49,6 +49,8 @@ def warm_up() -> WarmUpReport:
     """Run every kernel once on a tiny world; report the time and what was compiled."""
     from ._bots import HUNTER, RANDOM, Bots
     from ._config import EngineConfig, HuntParams
+    from ._grid import assign_cells_parallel
+    from ._state import ACTIVE, HF_P_INV_X, HF_P_INV_Y, HI_P_BASE, HI_P_NCX, HI_P_NCY
     from ._world import World
 
     start = time.perf_counter()
@@ -74,6 +76,10 @@ def warm_up() -> WarmUpReport:
     world.tick()
     World.restore(world.snapshot()).state_hash()
     world.join_many(hunt, 1)
+    # Kernels a tiny world leaves to their serial twins (see PARALLEL_MIN_ROWS).
+    P, H = world.players, world.hunts
+    assign_cells_parallel(P.high_water, P.state, ACTIVE, P.hunt, P.x, P.y, H.f, H.i,
+                          HF_P_INV_X, HF_P_INV_Y, HI_P_NCX, HI_P_NCY, HI_P_BASE, P.cell)
     compiled1, loaded1 = _counts()
     return WarmUpReport(seconds=time.perf_counter() - start, compiled=compiled1 - compiled0,
                         loaded=loaded1 - loaded0)

@@ -20,7 +20,14 @@ from ._config import EngineConfig, HuntParams
 from ._discovery import find_finders, respawn_due, score_discoveries, spawn_rows
 from ._dtypes import DISCOVERY_DTYPE, LEADER_DTYPE, MEMBERSHIP_DTYPE, VISIBLE_DTYPE
 from ._errors import CapacityError, ConfigError, HuntFullError, StalePlayerError, UnknownHuntError
-from ._grid import build_grid, grid_shape
+from ._grid import (
+    PARALLEL_MIN_ROWS,
+    assign_cells,
+    assign_cells_parallel,
+    build_grid,
+    grid_shape,
+    place_rows,
+)
 from ._hints import hint_scratch_shape, tile_cells, update_hints
 from ._leaderboard import rank_hunts
 from ._membership import apply_membership
@@ -446,27 +453,23 @@ class World:
         n = P.high_water
         applied, stale = apply_inputs_and_move(
             t, n, P.state, P.gen, P.hunt, P.x, P.y, P.x_prev, P.y_prev, P.dx, P.dy,
-            P.last_seq, P.changed_tick, mv.seq, mv.gen, mv.dx, mv.dy, H.f,
+            P.last_seq, P.changed_tick, mv.seq, mv.gen, mv.dx, mv.dy, H.f, H.i, P.cell,
         )
         c2 = clock()
-        build_grid(n, P.state, ACTIVE, P.hunt, P.x, P.y, H.f, H.i,
-                   HF_P_INV_X, HF_P_INV_Y, HI_P_NCX, HI_P_NCY, HI_P_BASE,
-                   P.cell, self._p_cells, self._p_cursor, self._p_order,
+        place_rows(n, P.cell, P.x, P.y, self._p_cells, self._p_cursor, self._p_order,
                    self._p_sorted_x, self._p_sorted_y)
         c3 = clock()
         respawns = respawn_due(t, T.used, T.hunt, T.state, T.x, T.y, T.value, T.respawn_tick,
                                T.finder_slot, T.finder_gen, H.f, H.i, H.rng)
-        find_finders(T.used, T.hunt, T.state, T.x, T.y, T.candidate,
-                     self._p_cells, self._p_order, self._p_sorted_x, self._p_sorted_y, H.f, H.i)
+        n_placed = self._build_treasure_grid()
+        find_finders(n_placed, self._t_order, self._t_sorted_x, self._t_sorted_y, T.hunt,
+                     T.candidate, self._p_cells, self._p_order, self._p_sorted_x,
+                     self._p_sorted_y, H.f, H.i)
         n_disc, drop_disc = score_discoveries(
             t, T.used, T.hunt, T.state, T.x, T.y, T.value, T.respawn_tick,
             T.finder_slot, T.finder_gen, T.candidate,
             P.gen, P.score, P.found, P.score_tick, H.i, self._discoveries, self._scorers,
         )
-        build_grid(T.used, T.state, T_ACTIVE, T.hunt, T.x, T.y, H.f, H.i,
-                   HF_T_INV_X, HF_T_INV_Y, HI_T_NCX, HI_T_NCY, HI_T_BASE,
-                   T.cell, self._t_cells, self._t_cursor, self._t_order,
-                   self._t_sorted_x, self._t_sorted_y)
         c4 = clock()
         update_hints(numba.get_num_threads(), H.count, self._p_row_base, self._hint_tile,
                      self._p_cells, self._p_order, self._p_sorted_x, self._p_sorted_y, P.hint,
@@ -495,21 +498,27 @@ class World:
             phase_ns=ph,
         )
 
+    def _build_treasure_grid(self) -> int:
+        """Sort the active treasures into the treasure grid; returns how many were placed."""
+        T, H = self.treasures, self.hunts
+        assign = assign_cells_parallel if T.used >= PARALLEL_MIN_ROWS else assign_cells
+        assign(T.used, T.state, T_ACTIVE, T.hunt, T.x, T.y, H.f, H.i,
+               HF_T_INV_X, HF_T_INV_Y, HI_T_NCX, HI_T_NCY, HI_T_BASE, T.cell)
+        return place_rows(T.used, T.cell, T.x, T.y, self._t_cells, self._t_cursor,
+                          self._t_order, self._t_sorted_x, self._t_sorted_y)
+
     def _rebuild_grids(self) -> None:
         """Rebuild both grids from the tables (after adding a hunt or restoring).
 
         The next tick then ranks the leaderboards from every slot.
         """
-        P, T, H = self.players, self.treasures, self.hunts
+        P, H = self.players, self.hunts
         self._lb_full = True
         build_grid(P.high_water, P.state, ACTIVE, P.hunt, P.x, P.y, H.f, H.i,
                    HF_P_INV_X, HF_P_INV_Y, HI_P_NCX, HI_P_NCY, HI_P_BASE,
                    P.cell, self._p_cells, self._p_cursor, self._p_order,
                    self._p_sorted_x, self._p_sorted_y)
-        build_grid(T.used, T.state, T_ACTIVE, T.hunt, T.x, T.y, H.f, H.i,
-                   HF_T_INV_X, HF_T_INV_Y, HI_T_NCX, HI_T_NCY, HI_T_BASE,
-                   T.cell, self._t_cells, self._t_cursor, self._t_order,
-                   self._t_sorted_x, self._t_sorted_y)
+        self._build_treasure_grid()
 
     # ------------------------------------------------------------------ queries
 
