@@ -27,6 +27,7 @@ from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError as WsHandshakeError
 
 from . import _wsframes as wf
+from .protocol import ErrorCode, ErrorMessage, encode
 
 _RECEIVE_BYTES = 65536
 
@@ -112,6 +113,7 @@ class Connection:
             try:
                 msg = parser.next()
             except wf.FrameError as exc:
+                self.send_now(_error_frame(exc))
                 await self.close(exc.close_code, exc.message)
                 raise ConnectionClosed(exc.close_code, exc.message) from None
             if msg is None:
@@ -151,7 +153,8 @@ class Connection:
         if outbox or self._lock.locked():
             if len(outbox) >= self.outbox_limit:
                 return False
-            outbox.append(memoryview(data))
+            # A copy: the hub passes views of its frame buffer, rewritten every tick.
+            outbox.append(memoryview(bytes(data)))
             self._wake.set()
             return True
         try:
@@ -163,7 +166,7 @@ class Connection:
             return False
         self.bytes_sent += n
         if n < len(data):
-            outbox.append(memoryview(data)[n:])
+            outbox.append(memoryview(bytes(memoryview(data)[n:])))
             self._head_partial = n > 0
             self._wake.set()
         return True
@@ -244,6 +247,13 @@ class Connection:
         if self.closed is None:
             self.closed = ConnectionClosed(code, reason)
         self._wake.set()
+
+
+def _error_frame(exc: wf.FrameError) -> bytes:
+    """The ERROR before the close of a WebSocket-level violation (docs/protocol.md: every
+    close for a reason follows an ERROR with its close code)."""
+    code = ErrorCode.TOO_BIG if exc.close_code == 1009 else ErrorCode.MALFORMED
+    return wf.frame(encode(ErrorMessage(code, exc.message[:256], exc.close_code)))
 
 
 def _peer(stream: trio.SocketStream) -> str:
