@@ -11,7 +11,11 @@ fields needed (TICK: ``tick`` and ``ack``; WELCOME; ERROR/REFUSED codes; close).
 
 Move-to-ack latency, on this process's clock: the time from the send of move
 ``seq`` to the first TICK whose ``ack >= seq`` (docs/protocol.md: of several
-moves in one tick the highest seq wins, and acks them all).
+moves in one tick the highest seq wins, and acks them all). Two ends are kept:
+when this process read the TICK (``latency_ms``: includes its own queueing when
+a tick's burst of messages arrives at once) and when the TICK's bytes reached
+the socket, from the kernel's receive timestamp (``latency_arrival_ms``,
+SO_TIMESTAMPNS: what a client with a core of its own would see).
 
 Control (driven by perf/loadtest.py), JSON lines on stdout:
   - ``{"event": "ready", ...}`` once every client got its WELCOME (or failed);
@@ -49,6 +53,9 @@ _QQ = struct.Struct("<QQ")
 _Q = struct.Struct("<Q")
 _H = struct.Struct("!H")
 _HH = struct.Struct("<HH")
+_TIMESPEC = struct.Struct("@qq")
+#: Linux: a receive timestamp (CLOCK_REALTIME, ns) on every read; Python has no name for it.
+SO_TIMESTAMPNS = 35
 
 CONNECTING, UPGRADING, WAIT_WELCOME, PLAYING, CLOSED = range(5)
 _RECV = 262144
@@ -109,7 +116,8 @@ class Client:
 
 
 class LoadGen:
-    """The event loop. Times are ``time.perf_counter()`` seconds."""
+    """The event loop. Times are ``time.time()`` seconds (CLOCK_REALTIME, the clock of the
+    kernel's receive timestamps)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         url = urlsplit(args.url)
@@ -131,7 +139,8 @@ class LoadGen:
         self.wheel: list[list[Client]] = [[] for _ in range(self.n_slots)]
         self.wstart = float("inf")
         self.wend = float("inf")
-        self.latencies = array.array("d")
+        self.latencies = array.array("d")  # move sent -> its ack read by this process
+        self.lat_arrival = array.array("d")  # move sent -> its ack reached the socket
         self.send_lag = array.array("d")
         self.moves_window = 0
         self.bytes_window = 0
@@ -152,6 +161,7 @@ class LoadGen:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setblocking(False)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         err = s.connect_ex(self.addr)
         if err not in (0, errno.EINPROGRESS):
             s.close()
@@ -214,11 +224,16 @@ class LoadGen:
 
     def on_readable(self, c: Client, now: float) -> None:
         try:
-            data = c.sock.recv(_RECV)
+            data, anc, _, _ = c.sock.recvmsg(_RECV, 64)
         except BlockingIOError:
             return
         except OSError:
-            data = b""
+            data, anc = b"", None
+        # When the bytes reached the socket: excludes this process's own queueing delay.
+        arrived = now
+        if anc:
+            sec, nsec = _TIMESPEC.unpack_from(anc[0][2])
+            arrived = sec + nsec * 1e-9
         if not data:
             if c.state < PLAYING:
                 self.fail(c, "closed before WELCOME")
@@ -264,7 +279,7 @@ class LoadGen:
             if op == 2:
                 t = data[p]
                 if t == 0x83:
-                    self.on_tick(c, data, p, now)
+                    self.on_tick(c, data, p, now, arrived)
                 elif t == 0x81:
                     self.on_welcome(c, data, p, now)
                 elif t == 0x84:
@@ -284,7 +299,7 @@ class LoadGen:
         if pos < n:
             c.buf = data[pos:]
 
-    def on_tick(self, c: Client, data: bytes, p: int, now: float) -> None:
+    def on_tick(self, c: Client, data: bytes, p: int, now: float, arrived: float) -> None:
         tick, ack = _QQ.unpack_from(data, p + 8)
         if self.wstart <= now < self.wend:
             self.msgs_window += 1
@@ -297,6 +312,7 @@ class LoadGen:
             _, sent = pend.popleft()
             if self.wstart <= sent < self.wend:
                 self.latencies.append(now - sent)
+                self.lat_arrival.append(arrived - sent)
 
     def on_welcome(self, c: Client, data: bytes, p: int, now: float) -> None:
         if c.state != WAIT_WELCOME:
@@ -325,7 +341,7 @@ class LoadGen:
 
     def run(self) -> dict:
         args = self.args
-        t0 = time.perf_counter()
+        t0 = time.time()
         hard_end = t0 + args.max_seconds
         connect_gap = 1.0 / args.connect_rate
         next_connect, to_connect = t0, 0
@@ -342,7 +358,7 @@ class LoadGen:
         poll = self.ep.poll
         by_fd = self.by_fd
         while True:
-            now = time.perf_counter()
+            now = time.time()
             if now >= hard_end:
                 raise SystemExit(f"loadgen: --max-seconds {args.max_seconds} passed")
             if now >= drain_until:
@@ -372,7 +388,7 @@ class LoadGen:
                           "pending": sum(c.state < PLAYING for c in self.clients),
                           "seconds": round(now - t0, 3)})
                     if auto:
-                        now = time.perf_counter()
+                        now = time.time()
                         self.start(now)
                         drain_until = now + args.duration + args.drain
                         self.wend = now + args.duration
@@ -383,7 +399,7 @@ class LoadGen:
                 timeout = min(timeout, next_connect - now)
             for fd, ev in poll(max(0.0, timeout)):
                 if fd == stdin_fd and not auto:
-                    stop = self.on_control(time.perf_counter())
+                    stop = self.on_control(time.time())
                     if stop is not None:
                         drain_until = stop + args.drain
                     continue
@@ -391,7 +407,7 @@ class LoadGen:
                 if c is None:
                     continue
                 if ev & select.EPOLLIN:
-                    self.on_readable(c, time.perf_counter())
+                    self.on_readable(c, time.time())
                 if ev & (select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP) and \
                         c.state != CLOSED:
                     if ev & select.EPOLLOUT or c.state == CONNECTING:
@@ -427,8 +443,9 @@ class LoadGen:
                       if self.wstart <= t < self.wend)
         out_file = self.args.latency_out
         if out_file:
-            with open(out_file, "wb") as f:
+            with open(out_file, "wb") as f:  # float32 ms: all read latencies, then arrivals
                 array.array("f", (x * 1e3 for x in lat)).tofile(f)
+                array.array("f", (x * 1e3 for x in self.lat_arrival)).tofile(f)
         ru0, ru1 = self.ru_start, self.ru_stop or resource.getrusage(resource.RUSAGE_SELF)
         ru_end = resource.getrusage(resource.RUSAGE_SELF)
         window = (self.wend - self.wstart) if self.wstart < self.wend < float("inf") else 0.0
@@ -438,6 +455,7 @@ class LoadGen:
             "welcomed": self.welcomed, "window_s": window,
             "moves_sent": self.moves_window, "acked": len(lat), "unacked": unacked,
             "latency_ms": summary([x * 1e3 for x in lat]),
+            "latency_arrival_ms": summary([x * 1e3 for x in self.lat_arrival]),
             "latency_file": out_file or None,
             "ticks_per_client": [c.wticks for c in self.clients],
             "tick_gaps": sum(c.gaps for c in self.clients),
