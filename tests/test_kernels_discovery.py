@@ -64,11 +64,11 @@ def test_finders_equal_brute_force(treasures: int, seed: int) -> None:
     assert n_placed == int(np.count_nonzero(T.state[: T.used] == T_ACTIVE))
     assert (n_placed >= PARALLEL_MIN_TREASURES) == (treasures >= 2500)
     T.candidate[:] = -1
-    hits = find_finders(n_placed, world._t_order, world._t_sorted_x, world._t_sorted_y, T.hunt,
-                        T.candidate, world._p_cells, world._p_order, world._p_sorted_x,
-                        world._p_sorted_y, world.hunts.f, world.hunts.i)
+    find_finders(n_placed, world._t_order, world._t_sorted_x, world._t_sorted_y, T.hunt,
+                 T.candidate, world._p_cells, world._p_order, world._p_sorted_x,
+                 world._p_sorted_y, world.hunts.f, world.hunts.i)
     assert np.array_equal(T.candidate[: T.used], expected)
-    assert hits == int(np.count_nonzero(expected >= 0)) > 0
+    assert np.any(expected >= 0)
     assert T.candidate[r] == 40
     # Found treasures left the hint query's positions; the others kept theirs.
     found = np.isinf(world._t_sorted_x[:n_placed])

@@ -112,8 +112,6 @@ def _find_at(q, t_order, t_sorted_x, t_sorted_y, t_hunt, t_candidate,
         # Found: out of the hint query, which runs on this grid after scoring.
         t_sorted_x[q] = math.inf
         t_sorted_y[q] = math.inf
-        return 1
-    return 0
 
 
 @njit(cache=True, nogil=True)
@@ -126,27 +124,23 @@ def find_finders(n_placed, t_order, t_sorted_x, t_sorted_y, t_hunt, t_candidate,
     Writes the finder's slot, or -1, to ``t_candidate`` of each active treasure
     (other rows keep -1: :func:`score_discoveries` resets the ones it credits)
     and moves found treasures to infinity in the grid's sorted positions.
-    Returns how many were found.
     """
     if n_placed >= PARALLEL_MIN_TREASURES:
-        return _find_finders_parallel(n_placed, t_order, t_sorted_x, t_sorted_y, t_hunt,
-                                      t_candidate, cell_start, order, p_sorted_x, p_sorted_y,
-                                      hunt_f, hunt_i)
-    hits = 0
+        _find_finders_parallel(n_placed, t_order, t_sorted_x, t_sorted_y, t_hunt, t_candidate,
+                               cell_start, order, p_sorted_x, p_sorted_y, hunt_f, hunt_i)
+        return
     for q in range(n_placed):
-        hits += _find_at(q, t_order, t_sorted_x, t_sorted_y, t_hunt, t_candidate,
-                         cell_start, order, p_sorted_x, p_sorted_y, hunt_f, hunt_i)
-    return hits
+        _find_at(q, t_order, t_sorted_x, t_sorted_y, t_hunt, t_candidate,
+                 cell_start, order, p_sorted_x, p_sorted_y, hunt_f, hunt_i)
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def _find_finders_parallel(n_placed, t_order, t_sorted_x, t_sorted_y, t_hunt, t_candidate,
                            cell_start, order, p_sorted_x, p_sorted_y, hunt_f, hunt_i):
-    hits = 0
+    # No count of hits: a reduction would cost the tick a runtime allocation.
     for q in prange(n_placed):
-        hits += _find_at(q, t_order, t_sorted_x, t_sorted_y, t_hunt, t_candidate,
-                         cell_start, order, p_sorted_x, p_sorted_y, hunt_f, hunt_i)
-    return hits
+        _find_at(q, t_order, t_sorted_x, t_sorted_y, t_hunt, t_candidate,
+                 cell_start, order, p_sorted_x, p_sorted_y, hunt_f, hunt_i)
 
 
 @njit(cache=True, nogil=True)

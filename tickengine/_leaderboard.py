@@ -26,8 +26,7 @@ def ranks_before(score_a, tick_a, slot_a, score_b, tick_b, slot_b):
 
 
 @njit(cache=True, inline="always")
-def _offer(j, p_hunt, p_score, p_score_tick, hunt_i, new_slot, new_score, new_tick, new_len,
-           check_duplicate):
+def _offer(j, p_hunt, p_score, p_score_tick, hunt_i, new_slot, new_key, new_len, check_duplicate):
     """Insert player ``j`` (score > 0, in play) into its hunt's sorted top list if it ranks."""
     s = p_score[j]
     h = p_hunt[j]
@@ -35,7 +34,7 @@ def _offer(j, p_hunt, p_score, p_score_tick, hunt_i, new_slot, new_score, new_ti
     m = new_len[h]
     st = p_score_tick[j]
     if m == size and not ranks_before(
-        s, st, j, new_score[h, m - 1], new_tick[h, m - 1], new_slot[h, m - 1]
+        s, st, j, new_key[h, m - 1, 0], new_key[h, m - 1, 1], new_slot[h, m - 1]
     ):
         return
     if check_duplicate:
@@ -44,30 +43,30 @@ def _offer(j, p_hunt, p_score, p_score_tick, hunt_i, new_slot, new_score, new_ti
                 return
     pos = m if m < size else size - 1
     while pos > 0 and ranks_before(
-        s, st, j, new_score[h, pos - 1], new_tick[h, pos - 1], new_slot[h, pos - 1]
+        s, st, j, new_key[h, pos - 1, 0], new_key[h, pos - 1, 1], new_slot[h, pos - 1]
     ):
         new_slot[h, pos] = new_slot[h, pos - 1]
-        new_score[h, pos] = new_score[h, pos - 1]
-        new_tick[h, pos] = new_tick[h, pos - 1]
+        new_key[h, pos, 0] = new_key[h, pos - 1, 0]
+        new_key[h, pos, 1] = new_key[h, pos - 1, 1]
         pos -= 1
     new_slot[h, pos] = j
-    new_score[h, pos] = s
-    new_tick[h, pos] = st
+    new_key[h, pos, 0] = s
+    new_key[h, pos, 1] = st
     if m < size:
         new_len[h] = m + 1
 
 
 @njit(cache=True, nogil=True)
 def rank_hunts(n_rows, n_hunts, full, scorers, n_scorers, p_state, p_hunt, p_gen, p_score,
-               p_score_tick, hunt_i, new_slot, new_score, new_tick, new_len,
+               p_score_tick, hunt_i, new_slot, new_key, new_len,
                board_slot, board_gen, board_score, board_len, changed_hunts):
     """Recompute every board; returns how many hunts' boards changed.
 
     ``scorers[:n_scorers]`` are the slots credited this tick (repeats allowed).
     The boards (``board_*``) must be last tick's, unless ``full`` is true (first
-    tick, after a restore): then every slot is ranked. ``new_*`` are per-hunt
-    scratch rows; ``changed_hunts`` receives the changed hunt indices in
-    ascending order.
+    tick, after a restore): then every slot is ranked. ``new_slot``,
+    ``new_key`` (score, score tick) and ``new_len`` are per-hunt scratch rows;
+    ``changed_hunts`` receives the changed hunt indices in ascending order.
     """
     for h in range(n_hunts):
         new_len[h] = 0
@@ -78,25 +77,23 @@ def rank_hunts(n_rows, n_hunts, full, scorers, n_scorers, p_state, p_hunt, p_gen
     if full:
         for j in range(n_rows):
             if p_score[j] > 0 and p_state[j] == ACTIVE:
-                _offer(j, p_hunt, p_score, p_score_tick, hunt_i, new_slot, new_score, new_tick,
-                       new_len, False)
+                _offer(j, p_hunt, p_score, p_score_tick, hunt_i, new_slot, new_key, new_len, False)
     else:
         for h in range(n_hunts):
             for q in range(board_len[h]):
                 _offer(board_slot[h, q], p_hunt, p_score, p_score_tick, hunt_i,
-                       new_slot, new_score, new_tick, new_len, False)
+                       new_slot, new_key, new_len, False)
         for k in range(n_scorers):
             j = scorers[k]
             if p_score[j] > 0 and p_state[j] == ACTIVE:
-                _offer(j, p_hunt, p_score, p_score_tick, hunt_i, new_slot, new_score, new_tick,
-                       new_len, True)
+                _offer(j, p_hunt, p_score, p_score_tick, hunt_i, new_slot, new_key, new_len, True)
     n_changed = 0
     for h in range(n_hunts):
         m = new_len[h]
         differs = m != board_len[h]
         if not differs:
             for q in range(m):
-                if new_slot[h, q] != board_slot[h, q] or new_score[h, q] != board_score[h, q]:
+                if new_slot[h, q] != board_slot[h, q] or new_key[h, q, 0] != board_score[h, q]:
                     differs = True
                     break
         if not differs:
@@ -104,7 +101,7 @@ def rank_hunts(n_rows, n_hunts, full, scorers, n_scorers, p_state, p_hunt, p_gen
         for q in range(m):
             board_slot[h, q] = new_slot[h, q]
             board_gen[h, q] = p_gen[new_slot[h, q]]
-            board_score[h, q] = new_score[h, q]
+            board_score[h, q] = new_key[h, q, 0]
         for q in range(m, board_len[h]):
             board_slot[h, q] = -1
             board_gen[h, q] = 0

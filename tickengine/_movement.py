@@ -41,13 +41,14 @@ def sanitise(mx, my):
 @njit(cache=True, nogil=True, parallel=True)
 def apply_inputs_and_move(
     tick, n_rows, state, gen, hunt, x, y, x_prev, y_prev, dx, dy, last_seq, changed_tick,
-    move_seq, move_gen, move_dx, move_dy, hunt_f, hunt_i, row_cell,
+    move_seq, move_gen, move_dx, move_dy, hunt_f, hunt_i, row_cell, counts,
 ):
     """Consume the kept moves of rows ``[0, n_rows)`` and advance every active player.
 
-    Writes each row's player-grid cell to ``row_cell`` (-1 for rows not in play).
-    Returns ``(moves applied, moves dropped as stale)``; a kept move is stale when
-    its player left since it was kept or it is no newer than the last applied.
+    Writes each row's player-grid cell to ``row_cell`` (-1 for rows not in play),
+    and ``counts[0]``, ``counts[1]``: moves applied, moves dropped as stale (a
+    kept move is stale when its player left since it was kept or it is no newer
+    than the last applied).
     """
     applied = 0
     stale = 0
@@ -80,4 +81,5 @@ def apply_inputs_and_move(
             changed_tick[i] = tick
         row_cell[i] = row_cell_of(nx, ny, h, hunt_f, hunt_i, HF_P_INV_X, HF_P_INV_Y,
                                   HI_P_NCX, HI_P_NCY, HI_P_BASE)
-    return applied, stale
+    counts[0] = applied
+    counts[1] = stale

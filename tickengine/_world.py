@@ -209,8 +209,8 @@ class World:
         self._lb_len = np.zeros(H, np.int64)
         self._changed_hunts = np.zeros(H, np.int32)
         self._lb_slot = np.zeros((H, MAX_LEADERBOARD), np.int32)
-        self._lb_score = np.zeros((H, MAX_LEADERBOARD), np.int64)
-        self._lb_tick = np.zeros((H, MAX_LEADERBOARD), np.int64)
+        self._lb_key = np.zeros((H, MAX_LEADERBOARD, 2), np.int64)  # score, score tick
+        self._move_counts = np.zeros(2, np.int64)  # moves applied, moves stale
         # Slots credited this tick, and whether the boards must be ranked from every slot
         # (true until the first tick and after a restore; see _leaderboard.py).
         self._scorers = np.zeros(T, np.int32)
@@ -451,9 +451,10 @@ class World:
         self._n_ops = 0
         c1 = clock()
         n = P.high_water
-        applied, stale = apply_inputs_and_move(
+        apply_inputs_and_move(
             t, n, P.state, P.gen, P.hunt, P.x, P.y, P.x_prev, P.y_prev, P.dx, P.dy,
             P.last_seq, P.changed_tick, mv.seq, mv.gen, mv.dx, mv.dy, H.f, H.i, P.cell,
+            self._move_counts,
         )
         c2 = clock()
         place_rows(n, P.cell, P.x, P.y, self._p_cells, self._p_cursor, self._p_order,
@@ -479,7 +480,7 @@ class World:
         n_changed = rank_hunts(
             n, H.count, self._lb_full, self._scorers, n_disc + drop_disc,
             P.state, P.hunt, P.gen, P.score, P.score_tick, H.i,
-            self._lb_slot, self._lb_score, self._lb_tick, self._lb_len,
+            self._lb_slot, self._lb_key, self._lb_len,
             H.board_slot, H.board_gen, H.board_score, H.board_len, self._changed_hunts,
         )
         self._lb_full = False
@@ -491,8 +492,8 @@ class World:
             discoveries=self._discoveries[:n_disc],
             memberships=self._memberships[:n_mem],
             leaderboard_changed=self._changed_hunts[:n_changed],
-            moves_applied=applied,
-            moves_stale=stale,
+            moves_applied=int(self._move_counts[0]),
+            moves_stale=int(self._move_counts[1]),
             respawns=respawns,
             dropped_events=drop_mem + drop_disc,
             phase_ns=ph,
