@@ -128,6 +128,7 @@ async def test_serve_process_shuts_down_cleanly_on_sigterm(tmp_path) -> None:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+            await proc.stderr.aclose()
     assert going.value.code == ErrorCode.GOING_AWAY and going.value.close_code == 1001
     assert status == 0
     events = [e["event"] for e in lines]
