@@ -286,3 +286,17 @@ async def test_bots_stop_cleanly_on_sigint(serve) -> None:
     assert status == 130, err.decode()
     assert "interrupted" in out.decode() and "3 of 3" in out.decode()
     assert b"Traceback" not in err
+
+
+async def test_the_example_of_the_docs_plays(serve) -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "python-client.md").read_text()
+    code = doc.split("<!-- example: hunter -->\n```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {"__name__": "example"}
+    exec(compile(code, "docs/python-client.md", "exec"), namespace)
+    srv = await serve({"name": "demo", "width": 100.0, "height": 100.0, "treasures": 100},
+                      http_port=-1)
+    with trio.fail_after(20):
+        score = await namespace["main"](srv.url, 60)
+        while srv.hub.sessions:  # it said BYE
+            await trio.sleep(0.05)
+    assert score >= 0 and srv.metric("hunt_moves_total", fate="applied") >= 1
