@@ -163,8 +163,11 @@ async def test_a_stalled_client_is_evicted_while_the_others_get_every_tick(serve
     frames = server_frames(bytes(data))
     assert frames[-1][0] == wf.OP_CLOSE
     assert int.from_bytes(frames[-1][1][:2], "big") == 4008
-    assert isinstance(decode_server_frame(frames[0][1]), Welcome)
-    assert all(isinstance(decode_server_frame(p), TickUpdate) for _, p in frames[1:-1])
+    events = [decode_server_frame(p) for _, p in frames[:-1]]
+    if isinstance(events[-1], ErrorMessage):  # an ERROR TOO_SLOW may announce the close
+        assert events.pop().code == ErrorCode.TOO_SLOW
+    assert isinstance(events[0], Welcome)
+    assert all(isinstance(e, TickUpdate) for e in events[1:])  # whole frames, none cut
     # The others: every tick, in order, on time, no keyframe after the first.
     for ticks in received:
         numbers = [t for t, _, _ in ticks]
