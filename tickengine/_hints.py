@@ -160,16 +160,19 @@ def _hint_tile(h, k0, k1, p_order, p_sorted_x, p_sorted_y, p_hint, t_cells, t_so
             best[q] = math.inf
         # Candidates outside, players inside: the inner loop is independent per
         # player, so it vectorises without reordering any float operation.
+        # Unsigned indices: a signed one makes Numba handle negative indices, which
+        # turns the vector loads below into gathers.
+        ub0 = np.uint64(b0)
         for c in range(m):
             tx = cx[c]
             ty = cy[c]
             for q in range(nb):
-                ddx = p_sorted_x[b0 + q] - tx
-                ddy = p_sorted_y[b0 + q] - ty
+                ddx = p_sorted_x[ub0 + np.uint64(q)] - tx
+                ddy = p_sorted_y[ub0 + np.uint64(q)] - ty
                 d2 = ddx * ddx + ddy * ddy
                 best[q] = d2 if d2 < best[q] else best[q]
         for q in range(nb):
-            p_hint[p_order[b0 + q]] = hint_level(best[q], r, r2, levels)
+            p_hint[p_order[ub0 + np.uint64(q)]] = hint_level(best[q], r, r2, levels)
 
 
 @njit(cache=True, nogil=True, parallel=True)
