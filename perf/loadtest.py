@@ -113,7 +113,12 @@ def start_server(procs: Procs, clients: int, args: argparse.Namespace, logdir: P
                  ) -> tuple[subprocess.Popen, str, str]:
     """``treasure-hunt serve`` on free ports; returns (process, ws_url, http_url)."""
     limit = str(clients + 64)
-    cmd = [str(Path(PY).parent / "treasure-hunt"), "serve", "--port", "0", "--http-port", "0",
+    if args.switch_interval:  # an experiment on the server's GIL hand-offs (see --help)
+        launcher = [PY, "-c", "import sys; sys.setswitchinterval(float(sys.argv.pop(1))); "
+                    "from server.cli import main; sys.exit(main())", str(args.switch_interval)]
+    else:
+        launcher = [str(Path(PY).parent / "treasure-hunt")]
+    cmd = [*launcher, "serve", "--port", "0", "--http-port", "0",
            "--log-format", "json", "--tick-rate", str(args.tick_rate),
            "--max-connections", limit, "--max-connections-per-address", limit,
            "--moves-per-second", str(max(60.0, 3 * args.rate)),
@@ -237,7 +242,9 @@ def run_step(clients: int, args: argparse.Namespace) -> dict[str, Any]:
             if spies:
                 for spy, _ in spies:
                     spy.wait(timeout=60)
-                out["profile"] = profile_summary(spies[0][1], server.pid, args.duration)
+                raw = spies[0][1]
+                out["profile"] = (profile_summary(raw, server.pid, args.duration)
+                                  if raw.suffix == ".txt" else {})
                 out["profile"]["files"] = [str(f) for _, f in spies]
             return out
     except BaseException:
@@ -289,6 +296,8 @@ def figures(clients: int, args: argparse.Namespace, ready: list[dict], results: 
         "latency_hist": {"edges_ms": [0, 500], "counts": np.histogram(
             lat, bins=250, range=(0, 500))[0].tolist(), "over": int((lat > 500).sum())},
         "tick_total_series_ms": [round(float(v), 3) for v in total],
+        "slowest_ticks_ms": [{k: round(float(v[i]), 3) for k, v in timings.items()}
+                             for i in np.argsort(total)[::-1][:10]],
         "moves_sent": sum(r["moves_sent"] for r in results),
         "unacked": sum(r["unacked"] for r in results),
         "tick_ms": {"ticks": len(total), "p50": q(total, 50), "p99": q(total, 99),
@@ -342,12 +351,13 @@ def start_profile(procs: Procs, pid: int, clients: int, args: argparse.Namespace
         raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
     base = args.out / f"server-profile-{args.stamp}-{clients}"
     out = []
-    for fmt, suffix, rate in (("raw", ".txt", 100), ("flamegraph", ".svg", 50)):
-        cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(args.duration)),
-               "--rate", str(rate), "--nonblocking", "--threads", "--format", fmt,
-               "-o", str(base.with_suffix(suffix))]
-        out.append((procs.start(cmd, stdout_lines=False, stderr=subprocess.DEVNULL),
-                    base.with_suffix(suffix)))
+    fmt, suffix = ("raw", ".txt") if args.profile == "raw" else ("flamegraph", ".svg")
+    # One sampler only, and --nonblocking: py-spy must not stall the server it measures.
+    cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(args.duration)),
+           "--rate", "100", "--nonblocking", "--threads", "--format", fmt,
+           "-o", str(base.with_suffix(suffix))]
+    out.append((procs.start(cmd, stdout_lines=False, stderr=subprocess.DEVNULL),
+                base.with_suffix(suffix)))
     return out
 
 
@@ -481,9 +491,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-players", type=int, help="server --max-players (engine slots)")
     p.add_argument("--journal", action="store_true",
                    help="run the server with its journal (a temporary --data-dir)")
-    p.add_argument("--profile", action="store_true",
-                   help="py-spy the server over the window: function shares in the JSON, "
-                        "a flamegraph SVG and raw stacks in --out")
+    p.add_argument("--profile", nargs="?", const="raw", choices=("raw", "svg"),
+                   help="py-spy the server over the window: raw stacks in --out and "
+                        "function shares in the JSON (raw, the default), or a flamegraph SVG")
+    p.add_argument("--switch-interval", type=float, metavar="SECONDS",
+                   help="experiment: run the server with sys.setswitchinterval(SECONDS) "
+                        "(Python's default 0.005): how long the tick's worker thread waits "
+                        "for the GIL after each kernel while the Trio thread is busy")
     p.add_argument("--quick", action="store_true", help="smoke test: 20 clients, 3 s")
     p.add_argument("--out", type=Path, default=HERE / "results", help="JSON and PNG go here")
     args = p.parse_args(argv)
@@ -523,8 +537,8 @@ def main(argv: list[str] | None = None) -> int:
         if "profile" in s:
             prof = s["profile"]
             print(f"profile at {s['clients']} clients (% of one core): "
-                  f"{prof['pct_of_core_by_thread']}; files {prof['files']}")
-            for name, pct in prof["self_pct_of_core"][:15]:
+                  f"{prof.get('pct_of_core_by_thread')}; files {prof['files']}")
+            for name, pct in prof.get("self_pct_of_core", [])[:15]:
                 print(f"  self {pct:5.1f}%  {name}")
     if args.ramp:
         print(f"largest passing C: {report['largest_passing']}")
