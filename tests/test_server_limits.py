@@ -175,7 +175,7 @@ async def test_a_stalled_client_is_evicted_while_the_others_get_every_tick(serve
         assert ticks[0][2] and not any(kf for _, _, kf in ticks[1:])  # never skipped
         gaps = [b - a for (_, a, _), (_, b, _) in itertools.pairwise(ticks)]
         assert max(gaps) < 0.5, "a tick reached a good client late"
-        assert (ticks[-1][1] - ticks[0][1]) / (len(ticks) - 1) < 1.5 / rate
+        assert (ticks[-1][1] - ticks[0][1]) / (len(ticks) - 1) < 2.0 / rate  # ~50 Hz
     assert srv.hub.skipped_total >= 5
 
 
