@@ -219,7 +219,9 @@ async def play(c: HuntClient, i: int, opts: Options, steer: Steering, stats: Sta
         stats.ticks += 1
         stats.scores[i] = c.score
         if len(update.discoveries):
-            stats.found += int((update.discoveries["slot"] == c.slot).sum())
+            mine = update.discoveries
+            stats.found += int(((mine["slot"] == c.slot) & (mine["gen"] == c.player_id >> 32))
+                               .sum())
         steer.decide(c.x, c.y, c.hint, w.width, w.height)
         now = trio.current_time()
         if now >= next_move and (steer.dx or steer.dy):

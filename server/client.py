@@ -278,8 +278,11 @@ class HuntClient:
         if not t.keyframe and (not self._synced or t.tick != self.tick + 1):
             raise TickGap(self.tick + 1, t.tick)
         others = self.others
-        if t.keyframe:
+        names, name_gen = self.names, self._name_gen
+        if t.keyframe:  # it lists everyone in view, and names everyone in the hunt
             others.clear()
+            names.clear()
+            name_gen.clear()
             self._synced = True
             self.keyframes += 1
         for slot, gen, flags, x, y in t.visible.tolist():
@@ -287,7 +290,6 @@ class HuntClient:
                 others[slot] = (gen, x, y)
             else:
                 others.pop(slot, None)
-        names, name_gen = self.names, self._name_gen
         for slot, gen in t.leaves.tolist():
             seen = others.get(slot)
             if seen is not None and seen[0] == gen & 0xFFFF:

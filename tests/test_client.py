@@ -88,6 +88,9 @@ async def test_the_state_follows_keyframes_diffs_leaves_and_names(nursery) -> No
         await ws.send_message(encode(ErrorMessage(ErrorCode.RATE_LIMITED, "slow down")))
         await ws.send_message(tick(6, False, [(7, 1, 1, 11.0, 21.0), (8, 2, 0, 30.0, 40.0)]))
         await ws.send_message(tick(7, False, leaves=[(7, 1)]))
+        # Ticks 8-9 skipped (a slow client): a keyframe replaces the view and the names.
+        await ws.send_message(tick(10, True, [(9, 1, 1, 5.0, 5.0)],
+                                   names=[NameEntry(9, 1, "nine")]))
         await trio.sleep_forever()
 
     url = await scripted_server(nursery, script)
@@ -103,6 +106,9 @@ async def test_the_state_follows_keyframes_diffs_leaves_and_names(nursery) -> No
             update = await anext(aiter(c.ticks()))
             assert update.tick == 7 == c.tick
             assert c.others == {} and c.names == {8: "eight"}  # 7 left the hunt
+            await c.next_tick()
+            assert c.tick == 10 and c.keyframes == 2 and c.ticks_received == 4
+            assert c.others == {9: (1, 5.0, 5.0)} and c.names == {9: "nine"}
 
 
 @pytest.mark.parametrize(("frames", "expected", "got"), [
