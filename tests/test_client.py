@@ -306,3 +306,15 @@ async def test_the_example_of_the_docs_plays(serve) -> None:
         while srv.hub.sessions:  # it said BYE
             await trio.sleep(0.05)
     assert score >= 0 and srv.metric("hunt_moves_total", fate="applied") >= 1
+
+
+def test_the_client_is_light_and_exports_its_names() -> None:
+    """A game imports server.client without the engine, Numba or the server's libraries."""
+    code = ("import sys, server.client as c\n"
+            "print(sorted(c.__all__))\n"
+            "print([m for m in ('numba', 'tickengine', 'structlog', 'rich', "
+            "'prometheus_client') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out == [str(sorted(["ConnectFailed", "ConnectionLost", "HuntClient", "HuntError",
+                               "JoinRefused", "ServerError", "TickGap", "connect"])), "[]"]
