@@ -21,6 +21,13 @@ MAX_CELLS_PER_HUNT = 4_000_000
 #: Below this many rows a pass runs on one thread: starting a parallel region
 #: costs 10-20 us on two threads, more than the pass itself.
 PARALLEL_MIN_ROWS = 16_384
+#: From this many rows the counting sort itself runs on all threads
+#: (:func:`place_rows_parallel`); below, the serial sort is as fast (measured at
+#: 100k rows: 0.21 ms either way; at 1M rows 7.2 -> 5.1 ms on two threads).
+PARALLEL_SORT_MIN_ROWS = 200_000
+#: Most threads :func:`place_rows_parallel` splits the rows between (each needs a
+#: row of per-cell counters).
+MAX_SORT_CHUNKS = 8
 
 
 def grid_shape(width: float, height: float, target_cell: float, max_cells: int) -> tuple[int, int]:
@@ -134,6 +141,46 @@ def place_rows(n_rows, row_cell, x, y, cell_start, cursor, order, sorted_x, sort
             sorted_x[k] = x[order[k]]
             sorted_y[k] = y[order[k]]
     return n_placed
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def place_rows_parallel(n_chunks, n_rows, row_cell, x, y, cell_start, counts, order,
+                        sorted_x, sorted_y):
+    """:func:`place_rows` with the rows cut into ``n_chunks`` contiguous ranges, one per thread.
+
+    Each chunk counts its rows per cell in its own row of ``counts`` (int32,
+    ``n_chunks`` x cells); a serial prefix sum over (cell, chunk) gives every
+    chunk its own cursor per cell, after those of lower chunks, so each cell
+    still lists its rows in ascending order: the output is exactly
+    :func:`place_rows`'s.
+    """
+    n_cells = cell_start.shape[0] - 1
+    for ch in prange(n_chunks):
+        own = counts[ch]
+        for c in range(n_cells):
+            own[c] = 0
+        for i in range(ch * n_rows // n_chunks, (ch + 1) * n_rows // n_chunks):
+            c = row_cell[i]
+            if c >= 0:
+                own[c] += 1
+    run = 0
+    for c in range(n_cells):
+        cell_start[c] = run
+        for ch in range(n_chunks):
+            count = counts[ch, c]
+            counts[ch, c] = run
+            run += count
+    cell_start[n_cells] = run
+    for ch in prange(n_chunks):
+        cursor = counts[ch]
+        for i in range(ch * n_rows // n_chunks, (ch + 1) * n_rows // n_chunks):
+            c = row_cell[i]
+            if c >= 0:
+                k = cursor[c]
+                order[k] = i
+                cursor[c] = k + 1
+    gather(run, order, x, y, sorted_x, sorted_y)
+    return run
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -49,7 +49,7 @@ def warm_up() -> WarmUpReport:
     """Run every kernel once on a tiny world; report the time and what was compiled."""
     from ._bots import HUNTER, RANDOM, Bots
     from ._config import EngineConfig, HuntParams
-    from ._grid import assign_cells_parallel
+    from ._grid import assign_cells_parallel, place_rows_parallel
     from ._state import ACTIVE, HF_P_INV_X, HF_P_INV_Y, HI_P_BASE, HI_P_NCX, HI_P_NCY
     from ._world import World
 
@@ -80,6 +80,9 @@ def warm_up() -> WarmUpReport:
     P, H = world.players, world.hunts
     assign_cells_parallel(P.high_water, P.state, ACTIVE, P.hunt, P.x, P.y, H.f, H.i,
                           HF_P_INV_X, HF_P_INV_Y, HI_P_NCX, HI_P_NCY, HI_P_BASE, P.cell)
+    counts = np.zeros((2, world._p_cells.shape[0] - 1), np.int32)
+    place_rows_parallel(2, P.high_water, P.cell, P.x, P.y, world._p_cells, counts,
+                        world._p_order, world._p_sorted_x, world._p_sorted_y)
     compiled1, loaded1 = _counts()
     return WarmUpReport(seconds=time.perf_counter() - start, compiled=compiled1 - compiled0,
                         loaded=loaded1 - loaded0)

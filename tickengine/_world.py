@@ -21,12 +21,15 @@ from ._discovery import find_finders, respawn_due, score_discoveries, spawn_rows
 from ._dtypes import DISCOVERY_DTYPE, LEADER_DTYPE, MEMBERSHIP_DTYPE, VISIBLE_DTYPE
 from ._errors import CapacityError, ConfigError, HuntFullError, StalePlayerError, UnknownHuntError
 from ._grid import (
+    MAX_SORT_CHUNKS,
     PARALLEL_MIN_ROWS,
+    PARALLEL_SORT_MIN_ROWS,
     assign_cells,
     assign_cells_parallel,
     build_grid,
     grid_shape,
     place_rows,
+    place_rows_parallel,
 )
 from ._hints import hint_scratch_shape, tile_cells, update_hints
 from ._leaderboard import rank_hunts
@@ -188,6 +191,9 @@ class World:
         # Grids (their cell arrays grow when a hunt is added, never during a tick).
         self._p_cells = np.zeros(1, np.int64)
         self._p_cursor = np.zeros(0, np.int64)
+        # Per-thread cell counters of the parallel sort (only for worlds that can use it).
+        self._sort_chunks = min(numba.config.NUMBA_NUM_THREADS, MAX_SORT_CHUNKS)
+        self._p_counts = np.zeros((1, 0), np.int32)
         self._p_order = np.zeros(P, np.int32)
         self._p_sorted_x = np.zeros(P, np.float64)
         self._p_sorted_y = np.zeros(P, np.float64)
@@ -301,6 +307,8 @@ class World:
         n_p = self._p_cells.shape[0] - 1 + pcx * pcy
         n_t = self._t_cells.shape[0] - 1 + tcx * tcy
         self._p_cells, self._p_cursor = np.zeros(n_p + 1, np.int64), np.zeros(n_p, np.int64)
+        if self.players.capacity >= PARALLEL_SORT_MIN_ROWS and self._sort_chunks > 1:
+            self._p_counts = np.zeros((self._sort_chunks, n_p), np.int32)
         self._t_cells, self._t_cursor = np.zeros(n_t + 1, np.int64), np.zeros(n_t, np.int64)
         H.rng[h] = np.uint64(params.seed)
         first, stop = T.used, T.used + params.treasures
@@ -457,8 +465,14 @@ class World:
             self._move_counts,
         )
         c2 = clock()
-        place_rows(n, P.cell, P.x, P.y, self._p_cells, self._p_cursor, self._p_order,
-                   self._p_sorted_x, self._p_sorted_y)
+        threads = numba.get_num_threads()
+        if n >= PARALLEL_SORT_MIN_ROWS and threads > 1 and self._p_counts.shape[1]:
+            place_rows_parallel(min(threads, self._sort_chunks), n, P.cell, P.x, P.y,
+                                self._p_cells, self._p_counts, self._p_order,
+                                self._p_sorted_x, self._p_sorted_y)
+        else:
+            place_rows(n, P.cell, P.x, P.y, self._p_cells, self._p_cursor, self._p_order,
+                       self._p_sorted_x, self._p_sorted_y)
         c3 = clock()
         respawns = respawn_due(t, T.used, T.hunt, T.state, T.x, T.y, T.value, T.respawn_tick,
                                T.finder_slot, T.finder_gen, H.f, H.i, H.rng)
@@ -472,7 +486,7 @@ class World:
             P.gen, P.score, P.found, P.score_tick, H.i, self._discoveries, self._scorers,
         )
         c4 = clock()
-        update_hints(numba.get_num_threads(), H.count, self._p_row_base, self._hint_tile,
+        update_hints(threads, H.count, self._p_row_base, self._hint_tile,
                      self._p_cells, self._p_order, self._p_sorted_x, self._p_sorted_y, P.hint,
                      self._t_cells, self._t_sorted_x, self._t_sorted_y, H.f, H.i,
                      self._hint_scratch)
