@@ -1,13 +1,13 @@
 """Rule step 5: every player's "warmer / colder" hint level.
 
 The only thing a client ever learns about hidden treasures. The players are
-walked in player-grid order, one *tile* (a run of adjacent cells of one grid
-row, about ``tile_cells`` cells wide) at a time: the treasures that can be
-within the hint radius of anyone in the tile are gathered once into a small
-contiguous buffer, then every player of the tile is tested against that
-buffer. Neighbours share the work of finding candidates, the inner loop has no
+walked in player-grid order, one *tile* at a time (a run of adjacent cells of
+one grid row, about :data:`TILE_PLAYERS` players long when the hunt is full):
+the treasures that can be within the hint radius of anyone in the tile are
+gathered once into a small contiguous buffer, then every player of the tile is
+tested against that buffer. Neighbours share the work of finding candidates, the inner loop has no
 unpredictable branches and runs over contiguous memory on both sides (SIMD),
-which costs a third of a per-player scan of the treasure grid.
+which costs a quarter of a per-player scan of the treasure grid.
 
 The nearest distance is a minimum, which does not depend on the order in which
 candidates are seen, and an extra candidate farther than the radius never
@@ -51,13 +51,18 @@ def hint_scratch_shape(max_threads: int) -> tuple[int, int, int]:
     return max_threads, SCRATCH_ROWS, max(TILE_CANDIDATES, TILE_BLOCK)
 
 
-def tile_cells(cell_width: float, hint_radius: float) -> int:
-    """Player-grid cells per hint tile: about eight hint radii wide (measured best), 1 to 32.
+#: Players a hint tile should hold when its hunt is full (measured best: 40 to 60
+#: at the benchmark's density; the vector loop takes TILE_BLOCK at a time).
+TILE_PLAYERS = 48
+
+
+def tile_cells(players_per_cell: float) -> int:
+    """Player-grid cells per hint tile, from the players a cell holds in a full hunt; 1 to 64.
 
     Wider tiles share the gathering of candidates between more players but test
     each player against more candidates (those near the tile's ends).
     """
-    return max(1, min(32, round(8.0 * hint_radius / cell_width)))
+    return max(1, min(64, round(TILE_PLAYERS / max(players_per_cell, 1e-9))))
 
 
 @njit(cache=True, inline="always")

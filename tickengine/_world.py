@@ -303,7 +303,8 @@ class World:
         f[HF_T_INV_X] = tcx / params.width
         f[HF_T_INV_Y] = tcy / params.height
         self._p_row_base[h + 1] = self._p_row_base[h] + pcy
-        self._hint_tile[h] = tile_cells(params.width / pcx, params.hint_radius)
+        self._hint_tile[h] = tile_cells(
+            min(params.max_players, self.players.capacity) / (pcx * pcy))
         n_p = self._p_cells.shape[0] - 1 + pcx * pcy
         n_t = self._t_cells.shape[0] - 1 + tcx * tcy
         self._p_cells, self._p_cursor = np.zeros(n_p + 1, np.int64), np.zeros(n_p, np.int64)
