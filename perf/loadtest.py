@@ -65,9 +65,10 @@ class Procs:
 
     def start(self, cmd: list[str], *, stdout_lines: bool, stderr: Any, **kw: Any
               ) -> subprocess.Popen:
+        kw.setdefault("cwd", ROOT)
         p = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdout_lines else subprocess.DEVNULL,
                              stdout=subprocess.PIPE if stdout_lines else subprocess.DEVNULL,
-                             stderr=stderr, cwd=ROOT, **kw)
+                             stderr=stderr, **kw)
         self.procs.append(p)
         if stdout_lines:
             q: queue.Queue = queue.Queue()
@@ -113,11 +114,9 @@ def start_server(procs: Procs, clients: int, args: argparse.Namespace, logdir: P
                  ) -> tuple[subprocess.Popen, str, str]:
     """``treasure-hunt serve`` on free ports; returns (process, ws_url, http_url)."""
     limit = str(clients + 64)
-    if args.switch_interval:  # an experiment on the server's GIL hand-offs (see --help)
-        launcher = [PY, "-c", "import sys; sys.setswitchinterval(float(sys.argv.pop(1))); "
-                    "from server.cli import main; sys.exit(main())", str(args.switch_interval)]
-    else:
-        launcher = [str(Path(PY).parent / "treasure-hunt")]
+    # sys.argv[1]: the switch interval (0: Python's default); --switch-interval explains it.
+    launcher = [PY, "-c", "import sys; s = float(sys.argv.pop(1)); s and sys.setswitchinterval(s)"
+                "; from server.cli import main; sys.exit(main())", str(args.switch_interval or 0)]
     cmd = [*launcher, "serve", "--port", "0", "--http-port", "0",
            "--log-format", "json", "--tick-rate", str(args.tick_rate),
            "--max-connections", limit, "--max-connections-per-address", limit,
@@ -128,7 +127,8 @@ def start_server(procs: Procs, clients: int, args: argparse.Namespace, logdir: P
     cmd += ["--data-dir", str(logdir / "data") if args.journal else ""]
     log = logdir / "server.log"
     with open(log, "wb") as err:
-        p = procs.start(cmd, stdout_lines=False, stderr=err)
+        p = procs.start(cmd, stdout_lines=False, stderr=err, cwd=args.server_src,
+                        env={**os.environ, "PYTHONPATH": str(args.server_src)})
     deadline = time.monotonic() + 120  # the first run compiles the kernels
     while time.monotonic() < deadline:
         for line in log.read_text(errors="replace").splitlines():
@@ -139,6 +139,29 @@ def start_server(procs: Procs, clients: int, args: argparse.Namespace, logdir: P
             raise RuntimeError(f"the server exited ({p.returncode}):\n{tail(log)}")
         time.sleep(0.1)
     raise RuntimeError(f"no 'serving' line from the server within 120 s:\n{tail(log)}")
+
+
+def server_source(commit: str | None) -> tuple[Path, str]:
+    """Where the server's code comes from, and which code that is.
+
+    None: this working tree (other people's uncommitted edits included: the
+    description says "+dirty"). A commit: ``git archive`` of it under
+    perf/results/src-<commit>/ (kept, so Numba's cache survives between runs).
+    """
+    def git(*a: str, cwd: Path = ROOT) -> str:
+        return subprocess.run(["git", *a], cwd=cwd, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    if commit is None:
+        dirty = git("status", "--porcelain", "--", "server", "tickengine")
+        return ROOT, git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
+    rev = git("rev-parse", "--short", commit)
+    dest = HERE / "results" / f"src-{rev}"
+    if not (dest / "server").is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", rev, "server", "tickengine"], cwd=ROOT,
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest, rev
 
 
 def tail(path: Path, n: int = 20) -> str:
@@ -516,6 +539,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="runs of a step at most while other processes use > --max-other cores")
     p.add_argument("--max-other", type=float, default=0.2,
                    help="cores other processes may use during a window before it is re-run")
+    p.add_argument("--commit", help="run the server of this git commit (an export under "
+                   "perf/results/), not the working tree with whatever edits it holds")
     p.add_argument("--quick", action="store_true", help="smoke test: 20 clients, 3 s")
     p.add_argument("--out", type=Path, default=HERE / "results", help="JSON and PNG go here")
     args = p.parse_args(argv)
@@ -530,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     counts = [int(c) for c in args.ramp.split(",")] if args.ramp else [args.clients]
     stamp = args.stamp = time.strftime("%Y%m%d-%H%M%S")
+    args.server_src, server_code = server_source(args.commit)
     args.out.mkdir(parents=True, exist_ok=True)
     steps: list[dict[str, Any]] = []
     started = time.time()
@@ -554,7 +580,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.ramp and not step["pass"]:
             break
     passing = [s["clients"] for s in steps if s["pass"]]
-    report = {"stamp": stamp, "argv": sys.argv[1:], "seconds": round(time.time() - started, 1),
+    report = {"stamp": stamp, "argv": sys.argv[1:], "server_code": server_code,
+              "seconds": round(time.time() - started, 1),
               "budget_ms": args.budget_ms, "steps": steps,
               "largest_passing": max(passing) if passing else None}
     path = args.out / f"loadtest-{stamp}.json"
