@@ -17,7 +17,10 @@ fast as it can. This process receives them with one Trio task per connection:
   move columns, i.e. the hub's ingest path without its rate limiter.
 
 From the first message to the last: messages per second and CPU microseconds
-of this process per message (the client's CPU is not counted).
+of this process per message (the client's CPU is not counted). Sent as fast as
+possible, frames pile up and one wake-up reads several; ``--paced`` (default
+1,000 connections x 10 frames/s, the load test's pattern) sends them one at a
+time so that every frame costs a wake-up of its connection's task.
 
 Send: the client (``--client sink``) reads and discards; this process sends
 ``--messages`` TICK-sized binary messages (``--size`` bytes) round-robin, one
@@ -81,7 +84,18 @@ def client_main(args: argparse.Namespace) -> int:
         socks.append(s)
         early.append(len(head) - head.index(b"\r\n\r\n") - 4)  # data right after the 101
     try:
-        if args.client == "blast":
+        if args.client == "blast" and args.pace:
+            # One frame at a time, round-robin, args.pace frames per second in all: every
+            # frame reaches an idle socket, as when many players each send a few moves.
+            frame = move_frame(1, 0)
+            start = time.perf_counter()
+            for k in range(args.messages):
+                due = start + k / args.pace
+                delay = due - time.perf_counter()
+                if delay > 0.001:
+                    time.sleep(delay)
+                socks[k % len(socks)].sendall(frame)
+        elif args.client == "blast":
             burst = int(args.burst)
             chunk = b"".join(move_frame(k + 1, k % 8) for k in range(burst))
             rounds = -(-args.messages // (burst * len(socks)))
@@ -115,7 +129,7 @@ def spawn_client(mode: str, port: int, args: argparse.Namespace, **extra: int
                  ) -> subprocess.Popen:
     cmd = [sys.executable, __file__, "--client", mode, "--port", str(port),
            "--connections", str(args.connections), "--messages", str(args.messages),
-           "--burst", str(args.burst)]
+           "--burst", str(args.burst), "--pace", str(getattr(args, "pace", 0))]
     for k, v in extra.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
     return subprocess.Popen(cmd)
@@ -312,6 +326,13 @@ SEND_CASES = {
 def cases(args: argparse.Namespace) -> list[tuple[str, str, Any, argparse.Namespace]]:
     """(group, name, case, its args): receive cases per burst, then the send cases."""
     out = []
+    if args.paced:
+        k, rate = (int(x) for x in args.paced.lower().split("x"))
+        seconds = 3 if args.quick else 8
+        sub = argparse.Namespace(**{**vars(args), "burst": 1, "connections": k,
+                                    "pace": k * rate, "messages": k * rate * seconds})
+        out += [(f"receive, paced: {k} connections x {rate} frames/s (one per wake-up)",
+                 name, case, sub) for name, case in RECEIVE_CASES.items()]
     for burst in args.bursts:
         sub = argparse.Namespace(**{**vars(args), "burst": burst})
         out += [(f"receive, {burst} frame(s) per client write", name, case, sub)
@@ -329,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--burst", default="1,16",
                    help="MOVES frames per client write, comma separated (1: as players send "
                         "them; 16: enough to saturate the receiver)")
+    p.add_argument("--paced", default="1000x10", metavar="CONNECTIONSxRATE",
+                   help="also receive from this many connections sending RATE frames/s each, "
+                        "paced (the load test's pattern; messages/s is then the pace, CPU "
+                        "us/msg is the figure); '' for none")
     p.add_argument("--size", type=int, default=1024, help="bytes of a sent message (a TICK)")
     p.add_argument("--repeat", type=int, default=3, help="runs per case (the median is kept)")
     p.add_argument("--quick", action="store_true", help="20,000 messages, 1 repeat")
@@ -336,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--client", choices=("blast", "sink"), help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--expect-bytes", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--pace", type=float, default=0.0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.client:
         return client_main(args)
@@ -378,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps({
         "when": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg_before": load,
         "loadavg_after": os.getloadavg(), "connections": args.connections,
-        "messages": args.messages, "bursts": args.bursts, "size": args.size,
+        "messages": args.messages, "bursts": args.bursts, "paced": args.paced, "size": args.size,
         "move_payload_bytes": MOVE_PAYLOAD, "results": results}, indent=1))
     print(f"wrote {args.out}")
     return 0
