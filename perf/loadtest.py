@@ -474,11 +474,11 @@ def plot(steps: list[dict[str, Any]], path: Path, budget: float) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
     ax = axes.ravel()
     for s in steps:
+        label = f"{s['clients']} clients" + (" (disturbed)" if s.get("disturbed") else "")
         h = s["latency_hist"]
         edges = np.linspace(*h["edges_ms"], len(h["counts"]) + 1)
-        ax[0].stairs(np.asarray(h["counts"]) / max(1, sum(h["counts"])), edges,
-                     label=f"{s['clients']} clients")
-        ax[1].plot(s["tick_total_series_ms"], lw=0.7, label=f"{s['clients']} clients")
+        ax[0].stairs(np.asarray(h["counts"]) / max(1, sum(h["counts"])), edges, label=label)
+        ax[1].plot(s["tick_total_series_ms"], lw=0.7, label=label)
     ax[0].axvline(budget, color="red", lw=0.8, ls="--", label=f"budget {budget:g} ms")
     ax[0].set(title="move-to-ack latency distribution", xlabel="ms", ylabel="fraction")
     ax[1].set(title="server tick processing (total) over the window", xlabel="tick",
