@@ -5,7 +5,7 @@ own (those live in the kernel modules, step by step as docs/rules.md lists them)
 Every buffer is allocated in the constructor or in :meth:`World.add_hunt`. A
 tick allocates nothing per player or per event: a handful of small Python objects
 (the result, its views) and a constant number of small blocks inside Numba's
-parallel runtime (about 130, measured by perf/bench_tick.py), however many players.
+parallel runtime (about 135, measured by perf/bench_tick.py), however many players.
 """
 
 from __future__ import annotations
