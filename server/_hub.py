@@ -49,6 +49,7 @@ from ._config import ServeConfig
 from ._conn import Connection
 from ._metrics import TICK_PHASES, Metrics
 from .protocol import (
+    MAX_SEQ,
     ErrorCode,
     ErrorMessage,
     MoveBatch,
@@ -96,6 +97,8 @@ class Session:
     bucket_t: float = 0.0
     last_rate_warning: float = -math.inf
     leaving: bool = False
+    #: Highest move seq received from the client (a stop move on disconnect goes above it).
+    max_seq: int = 0
 
 
 @dataclass(eq=False)
@@ -312,7 +315,21 @@ class Hub:
             s.lost_at = trio.current_time()
             if not s.leaving:
                 self.lost.add(s)
+                self._stop_move(s)
             self._observers_dirty = True
+
+    def _stop_move(self, s: Session) -> None:
+        """A disconnected player stands still: the server moves it (0, 0) with the next seq,
+        through the batch like any move, so the journal replays it. A resumed client
+        continues from WELCOME's ack + 1."""
+        b = self.batch
+        seq = max(s.max_seq, int(self.world.players.last_seq[s.slot])) + 1
+        if b.room < 1 or seq > MAX_SEQ:
+            return
+        c = b.count
+        b.ids[c], b.seqs[c], b.dx[c], b.dy[c] = s.player_id, seq, 0.0, 0.0
+        b.count = c + 1
+        s.max_seq = seq
 
     def _close_soon(self, conn: Connection, code: int, reason: str) -> None:
         self.nursery.start_soon(conn.close, code, reason)
@@ -331,6 +348,10 @@ class Hub:
             self.moves_dropped += 1
             return 0
         n = batch.add(payload, s.player_id)
+        c = batch.count
+        top = int(batch.seqs[c - 1] if n == 1 else batch.seqs[c - n:c].max())
+        if top > s.max_seq:
+            s.max_seq = top
         s.bucket = bucket - n
         self.moves_received += n
         return n
@@ -521,6 +542,9 @@ class Hub:
         self.log.warning("evict", player=s.player_id, name=s.name, remote=conn.remote,
                          skipped_ticks=s.skipped, backlog=conn.backlog)
         self.disconnected(s, conn)
+        # Usually the full outbox refuses it; a client that drained meanwhile reads why.
+        conn.send_now(wf.frame(encode(ErrorMessage(
+            ErrorCode.TOO_SLOW, f"evicted after {s.skipped} ticks it could not take"))))
         self._close_soon(conn, 4008, "too slow: evicted after skipped ticks")
 
     def _account(self, result: Any, phases: dict[str, float], msgs: int, nbytes: int,
