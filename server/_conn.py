@@ -171,6 +171,30 @@ class Connection:
             self._wake.set()
         return True
 
+    def claim_for_worker(self) -> int:
+        """Take the send lock for a write from the tick's worker thread; returns the socket's
+        file descriptor, or -1 when something is queued or being written (then the
+        message goes through :meth:`send_now` instead). Release with :meth:`after_worker`."""
+        if (self.closed is not None or self._close_sent or self.outbox
+                or self._lock.locked()):
+            return -1
+        self._lock.acquire_nowait()
+        return self._fd
+
+    def after_worker(self, data: memoryview, written: int) -> None:
+        """Back on the Trio thread: account for what the worker wrote (-1: the write failed),
+        queue a copy of the rest, and release the send lock."""
+        self._lock.release()
+        if written < 0:
+            self._mark_closed(1006, "send failed")
+            return
+        self.bytes_sent += written
+        if written < len(data):
+            # In front of anything queued meanwhile: a frame already begun must end first.
+            self.outbox.appendleft(memoryview(bytes(data[written:])))
+            self._head_partial = written > 0
+            self._wake.set()
+
     @property
     def backlog(self) -> int:
         """Messages waiting for the socket."""

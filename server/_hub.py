@@ -198,6 +198,8 @@ class Hub:
         self.frame_sizes = np.zeros(P, np.int64)
         self.frame_offsets = np.zeros(P + 1, np.int64)
         self.out = np.zeros(1 << 20, np.uint8)
+        self.written = np.zeros(P, np.int64)
+        self.fds = np.zeros(P, np.int64)
         self.tails = tf.TailTable()
         self._names_blob: dict[int, list[NameEntry]] = {}
 
@@ -376,8 +378,10 @@ class Hub:
             self._names_blob[h] = cached
         return cached
 
-    def _compute(self, batch: MoveBatch, n_obs: int) -> tuple[Any, Any, int, dict[str, float]]:
-        """Worker thread: the tick, visibility and every frame. Touches no Trio object."""
+    def _compute(self, batch: MoveBatch, n_obs: int,
+                 fds: list[int]) -> tuple[Any, Any, int, dict[str, float]]:
+        """Worker thread: the tick, visibility, every frame, and the writes of the clients
+        whose send lock the ticker holds (``fds[i] >= 0``). Touches no Trio object."""
         numba.set_num_threads(self.server.tick_threads)
         world = self.world
         time.perf_counter()
@@ -407,12 +411,25 @@ class Hub:
                         self.tails.data, P.last_seq, P.x.view(np.int64), P.y.view(np.int64),
                         P.score, P.hint, self.out, self.frame_offsets)
         c3 = time.perf_counter()
+        self._write_frames(n_obs, fds, vis)
+        c4 = time.perf_counter()
         phases = {name: float(ns) * 1e-9 for name, ns in
                   zip(("membership", "movement", "grid", "discovery", "hints", "leaderboard"),
                       result.phase_ns, strict=True)}
         phases["visibility"] = c2 - c1
         phases["frames"] = c3 - c2
+        phases["send"] = c4 - c3
         return result, vis, total, phases
+
+    def _write_frames(self, n_obs: int, fds: list[int], vis: Any) -> None:
+        """One ``write(2)`` per claimed client in a nogil kernel: the Trio thread keeps
+        reading sockets meanwhile. ``self.written[i]``: bytes taken (-2: not written)."""
+        fd = self.fds
+        fd[:n_obs] = fds
+        if vis.dropped:  # truncated visibility: that client gets a keyframe later instead
+            fd[:n_obs][vis.truncated[:n_obs] != 0] = -1
+        tf.write_frames_to_sockets(n_obs, fd, self.out.ctypes.data, self.frame_offsets,
+                                   self.written)
 
     def _build_tails(self, result: Any, n_obs: int) -> int:
         """Encode each hunt's shared tail (and a keyframe variant where needed)."""
@@ -475,14 +492,25 @@ class Hub:
         obs = self.obs_sessions
         n_obs = len(obs)
         self.obs_keyframe[:n_obs] = np.fromiter((s.keyframe for s in obs), np.uint8, n_obs)
+        # Clients whose WELCOME must go first are written here after the tick, not there.
+        fds = [-1 if s.conn is None or s.welcome_pending else s.conn.claim_for_worker()
+               for s in obs]
         batch, self.batch = self.batch, self.spare
-        result, vis, _total, phases = await trio.to_thread.run_sync(self._compute, batch, n_obs)
+        try:
+            result, vis, _total, phases = await trio.to_thread.run_sync(
+                self._compute, batch, n_obs, fds)
+        except BaseException:
+            for s, fd in zip(obs, fds, strict=True):
+                if fd >= 0 and s.conn is not None:
+                    s.conn._lock.release()
+            raise
         batch.clear()
         self.spare = batch
         self.tick_hunts.clear()
         self.tick_joins.clear()
         self.tick_leaves.clear()
         t_send = time.perf_counter()
+        worker_send = phases["send"]
         tick = result.tick
         for req in accepted:
             if req.session is not None:
@@ -493,13 +521,29 @@ class Hub:
         offsets = self.frame_offsets[: n_obs + 1].tolist()
         truncated = vis.truncated.tolist() if vis.dropped else None
         evict_after = self.server.evict_after_ticks
+        written = self.written[:n_obs].tolist()
         for i in range(n_obs):
             s = obs[i]
             conn = s.conn
+            a, b = offsets[i], offsets[i + 1]
+            w = written[i]
+            if fds[i] >= 0:
+                # conn is the one claimed: only the ticker changes s.conn between ticks.
+                if w == -2:  # truncated visibility: nothing was written, nothing to send
+                    conn.after_worker(out[a:a], 0)
+                else:
+                    conn.after_worker(out[a:b], w)
+                    if w >= 0:
+                        s.keyframe = False
+                        s.skipped = 0
+                        sent_msgs += 1
+                        sent_bytes += b - a
+                        continue
+                s.keyframe = True
+                continue
             if conn is None or (truncated is not None and truncated[i]):
                 s.keyframe = True
                 continue
-            a, b = offsets[i], offsets[i + 1]
             if conn.send_now(out[a:b]):
                 s.keyframe = False
                 s.skipped = 0
@@ -512,7 +556,7 @@ class Hub:
                 if s.skipped >= evict_after and conn.closed is None:
                     self._evict(s)
         t_end = time.perf_counter()
-        phases["send"] = t_end - t_send
+        phases["send"] = worker_send + (t_end - t_send)
         phases["total"] = t_end - t0
         self._account(result, phases, sent_msgs, sent_bytes, skipped)
         for hook in self._on_tick:
