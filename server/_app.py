@@ -14,7 +14,7 @@ import hmac
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numba
 import trio
@@ -41,6 +41,9 @@ from .protocol import (
     decode_client_frame,
     encode,
 )
+
+if TYPE_CHECKING:
+    from ._node import ClusterNode
 
 STATIC = Path(__file__).parent / "static"
 
@@ -74,6 +77,20 @@ class HuntServer:
         self.metrics = Metrics()
         self.log = get_logger()
         self.journal = None
+        self.node: ClusterNode | None = None
+        self.nursery: trio.Nursery | None = None
+        self.connections: set[Connection] = set()
+        self.per_address: Counter[str] = Counter()
+        self.ports: Ports | None = None
+        self._stop = trio.Event()
+        self._started = False
+        if self.server.redis:
+            # Scale-out: one hub per hunt this node holds the lease of (server/_node.py).
+            from ._node import ClusterNode
+
+            self.hub = None
+            self.node = ClusterNode(self)
+            return
         recovered = None
         if self.server.data_dir:
             from .durability import Journal, discard, recover
@@ -101,11 +118,22 @@ class HuntServer:
                           players=len(self.hub.sessions))
         if self.journal is not None:
             self.journal.start(self.hub.world, self.hub.journal_meta(), recovered=recovered)
-        self.connections: set[Connection] = set()
-        self.per_address: Counter[str] = Counter()
-        self.ports: Ports | None = None
-        self._stop = trio.Event()
-        self._started = False
+
+    def hubs(self) -> list[Hub]:
+        """The hubs this server ticks: its one hub, or one per hunt it holds (scale-out)."""
+        if self.node is None:
+            return [self.hub]
+        return [r.hub for r in self.node.running.values() if r.hub is not None]
+
+    def _hub_named(self, hunt: str | None) -> Hub | None:
+        """The hub of hunt ``hunt`` (None or "": the first), else None."""
+        if self.node is None:
+            return self.hub
+        hubs = self.hubs()
+        if not hunt:
+            return hubs[0] if hubs else None
+        r = self.node.running.get(hunt)
+        return r.hub if r is not None else None
 
     def shutdown(self) -> None:
         """Ask the server to stop (safe to call from any Trio task, any number of times)."""
@@ -117,7 +145,8 @@ class HuntServer:
         self.log.info("warm_up", seconds=round(report.seconds, 2), compiled=report.compiled,
                       loaded=report.loaded)
         async with trio.open_nursery() as nursery:
-            self.hub.nursery = nursery
+            if self.hub is not None:
+                self.hub.nursery = nursery
             ws_listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
             ws_port = ws_listeners[0].socket.getsockname()[1]
             http_port = None
@@ -126,17 +155,28 @@ class HuntServer:
                 http_port = http_listeners[0].socket.getsockname()[1]
                 http = self._http()
                 nursery.start_soon(trio.serve_listeners, http.handle, http_listeners)
+            self.nursery = nursery
             nursery.start_soon(trio.serve_listeners, self._handle_stream, ws_listeners)
-            await nursery.start(self.hub.run_ticker)
             self.ports = Ports(cfg.host, ws_port, http_port)
-            self.log.info("serving", ws_url=self.ports.ws_url,
-                          http_url=f"http://{cfg.host}:{http_port}/" if http_port else None,
-                          hunts=[p.name for p in self.hub.world.hunt_params],
-                          tick_rate=self.hub.world.tick_rate)
+            http_url = f"http://{cfg.host}:{http_port}/" if http_port else None
+            if self.node is None:
+                await nursery.start(self.hub.run_ticker)
+                self.log.info("serving", ws_url=self.ports.ws_url, http_url=http_url,
+                              hunts=[p.name for p in self.hub.world.hunt_params],
+                              tick_rate=self.hub.world.tick_rate)
+            else:
+                if not self.node.node_id:
+                    self.node.node_id = f"{cfg.host}:{ws_port}"
+                await nursery.start(self.node.run, self.ports.ws_url, http_url or "")
+                self.log.info("serving", ws_url=self.ports.ws_url, http_url=http_url,
+                              node=self.node.node_id, redis=cfg.redis)
             task_status.started(self.ports)
             await self._stop.wait()
             self.log.info("shutting_down", clients=len(self.connections))
-            self.hub.running = False
+            if self.node is not None:
+                await self.node.leave()
+            for hub in self.hubs():
+                hub.running = False
             bye = wf.frame(encode(ErrorMessage(ErrorCode.GOING_AWAY,
                                                "the server is shutting down")))
             async with trio.open_nursery() as closing:
@@ -179,19 +219,21 @@ class HuntServer:
         self.per_address[addr] += 1
         self.metrics.connections.set(len(self.connections))
         session: Session | None = None
+        hub: Hub | None = None
         try:
-            session = await self._open(conn)
-            if session is not None:
+            opened = await self._open(conn)
+            if opened is not None:
+                hub, session = opened
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(conn.run_writer)
                     with contextlib.suppress(ConnectionClosed):
-                        await self._read_loop(conn, session)
+                        await self._read_loop(conn, hub, session)
                     nursery.cancel_scope.cancel()
         except ConnectionClosed:
             pass
         finally:
             if session is not None:
-                self.hub.disconnected(session, conn)
+                hub.disconnected(session, conn)
                 self.log.info("disconnect", player=session.player_id, name=session.name,
                               code=conn.closed.code if conn.closed else None)
             await conn.abort()
@@ -201,8 +243,8 @@ class HuntServer:
                 del self.per_address[addr]
             self.metrics.connections.set(len(self.connections))
 
-    async def _open(self, conn: Connection) -> Session | None:
-        """Handshake, HELLO, and the hub's answer at the next tick."""
+    async def _open(self, conn: Connection) -> tuple[Hub, Session] | None:
+        """Handshake, HELLO, and the hub's answer at the next tick (or a REDIRECT)."""
         cfg = self.server
         hello = None
         with trio.move_on_after(cfg.handshake_timeout):
@@ -231,8 +273,27 @@ class HuntServer:
                                                     f"no HELLO within {cfg.handshake_timeout} s"))
             return None
         self.metrics.events.labels("hello").inc()
+        hub = self.hub
+        if self.node is not None:
+            from .protocol import CLOSE_REDIRECT, Redirect
+
+            target = await self.node.route(hello.hunt)
+            if isinstance(target, Redirect):
+                self.metrics.events.labels("redirect").inc()
+                self.log.info("redirect", remote=conn.remote, hunt=hello.hunt,
+                              node=target.node, url=target.url)
+                conn.send_now(wf.frame(encode(target)))
+                await conn.close(CLOSE_REDIRECT, "redirect")
+                return None
+            if isinstance(target, ErrorMessage):
+                self.metrics.events.labels("refused").inc()
+                self.log.info("refused", remote=conn.remote, name=hello.name, hunt=hello.hunt,
+                              code=ErrorCode(target.code).name, reason=target.message)
+                await self._fail(conn, target)
+                return None
+            hub = target
         req = JoinRequest(conn, hello.name, hello.hunt, hello.resume_token)
-        self.hub.requests.append(req)
+        hub.requests.append(req)
         await req.done.wait()
         if req.refusal is not None:
             self.metrics.events.labels("refused").inc()
@@ -241,21 +302,21 @@ class HuntServer:
             await self._fail(conn, req.refusal)
             return None
         self.metrics.events.labels("resume" if hello.resume_token else "join").inc()
-        return req.session
+        return hub, req.session
 
-    async def _read_loop(self, conn: Connection, s: Session) -> None:
+    async def _read_loop(self, conn: Connection, hub: Hub, s: Session) -> None:
         idle = self.server.idle_timeout
         # One cancel scope for the whole loop, its deadline pushed back at most once a
         # second: a scope per message cost 4% of the server's CPU under load.
         with trio.CancelScope(deadline=trio.current_time() + idle) as scope:
-            await self._read_messages(conn, s, scope)
+            await self._read_messages(conn, hub, s, scope)
         if scope.cancelled_caught:
             await self._fail(conn, ErrorMessage(
                 ErrorCode.UNEXPECTED, f"no message for {idle:g} s (idle timeout); "
                 "send moves, or reconnect with your resume token", 1000))
 
-    async def _read_messages(self, conn: Connection, s: Session, scope: trio.CancelScope) -> None:
-        hub = self.hub
+    async def _read_messages(self, conn: Connection, hub: Hub, s: Session,
+                             scope: trio.CancelScope) -> None:
         idle = self.server.idle_timeout
         bumped = trio.current_time()
         while True:
@@ -310,24 +371,42 @@ class HuntServer:
         http.route("/", lambda r: file_response(STATIC, "index.html"))
         http.route("/watch", lambda r: file_response(STATIC, "watch.html"))
         http.route_prefix("/static/", lambda r: file_response(STATIC, r.path[len("/static/"):]))
-        http.route("/metrics", lambda r: Response(
-            200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"))
+        http.route("/metrics", self._metrics)
         http.route("/healthz", self._healthz)
         http.route("/favicon.ico", lambda r: Response(204))
         http.route("/api/info", self._info)
         http.route("/api/watch", self._watch)
         http.route("/api/stats", self._stats)
+        http.route("/hunts", self._hunts)
+        http.route("/leaderboard", self._leaderboard)
         return http
 
+    def _metrics(self, request: Request) -> Response:
+        if self.node is not None:  # the gauges of many hubs: their sums, at scrape time
+            hubs = self.hubs()
+            m = self.metrics
+            m.clients.set(sum(len(h.obs_sessions) for h in hubs))
+            m.players.set(sum(len(h.sessions) for h in hubs))
+            m.hunts.set(len(hubs))
+        return Response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+
     def _healthz(self, request: Request) -> Response:
-        hub = self.hub
-        ok = hub.running and self.ports is not None
-        return json_response({"ok": ok, "tick": int(hub.stats["tick"]),
-                              "clients": len(hub.obs_sessions)}, 200 if ok else 503)
+        hubs = self.hubs()
+        ok = self.ports is not None and all(h.running for h in hubs) and (
+            self.node is None or not self.node.outage)
+        body: dict[str, Any] = {"ok": ok, "tick": max((int(h.stats["tick"]) for h in hubs),
+                                                      default=0),
+                                "clients": sum(len(h.obs_sessions) for h in hubs)}
+        if self.node is not None:
+            body.update(node=self.node.node_id, hunts=sorted(self.node.running))
+        return json_response(body, 200 if ok else 503)
 
     def _stats(self, request: Request) -> Response:
-        """Counters and the last ``?ticks=N`` ticks' timings in ms by phase (for load tests)."""
-        hub = self.hub
+        """Counters and the last ``?ticks=N`` ticks' timings in ms by phase (for load tests);
+        ``?hunt=NAME`` picks the hunt on a scale-out node (default: the first)."""
+        hub = self._hub_named(request.query.get("hunt"))
+        if hub is None:
+            return json_response({"error": "this node runs no such hunt (see /hunts)"}, 404)
         try:
             n = int(request.query.get("ticks", "0"))
         except ValueError:
@@ -339,17 +418,59 @@ class HuntServer:
             "timings_ms": recent_timings(hub, n)})
 
     def _info(self, request: Request) -> Response:
-        hub, ports = self.hub, self.ports
-        world = hub.world
+        ports = self.ports
         host = request.headers.get("host", "").rsplit(":", 1)[0] or (ports.host if ports else "")
-        hunts = [{"name": p.name, "players": int(world.hunts.players[h]),
-                  "max_players": p.max_players, "width": p.width, "height": p.height,
-                  "tick_rate": p.tick_rate} for h, p in enumerate(world.hunt_params)]
+        hunts = []
+        for hub in self.hubs():
+            world = hub.world
+            hunts += [{"name": p.name, "players": int(world.hunts.players[h]),
+                       "max_players": p.max_players, "width": p.width, "height": p.height,
+                       "tick_rate": p.tick_rate} for h, p in enumerate(world.hunt_params)]
         return json_response({
             "ws_port": ports.ws if ports else None,
             "ws_url": f"ws://{host}:{ports.ws}/" if ports else None,
             "protocol_version": PROTOCOL_VERSION, "hunts": hunts,
+            "node": self.node.node_id if self.node else None,
             "watch": bool(self.server.admin_token)})
+
+    async def _hunts(self, request: Request) -> Response:
+        """Every hunt and the node that runs it (the cluster's view on a scale-out node)."""
+        if self.node is not None:
+            from .cluster import ClusterUnavailable
+
+            try:
+                return json_response({"hunts": await self.node.hunts_view()})
+            except ClusterUnavailable as exc:
+                return json_response({"error": str(exc)}, 503)
+        world = self.hub.world
+        url = self.ports.ws_url if self.ports else None
+        return json_response({"hunts": [
+            {"name": p.name, "owner": None, "owner_url": url, "owner_live": True, "token": None,
+             "players": int(world.hunts.players[h]), "tick": world.tick_number,
+             "max_players": p.max_players} for h, p in enumerate(world.hunt_params)]})
+
+    async def _leaderboard(self, request: Request) -> Response:
+        """The best players of all hunts (``?limit=N``, default 10, at most 1000)."""
+        try:
+            limit = min(1000, max(1, int(request.query.get("limit", "10"))))
+        except ValueError:
+            return json_response({"error": "limit must be an integer"}, 400)
+        if self.node is not None:
+            from .cluster import ClusterUnavailable
+
+            try:
+                rows = await self.node.store.leaderboard(limit)
+            except ClusterUnavailable as exc:
+                return json_response({"error": str(exc)}, 503)
+            return json_response({"leaderboard": rows})
+        hub = self.hub
+        world = hub.world
+        rows = []
+        for s in hub.sessions.values():
+            rows.append({"hunt": world.hunt_params[s.hunt].name, "player_id": s.player_id,
+                         "name": s.name, "score": int(world.players.score[s.slot])})
+        rows.sort(key=lambda r: (-r["score"], r["hunt"], r["player_id"]))
+        return json_response({"leaderboard": rows[:limit]})
 
     def _watch(self, request: Request) -> Response:
         token = self.server.admin_token
@@ -359,9 +480,12 @@ class HuntServer:
             why = "the watch view is disabled (no admin_token in [server])" if not token \
                 else "a valid admin token is needed (Authorization: Bearer ...)"
             return json_response({"error": why}, 401)
-        hub = self.hub
+        hunt = request.query.get("hunt") or None
+        hub = self._hub_named(hunt)
+        if hub is None:
+            return json_response({"error": f"this node runs no hunt {hunt!r} (see /hunts)"}, 404)
         try:
-            h = hub.world.hunt_index(request.query.get("hunt") or 0)
+            h = hub.world.hunt_index(hunt if self.node is None and hunt else 0)
         except tickengine.UnknownHuntError as exc:
             return json_response({"error": str(exc)}, 404)
         from ._watch import watch_payload

@@ -60,6 +60,14 @@ class ServerConfig:
     #: Ticks between snapshots, and between state hashes recorded in the journal.
     snapshot_every: int = 1200
     hash_every: int = 20
+    #: Scale-out (docs/cluster.md): Redis URL ("": one node, no Redis), this node's id
+    #: (default: host:port), the WebSocket URL clients are redirected to, the hunt lease
+    #: (seconds), and the prefix of every Redis key.
+    redis: str = ""
+    node_id: str = ""
+    public_url: str = ""
+    lease_seconds: float = 3.0
+    redis_prefix: str = "th"
 
     def __post_init__(self) -> None:
         checks = {
@@ -70,6 +78,7 @@ class ServerConfig:
             "evict_after_ticks": (1, 1_000_000), "resume_grace": (0, 86_400),
             "tick_threads": (1, 256), "max_moves_per_tick": (64, 10_000_000),
             "snapshot_every": (0, 100_000_000), "hash_every": (0, 100_000_000),
+            "lease_seconds": (0.3, 3600),
         }
         for name, (lo, hi) in checks.items():
             value = getattr(self, name)
@@ -79,6 +88,11 @@ class ServerConfig:
         if not (self.fsync in ("tick", "off") or str(self.fsync).isdigit()):
             raise ConfigError(f"server.fsync must be tick, off or a number of milliseconds, "
                               f"got {self.fsync!r}")
+        if self.redis and not self.redis.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"server.redis must be a redis://host:port URL, got {self.redis!r}")
+        if self.public_url and not self.public_url.startswith(("ws://", "wss://")):
+            raise ConfigError("server.public_url must be the ws:// or wss:// URL clients reach "
+                              f"this node at, got {self.public_url!r}")
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError(f"server.log_format must be auto, json or console, "
                               f"got {self.log_format!r}")

@@ -110,7 +110,7 @@ class JoinRequest:
     token: bytes | None
     done: trio.Event = field(default_factory=trio.Event)
     session: Session | None = None
-    refusal: Refused | None = None
+    refusal: ErrorMessage | None = None  # Refused, or ERROR HUNT_MOVED
 
 
 class Hub:
@@ -159,6 +159,13 @@ class Hub:
         self.moves_dropped = 0
         self._observers_dirty = True
         self._on_tick: list[Callable[[Hub, Any], None]] = []
+        #: ``time.monotonic()`` after which this node may no longer tick the hunt (scale-out:
+        #: its lease in Redis may have expired). inf: no lease (one node). See server/_node.py.
+        self.lease_deadline = math.inf
+        #: True once a tick was refused for want of a lease (the hub then stops for good).
+        self.fenced = False
+        #: True while :meth:`run_ticker` runs.
+        self.ticking = False
 
     def _restore_sessions(self, rec: Any) -> None:
         """Players of a recovered world: disconnected, resumable within the grace period."""
@@ -409,6 +416,10 @@ class Hub:
                         self.tails.data, P.last_seq, P.x.view(np.int64), P.y.view(np.int64),
                         P.score, P.hint, self.out, self.frame_offsets)
         c3 = time.perf_counter()
+        # Fencing: this tick is journaled; it may be acknowledged only while the lease holds
+        # (a node paused past its lease must not tell clients of ticks the next owner lacks).
+        if time.monotonic() >= self.lease_deadline:
+            raise _Fenced
         self._write_frames(n_obs, fds, vis)
         c4 = time.perf_counter()
         phases = {name: float(ns) * 1e-9 for name, ns in
@@ -461,11 +472,18 @@ class Hub:
         rate = self.world.tick_rate or 20
         period = 1.0 / rate
         start = trio.current_time()
-        n = 0
         for s in self.lost:  # recovered players: their grace starts now
             if s.lost_at is None:
                 s.lost_at = start
+        self.ticking = True
         task_status.started()
+        try:
+            await self._tick_loop(start, period)
+        finally:
+            self.ticking = False
+
+    async def _tick_loop(self, start: float, period: float) -> None:
+        n = 0
         while self.running:
             n += 1
             deadline = start + n * period
@@ -478,6 +496,9 @@ class Hub:
                 self.log.warning("tick_overrun", missed_ticks=missed)
             await trio.sleep_until(deadline)
             if not self.running:
+                break
+            if time.monotonic() >= self.lease_deadline:
+                self._fence()
                 break
             await self.tick_once()
 
@@ -497,10 +518,13 @@ class Hub:
         try:
             result, vis, _total, phases = await trio.to_thread.run_sync(
                 self._compute, batch, n_obs, fds)
-        except BaseException:
+        except BaseException as exc:
             for s, fd in zip(obs, fds, strict=True):
                 if fd >= 0 and s.conn is not None:
                     s.conn._lock.release()
+            if isinstance(exc, _Fenced):
+                self._fence(accepted)
+                return
             raise
         batch.clear()
         self.spare = batch
@@ -558,6 +582,25 @@ class Hub:
         self._account(result, phases, sent_msgs, sent_bytes, skipped)
         for hook in self._on_tick:
             hook(self, result)
+
+    def _fence(self, accepted: list[JoinRequest] = ()) -> None:
+        """The lease is gone: stop ticking at once, answer waiting HELLOs with HUNT_MOVED."""
+        self.fenced = True
+        self.running = False
+        self.log.warning("fenced", hunts=[p.name for p in self.world.hunt_params],
+                         tick=self.world.tick_number)
+        self.answer_pending(list(accepted))
+
+    def answer_pending(self, extra: list[JoinRequest] = ()) -> None:
+        """Refuse every HELLO still waiting for this hub (it stopped): HUNT_MOVED."""
+        moved = ErrorMessage(ErrorCode.HUNT_MOVED, "this hunt moved to another node: "
+                             "reconnect to the server you first connected to, with your "
+                             "resume token")
+        for req in [*extra, *self.requests]:
+            req.session = None
+            req.refusal = moved
+            req.done.set()
+        self.requests.clear()
 
     def _send_welcome(self, s: Session, tick: int) -> None:
         conn = s.conn
@@ -624,6 +667,10 @@ class Hub:
             self.stats["tick_ms_p50"] = float(np.percentile(total, 50))
             self.stats["tick_ms_p99"] = float(np.percentile(total, 99))
         self.stats["tick"] = result.tick
+
+
+class _Fenced(Exception):
+    """Raised in the worker when the lease ran out during a tick: nothing is sent."""
 
 
 class _Refusal(Exception):
