@@ -125,6 +125,8 @@ def start_server(procs: Procs, clients: int, args: argparse.Namespace, logdir: P
            "--tick-threads", str(args.tick_threads)]
     if args.max_players:
         cmd += ["--max-players", str(args.max_players)]
+    if args.send_threads:
+        cmd += ["--send-threads", str(args.send_threads)]
     cmd += ["--data-dir", str(logdir / "data") if args.journal else ""]
     log = logdir / "server.log"
     with open(log, "wb") as err:
@@ -427,6 +429,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="seconds after the window for the acks of its last moves")
     p.add_argument("--tick-threads", type=int, default=1, help="server --tick-threads")
     p.add_argument("--max-players", type=int, help="server --max-players (engine slots)")
+    p.add_argument("--send-threads", type=int, choices=(1, 2),
+                   help="server --send-threads (default: the server's, 2)")
     p.add_argument("--journal", action="store_true",
                    help="run the server with its journal (a temporary --data-dir)")
     p.add_argument("--profile", nargs="?", const="raw", choices=("raw", "svg"),

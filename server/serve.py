@@ -24,6 +24,10 @@ examples:
   # any free ports (printed in the 'serving' log line); JSON logs
   treasure-hunt serve --port 0 --http-port 0 --log-format json
 
+  # one node of a cluster: hunts placed through Redis, data dir shared (docs/cluster.md)
+  treasure-hunt serve --redis redis://127.0.0.1:6379/0 --node-id a --port 8765 \
+      --http-port 8080 --data-dir /srv/hunt-data --allow-create-hunts
+
 Signals: SIGINT or SIGTERM shut down cleanly (clients get close 1001).
 exit status: 0 after a clean shutdown, 2 bad option or config.
 """
@@ -74,10 +78,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     dur.add_argument("--fsync", help="tick (default: each tick on disk before it is sent), off, "
                      "or a number of milliseconds")
     dur.add_argument("--snapshot-every", type=int, help="ticks between snapshots (default 1200)")
+    sc = p.add_argument_group("scale-out (docs/cluster.md)")
+    sc.add_argument("--redis", metavar="URL",
+                    help="Redis that coordinates the nodes, e.g. redis://127.0.0.1:6379/0 "
+                         "(default: none, one node)")
+    sc.add_argument("--node-id", help="this node's name in the cluster (default host:port)")
+    sc.add_argument("--public-url", metavar="WS_URL",
+                    help="the ws:// URL clients are redirected to for hunts this node runs "
+                         "(default: ws://HOST:PORT/)")
+    sc.add_argument("--lease", type=float, metavar="SECONDS",
+                    help="hunt lease: a dead node's hunts move after at most this (default 3)")
     ops = p.add_argument_group("operations")
     ops.add_argument("--admin-token", help="token of the watch view (/watch) and /api/watch")
     ops.add_argument("--tick-threads", type=int,
                      help="Numba threads of the tick (default 1: the other core serves sockets)")
+    ops.add_argument("--send-threads", type=int, choices=(1, 2),
+                     help="threads writing each tick's frames to the sockets (default 2)")
     ops.add_argument("--log-format", choices=("auto", "json", "console"),
                      help="log lines: readable on a terminal, JSON otherwise (default auto)")
     p.set_defaults(run=run, prog=p.prog)
@@ -98,9 +114,11 @@ def build_config(args: argparse.Namespace):  # -> ServeConfig
         moves_per_second=args.moves_per_second, evict_after_ticks=args.evict_after_ticks,
         resume_grace=args.resume_grace, idle_timeout=args.idle_timeout,
         allow_create_hunts=args.allow_create_hunts, admin_token=args.admin_token,
-        tick_threads=args.tick_threads, log_format=args.log_format,
+        tick_threads=args.tick_threads, send_threads=args.send_threads,
+        log_format=args.log_format,
         data_dir=args.data_dir if args.data_dir is not None else (cfg.server.data_dir or "data"),
-        fsync=args.fsync, snapshot_every=args.snapshot_every)
+        fsync=args.fsync, snapshot_every=args.snapshot_every, redis=args.redis,
+        node_id=args.node_id, public_url=args.public_url, lease_seconds=args.lease)
     world = cfg.world
     if args.tick_rate is not None:
         world = WorldConfig(world.engine, tuple(h.replace(tick_rate=args.tick_rate)

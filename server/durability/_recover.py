@@ -155,13 +155,16 @@ class _Entry:
 
 def recover(data_dir: str | Path, *, verify: bool = True, until: int | None = None,
             earliest: bool = False,
-            on_tick: Callable[[int, int], None] | None = None) -> Recovered | None:
+            on_tick: Callable[[int, int], None] | None = None,
+            on_result: Callable[[Any], None] | None = None) -> Recovered | None:
     """The last provable state in ``data_dir``, or None when there is nothing (fresh start).
 
     ``verify``: check recorded state hashes (a mismatch raises
     :class:`HashMismatchError`). ``until``: stop after that tick. ``earliest``:
     start from the oldest intact snapshot (a replay) instead of the newest.
     ``on_tick(done, total)``: called after each replayed tick (progress).
+    ``on_result(result)``: called with each replayed tick's ``TickResult`` (its
+    events: a scale-out node re-publishes the discoveries a dead owner had not).
     Raises :class:`RecoveryError` when nothing provable is left or the journal
     contradicts the state.
     """
@@ -205,7 +208,7 @@ def recover(data_dir: str | Path, *, verify: bool = True, until: int | None = No
     chain = _chain(segments, report.snapshot_tick, until, report)
     recovered = Recovered(world=world, meta=meta, tick=world.tick_number, state_hash="",
                           joins=[], leaves=[], events=[], report=report)
-    _replay(recovered, chain, verify, on_tick)
+    _replay(recovered, chain, verify, on_tick, on_result)
     report.replay_seconds = time.perf_counter() - t1
     report.tick = recovered.tick = world.tick_number
     if until is None:
@@ -294,7 +297,8 @@ def _chain(segments: list[tuple[int, Path]], after: int, until: int | None,
 
 
 def _replay(rec: Recovered, chain: list[_Entry], verify: bool,
-            on_tick: Callable[[int, int], None] | None) -> None:
+            on_tick: Callable[[int, int], None] | None,
+            on_result: Callable[[Any], None] | None = None) -> None:
     report = rec.report
     total = len(chain)
     for k, entry in enumerate(chain):
@@ -307,7 +311,9 @@ def _replay(rec: Recovered, chain: list[_Entry], verify: bool,
                                    tail=True))
             report.stop_reason = f"{exc} in {entry.path.name} at offset {offset}"
             return
-        apply_record(rec.world, record)
+        result = apply_record(rec.world, record)
+        if on_result is not None:
+            on_result(result)
         t = record.tick
         rec.joins += [Join(t, int(pid), int(h), name, token) for pid, h, name, token in zip(
             record.join_ids.tolist(), record.join_hunts.tolist(), record.join_names,
@@ -328,8 +334,8 @@ def _replay(rec: Recovered, chain: list[_Entry], verify: bool,
             on_tick(k + 1, total)
 
 
-def apply_record(world: World, record: TickRecord) -> None:
-    """Re-run one journaled tick on ``world`` exactly as the server ran it.
+def apply_record(world: World, record: TickRecord) -> Any:
+    """Re-run one journaled tick on ``world`` exactly as the server ran it; its TickResult.
 
     Order: hunts added, joins (consecutive joins to one hunt as one
     ``join_many``), leaves, ``moves.put_many``, ``tick()``. Raises
@@ -365,4 +371,4 @@ def apply_record(world: World, record: TickRecord) -> None:
     except (TickEngineError, ValueError, TypeError) as exc:
         raise RecoveryError(f"tick {t}: the journal does not apply to the replayed state "
                             f"({exc}); {FRESH_HINT}") from exc
-    world.tick()
+    return world.tick()
