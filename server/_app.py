@@ -29,6 +29,7 @@ from ._http import HttpServer, Request, Response, file_response, json_response
 from ._hub import Hub, JoinRequest, Session, recent_timings
 from ._log import get_logger
 from ._metrics import Metrics
+from ._poller import Poller
 from .protocol import (
     MAX_CLIENT_FRAME_BYTES,
     PROTOCOL_VERSION,
@@ -84,6 +85,7 @@ class HuntServer:
         self.ports: Ports | None = None
         self._stop = trio.Event()
         self._started = False
+        self.poller = Poller(self.server.idle_timeout)
         if self.server.redis:
             # Scale-out: one hub per hunt this node holds the lease of (server/_node.py).
             from ._node import ClusterNode
@@ -156,6 +158,7 @@ class HuntServer:
                 http = self._http()
                 nursery.start_soon(trio.serve_listeners, http.handle, http_listeners)
             self.nursery = nursery
+            nursery.start_soon(self.poller.run)
             nursery.start_soon(trio.serve_listeners, self._handle_stream, ws_listeners)
             self.ports = Ports(cfg.host, ws_port, http_port)
             http_url = f"http://{cfg.host}:{http_port}/" if http_port else None
@@ -186,6 +189,7 @@ class HuntServer:
             nursery.cancel_scope.cancel()
         if self.journal is not None:
             self.journal.close()
+        self.poller.close()
         self.log.info("stopped")
 
     def _warm_up(self) -> tickengine.WarmUpReport:
@@ -319,8 +323,21 @@ class HuntServer:
                              scope: trio.CancelScope) -> None:
         idle = self.server.idle_timeout
         bumped = trio.current_time()
+        poller = self.poller
         while True:
-            msg = await conn.receive()
+            # Moves are taken by the poller; it hands back what needs this task.
+            msg, err = await poller.wait(conn, hub, s, scope, self._rate_limited)
+            if err is not None:
+                self.metrics.protocol_errors.labels(f"FRAME_{err.close_code}").inc()
+                self.log.info("protocol_error", remote=conn.remote, player=s.player_id,
+                              code=f"FRAME_{err.close_code}", error=err.message)
+                await conn.fail_frame(err)
+            if msg is None:
+                if conn.closed is not None:
+                    raise conn.closed
+                conn.lost()
+            if await conn.take_control(msg):
+                continue
             now = trio.current_time()
             if now - bumped > 1.0:
                 bumped = now
@@ -346,9 +363,12 @@ class HuntServer:
                 return
             if not taken and now - s.last_rate_warning >= 1.0:
                 s.last_rate_warning = now
-                conn.send_now(wf.frame(encode(ErrorMessage(
-                    ErrorCode.RATE_LIMITED, f"more than {self.server.moves_per_second:g} moves "
-                    "per second: the excess is dropped"))))
+                self._rate_limited(conn, s, now)
+
+    def _rate_limited(self, conn: Connection, s: Session, now: float) -> None:
+        conn.send_now(wf.frame(encode(ErrorMessage(
+            ErrorCode.RATE_LIMITED, f"more than {self.server.moves_per_second:g} moves "
+            "per second: the excess is dropped"))))
 
     async def _protocol_error(self, conn: Connection, exc: ProtocolError,
                               s: Session | None) -> None:

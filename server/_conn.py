@@ -19,6 +19,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+from collections.abc import Callable
+from typing import NoReturn
 
 import trio
 from wsproto import ConnectionType
@@ -67,6 +69,9 @@ class Connection:
         self._wake = trio.Event()
         self._head_partial = False  # the outbox head is the rest of a frame already begun
         self._close_sent = False
+        self._worker_claim = False
+        #: Called when the connection closes (the poller stops watching its socket).
+        self.on_closed: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ handshake
 
@@ -113,9 +118,7 @@ class Connection:
             try:
                 msg = parser.next()
             except wf.FrameError as exc:
-                self.send_now(_error_frame(exc))
-                await self.close(exc.close_code, exc.message)
-                raise ConnectionClosed(exc.close_code, exc.message) from None
+                await self.fail_frame(exc)
             if msg is None:
                 if self.closed is not None:
                     raise self.closed
@@ -124,19 +127,35 @@ class Connection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     data = b""
                 if not data:
-                    self._mark_closed(1006, "connection lost")
-                    raise self.closed  # type: ignore[misc]
+                    self.lost()
                 parser.feed(data)
                 continue
-            op = msg.opcode
-            if op == wf.OP_BINARY or op == wf.OP_TEXT:
+            if not await self.take_control(msg):
                 return msg
-            if op == wf.OP_PING:
-                await self.send(wf.frame(msg.payload, wf.OP_PONG))
-            elif op == wf.OP_CLOSE:
-                code = msg.close_code
-                await self.close(1000 if code == 1005 else code, msg.reason)
-                raise ConnectionClosed(code, msg.reason)
+
+    async def take_control(self, msg: wf.Message) -> bool:
+        """Answer a ping, or a close (raising :class:`ConnectionClosed`); False for data."""
+        op = msg.opcode
+        if op == wf.OP_BINARY or op == wf.OP_TEXT:
+            return False
+        if op == wf.OP_PING:
+            await self.send(wf.frame(msg.payload, wf.OP_PONG))
+        elif op == wf.OP_CLOSE:
+            code = msg.close_code
+            await self.close(1000 if code == 1005 else code, msg.reason)
+            raise ConnectionClosed(code, msg.reason)
+        return True
+
+    async def fail_frame(self, exc: wf.FrameError) -> NoReturn:
+        """Answer a frame-level violation with its error and close code, then raise."""
+        self.send_now(_error_frame(exc))
+        await self.close(exc.close_code, exc.message)
+        raise ConnectionClosed(exc.close_code, exc.message) from None
+
+    def lost(self) -> NoReturn:
+        """The peer's end of the stream: raise :class:`ConnectionClosed` (1006)."""
+        self._mark_closed(1006, "connection lost")
+        raise self.closed  # type: ignore[misc]
 
     # ------------------------------------------------------------------ sending
 
@@ -179,11 +198,18 @@ class Connection:
                 or self._lock.locked()):
             return -1
         self._lock.acquire_nowait()
+        self._worker_claim = True
         return self._fd
+
+    def release_claim(self) -> None:
+        """Release a claim the worker did not use (the tick failed)."""
+        self._worker_claim = False
+        self._lock.release()
 
     def after_worker(self, data: memoryview, written: int) -> None:
         """Back on the Trio thread: account for what the worker wrote (-1: the write failed),
         queue a copy of the rest, and release the send lock."""
+        self._worker_claim = False
         self._lock.release()
         if written < 0:
             self._mark_closed(1006, "send failed")
@@ -265,12 +291,18 @@ class Connection:
             self._mark_closed(1006, "aborted")
         self._wake.set()
         with trio.CancelScope(shield=True):
+            # The tick's worker may be writing to this fd: closing it now could let a new
+            # connection reuse the number and receive the rest. Wait for the claim (a tick).
+            while self._worker_claim:
+                await trio.sleep(0.001)
             await self.stream.aclose()
 
     def _mark_closed(self, code: int, reason: str) -> None:
         if self.closed is None:
             self.closed = ConnectionClosed(code, reason)
         self._wake.set()
+        if self.on_closed is not None:
+            self.on_closed()
 
 
 def _error_frame(exc: wf.FrameError) -> bytes:

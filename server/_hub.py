@@ -527,16 +527,17 @@ class Hub:
         n_obs = len(obs)
         self.obs_keyframe[:n_obs] = np.fromiter((s.keyframe for s in obs), np.uint8, n_obs)
         # Clients whose WELCOME must go first are written here after the tick, not there.
-        fds = [-1 if s.conn is None or s.welcome_pending else s.conn.claim_for_worker()
-               for s in obs]
+        # The connections claimed, kept: a connection task may drop s.conn meanwhile.
+        claimed = [None if s.conn is None or s.welcome_pending else s.conn for s in obs]
+        fds = [-1 if c is None else c.claim_for_worker() for c in claimed]
         batch, self.batch = self.batch, self.spare
         try:
             result, vis, _total, phases = await trio.to_thread.run_sync(
                 self._compute, batch, n_obs, fds)
         except BaseException as exc:
-            for s, fd in zip(obs, fds, strict=True):
-                if fd >= 0 and s.conn is not None:
-                    s.conn._lock.release()
+            for c, fd in zip(claimed, fds, strict=True):
+                if fd >= 0:
+                    c.release_claim()
             if isinstance(exc, _Fenced):
                 self._fence(accepted)
                 return
@@ -565,7 +566,7 @@ class Hub:
             a, b = offsets[i], offsets[i + 1]
             w = written[i]
             if fds[i] >= 0:
-                # conn is the one claimed: only the ticker changes s.conn between ticks.
+                conn = claimed[i]  # s.conn may be None now: the claim is released all the same
                 if w == -2:  # truncated visibility: nothing was written, nothing to send
                     conn.after_worker(out[a:a], 0)
                     s.keyframe = True
