@@ -66,6 +66,7 @@ RUN_VECTORS = """async ([vectors, refusals]) => {
       spawn_y: m.spawnY, resumed: m.resumed, version: m.version};
     if (m.type === 'refused' || m.type === 'error')
       return {code: m.code, message: m.message, close_code: m.closeCode};
+    if (m.type === 'redirect') return {url: m.url, hunt: m.hunt, node: m.node};
     return {
       tick: str(m.tick), ack: str(m.ack), x: m.x, y: m.y, score: str(m.score), hint: m.hint,
       visible: m.visible, keyframe: m.keyframe,
@@ -237,3 +238,15 @@ def test_view_applies_keyframes_diffs_leaves_names_and_notices_a_lost_diff(page:
     assert s[4]["tick"] == 1203, "a diff after a gap changes nothing"
     assert [(p["slot"], p["x"]) for p in s[5]["players"]] == [(7, 33.0)]
     assert s[5]["me"]["score"] == 8 and s[5]["tick"] == 1210
+
+
+def test_constants_match_the_vectors_file(page: Any):
+    js = page.evaluate("""async () => {
+      const P = await import('/server/static/hunt.js');
+      return {types: P.MessageType, codes: P.ErrorCode, close: P.CLOSE_CODES,
+              redirect: P.CLOSE_REDIRECT, url: P.MAX_URL_BYTES, node: P.MAX_NODE_BYTES};
+    }""")
+    assert js["types"] == VECTORS["message_types"]
+    assert {name: {"code": code, "close_code": js["close"][str(code)]}
+            for name, code in js["codes"].items()} == VECTORS["error_codes"]
+    assert (js["redirect"], js["url"], js["node"]) == (4010, 256, 64)

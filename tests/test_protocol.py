@@ -47,6 +47,7 @@ from server.protocol import (
     Moves,
     NameEntry,
     ProtocolError,
+    Redirect,
     Refused,
     RemoteProtocolError,
     TickMessageWriter,
@@ -66,7 +67,7 @@ VECTORS = json.loads((ROOT / "tests" / "protocol_vectors.json").read_text(encodi
 DOC = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
 
 EVENTS = {"HELLO": Hello, "WELCOME": Welcome, "REFUSED": Refused, "ERROR": ErrorMessage,
-          "MOVES": Moves, "BYE": Bye, "TICK": TickUpdate}
+          "MOVES": Moves, "BYE": Bye, "TICK": TickUpdate, "REDIRECT": Redirect}
 RECORDS = {"visible": VISIBLE_RECORD, "discoveries": DISCOVERY_RECORD,
            "leaderboard": LEADER_RECORD, "leaves": LEAVE_RECORD}
 #: 64-bit integers travel in the vectors file as decimal strings (JavaScript numbers stop at 2**53).
@@ -132,12 +133,14 @@ INVALID = VECTORS["invalid"]
 # ------------------------------------------------------------------ package shape
 
 PUBLIC = {
-    "Bye", "CLOSE_CODES", "DISCOVERY_RECORD", "ErrorCode", "ErrorMessage", "Hello", "HuntEvents",
+    "Bye", "CLOSE_CODES", "CLOSE_REDIRECT", "DISCOVERY_RECORD", "ErrorCode", "ErrorMessage",
+    "Hello", "HuntEvents",
     "LEADER_RECORD", "LEAVE_RECORD", "LocalProtocolError", "MAX_CLIENT_FRAME_BYTES",
     "MAX_HUNT_BYTES", "MAX_JSON_MOVE_CHARS", "MAX_MESSAGE_BYTES", "MAX_MOVES_PER_FRAME",
-    "MAX_NAME_BYTES", "MAX_SEQ", "MAX_SERVER_FRAME_BYTES", "MOVE_RECORD", "MessageType", "Move",
-    "MoveBatch", "Moves", "NOT_FATAL", "NO_EVENTS", "NameEntry", "PROTOCOL_VERSION",
-    "ProtocolError", "REFUSAL_CODES", "RESUME_TOKEN_BYTES", "Refused", "RemoteProtocolError",
+    "MAX_NAME_BYTES", "MAX_NODE_BYTES", "MAX_SEQ", "MAX_SERVER_FRAME_BYTES", "MAX_URL_BYTES",
+    "MOVE_RECORD", "MessageType", "Move", "MoveBatch", "Moves", "NOT_FATAL", "NO_EVENTS",
+    "NameEntry", "PROTOCOL_VERSION", "ProtocolError", "REFUSAL_CODES", "RESUME_TOKEN_BYTES",
+    "Redirect", "Refused", "RemoteProtocolError",
     "SUPPORTED_VERSIONS", "TICK_HEADER_BYTES", "TickMessageWriter", "TickUpdate",
     "VISIBLE_RECORD", "Welcome", "decode_client_frame", "decode_moves_into",
     "decode_server_frame", "encode", "encode_hunt_events", "frame_type", "tick_message_size",
@@ -172,8 +175,8 @@ def test_struct_sizes_are_the_documented_ones():
     from server.protocol import _codec, _tick
 
     sizes = [s.size for s in (_codec.HELLO, _codec.WELCOME, _codec.NOTICE, _codec.MOVES_HEADER,
-                              _tick.TICK_HEADER, _tick.NAME_ENTRY)]
-    assert sizes == [24, 112, 8, 4, TICK_HEADER_BYTES, 9] and TICK_HEADER_BYTES == 64
+                              _tick.TICK_HEADER, _tick.NAME_ENTRY, _codec.REDIRECT)]
+    assert sizes == [24, 112, 8, 4, TICK_HEADER_BYTES, 9, 8] and TICK_HEADER_BYTES == 64
     assert 4 + MOVE_RECORD.itemsize * MAX_MOVES_PER_FRAME == sp.MAX_CLIENT_FRAME_BYTES
 
 
@@ -279,7 +282,8 @@ def test_doc_error_table_matches_the_codes():
 
 def test_doc_names_the_limits():
     for name in ("MAX_NAME_BYTES", "MAX_HUNT_BYTES", "MAX_MOVES_PER_FRAME", "MAX_MESSAGE_BYTES",
-                 "MAX_CLIENT_FRAME_BYTES", "MAX_SERVER_FRAME_BYTES", "MAX_JSON_MOVE_CHARS"):
+                 "MAX_CLIENT_FRAME_BYTES", "MAX_SERVER_FRAME_BYTES", "MAX_JSON_MOVE_CHARS",
+                 "MAX_URL_BYTES", "MAX_NODE_BYTES"):
         assert re.search(rf"`{name}` *\| *{getattr(sp, name)} *\|", DOC), name
 
 
@@ -315,6 +319,12 @@ notices = st.one_of(
     st.builds(Refused, st.sampled_from(sorted(sp.REFUSAL_CODES)), messages),
     st.builds(Refused, st.integers(1, 65535), messages, close_codes),
 )
+url_chars = st.characters(categories=("L", "N", "P", "S"))
+urls = st.builds(lambda scheme, rest: scheme + rest, st.sampled_from(["ws://", "wss://"]),
+                 st.text(url_chars, min_size=1, max_size=60)).filter(
+    lambda u: len(u.encode()) <= sp.MAX_URL_BYTES)
+node_ids = st.just("") | player_names
+redirects = st.builds(Redirect, urls, hunt_names, node_ids)
 moves_events = st.builds(
     Moves, st.lists(st.builds(Move, st.integers(1, MAX_SEQ), f32, f32),
                     min_size=1, max_size=MAX_MOVES_PER_FRAME).map(tuple))
@@ -334,7 +344,7 @@ ticks = st.builds(
     raw_records(DISCOVERY_RECORD, 3), st.none() | raw_records(LEADER_RECORD),
     raw_records(LEAVE_RECORD), st.lists(name_entries, max_size=4).map(tuple))
 client_events = st.one_of(hellos, moves_events, st.just(Bye()))
-server_events = st.one_of(welcomes, notices, ticks)
+server_events = st.one_of(welcomes, notices, ticks, redirects)
 
 
 # ------------------------------------------------------------------ round trips
@@ -496,10 +506,35 @@ def test_errors_say_whose_fault_and_which_close_code():
     lambda: TickUpdate(1, 0, 0, 0, 0, 16),
     lambda: TickUpdate(1, 0, 0, 0, 0, 0, visible=np.zeros(2, LEAVE_RECORD)),
     lambda: Welcome(1, bytes(16), 0, 0, 0.0, 1, 1, 20, 1, 1, 1, 5, 0, 0),
+    lambda: Redirect("", "forest"), lambda: Redirect("http://b:1/", "forest"),
+    lambda: Redirect("ws://", "forest"), lambda: Redirect("WS://b:1/", "forest"),
+    lambda: Redirect("ws://b:1/a b", "forest"), lambda: Redirect("ws://b:1/\n", "forest"),
+    lambda: Redirect("ws://" + "a" * 252, "forest"), lambda: Redirect("ws://b:1/", ""),
+    lambda: Redirect("ws://b:1/", "forest", "n" * 65), lambda: Redirect("ws://b:1/", "f", " n"),
+    lambda: Redirect(b"ws://b:1/", "forest"),  # type: ignore[arg-type]
 ])
 def test_invalid_events_cannot_be_built(make):
     with pytest.raises(LocalProtocolError):
         make()
+
+
+def test_redirect_limits_and_its_close_code():
+    longest = Redirect("wss://" + "é" * 125, "h" * sp.MAX_HUNT_BYTES, "n" * sp.MAX_NODE_BYTES)
+    frame = encode(longest)
+    assert len(frame) == 8 + 256 + 256 + 64 and decode_server_frame(frame) == longest
+    assert sp.CLOSE_REDIRECT == 4010 and sp.CLOSE_REDIRECT not in set(ErrorCode)
+    assert sp.CLOSE_CODES[ErrorCode.HUNT_MOVED] == 4011
+    assert ErrorMessage(ErrorCode.HUNT_MOVED, "moved").close_code == 4011
+    assert ErrorCode.HUNT_MOVED not in sp.REFUSAL_CODES, "an ERROR, not a REFUSED"
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_client_frame(frame)  # a client never sends it
+    assert info.value.code == ErrorCode.UNKNOWN_TYPE
+
+
+def test_every_redirect_fault_has_a_vector():
+    faults = {v["name"] for v in INVALID if v["name"].startswith("redirect-")}
+    assert {"redirect-empty-url", "redirect-http-url", "redirect-url-too-long",
+            "redirect-url-bad-utf8", "redirect-truncated"} <= faults
 
 
 def test_move_directions_are_rounded_to_the_wire_float32():

@@ -21,14 +21,17 @@ from ._codec import decode_server_frame as decode_server_frame
 from ._codec import encode as encode
 from ._codec import frame_type as frame_type
 from ._constants import CLOSE_CODES as CLOSE_CODES
+from ._constants import CLOSE_REDIRECT as CLOSE_REDIRECT
 from ._constants import MAX_CLIENT_FRAME_BYTES as MAX_CLIENT_FRAME_BYTES
 from ._constants import MAX_HUNT_BYTES as MAX_HUNT_BYTES
 from ._constants import MAX_JSON_MOVE_CHARS as MAX_JSON_MOVE_CHARS
 from ._constants import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from ._constants import MAX_MOVES_PER_FRAME as MAX_MOVES_PER_FRAME
 from ._constants import MAX_NAME_BYTES as MAX_NAME_BYTES
+from ._constants import MAX_NODE_BYTES as MAX_NODE_BYTES
 from ._constants import MAX_SEQ as MAX_SEQ
 from ._constants import MAX_SERVER_FRAME_BYTES as MAX_SERVER_FRAME_BYTES
+from ._constants import MAX_URL_BYTES as MAX_URL_BYTES
 from ._constants import NOT_FATAL as NOT_FATAL
 from ._constants import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._constants import REFUSAL_CODES as REFUSAL_CODES
@@ -48,6 +51,7 @@ from ._messages import Hello as Hello
 from ._messages import Move as Move
 from ._messages import Moves as Moves
 from ._messages import NameEntry as NameEntry
+from ._messages import Redirect as Redirect
 from ._messages import Refused as Refused
 from ._messages import TickUpdate as TickUpdate
 from ._messages import Welcome as Welcome

@@ -18,19 +18,30 @@ import numpy as np
 from . import _constants as K
 from ._constants import ErrorCode, MessageType
 from ._errors import LocalProtocolError, RemoteProtocolError, malformed, remote_errors, utf8
-from ._messages import Bye, ErrorMessage, Hello, Move, Moves, Refused, TickUpdate, Welcome
+from ._messages import (
+    Bye,
+    ErrorMessage,
+    Hello,
+    Move,
+    Moves,
+    Redirect,
+    Refused,
+    TickUpdate,
+    Welcome,
+)
 from ._records import MOVE_RECORD
 from ._tick import decode_tick, encode_tick
 
 HELLO = struct.Struct("<BBBBHH16s")
 WELCOME = struct.Struct("<BBBBHHQ16sQQdddddddd")
 NOTICE = struct.Struct("<BBHHH")
+REDIRECT = struct.Struct("<BBHHH")
 MOVES_HEADER = struct.Struct("<BBH")
 _NO_TOKEN = bytes(K.RESUME_TOKEN_BYTES)
 
 Frame = bytes | bytearray | memoryview
 ClientEvent = Hello | Moves | Bye
-ServerEvent = Welcome | Refused | ErrorMessage | TickUpdate
+ServerEvent = Welcome | Refused | Redirect | ErrorMessage | TickUpdate
 
 
 def byte_view(frame: Frame, limit: int | None = None) -> memoryview:
@@ -120,6 +131,27 @@ def decode_notice(view: memoryview) -> ErrorMessage:
         return (Refused if kind == MessageType.REFUSED else ErrorMessage)(code, text, close_code)
 
 
+def encode_redirect(e: Redirect) -> bytes:
+    url, hunt, node = e.url.encode(), e.hunt.encode(), e.node.encode()
+    return REDIRECT.pack(MessageType.REDIRECT, len(node), len(url), len(hunt), 0) + url + hunt \
+        + node
+
+
+def decode_redirect(view: memoryview) -> Redirect:
+    if len(view) < REDIRECT.size:
+        raise malformed(f"REDIRECT needs at least {REDIRECT.size} bytes, got {len(view)}")
+    _, node_len, url_len, hunt_len, reserved = REDIRECT.unpack_from(view)
+    if reserved:
+        raise malformed("REDIRECT has reserved bits set")
+    check_length(view, REDIRECT.size + url_len + hunt_len + node_len, "this REDIRECT")
+    at = REDIRECT.size
+    url = utf8(view[at:at + url_len], "the redirect URL")
+    hunt = utf8(view[at + url_len:at + url_len + hunt_len], "the hunt name")
+    node = utf8(view[at + url_len + hunt_len:], "the node id")
+    with remote_errors():
+        return Redirect(url, hunt, node)
+
+
 def encode_moves(e: Moves) -> bytes:
     records = np.array([(m.seq, m.dx, m.dy) for m in e.moves], MOVE_RECORD)
     return MOVES_HEADER.pack(MessageType.MOVES, 0, len(e.moves)) + records.tobytes()
@@ -173,13 +205,14 @@ def decode_bye(view: memoryview) -> Bye:
 _ENCODERS: dict[type, Callable[[Any], bytes]] = {
     Hello: encode_hello, Moves: encode_moves, Bye: lambda e: bytes([MessageType.BYE]),
     Welcome: encode_welcome, Refused: encode_notice, ErrorMessage: encode_notice,
-    TickUpdate: encode_tick,
+    TickUpdate: encode_tick, Redirect: encode_redirect,
 }
 _DECODERS: dict[str, dict[int, Callable[[memoryview], Any]]] = {
     "client": {MessageType.HELLO: decode_hello, MessageType.MOVES: decode_moves,
                MessageType.BYE: decode_bye},
     "server": {MessageType.WELCOME: decode_welcome, MessageType.REFUSED: decode_notice,
-               MessageType.ERROR: decode_notice, MessageType.TICK: decode_tick},
+               MessageType.ERROR: decode_notice, MessageType.TICK: decode_tick,
+               MessageType.REDIRECT: decode_redirect},
 }
 
 
@@ -226,7 +259,7 @@ def decode_client_frame(frame: Frame | str) -> ClientEvent:
 
 
 def decode_server_frame(frame: Frame | str) -> ServerEvent:
-    """Decode what the server sent: WELCOME, REFUSED, ERROR or TICK (binary frames only)."""
+    """Decode what the server sent: WELCOME, REFUSED, REDIRECT, ERROR or TICK (binary only)."""
     if isinstance(frame, str):
         raise RemoteProtocolError("the server sends binary frames only", ErrorCode.UNKNOWN_TYPE)
     return _route(frame, "server", K.MAX_SERVER_FRAME_BYTES)

@@ -23,6 +23,7 @@ class MessageType(IntEnum):
     REFUSED = 0x82
     TICK = 0x83
     ERROR = 0x84
+    REDIRECT = 0x85
 
 
 ALL_TYPES = frozenset(int(t) for t in MessageType)
@@ -52,6 +53,9 @@ class ErrorCode(IntEnum):
     SERVER_FULL = 4006
     REPLACED = 4007
     TOO_SLOW = 4008
+    #: Scale-out: the hunt stopped on this node (lease lost, handed over); resume through
+    #: the entry URL, where any node knows the new owner.
+    HUNT_MOVED = 4011
 
 
 #: Close code of an ERROR that does not end the connection (a warning).
@@ -70,6 +74,9 @@ CLOSE_CODES: dict[int, int] = {
     ErrorCode.INTERNAL: 1011,  # internal error
     **{code: int(code) for code in ErrorCode if code >= 4000},
 }
+
+#: Close code that follows a REDIRECT (not an error: the client goes on to the REDIRECT's url).
+CLOSE_REDIRECT = 4010
 
 #: Errors answered to a HELLO with REFUSED rather than ERROR.
 REFUSAL_CODES = frozenset({
@@ -95,6 +102,9 @@ TICK_HEADER_BYTES = 64
 MAX_NAME_BYTES = 32
 MAX_HUNT_BYTES = 256
 MAX_MESSAGE_BYTES = 256
+#: UTF-8 bytes of a REDIRECT's url (ws:// or wss://) and of its node id.
+MAX_URL_BYTES = 256
+MAX_NODE_BYTES = 64
 MAX_MOVES_PER_FRAME = 64
 MAX_HINT_LEVEL = 15
 MAX_LEADERBOARD_ROWS = 255

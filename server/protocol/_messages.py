@@ -179,6 +179,39 @@ class Refused(ErrorMessage):
             _fail(self, "close_code", "nonzero (a refusal ends the connection)")
 
 
+def check_url(event: object, name: str) -> None:
+    """A WebSocket URL: ws:// or wss:// and more, 1..MAX_URL_BYTES bytes, no space or control."""
+    value = getattr(event, name)
+    ok = (isinstance(value, str) and value.startswith(("ws://", "wss://"))
+          and value.rstrip("/") not in ("ws:", "wss:") and value.isprintable()
+          and " " not in value)
+    if not ok or not 1 <= len(value.encode("utf-8", "replace")) <= K.MAX_URL_BYTES:
+        _fail(event, name, f"a ws:// or wss:// URL of 1-{K.MAX_URL_BYTES} bytes without spaces")
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """Server -> client, instead of WELCOME: another node owns this hunt (scale-out).
+
+    The client sends the same HELLO (same resume token) to ``url``; the server
+    closes this connection with :data:`CLOSE_REDIRECT` (4010) right after.
+    ``hunt`` is the HELLO's hunt; ``node`` the owner's node id (0..64 bytes, for logs).
+    """
+
+    url: str
+    hunt: str
+    node: str = ""
+
+    def __post_init__(self) -> None:
+        check_url(self, "url")
+        check_text(self, "hunt", K.MAX_HUNT_BYTES, ErrorCode.INVALID_VALUE)
+        node = self.node
+        ok = isinstance(node, str) and node.isprintable() and node == node.strip()
+        if not ok or len(node.encode("utf-8", "replace")) > K.MAX_NODE_BYTES:
+            _fail(self, "node", f"0-{K.MAX_NODE_BYTES} bytes of printable UTF-8 without outer "
+                                "spaces")
+
+
 @dataclass(frozen=True, slots=True)
 class Move:
     """One steering command. ``dx, dy`` are rounded to float32 (what the wire carries).

@@ -1,6 +1,6 @@
 // The treasure-hunt wire protocol, version 1 (docs/protocol.md), for browsers: pure functions
 // on bytes, no socket. Encoders for what a client sends (HELLO, MOVES, BYE), one decoder for
-// what the server sends (WELCOME, REFUSED, ERROR, TICK). Held byte for byte to
+// what the server sends (WELCOME, REFUSED, REDIRECT, ERROR, TICK). Held byte for byte to
 // tests/protocol_vectors.json by tests/test_browser_protocol.py, like the Python implementation.
 //
 // Numbers: 64-bit fields (tick, ack, score, seq, value) are JavaScript Numbers, exact up to
@@ -11,25 +11,31 @@ export const PROTOCOL_VERSION = 1;
 
 export const MessageType = Object.freeze({
   HELLO: 0x01, MOVES: 0x02, BYE: 0x03, WELCOME: 0x81, REFUSED: 0x82, TICK: 0x83, ERROR: 0x84,
+  REDIRECT: 0x85,
 });
 
 export const ErrorCode = Object.freeze({
   MALFORMED: 1, UNKNOWN_TYPE: 2, UNEXPECTED: 3, INVALID_VALUE: 4, TOO_BIG: 5,
   HANDSHAKE_TIMEOUT: 6, RATE_LIMITED: 7, GOING_AWAY: 8, INTERNAL: 9,
   HUNT_FULL: 4001, UNKNOWN_HUNT: 4002, BAD_VERSION: 4003, BAD_NAME: 4004,
-  RESUME_INVALID: 4005, SERVER_FULL: 4006, REPLACED: 4007, TOO_SLOW: 4008,
+  RESUME_INVALID: 4005, SERVER_FULL: 4006, REPLACED: 4007, TOO_SLOW: 4008, HUNT_MOVED: 4011,
 });
 
 /** The WebSocket close code that goes with each error code (0: a warning, not fatal). */
 export const CLOSE_CODES = Object.freeze({
   1: 1002, 2: 1002, 3: 1008, 4: 1008, 5: 1009, 6: 1008, 7: 0, 8: 1001, 9: 1011,
   4001: 4001, 4002: 4002, 4003: 4003, 4004: 4004, 4005: 4005, 4006: 4006, 4007: 4007,
-  4008: 4008,
+  4008: 4008, 4011: 4011,
 });
+
+/** The close code after a REDIRECT (scale-out): not an error, go to the REDIRECT's url. */
+export const CLOSE_REDIRECT = 4010;
 
 export const MAX_NAME_BYTES = 32;
 export const MAX_HUNT_BYTES = 256;
 export const MAX_MESSAGE_BYTES = 256;
+export const MAX_URL_BYTES = 256;
+export const MAX_NODE_BYTES = 64;
 export const MAX_MOVES_PER_FRAME = 64;
 export const MAX_HINT_LEVEL = 15;
 export const MAX_SERVER_FRAME_BYTES = 1 << 24;
@@ -227,6 +233,34 @@ function decodeNotice(bytes, view, kind) {
   return { type: kind, code, closeCode, message };
 }
 
+/** Whether `url` may travel in a REDIRECT: ws:// or wss:// and more, no space or control. */
+export function isValidRedirectUrl(url) {
+  if (typeof url !== "string" || !/^wss?:\/\/./.test(url) || /^wss?:\/*$/.test(url) ||
+      NOT_PRINTABLE.test(url) || url.includes(" ")) return false;
+  return utf8Encoder.encode(url).length <= MAX_URL_BYTES;
+}
+
+function decodeRedirect(bytes, view) {
+  if (bytes.length < 8) throw malformed(`REDIRECT needs at least 8 bytes, got ${bytes.length}`);
+  const nodeLen = view.getUint8(1);
+  const urlLen = view.getUint16(2, true);
+  const huntLen = view.getUint16(4, true);
+  if (view.getUint16(6, true)) throw malformed("REDIRECT has reserved bits set");
+  checkLength(bytes, 8 + urlLen + huntLen + nodeLen, "this REDIRECT");
+  const url = text(bytes.subarray(8, 8 + urlLen), "the redirect URL");
+  const hunt = text(bytes.subarray(8 + urlLen, 8 + urlLen + huntLen), "the hunt name");
+  const node = text(bytes.subarray(8 + urlLen + huntLen), "the node id");
+  if (!isValidRedirectUrl(url)) {
+    throw invalid(`REDIRECT url must be a ws:// or wss:// URL of 1-${MAX_URL_BYTES} bytes ` +
+      `without spaces, got ${JSON.stringify(url.slice(0, 80))}`);
+  }
+  if (!isValidName(hunt, MAX_HUNT_BYTES)) throw invalid("REDIRECT carries an invalid hunt name");
+  if (nodeLen > MAX_NODE_BYTES || NOT_PRINTABLE.test(node) || node !== node.trim()) {
+    throw invalid("REDIRECT carries an invalid node id");
+  }
+  return { type: "redirect", url, hunt, node };
+}
+
 /** One TICK; its records are plain objects (see decodeServerFrame). */
 function decodeTick(bytes, view) {
   const size = bytes.length;
@@ -308,6 +342,7 @@ function decodeTick(bytes, view) {
  *   resumeToken (Uint8Array), tick, ack, width, height, playerSpeed, discoveryRadius,
  *   hintRadius, viewRadius, spawnX, spawnY}
  * - "refused" / "error": {code, closeCode, message}
+ * - "redirect": {url, hunt, node}: another node owns the hunt; send the same HELLO to `url`
  * - "tick": {keyframe, hint, tick, ack, x, y, score, visible: [{slot, gen, flags, x, y}],
  *   discoveries: [{hunt, treasure, slot, gen, value, score, x, y}],
  *   leaderboard: null or [{slot, gen, score}], leaves: [{slot, gen}], names: [{slot, gen, name}]}
@@ -327,6 +362,7 @@ export function decodeServerFrame(frame) {
     case MessageType.REFUSED: return decodeNotice(bytes, view, "refused");
     case MessageType.ERROR: return decodeNotice(bytes, view, "error");
     case MessageType.TICK: return decodeTick(bytes, view);
+    case MessageType.REDIRECT: return decodeRedirect(bytes, view);
     default: {
       const known = Object.values(MessageType).includes(bytes[0]);
       throw new ProtocolError(`unexpected message type 0x${bytes[0].toString(16)}` +
