@@ -5,7 +5,9 @@ every TICK it steers with the engine's own rules (``tickengine`` bots:
 ``hunter`` follows the hint, ``random`` walks straight and turns now and then)
 and sends its heading ``--moves-per-second`` times a second. Bots connect
 staggered (``--connect-rate`` per second), resume with their token when the
-connection drops, and say BYE when the run ends (``--duration`` or Ctrl-C).
+connection drops or the hunt moves to another node (``HUNT_MOVED``, scale-out),
+always through ``--url`` (the entry URL: any node redirects to the hunt's owner),
+and say BYE when the run ends (``--duration`` or Ctrl-C).
 A live line on stderr shows bots connected, ticks per second received, total
 score and errors; a summary table goes to stdout at the end.
 """
@@ -43,8 +45,12 @@ exit status: 0 the run ended (--duration), 1 no bot could join, 2 bad option,
 
 #: Seconds the bots get to say BYE when the run ends, before they are cut off.
 BYE_GRACE_S = 3.0
-#: Attempts to get a bot back (resume) after its connection failed, one after the other.
-MAX_RETRIES = 3
+#: Attempts to get a bot back (resume) after its connection failed, one after the other,
+#: before it gives up; the delays double from RETRY_FIRST_S up to RETRY_MAX_S (jittered
+#: down by up to a quarter), so 10 tries span about 10 s: a node's failover fits in it.
+MAX_RETRIES = 10
+RETRY_FIRST_S = 0.25
+RETRY_MAX_S = 1.25
 #: Seconds between two refreshes of the live line.
 REFRESH_S = 0.25
 
@@ -60,7 +66,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "a summary is printed."),
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", required=True, metavar="WS_URL",
-                   help="the server's WebSocket URL, e.g. ws://127.0.0.1:8765/")
+                   help="the server's WebSocket URL, e.g. ws://127.0.0.1:8765/ (with several "
+                        "nodes, any of them: redirects are followed, resumes start there)")
     p.add_argument("--count", type=int, default=10, metavar="N",
                    help="bots to run, 1-10000 (default 10)")
     p.add_argument("--policy", choices=("hunter", "random"), default="hunter",
@@ -179,6 +186,8 @@ class Stats:
     moves: int = 0
     rate_limited: int = 0
     resumes: int = 0
+    redirects: int = 0  # REDIRECTs followed (scale-out)
+    gave_up: int = 0  # bots that stopped after MAX_RETRIES failed attempts in a row
     found: int = 0  # treasures found by the bots
     scores: dict[int, int] = field(default_factory=dict)
     errors: Counter[str] = field(default_factory=Counter)
@@ -246,9 +255,15 @@ async def run_bot(i: int, opts: Options, stats: Stats, stop: trio.Event,
     )
     from .protocol import ErrorCode, RemoteProtocolError
 
+    # Worth another try: evicted, a server hiccup, the hunt moved or the node is going away
+    # (the entry URL sends the next attempt to whichever node runs the hunt then).
+    retry_codes = {ErrorCode.TOO_SLOW, ErrorCode.INTERNAL, ErrorCode.HUNT_MOVED,
+                   ErrorCode.GOING_AWAY}
+
     stats.running += 1
     name = bot_name(opts.prefix, i)
     steer = Steering(opts.hunter, random.Random(opts.seed * 1_000_003 + i))
+    jitter = random.Random(i)  # its own: retries do not change the steering's draws
     token: bytes | None = None
     failures = 0
     try:
@@ -261,6 +276,7 @@ async def run_bot(i: int, opts: Options, stats: Stats, stop: trio.Event,
                     else:
                         stats.resumes += 1
                     token, failures = c.resume_token, 0
+                    stats.redirects += len(c.redirects)
                     stats.connected += 1
                     try:
                         await play(c, i, opts, steer, stats, stop)
@@ -276,8 +292,8 @@ async def run_bot(i: int, opts: Options, stats: Stats, stop: trio.Event,
                 return
             except ServerError as exc:
                 stats.error(exc.name, f"{name}: {exc}")
-                if exc.code not in (ErrorCode.TOO_SLOW, ErrorCode.INTERNAL):
-                    return  # going away, replaced, or our own protocol bug: stop
+                if exc.code not in retry_codes:
+                    return  # replaced, or our own protocol bug: stop
             except (ConnectionLost, TickGap, ConnectFailed) as exc:
                 stats.error(type(exc).__name__, f"{name}: {exc}")
             except (HuntError, RemoteProtocolError) as exc:
@@ -285,12 +301,23 @@ async def run_bot(i: int, opts: Options, stats: Stats, stop: trio.Event,
                 return
             failures += 1
             if failures > MAX_RETRIES:
+                stats.gave_up += 1
+                # (last_error is this bot's: no await since it was set)
+                stats.last_error += f" (gave up after {MAX_RETRIES} retries)"
                 return
-            await _sleep_or_stop(0.5 * failures, stop)
+            await _sleep_or_stop(retry_delay(failures, jitter), stop)
     finally:
         stats.running -= 1
         if stats.running == 0:
             all_done.set()
+
+
+def retry_delay(failures: int, rng: random.Random) -> float:
+    """Seconds before retry number ``failures`` (1, 2, ...): doubling from RETRY_FIRST_S up
+    to RETRY_MAX_S, minus up to a quarter at random so that bots dropped together (a node
+    died) do not all come back in the same instant."""
+    ceiling = min(RETRY_FIRST_S * 2 ** (failures - 1), RETRY_MAX_S)
+    return ceiling * (0.75 + 0.25 * rng.random())
 
 
 async def _sleep_or_stop(seconds: float, stop: trio.Event) -> None:
@@ -378,6 +405,8 @@ def summary(stats: Stats, opts: Options, out: Console) -> None:
         ("Moves sent", f"{stats.moves:,}"),
         ("Rate-limit warnings", f"{stats.rate_limited:,}"),
         ("Resumes", f"{stats.resumes:,}"),
+        ("Redirects followed", f"{stats.redirects:,}"),
+        ("Gave up", f"{stats.gave_up:,}"),
         ("Treasures found", f"{stats.found:,}"),
         ("Total score", f"{stats.score:,}"),
         ("Best bot", f"{bot_name(opts.prefix, best[0])}: {best[1]:,}" if best else "-"),

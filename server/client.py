@@ -19,14 +19,20 @@ asks a client to keep: its own authoritative position, score and hint, the
 players in view (``others``), their names and the leaderboard. Positions are in
 world units, time in ticks; the hunt's parameters are in :attr:`HuntClient.welcome`.
 
+Scale-out: a node that does not own the hunt answers the HELLO with a REDIRECT;
+:func:`connect` sends the same HELLO to the owner (at most ``max_redirects``
+times). The client remembers its ``entry_url`` (the URL given) and the node it
+is on (``url``): after a drop or ``HUNT_MOVED``, resume through the entry URL
+(:meth:`HuntClient.reconnect`), which knows the hunt's new owner.
+
 Errors (all :class:`HuntError`): a refused HELLO raises :class:`JoinRefused`;
 a fatal server ERROR raises :class:`ServerError` (its close code says why:
-4008 too slow, 1001 the server is going away ...); a connection that ends without
-one raises :class:`ConnectionLost`. Non-fatal ERRORs (``RATE_LIMITED``) are
-counted, never raised. A TICK that does not follow the previous one (a diff
-whose tick is not the last one plus one) raises :class:`TickGap` and leaves the
-state untouched: reconnect with ``connect(..., resume_token=hunt.resume_token)``,
-which starts again from a keyframe (the server never skips ticks without
+4008 too slow, 1001 the server is going away, 4011 the hunt moved to another
+node ...); a connection that ends without one raises :class:`ConnectionLost`.
+Non-fatal ERRORs (``RATE_LIMITED``) are counted, never raised. A TICK that does
+not follow the previous one (a diff whose tick is not the last one plus one)
+raises :class:`TickGap` and leaves the state untouched: reconnect with
+``hunt.reconnect()``, which starts again from a keyframe (the server never skips ticks without
 sending a keyframe, so a gap means a lost message or a server bug).
 
 Nothing here waits without a bound when the server stops answering, except
@@ -38,7 +44,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import numpy as np
@@ -56,6 +62,7 @@ from .protocol import (
     LocalProtocolError,
     Move,
     Moves,
+    Redirect,
     Refused,
     RemoteProtocolError,
     TickUpdate,
@@ -75,7 +82,9 @@ class HuntError(Exception):
 
 class ConnectFailed(HuntError):
     """No WebSocket connection to the server (refused, HTTP error, timeout): check the URL,
-    or that the server runs; the cause is in ``__cause__``."""
+    or that the server runs; the cause is in ``__cause__``. Also: more than ``max_redirects``
+    REDIRECTs (the message names the chain of URLs), or an answer to the HELLO that the
+    protocol forbids (a :class:`RemoteProtocolError` in ``__cause__``)."""
 
 
 class _Notice(HuntError):
@@ -102,6 +111,8 @@ class ServerError(_Notice):
     ``TOO_SLOW`` (4008): this client did not read its ticks fast enough.
     ``GOING_AWAY`` (1001): the server is shutting down; resume later.
     ``REPLACED`` (4007): another connection resumed this player.
+    ``HUNT_MOVED`` (4011): the hunt stopped on this node (scale-out); resume through the
+    entry URL: ``async with hunt.reconnect() as hunt: ...``.
     Anything else (1002, 1008, 1009) means this client broke the protocol.
     """
 
@@ -152,9 +163,19 @@ class HuntClient:
       non-fatal ERRORs; ``ticks_received``; ``keyframes``.
     """
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection, welcome: Welcome) -> None:
+    def __init__(self, ws: trio_websocket.WebSocketConnection, welcome: Welcome, *,
+                 url: str = "", entry_url: str | None = None,
+                 redirects: list[str] | None = None, hello: Hello | None = None,
+                 options: dict[str, Any] | None = None) -> None:
         self.websocket = ws
         self.welcome = welcome
+        #: The node this connection is on, and the URL given to :func:`connect`.
+        self.url = url
+        self.entry_url = url if entry_url is None else entry_url
+        #: The REDIRECT URLs followed to get here, in order ([] if the entry node owns the hunt).
+        self.redirects = list(redirects or ())
+        self._hello = hello
+        self._options = dict(options or {})
         self.player_id = welcome.player_id
         self.resume_token = welcome.resume_token
         self.tick = welcome.tick
@@ -186,6 +207,18 @@ class HuntClient:
     def seq(self) -> int:
         """The sequence number of the last move sent."""
         return self._seq
+
+    def reconnect(self, **options: Any) -> AbstractAsyncContextManager[HuntClient]:
+        """``async with hunt.reconnect() as hunt:`` take this player back on a new connection:
+        :func:`connect` to the **entry URL** with its resume token, name and hunt (and the same
+        options, unless overridden). After ``HUNT_MOVED`` or a drop, the entry node knows the
+        hunt's new owner. Raises like :func:`connect` (``RESUME_INVALID`` once the grace period
+        is over).
+        """
+        if self._hello is None:
+            raise RuntimeError("this HuntClient was not made by connect(): nothing to resume")
+        return connect(self.entry_url, self._hello.name, self._hello.hunt,
+                       resume_token=self.resume_token, **{**self._options, **options})
 
     # ------------------------------------------------------------------ sending
 
@@ -330,15 +363,17 @@ def _lost(reason: Any) -> ConnectionLost:
 
 @asynccontextmanager
 async def connect(url: str, name: str, hunt: str, *, resume_token: bytes | None = None,
-                  connect_timeout: float = 10.0,
+                  max_redirects: int = 3, connect_timeout: float = 10.0,
                   disconnect_timeout: float = 5.0) -> AsyncIterator[HuntClient]:
-    """Join ``hunt`` as ``name`` (or take a player back with ``resume_token``, then ``hunt``
-    is ignored) on the server at ``url`` (``ws://host:port/``).
+    """Join ``hunt`` as ``name`` (or take a player back with ``resume_token``) on the server
+    at ``url`` (``ws://host:port/``). Send the hunt's name on a resume too: a scale-out node
+    routes the HELLO by it.
 
-    ``connect_timeout`` (seconds) bounds the WebSocket handshake and the wait for
-    WELCOME; ``disconnect_timeout`` the close when the block ends. Leaving the
-    block closes the connection without BYE: the player stays in its hunt for
-    the server's resume grace period (call :meth:`HuntClient.bye` to leave).
+    A REDIRECT (another node owns the hunt) is followed: the same HELLO goes to its URL, at
+    most ``max_redirects`` times. ``connect_timeout`` (seconds) bounds the WebSocket
+    handshake and the wait for WELCOME, on each node; ``disconnect_timeout`` the close when
+    the block ends. Leaving the block closes the connection without BYE: the player stays in
+    its hunt for the server's resume grace period (call :meth:`HuntClient.bye` to leave).
 
     Raises ValueError for a name the protocol forbids (before connecting),
     :class:`ConnectFailed`, :class:`JoinRefused`, :class:`ServerError` or
@@ -348,18 +383,42 @@ async def connect(url: str, name: str, hunt: str, *, resume_token: bytes | None 
         hello = Hello(name, hunt, resume_token=resume_token)
     except LocalProtocolError as exc:
         raise ValueError(f"cannot join: {exc.message}") from None
-    async with AsyncExitStack() as stack:
-        opened: list[trio_websocket.WebSocketConnection] = []
-        stack.push_async_callback(_close_transport, opened)
-        try:
-            ws = await stack.enter_async_context(trio_websocket.open_websocket_url(
-                url, max_message_size=MAX_SERVER_FRAME_BYTES, connect_timeout=connect_timeout,
-                disconnect_timeout=disconnect_timeout, receive_buffer_size=RECEIVE_BUFFER_BYTES))
-        except (trio_websocket.HandshakeError, OSError) as exc:
-            raise ConnectFailed(f"cannot open a WebSocket to {url}: {_why(exc)}") from exc
-        opened.append(ws)
-        welcome = await _join(ws, hello, connect_timeout, url)
-        yield HuntClient(ws, welcome)
+    options = {"max_redirects": max_redirects, "connect_timeout": connect_timeout,
+               "disconnect_timeout": disconnect_timeout}
+    target, redirects = url, []
+    while True:
+        async with AsyncExitStack() as stack:
+            ws = await _open(stack, target, connect_timeout, disconnect_timeout)
+            answer = await _join(ws, hello, connect_timeout, target)
+            if isinstance(answer, Welcome):
+                yield HuntClient(ws, answer, url=target, entry_url=url, redirects=redirects,
+                                 hello=hello, options=options)
+                return
+        # A REDIRECT: that connection is closed (the server closes it with 4010 anyway).
+        if answer.hunt != hunt:
+            raise ConnectFailed(f"{target} redirected a HELLO for hunt {hunt!r} with a "
+                                f"REDIRECT for hunt {answer.hunt!r}: a server bug")
+        if len(redirects) >= max_redirects:
+            chain = " -> ".join([url, *redirects, answer.url])
+            raise ConnectFailed(f"more than {max_redirects} redirects for hunt {hunt!r}: {chain}; "
+                                "the nodes disagree about its owner: retry in a few seconds")
+        redirects.append(answer.url)
+        target = answer.url
+
+
+async def _open(stack: AsyncExitStack, url: str, connect_timeout: float,
+                disconnect_timeout: float) -> trio_websocket.WebSocketConnection:
+    """A WebSocket to ``url`` whose closing (and its TCP stream's) ``stack`` owns."""
+    opened: list[trio_websocket.WebSocketConnection] = []
+    stack.push_async_callback(_close_transport, opened)
+    try:
+        ws = await stack.enter_async_context(trio_websocket.open_websocket_url(
+            url, max_message_size=MAX_SERVER_FRAME_BYTES, connect_timeout=connect_timeout,
+            disconnect_timeout=disconnect_timeout, receive_buffer_size=RECEIVE_BUFFER_BYTES))
+    except (trio_websocket.HandshakeError, OSError) as exc:
+        raise ConnectFailed(f"cannot open a WebSocket to {url}: {_why(exc)}") from exc
+    opened.append(ws)
+    return ws
 
 
 async def _close_transport(opened: list[trio_websocket.WebSocketConnection]) -> None:
@@ -378,7 +437,8 @@ async def _close_transport(opened: list[trio_websocket.WebSocketConnection]) -> 
 
 
 async def _join(ws: trio_websocket.WebSocketConnection, hello: Hello, timeout: float,
-                url: str) -> Welcome:
+                url: str) -> Welcome | Redirect:
+    """Send HELLO; the WELCOME or REDIRECT that answers it, or raise."""
     try:
         await ws.send_message(encode(hello))
     except trio_websocket.ConnectionClosed as exc:
@@ -388,15 +448,20 @@ async def _join(ws: trio_websocket.WebSocketConnection, hello: Hello, timeout: f
             data = await ws.get_message()
         except trio_websocket.ConnectionClosed as exc:
             raise _lost(exc.reason) from None
-        event = decode_server_frame(data)
-        if isinstance(event, Welcome):
-            return event
-        if isinstance(event, Refused):
-            raise JoinRefused(event.code, event.message, event.close_code)
-        if isinstance(event, ErrorMessage):
-            raise ServerError(event.code, event.message, event.close_code)
-        raise RemoteProtocolError(f"expected WELCOME or REFUSED, got {type(event).__name__}",
-                                  ErrorCode.UNEXPECTED)
+        try:
+            event = decode_server_frame(data)
+            if isinstance(event, Refused):
+                raise JoinRefused(event.code, event.message, event.close_code)
+            if isinstance(event, ErrorMessage):
+                raise ServerError(event.code, event.message, event.close_code)
+            if not isinstance(event, Welcome | Redirect):
+                raise RemoteProtocolError(f"expected WELCOME, REFUSED or REDIRECT, got "
+                                          f"{type(event).__name__}", ErrorCode.UNEXPECTED)
+        except RemoteProtocolError as exc:
+            await ws.aclose(exc.close_code, exc.message[:100])
+            raise ConnectFailed(f"{url} answered the HELLO with a frame the protocol forbids: "
+                                f"{exc.message}") from exc
+        return event
     raise ConnectFailed(f"no WELCOME from {url} within {timeout:g} s: is it a hunt server?")
 
 
