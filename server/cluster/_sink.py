@@ -119,6 +119,7 @@ class EventSink:
         self.failures = 0
         self.written_discoveries = 0
         self.push_errors = 0
+        self.rewrites_skipped = 0
         self.last_write_s = 0.0
         self.max_write_s = 0.0
 
@@ -232,7 +233,9 @@ class EventSink:
             if batch.args is None:
                 batch.args = await self._build(batch)
             started = time.monotonic()
-            await self.store.write_batch(self._mark, batch.seq, MARK_TTL_MS, batch.args)
+            if not await self.store.write_batch(self._mark, batch.seq, MARK_TTL_MS,
+                                                batch.args):
+                self.rewrites_skipped += 1  # an attempt whose reply was lost had written it
             done = time.monotonic()
             self._inflight = None
             self._last_write = done
@@ -286,30 +289,45 @@ class EventSink:
                       None if queue else self._pushes)
 
     async def _build(self, b: _Batch) -> list[str]:
-        """The script's ARGV for a batch (see _scripts.WRITE_BATCH), built in chunks."""
-        n_removed = sum(entry is None for entry in b.scores.values())
-        args = [str(self.stream_maxlen), self.node_id, str(b.discoveries),
-                str(len(b.scores) - n_removed), str(n_removed), str(len(b.exported))]
-        since = 0
+        """The script's ARGV for a batch (see _scripts.WRITE_BATCH), built in chunks.
+
+        Malformed entries (push never checks, to stay cheap) are left out and counted
+        in ``push_errors``.
+        """
+        disc: list[str] = []
+        since = bad = 0
         for hunt, tick, found, _t in b.groups:
             t = str(tick)
-            for pid, name, value, x, y in found:
-                args += (hunt, t, str(pid), str(name), str(value),
-                         str(round(x, 3)), str(round(y, 3)))
+            for d in found:
+                try:
+                    pid, name, value, x, y = d
+                    disc += (hunt, t, str(int(pid)), str(name), str(int(value)),
+                             str(round(float(x), 3)), str(round(float(y), 3)))
+                except (TypeError, ValueError):
+                    bad += 1
             since += len(found)
             if since >= BUILD_CHUNK:
                 since = 0
                 await trio.lowlevel.checkpoint()
-        removed = []
+        scores: list[str] = []
+        removed: list[str] = []
         for (hunt, pid), entry in b.scores.items():
             if entry is None:
                 removed.append(member(hunt, pid))
-            else:
-                args += (member(hunt, pid), str(entry[1]), str(entry[0]))
-        args += removed
-        for hunt, tick in b.exported.items():
-            args += (hunt, str(tick))
-        return args
+                continue
+            try:
+                scores += (member(hunt, pid), str(int(entry[1])), str(entry[0]))
+            except (TypeError, ValueError, IndexError):
+                bad += 1
+        if bad:
+            self.push_errors += bad
+            self.log.error("event_input_malformed", count=bad,
+                           hint="discoveries must be (player_id, name, value, x, y) tuples, "
+                                "scores player_id -> (name, score)")
+        cursors = [x for hunt, tick in b.exported.items() for x in (hunt, str(tick))]
+        return [str(self.stream_maxlen), self.node_id, str(len(disc) // 7),
+                str(len(scores) // 3), str(len(removed)), str(len(b.exported)),
+                *disc, *scores, *removed, *cursors]
 
     def _failed(self, exc: ClusterUnavailable) -> None:
         self.failures += 1
@@ -325,7 +343,8 @@ class EventSink:
         """Queue depth and counters: queued_discoveries (including the batch in flight),
         pending_scores, dropped, flushed_batches, failures, outage (bool),
         oldest_queued_age_s (0 when empty), written_discoveries, push_errors,
-        last_write_s and max_write_s (seconds per batch write)."""
+        rewrites_skipped (retried batches Redis already had), last_write_s and
+        max_write_s (seconds per batch write)."""
         now = time.monotonic()
         b = self._inflight
         oldest = [self._groups[0][3]] if self._groups else []
@@ -343,6 +362,7 @@ class EventSink:
             "oldest_queued_age_s": max(0.0, now - min(oldest)) if oldest else 0.0,
             "written_discoveries": self.written_discoveries,
             "push_errors": self.push_errors,
+            "rewrites_skipped": self.rewrites_skipped,
             "last_write_s": self.last_write_s,
             "max_write_s": self.max_write_s,
         }
