@@ -8,10 +8,12 @@ HUNT_MOVED, the way a node that lost its lease does. Every wait is bounded.
 
 from __future__ import annotations
 
+import queue
 import random
 import struct
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -301,3 +303,156 @@ async def test_bots_follow_redirects_and_survive_hunt_moved(serve, nursery) -> N
     assert rows["Errors"] == "HUNT_MOVED 3" and rows["Gave up"] == "0"
     assert srv.metric("hunt_connection_events_total", kind="join") == 3
     assert [h.resume_token is not None for h in entry.hellos].count(True) == 3
+
+
+# ---------------------------------------------------------------------- the JS client
+
+
+class TrioThread:
+    """Stand-ins on their own Trio loop in a thread, for the (synchronous) browser tests:
+    ``setup(nursery, self)`` starts them; ``call(fn)`` runs ``fn()`` in that loop."""
+
+    def __init__(self, setup: Callable[[trio.Nursery, TrioThread], Awaitable[None]]) -> None:
+        self._setup = setup
+        self._ready: queue.Queue[bool] = queue.Queue()
+        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+        self._thread.start()
+        if not self._ready.get(timeout=10):
+            raise RuntimeError("the stand-ins did not start")
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._scope = trio.CancelScope()
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    await self._setup(nursery, self)
+                    self._ready.put(True)
+                    await trio.sleep_forever()
+        finally:
+            self._ready.put(False)
+
+    def call(self, fn: Callable[[], object]) -> None:
+        trio.from_thread.run_sync(fn, trio_token=self._token)
+
+    def stop(self) -> None:
+        self.call(self._scope.cancel)
+        self._thread.join(timeout=10)
+
+
+JS_CONNECT = """async ([entry, hunt]) => {
+  const P = await import('/server/static/hunt.js');
+  window.events = [];
+  const game = P.connect(entry, {name: 'Ada', hunt, backoffInitialMs: 50});
+  game.on('redirect', (d) => window.events.push(['redirect', d]));
+  game.on('error', (e) => window.events.push(['error', e.code, e.closeCode, e.fatal]));
+  game.on('status', (s, d) => {
+    if (d.redirect) window.events.push(['status', s, d.redirect.url]);
+  });
+  window.game = game;
+}"""
+JS_STATE = """() => ({state: game.state, entryUrl: game.entryUrl, url: game.url,
+  redirects: [...game.redirects], resumes: game.resumes, tick: game.view.tick,
+  slot: game.view.me?.slot, events: window.events.splice(0)})"""
+PLAYING = "(n) => game.state === 'playing' && game.resumes === n && game.view.tick > 0"
+
+
+@pytest.mark.slow
+def test_a_page_follows_redirects_and_resumes_through_its_entry_url(tmp_path: Path) -> None:
+    from test_browser_support import (
+        BLANK_PAGE,
+        ServerProcess,
+        capture_errors,
+        launched_browser,
+        static_server,
+    )
+
+    config = tmp_path / "one.toml"
+    config.write_text('[server]\nresume_grace = 60.0\n\n[[hunt]]\nname = "demo"\n',
+                      encoding="utf-8")
+    server = ServerProcess(config)
+    kick = trio.Event()
+    owner: list[str] = []
+    stand_ins: dict[str, StandIn] = {}
+
+    async def setup(nursery: trio.Nursery, _: TrioThread) -> None:
+        stand_ins["old"] = await relay(nursery, server.ws_url, kick)
+        owner.append(stand_ins["old"].url)
+        stand_ins["entry"] = await redirector(nursery, to(lambda: owner[-1], "node-b"))
+
+    def move_hunt() -> None:
+        owner.append(server.ws_url)
+        kick.set()
+
+    nodes = TrioThread(setup)
+    try:
+        with launched_browser() as browser, static_server() as static:
+            page = browser.new_page()
+            errors = capture_errors(page)
+            page.goto(static + BLANK_PAGE)
+            entry, old = stand_ins["entry"].url, stand_ins["old"].url
+            page.evaluate(JS_CONNECT, [entry, "demo"])
+            page.wait_for_function(PLAYING, arg=0, timeout=15_000)
+            s = page.evaluate(JS_STATE)
+            assert (s["entryUrl"], s["url"], s["redirects"]) == (entry, old, [old])
+            assert s["events"] == [
+                ["redirect", {"url": old, "hunt": "demo", "node": "node-b", "count": 1}],
+                ["status", "connecting", old]]
+            slot = s["slot"]
+
+            nodes.call(move_hunt)  # HUNT_MOVED: back to the entry URL, which names the new owner
+            page.wait_for_function(PLAYING, arg=1, timeout=15_000)
+            s = page.evaluate(JS_STATE)
+            new = server.ws_url
+            assert (s["entryUrl"], s["url"], s["redirects"], s["slot"]) == (entry, new, [new],
+                                                                             slot)
+            assert ["error", 4011, 4011, True] in s["events"]
+            assert ["status", "reconnecting", new] in s["events"]
+
+            page.evaluate("() => game.dropConnection()")  # a drop: the entry URL again
+            page.wait_for_function(PLAYING, arg=2, timeout=15_000)
+            s = page.evaluate(JS_STATE)
+            assert (s["url"], s["redirects"], s["slot"]) == (new, [new], slot)
+            page.evaluate("() => game.close()")
+            assert not errors, errors
+        hellos = stand_ins["entry"].hellos
+        assert [h.resume_token is None for h in hellos] == [True, False, False]
+        assert len({h.resume_token for h in hellos[1:]}) == 1
+    finally:
+        nodes.stop()
+        server.stop()
+
+
+@pytest.mark.slow
+def test_a_page_gives_up_an_attempt_after_three_redirects() -> None:
+    from test_browser_support import BLANK_PAGE, capture_errors, launched_browser, static_server
+
+    loop: dict[str, StandIn] = {}
+
+    async def setup(nursery: trio.Nursery, _: TrioThread) -> None:
+        loop["a"] = await redirector(nursery, to(lambda: loop["b"].url, "b"))
+        loop["b"] = await redirector(nursery, to(lambda: loop["a"].url, "a"))
+
+    nodes = TrioThread(setup)
+    try:
+        with launched_browser() as browser, static_server() as static:
+            page = browser.new_page()
+            errors = capture_errors(page)
+            page.goto(static + BLANK_PAGE)
+            a, b = loop["a"].url, loop["b"].url
+            page.evaluate("""async ([entry]) => {
+              const P = await import('/server/static/hunt.js');
+              window.errors = [];
+              window.game = P.connect(entry, {name: 'Bo', hunt: 'demo', reconnect: false});
+              game.on('error', (e) => window.errors.push(e));
+            }""", [a])
+            page.wait_for_function("() => game.state === 'closed'", timeout=15_000)
+            got = page.evaluate("() => ({redirects: game.redirects, errors: window.errors})")
+            assert not errors, errors
+        assert got["redirects"] == [b, a, b]
+        chain = " -> ".join([a, b, a, b, a])
+        assert got["errors"] == [{"code": 0, "closeCode": 0, "fatal": True,
+                                  "message": f"more than 3 redirects: {chain}"}]
+        assert (len(loop["a"].hellos), len(loop["b"].hellos)) == (2, 2)
+    finally:
+        nodes.stop()

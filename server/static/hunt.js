@@ -8,6 +8,8 @@
 // It speaks docs/protocol.md (codec in hunt-protocol.js), keeps the view of the hunt
 // (hunt-view.js), and survives dropped connections: it reconnects by itself with the resume
 // token, after an exponential backoff with jitter, and resumes when it notices a lost TICK.
+// Scale-out: it follows a REDIRECT to the node that owns the hunt (at most 3 per attempt) and
+// always reconnects through the URL it was given (the entry URL), which knows the owner.
 // Documented for game developers in docs/js-client.md.
 
 import {
@@ -27,6 +29,7 @@ const FINAL_CODES = new Set([
 const DEFAULTS = {
   resumeToken: null,
   reconnect: true,
+  maxRedirects: 3,
   backoffInitialMs: 250,
   backoffMaxMs: 8000,
   // No message for this long while playing: the connection is dead even if the socket does
@@ -45,7 +48,11 @@ export function connect(url, options) {
 
 export class HuntClient {
   constructor(url, options = {}) {
+    /** The URL given (every attempt starts there), and the node of the current connection. */
+    this.entryUrl = url;
     this.url = url;
+    /** The REDIRECT URLs followed in the current attempt, in order. */
+    this.redirects = [];
     this.options = { ...DEFAULTS, ...options };
     this.name = this.options.name;
     this.hunt = this.options.hunt;
@@ -62,6 +69,7 @@ export class HuntClient {
     /** Connections opened so far, and WELCOMEs with `resumed` received. */
     this.connections = 0;
     this.resumes = 0;
+    this._attempts = 0;
     this._handlers = new Map();
     this._direction = [0, 0];
     this._sentDirection = null;
@@ -88,7 +96,9 @@ export class HuntClient {
    * - "error" ({code, closeCode, message, fatal}): a REFUSED or ERROR from the server, or a
    *   protocol error found here. Not fatal (`closeCode` 0) errors are warnings.
    * - "status" (state, detail): "connecting", "playing", "reconnecting" (detail.delayMs)
-   *   or "closed" (detail.code, detail.reason).
+   *   or "closed" (detail.code, detail.reason); while following a REDIRECT, "connecting" or
+   *   "reconnecting" with detail.redirect ({url, hunt, node, count}).
+   * - "redirect" ({url, hunt, node, count}): another node owns the hunt; going there.
    */
   on(type, handler) {
     if (!this._handlers.has(type)) this._handlers.set(type, new Set());
@@ -182,12 +192,21 @@ export class HuntClient {
     if (ws && ws.readyState === 1) ws.send(frame);
   }
 
-  _open() {
+  /** Open a connection: a new attempt from the entry URL, or one hop of a `redirect`. */
+  _open(redirect = null) {
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
     this.connections += 1;
     this._sentDirection = null;
-    this._setState(this.connections === 1 ? "connecting" : "reconnecting", { delayMs: 0 });
+    if (redirect === null) {
+      this._attempts += 1;
+      this.url = this.entryUrl;
+      this.redirects = [];
+    } else {
+      this.url = redirect.url;
+    }
+    this._setState(this._attempts === 1 ? "connecting" : "reconnecting",
+      redirect === null ? { delayMs: 0 } : { delayMs: 0, redirect });
     let ws;
     try {
       ws = new this.options.WebSocket(this.url);
@@ -259,12 +278,39 @@ export class HuntClient {
       this._setState("playing");
       this._emit("welcome", msg, this.view);
       this._flush();  // the current direction again, so a resumed player keeps its course
+    } else if (msg.type === "redirect") {
+      this._redirect(ws, msg);
     } else {
       const fatal = msg.type === "refused" || msg.closeCode !== 0;
       if (msg.code === ErrorCode.RESUME_INVALID) this.resumeToken = null;  // join afresh
       if (FINAL_CODES.has(msg.code)) this._final = true;
       this._emit("error", { ...msg, fatal });
     }
+  }
+
+  _redirect(ws, msg) {
+    if (msg.hunt !== this.hunt) {
+      this._fail(ws, new ProtocolError(`a REDIRECT for hunt ${JSON.stringify(msg.hunt)} ` +
+        `answered a HELLO for ${JSON.stringify(this.hunt)}`, ErrorCode.UNEXPECTED));
+      return;
+    }
+    if (this.redirects.length >= this.options.maxRedirects) {
+      // The nodes disagree about the owner (a takeover under way): give this attempt up; the
+      // backoff retries from the entry URL.
+      const chain = [this.entryUrl, ...this.redirects, msg.url].join(" -> ");
+      this._emit("error", { code: 0, closeCode: 0, fatal: true,
+        message: `more than ${this.options.maxRedirects} redirects: ${chain}` });
+      ws.close(1000, "too many redirects");
+      return;
+    }
+    this.redirects.push(msg.url);
+    const detail = { url: msg.url, hunt: msg.hunt, node: msg.node, count: this.redirects.length };
+    this._emit("redirect", detail);
+    // The server closes this one with 4010; nothing more is expected from it.
+    ws.onmessage = ws.onclose = null;
+    this._ws = null;
+    if (ws.readyState <= 1) ws.close(1000, "redirected");
+    this._open(detail);
   }
 
   _closed(ws, code, reason) {
@@ -276,11 +322,13 @@ export class HuntClient {
       this.close(code, reason);
       return;
     }
-    // A lost tick (4000 from us) resumes at once; anything else backs off, with "equal
-    // jitter" so that clients dropped together do not come back together.
+    // A lost tick (4000 from us) or a hunt that moved (4011: the entry URL knows its new
+    // owner) resumes at once; anything else backs off, with "equal jitter" so that clients
+    // dropped together do not come back together.
     const ceiling = Math.min(this.options.backoffMaxMs,
       this.options.backoffInitialMs * 2 ** this._attempt);
-    const delayMs = code === 4000 && this._attempt === 0 ? 0
+    const now = code === 4000 || code === ErrorCode.HUNT_MOVED;
+    const delayMs = now && this._attempt === 0 ? 0
       : Math.round(ceiling / 2 + Math.random() * ceiling / 2);
     this._attempt += 1;
     this._setState("reconnecting", { delayMs, code, reason });
