@@ -90,6 +90,21 @@ end
 return out
 """
 
+#: KEYS: stream. ARGV: group, consumer, count. This consumer's pending entries as
+#: id, fields (nil when the entry was trimmed since), ... (coredis 6.9 cannot parse the
+#: nil of a trimmed entry in a plain XREADGROUP reply).
+READ_PENDING = """
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
+                     'STREAMS', KEYS[1], '0')
+local out = {}
+if not r then return out end
+for _, e in ipairs(r[1][2]) do
+  out[#out + 1] = e[1]
+  out[#out + 1] = e[2] or false
+end
+return out
+"""
+
 #: One batch of the event sink, all or nothing and at most once.
 #: KEYS: stream, leaderboard, names, exported, the sink's mark.
 #: ARGV: seq, mark_ttl_ms, stream_maxlen, node, n_discoveries, n_scores, n_removed,

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import coredis
 import trio
-from coredis.exceptions import BusyLoadingError, ResponseError
+from coredis.exceptions import BusyLoadingError, ResponseError, StreamDuplicateConsumerGroupError
 from coredis.exceptions import ConnectionError as RedisConnectionError
 from coredis.retry import NoRetryPolicy
 
@@ -69,6 +69,7 @@ class ClusterStore:
         self._release = s(lua.RELEASE)
         self._leaderboard = s(lua.LEADERBOARD)
         self._write_batch = s(lua.WRITE_BATCH)
+        self._read_pending = s(lua.READ_PENDING)
 
     @classmethod
     @asynccontextmanager
@@ -101,11 +102,13 @@ class ClusterStore:
 
     # ------------------------------------------------------------------ calls
 
-    async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run ``fn`` within the timeout; one immediate retry on a broken connection (a
-        pooled connection can die with a Redis restart before the pool notices)."""
+    async def _call(self, what: str, fn: Callable[[], Awaitable[T]],
+                    extra: float = 0.0) -> T:
+        """Run ``fn`` within the timeout (plus ``extra`` seconds for a blocking read); one
+        immediate retry on a broken connection (a pooled connection can die with a
+        Redis restart before the pool notices)."""
         try:
-            with trio.fail_after(self.timeout):
+            with trio.fail_after(self.timeout + extra):
                 try:
                     return await fn()
                 except RedisConnectionError as exc:
@@ -254,6 +257,54 @@ class ClusterStore:
         entries = await self._call("recent_discoveries", lambda: self.client.xrevrange(
             self.keys.discoveries, end="+", start="-", count=count))
         return [parse_discovery(e.identifier, dict(e.field_values)) for e in entries]
+
+    # ------------------------------------------------------------------ stream consumers
+
+    async def create_group(self, group: str, *, from_start: bool = False) -> bool:
+        """Create consumer group ``group`` of the discovery stream (and the stream if
+        need be), reading from now on, or from the oldest entry kept (``from_start``).
+        False when the group exists already (it keeps its position)."""
+        try:
+            await self._call("XGROUP CREATE", lambda: self.client.xgroup_create(
+                self.keys.discoveries, group, "0" if from_start else "$", mkstream=True))
+        except StreamDuplicateConsumerGroupError:
+            return False
+        return True
+
+    async def read_group(self, group: str, consumer: str, *, pending: bool = False,
+                         count: int = 100, block_ms: int = 1000) -> list[dict[str, Any]]:
+        """Up to ``count`` discoveries for ``consumer`` of ``group`` (XREADGROUP).
+
+        New entries, waiting up to ``block_ms`` for some; or with ``pending`` this
+        consumer's entries delivered earlier and not acknowledged (no waiting).
+        Entries trimmed from the stream since come back as ``{"id": ..., "trimmed":
+        True}``: acknowledge them too. Acknowledge the others with :meth:`ack` once
+        handled (at-least-once delivery).
+        """
+        key = self.keys.discoveries
+        if pending:
+            flat = await self._call("XREADGROUP 0", lambda: self._read_pending(
+                keys=[key], args=[group, consumer, str(count)]))
+            return [{"id": i, "trimmed": True} if f is None else
+                    parse_discovery(i, dict(zip(f[::2], f[1::2], strict=True)))
+                    for i, f in zip(flat[::2], flat[1::2], strict=True)]
+        reply = await self._call("XREADGROUP", lambda: self.client.xreadgroup(
+            group, consumer, {key: ">"}, count=count, block=block_ms), extra=block_ms / 1000)
+        return [parse_discovery(e.identifier, dict(e.field_values))
+                for e in (reply or {}).get(key, ())]
+
+    async def ack(self, group: str, ids: Sequence[str]) -> int:
+        """Acknowledge entries of ``group`` (XACK); returns how many were pending."""
+        if not ids:
+            return 0
+        return await self._call("XACK", lambda: self.client.xack(
+            self.keys.discoveries, group, list(ids)))
+
+    async def pending_count(self, group: str) -> int:
+        """Entries of ``group`` delivered and not yet acknowledged (XPENDING)."""
+        summary = await self._call("XPENDING", lambda: self.client.xpending(
+            self.keys.discoveries, group))
+        return int(summary.pending)
 
     async def write_batch(self, mark_key: str, seq: int, mark_ttl_ms: int,
                           args: list[str]) -> bool:
