@@ -144,6 +144,30 @@ async def test_follow_first_rereads_what_it_did_not_acknowledge(
     assert await store.pending_count("g3") == 0
 
 
+async def test_follow_rides_out_a_redis_restart(redis_server: RedisServer,  # noqa: F811
+                                                store: ClusterStore) -> None:
+    proc = subprocess.Popen(command("--redis", redis_server.url, "--follow", "--json",
+                                    "--group", "g5", "--max-events", "2", "--timeout", "0.5"),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with trio.fail_after(RUN_TIMEOUT):
+            while "g5" not in await groups(store):
+                await trio.sleep(0.05)
+            await publish(store, "lake", 1, [1])
+            while await store.pending_count("g5") or not await store.client.xlen(
+                    store.keys.discoveries):
+                await trio.sleep(0.05)
+        await trio.to_thread.run_sync(redis_server.restart)
+        await publish(store, "lake", 2, [2])
+        out, err = await trio.to_thread.run_sync(lambda: proc.communicate(timeout=RUN_TIMEOUT))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert values_of(out) == [1, 2]
+
+
 async def test_ctrl_c_exits_cleanly(redis_server: RedisServer,  # noqa: F811
                                     store: ClusterStore) -> None:
     proc = subprocess.Popen(command("--redis", redis_server.url, "--follow", "--group", "g4"),
