@@ -92,6 +92,7 @@ class HuntServer:
 
             self.hub = None
             self.node = ClusterNode(self)
+            self.metrics.add_cluster()
             return
         recovered = None
         if self.server.data_dir:
@@ -408,6 +409,9 @@ class HuntServer:
             m.clients.set(sum(len(h.obs_sessions) for h in hubs))
             m.players.set(sum(len(h.sessions) for h in hubs))
             m.hunts.set(len(hubs))
+            node = self.node
+            m.set_cluster(not node.outage and node.store is not None, len(node.running),
+                          node.sink.stats() if node.sink is not None else None)
         return Response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
 
     def _healthz(self, request: Request) -> Response:

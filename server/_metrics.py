@@ -48,6 +48,34 @@ class Metrics:
         self.events = Counter("hunt_connection_events", "Connection events by kind", ["kind"],
                               registry=r)
 
+    def add_cluster(self) -> None:
+        """Gauges of a scale-out node (``serve --redis``), set at scrape time."""
+        r = self.registry
+        self.cluster_up = Gauge("hunt_redis_up", "1 while Redis answers the node's calls",
+                                registry=r)
+        self.cluster_leases = Gauge("hunt_cluster_leases", "Hunts this node holds the lease "
+                                    "of and runs", registry=r)
+        self.redis_queue = Gauge("hunt_redis_queued_discoveries", "Discoveries waiting for "
+                                 "Redis (the event sink's queue)", registry=r)
+        self.redis_lag = Gauge("hunt_redis_lag_seconds", "Age of the oldest event waiting "
+                               "for Redis", registry=r)
+        self.redis_dropped = Gauge("hunt_redis_dropped_discoveries", "Discoveries dropped "
+                                   "since start because the sink's queue was full", registry=r)
+        self.redis_written = Gauge("hunt_redis_written_discoveries", "Discoveries written to "
+                                   "the stream since start", registry=r)
+        self.redis_write_seconds = Gauge("hunt_redis_write_seconds", "Time of the last batch "
+                                         "write to Redis", registry=r)
+
+    def set_cluster(self, up: bool, leases: int, sink: dict | None) -> None:
+        self.cluster_up.set(1 if up else 0)
+        self.cluster_leases.set(leases)
+        if sink:
+            self.redis_queue.set(sink["queued_discoveries"])
+            self.redis_lag.set(sink["oldest_queued_age_s"])
+            self.redis_dropped.set(sink["dropped"])
+            self.redis_written.set(sink["written_discoveries"])
+            self.redis_write_seconds.set(sink["last_write_s"])
+
     def observe_tick(self, seconds: dict[str, float]) -> None:
         for phase, value in seconds.items():
             self._phase[phase].observe(value)

@@ -162,11 +162,31 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         trio.run(main)
+    except BaseExceptionGroup as group:  # Trio's nurseries wrap what the server raised
+        from .cluster import ClusterUnavailable
+
+        found = group.subgroup(lambda e: isinstance(e, ClusterUnavailable | OSError))
+        if found is None:
+            raise
+        exc = _first(found)
+        if isinstance(exc, ClusterUnavailable):
+            print(f"{args.prog}: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.prog}: error: cannot listen: {exc.strerror} ({exc}); is another server "
+              "running? Pick another port with --port / --http-port", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"{args.prog}: error: cannot listen: {exc.strerror} ({exc}); is another server "
               "running? Pick another port with --port / --http-port", file=sys.stderr)
         return 2
     return 0
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def _stop_on_signal(signals, server) -> None:

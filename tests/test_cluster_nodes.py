@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 import trio
-from cluster_support import Node
+from cluster_support import CLI, Node
 from redis_server import RedisServer, redis_server  # noqa: F401
 
 from server.client import HuntClient, ServerError, connect
@@ -101,6 +102,9 @@ async def test_hunts_are_placed_on_the_nodes_and_clients_are_redirected(
                 for _ in range(3):
                     await client.next_tick()
             assert hunt in node_of(nodes, owner).running()
+        metrics = await trio.to_thread.run_sync(_metrics, node_of(nodes, owner))
+        assert metrics["hunt_redis_up"] == 1
+        assert metrics["hunt_cluster_leases"] == list(placed.values()).count(owner)
         # A client that asks the owner directly is not redirected.
         hunt, owner = next(iter(placed.items()))
         async with connect(node_of(nodes, owner).ws_url, "direct", hunt) as client:
@@ -171,6 +175,13 @@ def leaderboard_scores(node: Node) -> dict[tuple[str, int], int] | None:
     if body is None:
         return None
     return {(r["hunt"], r["player_id"]): r["score"] for r in body["leaderboard"]}
+
+
+def _metrics(node: Node) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.http}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
 
 
 def discoveries_total(nodes: list[Node]) -> float:
@@ -285,3 +296,13 @@ async def test_a_paused_node_past_its_lease_never_ticks_the_moved_hunt(
             assert back.url == other.ws_url and back.player_id == pid
     finally:
         stop_all(nodes)
+
+
+def test_serve_says_what_to_do_when_redis_is_unreachable(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*CLI, "serve", "--redis", "redis://127.0.0.1:1/0", "--port", "0", "--http-port", "0",
+         "--data-dir", str(tmp_path / "data"), "--log-format", "json"],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent)
+    assert proc.returncode == 2
+    assert "cannot reach Redis at redis://127.0.0.1:1/0" in proc.stderr
+    assert "start redis-server or fix --redis" in proc.stderr
