@@ -36,7 +36,7 @@ from typing import Any
 
 import trio
 
-from ._keys import Keys, member
+from ._keys import member
 from ._model import ClusterUnavailable
 from ._store import ClusterStore
 
@@ -70,8 +70,8 @@ class EventSink:
     once; ``await sink.flush(seconds)`` at shutdown. ``max_discoveries``: queue
     bound; ``stream_maxlen``: approximate cap of the stream (MAXLEN ~);
     ``batch_discoveries``: discoveries per write at most (plus the rest of a tick;
-    coredis encodes a write's arguments in one go on the Trio thread: 1,000 keep that
-    under ~3 ms while a backlog drains, 5,000 took 12 ms);
+    coredis encodes a write's arguments in one go on the Trio thread: with 1,000 the
+    longest stall while a backlog drains was 3-5 ms, with 5,000 12-18 ms);
     ``interval``: seconds between two writes at least, unless a backlog is draining.
     ``metrics`` is kept as ``self.metrics`` for the caller; the sink only exposes
     :meth:`stats`.
@@ -95,7 +95,7 @@ class EventSink:
         self.interval = interval
         self.log = log
         self.metrics = metrics
-        self._mark = Keys(store.keys.prefix).sink(node_id, secrets.token_hex(6))
+        self._mark = store.keys.sink(node_id, secrets.token_hex(6))
         # (hunt, tick, discoveries, monotonic time pushed), oldest first.
         self._groups: deque[tuple[str, int, list[tuple], float]] = deque()
         self._queued = 0
