@@ -88,6 +88,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                          "(default: ws://HOST:PORT/)")
     sc.add_argument("--lease", type=float, metavar="SECONDS",
                     help="hunt lease: a dead node's hunts move after at most this (default 3)")
+    sc.add_argument("--redis-prefix", metavar="PREFIX",
+                    help="prefix of every Redis key, to share a Redis (default th)")
     ops = p.add_argument_group("operations")
     ops.add_argument("--admin-token", help="token of the watch view (/watch) and /api/watch")
     ops.add_argument("--tick-threads", type=int,
@@ -118,7 +120,8 @@ def build_config(args: argparse.Namespace):  # -> ServeConfig
         log_format=args.log_format,
         data_dir=args.data_dir if args.data_dir is not None else (cfg.server.data_dir or "data"),
         fsync=args.fsync, snapshot_every=args.snapshot_every, redis=args.redis,
-        node_id=args.node_id, public_url=args.public_url, lease_seconds=args.lease)
+        node_id=args.node_id, public_url=args.public_url, lease_seconds=args.lease,
+        redis_prefix=args.redis_prefix)
     world = cfg.world
     if args.tick_rate is not None:
         world = WorldConfig(world.engine, tuple(h.replace(tick_rate=args.tick_rate)
