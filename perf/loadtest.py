@@ -127,6 +127,8 @@ def start_server(procs: Procs, clients: int, args: argparse.Namespace, logdir: P
         cmd += ["--max-players", str(args.max_players)]
     if args.send_threads:
         cmd += ["--send-threads", str(args.send_threads)]
+    if args.redis:  # a scale-out node of one: the Redis path (leases, event sink) included
+        cmd += ["--redis", args.redis_url, "--node-id", "loadtest"]
     cmd += ["--data-dir", str(logdir / "data") if args.journal else ""]
     log = logdir / "server.log"
     with open(log, "wb") as err:
@@ -235,7 +237,14 @@ def run_step(clients: int, args: argparse.Namespace) -> dict[str, Any]:
     procs_n = max(1, min(args.procs, clients))
     shares = [clients // procs_n + (k < clients % procs_n) for k in range(procs_n)]
     try:
-        with Procs() as procs:
+        with Procs() as procs, contextlib.ExitStack() as stack:
+            if args.redis == "auto":
+                sys.path.insert(0, str(ROOT / "tests"))
+                from redis_server import RedisServer
+
+                args.redis_url = stack.enter_context(RedisServer(logdir / "redis")).url
+            elif args.redis:
+                args.redis_url = args.redis
             server, ws_url, http_url = start_server(procs, clients, args, logdir)
             gens = []
             for k, share in enumerate(shares):
@@ -429,6 +438,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="seconds after the window for the acks of its last moves")
     p.add_argument("--tick-threads", type=int, default=1, help="server --tick-threads")
     p.add_argument("--max-players", type=int, help="server --max-players (engine slots)")
+    p.add_argument("--redis", nargs="?", const="auto", metavar="URL",
+                   help="run the server as a scale-out node (serve --redis): of this Redis, or "
+                        "of one started for the step (no URL; needs redis-server)")
     p.add_argument("--send-threads", type=int, choices=(1, 2),
                    help="server --send-threads (default: the server's, 2)")
     p.add_argument("--journal", action="store_true",
