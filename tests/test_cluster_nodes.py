@@ -170,6 +170,52 @@ async def test_kill_9_moves_the_hunts_with_scores_and_players_resume(
         stop_all(nodes)
 
 
+async def test_discoveries_a_dead_node_had_not_written_are_republished(
+        tmp_path: Path, redis_server: RedisServer) -> None:  # noqa: F811
+    nodes = start_nodes(tmp_path, redis_server.url, "ab", lease=3.0)
+    try:
+        placed = await until(lambda: all_placed(nodes[0], {"a", "b"}), 15, "placement")
+        hunt = next(h for h, o in placed.items() if o == "a")
+        victim, survivor = node_of(nodes, "a"), node_of(nodes, "b")
+        told: set[tuple[int, int]] = set()  # (tick, player_id) of discoveries the client saw
+        async with connect(victim.ws_url, "finder", hunt) as client:
+            await play_until_score(client)
+            # Redis away: the victim's sink queues what it cannot write; then the victim dies
+            # (well inside its lease deadline, 2.7 s) with those discoveries unwritten.
+            redis_server.pause()
+            rng = random.Random(3)
+            try:
+                with trio.move_on_after(1.5):
+                    while True:
+                        await client.move(rng.uniform(-1, 1), rng.uniform(-1, 1))
+                        for _ in range(2):
+                            update = await client.next_tick()
+                            for d in update.discoveries:
+                                told.add((update.tick, (int(d["gen"]) << 32) | int(d["slot"])))
+                victim.kill()
+            finally:
+                redis_server.resume()
+        assert told, "no discovery while Redis was paused: the test proves nothing"
+        await until(lambda: hunt in survivor.running(), 15, "takeover")
+
+        def in_stream() -> set[tuple[int, int]]:
+            out = subprocess.run(["redis-cli", "-u", redis_server.url, "--json", "XRANGE",
+                                  "th:discoveries", "-", "+"], capture_output=True, text=True,
+                                 timeout=5).stdout
+            got = set()
+            for _entry_id, flat in json.loads(out or "[]"):
+                f = dict(zip(flat[::2], flat[1::2], strict=True))
+                if f["hunt"] == hunt:
+                    got.add((int(f["tick"]), int(f["player_id"])))
+            return got
+
+        await until(lambda: told <= in_stream(), 10, "the dead node's discoveries in the stream")
+        recovered = [e for e in survivor.events() if e.get("event") == "recovered"]
+        assert any(e.get("republished_ticks", 0) > 0 for e in recovered)
+    finally:
+        stop_all(nodes)
+
+
 def leaderboard_scores(node: Node) -> dict[tuple[str, int], int] | None:
     body = node.try_get("/leaderboard?limit=1000")
     if body is None:
