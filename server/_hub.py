@@ -169,8 +169,9 @@ class Hub:
         self.lease_deadline = math.inf
         #: True once a tick was refused for want of a lease (the hub then stops for good).
         self.fenced = False
-        #: True while :meth:`run_ticker` runs.
+        #: True while :meth:`run_ticker` runs; ``ticker_done`` is set when it returns.
         self.ticking = False
+        self.ticker_done = trio.Event()
 
     def _restore_sessions(self, rec: Any) -> None:
         """Players of a recovered world: disconnected, resumable within the grace period."""
@@ -496,6 +497,7 @@ class Hub:
             await self._tick_loop(start, period)
         finally:
             self.ticking = False
+            self.ticker_done.set()
 
     async def _tick_loop(self, start: float, period: float) -> None:
         n = 0

@@ -254,8 +254,7 @@ class ClusterNode:
         r.ready.set()
         self.log.info("hunt_started", hunt=r.name, token=r.lease.token,
                       tick=hub.world.tick_number, players=len(hub.sessions))
-        while hub.running:
-            await trio.sleep(0.05)
+        await hub.ticker_done.wait()
         if hub.fenced:
             await self._stop(r, "lease ran out", release=False)
 
@@ -309,8 +308,8 @@ class ClusterNode:
         hub = r.hub
         if hub is not None:
             hub.running = False
-            while hub.ticking:
-                await trio.sleep(0.01)
+            if hub.ticking:
+                await hub.ticker_done.wait()  # the tick in flight ends (at most one period)
             hub.answer_pending()
             if hub.journal is not None:
                 await trio.to_thread.run_sync(hub.journal.close)
