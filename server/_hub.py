@@ -395,7 +395,7 @@ class Hub:
         whose send lock the ticker holds (``fds[i] >= 0``). Touches no Trio object."""
         numba.set_num_threads(self.server.tick_threads)
         world = self.world
-        time.perf_counter()
+        c0 = time.perf_counter()
         moves = batch.columns()
         world.moves.put_many(*moves)
         result = world.tick()
@@ -434,6 +434,7 @@ class Hub:
         phases["visibility"] = c2 - c1
         phases["frames"] = c3 - c2
         phases["send"] = c4 - c3
+        phases["_c0"], phases["_c4"] = c0, c4  # for the hand-off times (popped by the ticker)
         return result, vis, total, phases
 
     def _write_frames(self, n_obs: int, fds: list[int], vis: Any) -> None:
@@ -533,6 +534,7 @@ class Hub:
         claimed = [None if s.conn is None or s.welcome_pending else s.conn for s in obs]
         fds = [-1 if c is None else c.claim_for_worker() for c in claimed]
         batch, self.batch = self.batch, self.spare
+        t_call = time.perf_counter()
         try:
             result, vis, _total, phases = await trio.to_thread.run_sync(
                 self._compute, batch, n_obs, fds)
@@ -551,6 +553,8 @@ class Hub:
         self.tick_leaves.clear()
         t_send = time.perf_counter()
         worker_send = phases["send"]
+        phases["prepare"] = t_call - t0
+        phases["handoff"] = (phases.pop("_c0") - t_call) + (t_send - phases.pop("_c4"))
         tick = result.tick
         for req in accepted:
             if req.session is not None:
