@@ -168,7 +168,8 @@ class ClusterNode:
             self.log.info("redis_back")
 
     async def _renew(self) -> None:
-        held = [r for r in self.running.values() if not r.stopped.is_set()]
+        # Not the ones still adopting (deadline 0): _adopt renews those itself.
+        held = [r for r in self.running.values() if not r.stopping and r.deadline > 0]
         if not held:
             return
         sent = time.monotonic()
@@ -227,16 +228,29 @@ class ClusterNode:
     async def _adopt(self, name: str, lease: Lease, params: dict[str, Any]) -> None:
         """Start the hub of a hunt leased to this node: renew first (the deadline must come
         from this node's own renewal), recover from the shared data dir, then tick."""
-        sent = time.monotonic()
-        ok = await self.store.renew([lease], self.ttl_ms)
-        if not ok[0]:
+        if name in self.running:  # the loop and a HELLO may both get here: one hub only
             return
         r = Running(name, lease)
+        self.running[name] = r  # claimed before the await below
+        sent = time.monotonic()
+        try:
+            ok = (await self.store.renew([lease], self.ttl_ms))[0]
+        except ClusterUnavailable:
+            ok = False
+        if not ok:
+            if self.running.get(name) is r:
+                del self.running[name]
+            r.stopping = True
+            r.stopped.set()
+            r.ready.set()
+            return
         self._extend(r, sent)
-        self.running[name] = r
         self.nursery.start_soon(self._serve_hunt, r, params)
 
     async def _serve_hunt(self, r: Running, params: dict[str, Any]) -> None:
+        if r.stopping:
+            r.ready.set()
+            return
         try:
             hub = await self._open_hub(r, params)
         except Exception as exc:  # a hunt that cannot start must not stop the node
