@@ -422,7 +422,11 @@ class HuntServer:
                                                       default=0),
                                 "clients": sum(len(h.obs_sessions) for h in hubs)}
         if self.node is not None:
-            body.update(node=self.node.node_id, hunts=sorted(self.node.running))
+            # "hunts" tick now; "starting" are leased but still recovering (not yet joinable).
+            ticking = {n for n, r in self.node.running.items()
+                       if r.hub is not None and r.hub.running}
+            body.update(node=self.node.node_id, hunts=sorted(ticking),
+                        starting=sorted(set(self.node.running) - ticking))
         return json_response(body, 200 if ok else 503)
 
     def _stats(self, request: Request) -> Response:

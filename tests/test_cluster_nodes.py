@@ -89,8 +89,12 @@ async def test_hunts_are_placed_on_the_nodes_and_clients_are_redirected(
         placed = await until(lambda: all_placed(nodes[0], {"a", "b"}), 15, "placement")
         assert await trio.to_thread.run_sync(owners, nodes[1]) == placed
         for owner in set(placed.values()):
-            assert set(node_of(nodes, owner).running()) == {
-                h for h, o in placed.items() if o == owner}
+            mine = {h for h, o in placed.items() if o == owner}
+            node = node_of(nodes, owner)
+            # /healthz lists a hunt once it ticks; until then it is "starting".
+            await until(lambda node=node, mine=mine: set(node.running()) == mine, 15,
+                        f"node {owner} to tick {sorted(mine)}")
+            assert node.get("/healthz")["starting"] == []
         for hunt, owner in placed.items():
             other = node_of(nodes, "b" if owner == "a" else "a")
             target = node_of(nodes, owner)
@@ -332,9 +336,10 @@ async def test_a_paused_node_past_its_lease_never_ticks_the_moved_hunt(
                         seen = client.tick
                 except ServerError as exc:
                     assert exc.code == 4011  # HUNT_MOVED
-        recovered = [e for e in other.events() if e.get("event") == "recovered"
-                     and e.get("hunt") == hunt]
-        assert recovered and recovered[-1]["tick"] >= seen
+        recovered = await until(lambda: [e for e in other.events()
+                                         if e.get("event") == "recovered"
+                                         and e.get("hunt") == hunt], 15, "recovery logged")
+        assert recovered[-1]["tick"] >= seen
         await until(lambda: hunt not in paused.running(), 10, "the paused node to let go")
         fenced = [e for e in paused.events() if e.get("event") in ("fenced", "lease_lost")]
         assert fenced, json.dumps(paused.events()[-20:])
