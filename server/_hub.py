@@ -552,7 +552,6 @@ class Hub:
         self.tick_joins.clear()
         self.tick_leaves.clear()
         t_send = time.perf_counter()
-        worker_send = phases["send"]
         phases["prepare"] = t_call - t0
         phases["handoff"] = (phases.pop("_c0") - t_call) + (t_send - phases.pop("_c4"))
         tick = result.tick
@@ -599,7 +598,7 @@ class Hub:
                 if s.skipped >= evict_after and conn.closed is None:
                     self._evict(s)
         t_end = time.perf_counter()
-        phases["send"] = worker_send + (t_end - t_send)
+        phases["finish"] = t_end - t_send
         phases["total"] = t_end - t0
         self._account(result, phases, sent_msgs, sent_bytes, skipped)
         for hook in self._on_tick:

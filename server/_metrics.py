@@ -11,11 +11,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from tickengine import PHASES
 
-#: Phases timed per tick, in seconds: the engine's, then the server's own. ``prepare``:
-#: requests and send claims before the worker; ``handoff``: the worker thread starting, and
-#: the Trio thread taking the result back (waits, not work); ``total``: tick start to the
-#: last message handed to its socket.
-TICK_PHASES = (*PHASES, "visibility", "frames", "send", "prepare", "handoff", "total")
+#: Phases timed per tick, in seconds: the engine's, then the server's own. ``send``: the
+#: worker threads' writes; ``prepare``: requests and send claims before the worker;
+#: ``handoff``: the worker thread starting, and the Trio thread taking the result back
+#: (waits, not work); ``finish``: the Trio thread after the worker (welcomes, per-client
+#: accounting, the frames of clients with a backlog queued); ``total``: tick start to the
+#: end of ``finish``, when every client's message has been handed to its socket or outbox.
+TICK_PHASES = (*PHASES, "visibility", "frames", "send", "prepare", "handoff", "finish",
+               "total")
 
 _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025,
             0.05, 0.1, 0.25, 1.0)

@@ -1,4 +1,5 @@
-"""Smoke test of perf/bench_tick.py: a --quick run finishes and writes sane results.
+"""Smoke tests of perf/bench_tick.py and perf/bench_writes.py: a --quick run finishes
+and writes sane results.
 
 Timings are never asserted (the machine is noisy); this only keeps the
 benchmark from rotting as the engine changes.
@@ -69,3 +70,16 @@ def test_bench_tick_quick_run_writes_json_and_png(tmp_path: Path) -> None:
 
     png = tmp_path / "bench_tick.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_writes_quick_run_measures_every_case(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "perf" / "bench_writes.py"), "--quick", "--out",
+         str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    rows = json.loads((tmp_path / "bench_writes.json").read_text())["rows"]
+    assert {(r["receiver"], r["threads"]) for r in rows} == {
+        ("blocking", 1), ("blocking", 2), ("busy", 1), ("busy", 2)}
+    for r in rows:
+        assert r["clients"] == 200 and r["send_p50_ms"] > 0 and r["copy_p50_ms"] > 0
+        assert r["short_writes_last"] == 0  # every frame fit its socket: all were sent
