@@ -46,7 +46,7 @@ from tickengine import (
 from . import _tickframes as tf
 from . import _wsframes as wf
 from ._config import ServeConfig
-from ._conn import Connection
+from ._conn import Claims, Connection
 from ._metrics import TICK_PHASES, Metrics
 from .protocol import (
     MAX_SEQ,
@@ -87,13 +87,9 @@ class Session:
     conn: Connection | None = None
     #: trio.current_time() when the connection was lost (None while connected).
     lost_at: float | None = None
-    #: The next TICK sent must be a keyframe (join, resume, skipped ticks).
-    keyframe: bool = True
     #: WELCOME not sent yet on the current connection.
     welcome_pending: bool = True
     resumed: bool = False
-    #: Consecutive ticks skipped because the outbox was full.
-    skipped: int = 0
     #: Token bucket of the move rate limit (moves) and its last refill time (seconds).
     bucket: float = 0.0
     bucket_t: float = 0.0
@@ -211,6 +207,13 @@ class Hub:
         self.out = np.zeros(1 << 20, np.uint8)
         self.written = np.zeros(P, np.int64)
         self.fds = np.zeros(P, np.int64)
+        # Per player slot, as arrays so the tick reads and resets them in bulk:
+        #: the next TICK must be a keyframe (join, resume, a skipped or truncated tick);
+        self.keyframe_due = np.ones(P, np.uint8)
+        #: consecutive ticks skipped because the client's outbox was full.
+        self.skipped_ticks = np.zeros(P, np.int32)
+        self._whole = np.zeros(P, np.bool_)
+        self.claims = Claims()
         self.tails = tf.TailTable()
         self._names_blob: dict[int, list[NameEntry]] = {}
 
@@ -271,6 +274,8 @@ class Hub:
             raise _Refusal(ErrorCode.SERVER_FULL, str(exc)) from None
         slot = pid & 0xFFFFFFFF
         s = Session(pid, slot, h, req.name, self.new_token(), conn=req.conn)
+        self.keyframe_due[slot] = 1
+        self.skipped_ticks[slot] = 0
         self.tick_joins.append((pid, h, req.name, s.token))
         s.bucket, s.bucket_t = self.server.moves_per_second, trio.current_time()
         self.sessions[slot] = s
@@ -314,8 +319,9 @@ class Hub:
             self._close_soon(old, 4007, "replaced")
         s.conn, s.lost_at = req.conn, None
         self.lost.discard(s)
-        s.keyframe = s.welcome_pending = s.resumed = True
-        s.skipped = 0
+        s.welcome_pending = s.resumed = True
+        self.keyframe_due[s.slot] = 1
+        self.skipped_ticks[s.slot] = 0
         s.bucket, s.bucket_t = self.server.moves_per_second, trio.current_time()
         self._observers_dirty = True
         self.log.info("resume", player=s.player_id, name=s.name, remote=req.conn.remote)
@@ -528,17 +534,20 @@ class Hub:
             self._rebuild_observers()
         obs = self.obs_sessions
         n_obs = len(obs)
-        self.obs_keyframe[:n_obs] = np.fromiter((s.keyframe for s in obs), np.uint8, n_obs)
+        self.obs_keyframe[:n_obs] = self.keyframe_due[self.obs_slots[:n_obs]]
         # Clients whose WELCOME must go first are written here after the tick, not there.
         # The connections claimed, kept: a connection task may drop s.conn meanwhile.
         claimed = [None if s.conn is None or s.welcome_pending else s.conn for s in obs]
-        fds = [-1 if c is None else c.claim_for_worker() for c in claimed]
+        claims = self.claims
+        claims.begin()
+        fds = [-1 if c is None else c.claim_for_worker(claims) for c in claimed]
         batch, self.batch = self.batch, self.spare
         t_call = time.perf_counter()
         try:
             result, vis, _total, phases = await trio.to_thread.run_sync(
                 self._compute, batch, n_obs, fds)
         except BaseException as exc:
+            claims.end()
             for c, fd in zip(claimed, fds, strict=True):
                 if fd >= 0:
                     c.release_claim()
@@ -559,43 +568,56 @@ class Hub:
             if req.session is not None:
                 self._send_welcome(req.session, tick)
             req.done.set()
-        sent_msgs = sent_bytes = skipped = 0
+        claims.end()  # every claim at once: the frames written whole need nothing more
+        # Frames the worker wrote whole, in bulk; the rest (welcome pending, no connection,
+        # truncated view, short write, unclaimed) one by one below: usually a few.
+        slots = self.obs_slots[:n_obs]
+        sizes = self.frame_sizes[:n_obs]
+        whole = self._whole[:n_obs]
+        np.equal(self.written[:n_obs], sizes, out=whole)
+        done = slots[whole]
+        self.keyframe_due[done] = 0
+        self.skipped_ticks[done] = 0
+        sent_msgs = len(done)
+        sent_bytes = int(sizes[whole].sum())
+        skipped = 0
         out = memoryview(self.out)
-        offsets = self.frame_offsets[: n_obs + 1].tolist()
-        truncated = vis.truncated.tolist() if vis.dropped else None
+        offsets = self.frame_offsets
+        truncated = vis.truncated
         evict_after = self.server.evict_after_ticks
-        written = self.written[:n_obs].tolist()
-        for i in range(n_obs):
+        for i in np.flatnonzero(~whole).tolist():
             s = obs[i]
-            conn = s.conn
-            a, b = offsets[i], offsets[i + 1]
-            w = written[i]
+            slot = s.slot
+            a, b = int(offsets[i]), int(offsets[i + 1])
+            w = int(self.written[i])
             if fds[i] >= 0:
-                conn = claimed[i]  # s.conn may be None now: the claim is released all the same
+                conn = claimed[i]  # s.conn may be None now: the claim is settled all the same
                 if w == -2:  # truncated visibility: nothing was written, nothing to send
                     conn.after_worker(out[a:a], 0)
-                    s.keyframe = True
+                    self.keyframe_due[slot] = 1
                     continue
-                # Written, or its rest queued (the outbox was empty when claimed): sent.
+                # Partly written, or not at all: the rest is queued (the outbox was empty
+                # when claimed), so it counts as sent.
                 conn.after_worker(out[a:b], w)
-                s.keyframe = False
-                s.skipped = 0
+                self.keyframe_due[slot] = 0
+                self.skipped_ticks[slot] = 0
                 sent_msgs += 1
                 sent_bytes += b - a
                 continue
-            if conn is None or (truncated is not None and truncated[i]):
-                s.keyframe = True
+            conn = s.conn
+            if conn is None or (vis.dropped and truncated[i]):
+                self.keyframe_due[slot] = 1
                 continue
             if conn.send_now(out[a:b]):
-                s.keyframe = False
-                s.skipped = 0
+                self.keyframe_due[slot] = 0
+                self.skipped_ticks[slot] = 0
                 sent_msgs += 1
                 sent_bytes += b - a
             else:
-                s.keyframe = True
-                s.skipped += 1
+                self.keyframe_due[slot] = 1
+                self.skipped_ticks[slot] += 1
                 skipped += 1
-                if s.skipped >= evict_after and conn.closed is None:
+                if self.skipped_ticks[slot] >= evict_after and conn.closed is None:
                     self._evict(s)
         t_end = time.perf_counter()
         phases["finish"] = t_end - t_send
@@ -644,12 +666,13 @@ class Hub:
         assert conn is not None
         self.metrics.evictions.inc()
         self.evictions += 1
+        skipped = int(self.skipped_ticks[s.slot])
         self.log.warning("evict", player=s.player_id, name=s.name, remote=conn.remote,
-                         skipped_ticks=s.skipped, backlog=conn.backlog)
+                         skipped_ticks=skipped, backlog=conn.backlog)
         self.disconnected(s, conn)
         # Usually the full outbox refuses it; a client that drained meanwhile reads why.
         conn.send_now(wf.frame(encode(ErrorMessage(
-            ErrorCode.TOO_SLOW, f"evicted after {s.skipped} ticks it could not take"))))
+            ErrorCode.TOO_SLOW, f"evicted after {skipped} ticks it could not take"))))
         self._close_soon(conn, 4008, "too slow: evicted after skipped ticks")
 
     def _account(self, result: Any, phases: dict[str, float], msgs: int, nbytes: int,
