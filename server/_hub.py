@@ -46,7 +46,7 @@ from tickengine import (
 from . import _tickframes as tf
 from . import _wsframes as wf
 from ._config import ServeConfig
-from ._conn import Claims, Connection
+from ._conn import Connection, SendSlots
 from ._metrics import TICK_PHASES, Metrics
 from .protocol import (
     MAX_SEQ,
@@ -213,7 +213,8 @@ class Hub:
         #: consecutive ticks skipped because the client's outbox was full.
         self.skipped_ticks = np.zeros(P, np.int32)
         self._whole = np.zeros(P, np.bool_)
-        self.claims = Claims()
+        self.send_slots = SendSlots(P)
+        self._claimed = np.zeros(P, np.bool_)
         self.tails = tf.TailTable()
         self._names_blob: dict[int, list[NameEntry]] = {}
 
@@ -258,6 +259,7 @@ class Hub:
         self.sessions.pop(s.slot, None)
         self._names_blob.pop(s.hunt, None)
         if s.conn is not None:
+            s.conn.unbind()
             self._observers_dirty = True
 
     def _join(self, req: JoinRequest) -> Session:
@@ -311,6 +313,8 @@ class Hub:
             raise _Refusal(ErrorCode.RESUME_INVALID, "this resume token is unknown, expired or "
                            "its player left; join again without it")
         old = s.conn
+        if old is not None:
+            old.unbind()  # no TICK before the new WELCOME
         if old is not None and old is not req.conn:
             self.log.info("replaced", player=s.player_id, name=s.name)
             frame = wf.frame(encode(ErrorMessage(ErrorCode.REPLACED, "another connection "
@@ -330,6 +334,7 @@ class Hub:
     def disconnected(self, s: Session, conn: Connection) -> None:
         """A session's connection ended: keep the player for its grace period."""
         if s.conn is conn:
+            conn.unbind()
             s.conn = None
             s.lost_at = trio.current_time()
             if not s.leaving:
@@ -395,10 +400,9 @@ class Hub:
             self._names_blob[h] = cached
         return cached
 
-    def _compute(self, batch: MoveBatch, n_obs: int,
-                 fds: list[int]) -> tuple[Any, Any, int, dict[str, float]]:
+    def _compute(self, batch: MoveBatch, n_obs: int) -> tuple[Any, Any, int, dict[str, float]]:
         """Worker thread: the tick, visibility, every frame, and the writes of the clients
-        whose send lock the ticker holds (``fds[i] >= 0``). Touches no Trio object."""
+        the ticker claimed (``self.fds[i] >= 0``). Touches no Trio object."""
         numba.set_num_threads(self.server.tick_threads)
         world = self.world
         c0 = time.perf_counter()
@@ -432,7 +436,7 @@ class Hub:
         # (a node paused past its lease must not tell clients of ticks the next owner lacks).
         if time.monotonic() >= self.lease_deadline:
             raise _Fenced
-        self._write_frames(n_obs, fds, vis)
+        self._write_frames(n_obs, vis)
         c4 = time.perf_counter()
         phases = {name: float(ns) * 1e-9 for name, ns in
                   zip(("membership", "movement", "grid", "discovery", "hints", "leaderboard"),
@@ -443,11 +447,10 @@ class Hub:
         phases["_c0"], phases["_c4"] = c0, c4  # for the hand-off times (popped by the ticker)
         return result, vis, total, phases
 
-    def _write_frames(self, n_obs: int, fds: list[int], vis: Any) -> None:
+    def _write_frames(self, n_obs: int, vis: Any) -> None:
         """One ``write(2)`` per claimed client in a nogil kernel: the Trio thread keeps
         reading sockets meanwhile. ``self.written[i]``: bytes taken (-2: not written)."""
         fd = self.fds
-        fd[:n_obs] = fds
         if vis.dropped:  # truncated visibility: that client gets a keyframe later instead
             fd[:n_obs][vis.truncated[:n_obs] != 0] = -1
         base = self.out.ctypes.data
@@ -534,23 +537,20 @@ class Hub:
             self._rebuild_observers()
         obs = self.obs_sessions
         n_obs = len(obs)
-        self.obs_keyframe[:n_obs] = self.keyframe_due[self.obs_slots[:n_obs]]
-        # Clients whose WELCOME must go first are written here after the tick, not there.
-        # The connections claimed, kept: a connection task may drop s.conn meanwhile.
-        claimed = [None if s.conn is None or s.welcome_pending else s.conn for s in obs]
-        claims = self.claims
-        claims.begin()
-        fds = [-1 if c is None else c.claim_for_worker(claims) for c in claimed]
+        slots = self.obs_slots[:n_obs]
+        self.obs_keyframe[:n_obs] = self.keyframe_due[slots]
+        # The worker writes the frames of idle, welcomed connections (self.fds[i] >= 0);
+        # the others go through send_now below, behind what they have queued.
+        send = self.send_slots
+        claimed = self._claimed[:n_obs]
+        send.begin(slots, self.fds[:n_obs], claimed)
         batch, self.batch = self.batch, self.spare
         t_call = time.perf_counter()
         try:
             result, vis, _total, phases = await trio.to_thread.run_sync(
-                self._compute, batch, n_obs, fds)
+                self._compute, batch, n_obs)
         except BaseException as exc:
-            claims.end()
-            for c, fd in zip(claimed, fds, strict=True):
-                if fd >= 0:
-                    c.release_claim()
+            send.end()
             if isinstance(exc, _Fenced):
                 self._fence(accepted)
                 return
@@ -568,10 +568,9 @@ class Hub:
             if req.session is not None:
                 self._send_welcome(req.session, tick)
             req.done.set()
-        claims.end()  # every claim at once: the frames written whole need nothing more
+        send.end()  # every claim at once: the frames written whole need nothing more
         # Frames the worker wrote whole, in bulk; the rest (welcome pending, no connection,
         # truncated view, short write, unclaimed) one by one below: usually a few.
-        slots = self.obs_slots[:n_obs]
         sizes = self.frame_sizes[:n_obs]
         whole = self._whole[:n_obs]
         np.equal(self.written[:n_obs], sizes, out=whole)
@@ -590,10 +589,9 @@ class Hub:
             slot = s.slot
             a, b = int(offsets[i]), int(offsets[i + 1])
             w = int(self.written[i])
-            if fds[i] >= 0:
-                conn = claimed[i]  # s.conn may be None now: the claim is settled all the same
-                if w == -2:  # truncated visibility: nothing was written, nothing to send
-                    conn.after_worker(out[a:a], 0)
+            if claimed[i]:
+                conn = send.conn[slot]  # None: lost during the tick (s.conn is None too)
+                if conn is None or w == -2:  # or truncated visibility: nothing written
                     self.keyframe_due[slot] = 1
                     continue
                 # Partly written, or not at all: the rest is queued (the outbox was empty
@@ -660,6 +658,7 @@ class Hub:
             spawn_x=float(P.x[s.slot]), spawn_y=float(P.y[s.slot]), resumed=s.resumed)
         conn.send_now(wf.frame(encode(welcome)))
         s.welcome_pending = False
+        conn.bind(self.send_slots, s.slot)  # from the next tick, the worker writes its frames
 
     def _evict(self, s: Session) -> None:
         conn = s.conn

@@ -322,7 +322,7 @@ notices = st.one_of(
 url_chars = st.characters(categories=("L", "N", "P", "S"))
 urls = st.builds(lambda scheme, rest: scheme + rest, st.sampled_from(["ws://", "wss://"]),
                  st.text(url_chars, min_size=1, max_size=60)).filter(
-    lambda u: len(u.encode()) <= sp.MAX_URL_BYTES)
+    lambda u: len(u.encode()) <= sp.MAX_URL_BYTES and u.rstrip("/") not in ("ws:", "wss:"))
 node_ids = st.just("") | player_names
 redirects = st.builds(Redirect, urls, hunt_names, node_ids)
 moves_events = st.builds(
