@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -61,7 +62,7 @@ def _receiver(port: int, n: int, busy: bool, ready: Any, stop: Any) -> None:
                 pass
 
 
-@tf.njit(nogil=True)
+@njit(nogil=True)
 def _copy_frames(n, src, offsets, dst):  # the baseline: the same loop, no syscall
     for i in range(n):
         a, b = offsets[i], offsets[i + 1]

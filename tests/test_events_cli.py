@@ -6,11 +6,12 @@ discoveries are written the way nodes write them: through an EventSink.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,26 @@ class Log:
 
 def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "server.events", *args]
+
+
+@contextlib.contextmanager
+def started(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """The CLI as a subprocess, killed if the test leaves it running."""
+    proc = subprocess.Popen(command(*args), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+async def exited(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """Wait for the subprocess to exit with code 0; its stdout and stderr."""
+    out, err = await trio.to_thread.run_sync(lambda: proc.communicate(timeout=RUN_TIMEOUT))
+    assert proc.returncode == 0, err
+    return out, err
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -77,22 +98,15 @@ async def test_the_last_n_newest_last(redis_server: RedisServer,  # noqa: F811
 async def follow(redis_url: str, store: ClusterStore, group: str, *extra: str,
                  publish_after: list[int]) -> list[int]:
     """Start ``--follow``, wait until its group exists, publish, return what it printed."""
-    proc = subprocess.Popen(command("--redis", redis_url, "--follow", "--json",
-                                    "--group", group, *extra),
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with started("--redis", redis_url, "--follow", "--json", "--group", group,
+                 *extra) as proc:
         with trio.fail_after(RUN_TIMEOUT):
             while group not in await groups(store):
                 assert proc.poll() is None, proc.communicate()
                 await trio.sleep(0.05)
         if publish_after:
             await publish(store, "lake", 2, publish_after)
-        out, err = await trio.to_thread.run_sync(lambda: proc.communicate(timeout=RUN_TIMEOUT))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err
+        out, _err = await exited(proc)
     return values_of(out)
 
 
@@ -146,10 +160,8 @@ async def test_follow_first_rereads_what_it_did_not_acknowledge(
 
 async def test_follow_rides_out_a_redis_restart(redis_server: RedisServer,  # noqa: F811
                                                 store: ClusterStore) -> None:
-    proc = subprocess.Popen(command("--redis", redis_server.url, "--follow", "--json",
-                                    "--group", "g5", "--max-events", "2", "--timeout", "0.5"),
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with started("--redis", redis_server.url, "--follow", "--json", "--group", "g5",
+                 "--max-events", "2", "--timeout", "0.5") as proc:
         with trio.fail_after(RUN_TIMEOUT):
             while "g5" not in await groups(store):
                 await trio.sleep(0.05)
@@ -159,30 +171,18 @@ async def test_follow_rides_out_a_redis_restart(redis_server: RedisServer,  # no
                 await trio.sleep(0.05)
         await trio.to_thread.run_sync(redis_server.restart)
         await publish(store, "lake", 2, [2])
-        out, err = await trio.to_thread.run_sync(lambda: proc.communicate(timeout=RUN_TIMEOUT))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err
+        out, _err = await exited(proc)
     assert values_of(out) == [1, 2]
 
 
 async def test_ctrl_c_exits_cleanly(redis_server: RedisServer,  # noqa: F811
                                     store: ClusterStore) -> None:
-    proc = subprocess.Popen(command("--redis", redis_server.url, "--follow", "--group", "g4"),
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with started("--redis", redis_server.url, "--follow", "--group", "g4") as proc:
         with trio.fail_after(RUN_TIMEOUT):
             while "g4" not in await groups(store):
                 await trio.sleep(0.05)
         proc.send_signal(signal.SIGINT)
-        _out, err = await trio.to_thread.run_sync(lambda: proc.communicate(timeout=RUN_TIMEOUT))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err
+        _out, err = await exited(proc)
     assert "Traceback" not in err
 
 
