@@ -11,11 +11,13 @@ while the worker ticks.
 One tick, in order: apply queued requests (expired grace periods, leaves,
 joins, resumes) -> worker thread: moves into the engine, ``World.tick``,
 visibility of every connected player, every client's frame into one buffer
-(server/_tickframes.py) -> journal hook -> WELCOMEs of new players -> one
-``send_now`` per client (a write to its socket, or its bounded outbox; a full
-outbox skips the tick for that client, which then gets a keyframe; too many
-skips in a row evict it). Deadlines come from the schedule (start + n *
-period), not from a sleep after the work, so the rate does not drift.
+(server/_tickframes.py), written by the worker to every claimed socket ->
+journal hook -> WELCOMEs of new players (the state at this tick; their first
+TICK is the next one) -> for the clients not claimed, one ``send_now`` (its
+ordered queue, server/_conn.py; a full queue skips the tick for that client,
+which then gets a keyframe; too many skips in a row evict it). Deadlines come
+from the schedule (start + n * period), not from a sleep after the work, so the
+rate does not drift.
 """
 
 from __future__ import annotations
@@ -97,6 +99,10 @@ class Session:
     leaving: bool = False
     #: Highest move seq received from the client (a stop move on disconnect goes above it).
     max_seq: int = 0
+    #: The batch row of this player's newest move in the current batch (``row_gen`` is
+    #: the hub's ``batch_gen`` when it was written): over the rate limit, a move replaces it.
+    row: int = 0
+    row_gen: int = -1
 
 
 @dataclass(eq=False)
@@ -146,6 +152,10 @@ class Hub:
                            if self.server.send_threads > 1 else None)
         self.requests: list[JoinRequest] = []
         self.leaves: list[Session] = []
+        #: Stop moves that found the batch full, for the next tick's batch.
+        self.deferred_stops: list[Session] = []
+        #: Counts batch swaps: which batch a session's ``row`` refers to.
+        self.batch_gen = 0
         self.running = True
         self.stats: dict[str, float] = {"tick": 0, "tick_ms_p50": 0.0, "tick_ms_p99": 0.0}
         #: Ring of the last RING ticks' timings (ms) by phase, for /api/stats and load tests.
@@ -319,8 +329,10 @@ class Hub:
             self.log.info("replaced", player=s.player_id, name=s.name)
             frame = wf.frame(encode(ErrorMessage(ErrorCode.REPLACED, "another connection "
                                                  "resumed this player")))
-            old.send_now(frame)
-            self._close_soon(old, 4007, "replaced")
+            self._close_soon(old, 4007, "replaced", frame)
+            # Like any connection that ends: the player stands still until the new
+            # connection moves it (this tick applies the stop; WELCOME's ack counts it).
+            self._stop_move(s)
         s.conn, s.lost_at = req.conn, None
         self.lost.discard(s)
         s.welcome_pending = s.resumed = True
@@ -343,42 +355,75 @@ class Hub:
             self._observers_dirty = True
 
     def _stop_move(self, s: Session) -> None:
-        """A disconnected player stands still: the server moves it (0, 0) with the next seq,
-        through the batch like any move, so the journal replays it. A resumed client
-        continues from WELCOME's ack + 1."""
+        """A player whose connection ended (lost, closed, replaced, evicted) stands still:
+        the server moves it (0, 0) with the next seq, through the batch like any move, so
+        the journal replays it. A resumed client continues from WELCOME's ack + 1. Client
+        seqs stop at MAX_CLIENT_SEQ, so the seqs above it are always free for stops."""
         b = self.batch
+        if b.room < 1:  # the batch is full: the stop goes into the next tick's batch
+            self.deferred_stops.append(s)
+            return
         seq = max(s.max_seq, int(self.world.players.last_seq[s.slot])) + 1
-        if b.room < 1 or seq > MAX_SEQ:
+        if seq > MAX_SEQ:  # after 2**62 stops in a row: the player stood still since
             return
         c = b.count
         b.ids[c], b.seqs[c], b.dx[c], b.dy[c] = s.player_id, seq, 0.0, 0.0
         b.count = c + 1
         s.max_seq = seq
+        s.row, s.row_gen = c, self.batch_gen
 
-    def _close_soon(self, conn: Connection, code: int, reason: str) -> None:
+    def _close_soon(self, conn: Connection, code: int, reason: str, final: bytes) -> None:
+        """``final``, then close ``code``: queued now (nothing can come between), written
+        by a task."""
+        conn.begin_close(code, reason, final)
         self.nursery.start_soon(conn.close, code, reason)
 
     # ------------------------------------------------------------------ moves
 
     def take_moves(self, s: Session, payload: bytes | str, now: float) -> int:
         """Rate-limit and decode one MOVES frame into the current batch (raises
-        RemoteProtocolError for a bad frame). Returns the moves taken (0: dropped)."""
+        RemoteProtocolError for a bad frame). Returns the moves taken, 0 when the frame
+        was over the rate limit (the caller warns the client).
+
+        The limit is a token bucket (``moves_per_second``, a burst of one second's worth).
+        Over it, a frame adds no row: its highest-seq move replaces the player's newest
+        row of this tick's batch (or takes one row if it has none), so the latest
+        direction always wins and an older move is what is dropped."""
         rate = self.server.moves_per_second
         bucket = min(rate, s.bucket + (now - s.bucket_t) * rate)
         s.bucket_t = now
+        s.bucket = bucket
         batch = self.batch
-        if bucket < 1.0 or batch.room < 64:
-            s.bucket = bucket
+        if batch.room < 64:  # the tick's batch is full (server-wide): drop the frame
             self.moves_dropped += 1
             return 0
+        c0 = batch.count
         n = batch.add(payload, s.player_id)
         c = batch.count
-        top = int(batch.seqs[c - 1] if n == 1 else batch.seqs[c - n:c].max())
+        seqs = batch.seqs
+        top_i = c - 1 if n == 1 else c0 + int(seqs[c0:c].argmax())
+        top = int(seqs[top_i])
         if top > s.max_seq:
             s.max_seq = top
-        s.bucket = bucket - n
+        if bucket >= 1.0:
+            s.bucket = bucket - n
+            s.row, s.row_gen = top_i, self.batch_gen
+            self.moves_received += n
+            return n
+        # Over the limit: keep only the newest move, in the player's row of this batch.
+        gen = self.batch_gen
+        row = s.row if s.row_gen == gen else c0
+        if row != c0 and top <= int(seqs[row]):
+            batch.count = c0  # older than what this tick already holds for the player
+        else:
+            seqs[row] = top
+            batch.dx[row], batch.dy[row] = batch.dx[top_i], batch.dy[top_i]
+            batch.ids[row] = s.player_id
+            batch.count = c0 + 1 if row == c0 else c0
+            s.row, s.row_gen = row, gen
         self.moves_received += n
-        return n
+        self.moves_dropped += n - (batch.count - c0)
+        return 0
 
     # ------------------------------------------------------------------ the tick
 
@@ -545,6 +590,12 @@ class Hub:
         claimed = self._claimed[:n_obs]
         send.begin(slots, self.fds[:n_obs], claimed)
         batch, self.batch = self.batch, self.spare
+        self.batch_gen += 1
+        if self.deferred_stops:
+            stops, self.deferred_stops = self.deferred_stops, []
+            for s in stops:
+                if s.conn is None and not s.leaving:
+                    self._stop_move(s)
         t_call = time.perf_counter()
         try:
             result, vis, _total, phases = await trio.to_thread.run_sync(
@@ -564,9 +615,11 @@ class Hub:
         phases["prepare"] = t_call - t0
         phases["handoff"] = (phases.pop("_c0") - t_call) + (t_send - phases.pop("_c4"))
         tick = result.tick
+        # WELCOME tells the state at this tick; the client's first TICK is the next one.
+        welcomed: set[int] = set()
         for req in accepted:
-            if req.session is not None:
-                self._send_welcome(req.session, tick)
+            if req.session is not None and self._send_welcome(req.session, tick):
+                welcomed.add(req.session.slot)
             req.done.set()
         send.end()  # every claim at once: the frames written whole need nothing more
         # Frames the worker wrote whole, in bulk; the rest (welcome pending, no connection,
@@ -603,7 +656,7 @@ class Hub:
                 sent_bytes += b - a
                 continue
             conn = s.conn
-            if conn is None or (vis.dropped and truncated[i]):
+            if conn is None or (vis.dropped and truncated[i]) or slot in welcomed:
                 self.keyframe_due[slot] = 1
                 continue
             if conn.send_now(out[a:b]):
@@ -643,14 +696,16 @@ class Hub:
             req.done.set()
         self.requests.clear()
 
-    def _send_welcome(self, s: Session, tick: int) -> None:
+    def _send_welcome(self, s: Session, tick: int) -> bool:
+        """WELCOME with the player's state at ``tick`` (the tick just computed); True if
+        sent."""
         conn = s.conn
         if conn is None or not s.welcome_pending:
-            return
+            return False
         p = self.world.hunt_params[s.hunt]
         P = self.world.players
         welcome = Welcome(
-            player_id=s.player_id, resume_token=s.token, tick=tick - 1,
+            player_id=s.player_id, resume_token=s.token, tick=tick,
             ack=int(P.last_seq[s.slot]), width=p.width, height=p.height,
             player_speed=p.player_speed, tick_rate=p.tick_rate,
             discovery_radius=p.discovery_radius, hint_radius=p.hint_radius,
@@ -659,6 +714,7 @@ class Hub:
         conn.send_now(wf.frame(encode(welcome)))
         s.welcome_pending = False
         conn.bind(self.send_slots, s.slot)  # from the next tick, the worker writes its frames
+        return True
 
     def _evict(self, s: Session) -> None:
         conn = s.conn
@@ -669,10 +725,10 @@ class Hub:
         self.log.warning("evict", player=s.player_id, name=s.name, remote=conn.remote,
                          skipped_ticks=skipped, backlog=conn.backlog)
         self.disconnected(s, conn)
-        # Usually the full outbox refuses it; a client that drained meanwhile reads why.
-        conn.send_now(wf.frame(encode(ErrorMessage(
-            ErrorCode.TOO_SLOW, f"evicted after {skipped} ticks it could not take"))))
-        self._close_soon(conn, 4008, "too slow: evicted after skipped ticks")
+        # The queued TICKs are dropped for it; a client that still reads gets it.
+        self._close_soon(conn, 4008, "too slow: evicted after skipped ticks", wf.frame(encode(
+            ErrorMessage(ErrorCode.TOO_SLOW, f"evicted after {skipped} ticks it could not "
+                         "take"))))
 
     def _account(self, result: Any, phases: dict[str, float], msgs: int, nbytes: int,
                  skipped: int) -> None:

@@ -339,9 +339,8 @@ class ClusterNode:
             for s in list(hub.sessions.values()):
                 conn = s.conn
                 if conn is not None and conn.closed is None:
-                    conn.send_now(moved)
                     self.app.nursery.start_soon(conn.close, int(ErrorCode.HUNT_MOVED),
-                                                "hunt moved")
+                                                "hunt moved", moved)
         self.log.info("hunt_stopped", hunt=r.name, reason=why, token=r.lease.token)
 
     # ------------------------------------------------------------------ routing
