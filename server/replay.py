@@ -35,7 +35,7 @@ PROGRESS_EVERY_S = 0.1
 
 EXAMPLES = """\
 examples:
-  treasure-hunt replay ./data                      # leaderboards and state hash now
+  treasure-hunt replay ./data                      # standings and state hash now
   treasure-hunt replay ./data --verify             # and check every recorded state hash
   treasure-hunt replay ./data --until 1200 --json replay.json
 
@@ -48,12 +48,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``replay`` and its options."""
     p = subparsers.add_parser(
         "replay",
-        help="re-simulate a server's data dir (snapshot + journal); leaderboards, state hash",
+        help="re-simulate a server's data dir (snapshot + journal); standings, state hash",
         description=(
             "Re-simulate a data dir written by 'treasure-hunt serve': restore a snapshot,\n"
             "re-run every journaled tick after it through the engine, and print each\n"
-            "hunt's leaderboard and the final state hash. Read-only: safe next to a live\n"
-            "server. A torn or corrupt journal tail is reported and not replayed."
+            "hunt's standings (players who left included, at the score they left with)\n"
+            "and the final state hash. Read-only: safe next to a live server. A torn or\n"
+            "corrupt journal tail is reported and not replayed."
         ),
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -242,7 +243,7 @@ def _names(rec: Recovered) -> dict[int, str]:
 
 
 def print_report(console: Console, report: dict[str, Any]) -> None:
-    """The report as rich tables: the replay, then each hunt's leaderboard."""
+    """The report as rich tables: the replay, then each hunt's standings."""
     from rich.table import Table
 
     r = report["recovery"]
