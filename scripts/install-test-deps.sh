@@ -1,12 +1,14 @@
 #!/bin/sh
 # System packages the tests use: Debian's Chromium (the browser tests drive it with
-# Playwright; no browser is downloaded) and redis-server (the scale-out tests start
-# their own). Installs only what is missing; needs root
+# Playwright; no browser is downloaded), redis-server (the scale-out tests start
+# their own) and curl (the README's commands use it; tests/test_readme_commands.py
+# checks that every program they name exists). Installs only what is missing; needs root
 # (or sudo) for apt-get. Part of the README's test command and of .ci/run.
 set -eu
 missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v curl >/dev/null 2>&1 || missing="$missing curl"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
     echo "install-test-deps: need root to apt-get install:$missing" >&2; exit 1
