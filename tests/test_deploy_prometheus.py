@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from cluster_support import Node
 from redis_server import RedisServer, free_port
 
