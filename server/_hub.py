@@ -158,6 +158,8 @@ class Hub:
         # Per-tick counters, flushed into the metrics once per tick.
         self.moves_received = 0
         self.moves_dropped = 0
+        #: Stop moves the server put in the current batch (not received: see tick_once).
+        self.stop_moves = 0
         #: Per-hunt figures and move arrival times for the metrics (server/_hunt_metrics.py).
         self.report = metrics.hub_report(self)
         self._observers_dirty = True
@@ -355,6 +357,7 @@ class Hub:
         c = b.count
         b.ids[c], b.seqs[c], b.dx[c], b.dy[c] = s.player_id, seq, 0.0, 0.0
         b.count = c + 1
+        self.stop_moves += 1
         s.max_seq = seq
 
     def _close_soon(self, conn: Connection, code: int, reason: str) -> None:
@@ -376,12 +379,11 @@ class Hub:
             return 0
         n = batch.add(payload, s.player_id)
         c = batch.count
-        self.report.clock.mark(c - n, now)
+        self.report.clock.mark(c, n, now)
         top = int(batch.seqs[c - 1] if n == 1 else batch.seqs[c - n:c].max())
         if top > s.max_seq:
             s.max_seq = top
         s.bucket = bucket - n
-        self.moves_received += n
         return n
 
     # ------------------------------------------------------------------ the tick
@@ -553,6 +555,9 @@ class Hub:
         batch, self.batch = self.batch, self.spare
         clock = self.report.swap_clocks()
         n_moves = batch.count
+        # Received moves are counted per tick, not per frame (an int above 256 is an
+        # allocation): the batch holds them and the server's own stop moves.
+        self.moves_received, self.stop_moves = n_moves - self.stop_moves, 0
         t_call = time.perf_counter()
         try:
             result, vis, _total, phases = await trio.to_thread.run_sync(

@@ -75,15 +75,16 @@ class MoveClock:
         self.n = 0
         self.time = -1.0
 
-    def mark(self, index: int, now: float) -> None:
-        """Moves from batch position ``index`` on arrived at ``now`` (Trio clock, seconds)."""
+    def mark(self, count: int, added: int, now: float) -> None:
+        """The batch holds ``count`` moves, the last ``added`` of them read at ``now``
+        (Trio clock, seconds). Allocates nothing unless the time changed."""
         if now == self.time:
             return
         self.time = now
         n = self.n
         if n == self.CAPACITY:  # a flood of runs: the last run absorbs the rest
             return
-        self.first[n] = index
+        self.first[n] = count - added
         self.t[n] = now
         self.n = n + 1
 

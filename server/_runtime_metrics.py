@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import platform
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from functools import cache
@@ -99,6 +100,10 @@ class RuntimeCollector:
             if stats is not None:
                 c.add_metric([], float(getattr(stats, field)))
             yield c
+        yield GaugeMetricFamily("hunt_python_allocated_blocks", "Memory blocks the Python "
+                                "allocator holds (sys.getallocatedblocks): flat once the "
+                                "server is warm, a steady climb is a leak",
+                                value=0 if describe else sys.getallocatedblocks())
         h = HistogramMetricFamily("hunt_gc_pause_seconds", "Pauses of CPython's cyclic "
                                   "garbage collector by generation", labels=["generation"])
         for gen, hist in enumerate(_GC_PAUSES):

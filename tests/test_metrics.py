@@ -24,9 +24,9 @@ def test_bulk_histogram_buckets_like_prometheus() -> None:
 
 def test_move_clock_weighs_each_run_of_moves_by_its_length() -> None:
     clock, hist = MoveClock(), BulkHistogram((0.01, 0.02, 0.05))
-    clock.mark(0, 1.000)   # moves 0-2 read at t = 1.000
-    clock.mark(2, 1.000)   # same instant: same run
-    clock.mark(3, 1.015)   # moves 3-4
+    clock.mark(2, 2, 1.000)   # moves 0-1 read at t = 1.000
+    clock.mark(3, 1, 1.000)   # move 2, same instant: same run
+    clock.mark(5, 2, 1.015)   # moves 3-4
     clock.observe(hist, 5, 1.030)
     assert hist.buckets() == [("0.01", 0.0), ("0.02", 2.0), ("0.05", 5.0), ("+Inf", 5.0)]
     clock.observe(hist, 0, 2.0)  # an empty batch adds nothing
