@@ -200,6 +200,15 @@ class ReferenceWorld:
         self._queue.append(("join", slot))
         return gen << 32 | slot
 
+    def join_many(self, hunt: int, count: int) -> list[int]:
+        """``count`` joins at once, all or nothing: if they do not all fit, none is made."""
+        h = self._hunt(hunt)
+        if h.members + count > h.params.max_players:
+            raise HuntFullError(f"hunt {hunt} has room for {h.params.max_players - h.members}")
+        if count > len(self._free):
+            raise CapacityError(f"{len(self._free)} player slots are free, {count} asked")
+        return [self.join(hunt) for _ in range(count)]
+
     def leave(self, player_id: int) -> None:
         """Queue the player's departure for the next tick's step 1."""
         slot = self._live_slot(player_id)
