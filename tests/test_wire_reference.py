@@ -2,7 +2,8 @@
 
 A real server (in-process, real WebSockets on 127.0.0.1) runs a hunt with five
 Python clients (``server.client``): two play throughout, one drops its
-connection and resumes, one says BYE halfway, one joins late. Every TICK each
+connection and resumes, one says BYE halfway, one joins late; two more create
+a second hunt mid-run by naming it in their HELLO (``allow_create_hunts``). Every TICK each
 client decodes is kept with the view the client holds after it. The
 pure-Python reference then runs on the inputs the server journaled (joins,
 leaves, moves, in the engine's order; tests/wire_support.py), and for every
@@ -36,18 +37,21 @@ from server.client import HuntError, connect
 HUNT = {"name": "glade", "width": 50.0, "height": 40.0, "treasures": 40,
         "discovery_radius": 4.0, "hint_radius": 25.0, "view_radius": 22.0,
         "player_speed": 40.0, "respawn_delay": 4, "leaderboard_size": 4, "seed": 16}
+#: The ``[defaults]`` a hunt created by a HELLO gets.
+CREATED = {"width": 30.0, "height": 30.0, "treasures": 20, "discovery_radius": 4.0,
+           "hint_radius": 20.0, "view_radius": 25.0, "player_speed": 30.0, "seed": 7}
 END = 70  # last tick the clients read (20 ticks per second)
 
 
-async def _player(url: str, name: str, seed: int, log: Log, *, start_at: int = 0,
-                  drop_at: int | None = None, bye_at: int | None = None,
+async def _player(url: str, name: str, seed: int, log: Log, *, hunt_name: str = "glade",
+                  start_at: int = 0, drop_at: int | None = None, bye_at: int | None = None,
                   watch=None) -> None:
     rng = random.Random(seed)
     if start_at:
         with trio.fail_after(20):
             while watch() < start_at:
                 await trio.sleep(0.02)
-    async with connect(url, name, "glade") as hunt:
+    async with connect(url, name, hunt_name) as hunt:
         await steer(hunt, rng, log, bye_at or drop_at or END)
         if bye_at is not None:
             await hunt.bye()
@@ -65,6 +69,7 @@ async def _player(url: str, name: str, seed: int, log: Log, *, start_at: int = 0
 async def test_every_tick_clients_decode_equals_the_reference(serve, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     srv = await serve(HUNT, engine={"max_players": 16, "max_treasures": 64},
+                      defaults=CREATED, allow_create_hunts=True,
                       http_port=-1, data_dir=str(data_dir), fsync="off", snapshot_every=0)
     log = Log()
 
@@ -80,11 +85,16 @@ async def test_every_tick_clients_decode_equals_the_reference(serve, tmp_path: P
             nursery.start_soon(lambda: _player(srv.url, "di", 4, log, bye_at=35))
             nursery.start_soon(lambda: _player(srv.url, "ed", 5, log, start_at=25,
                                                watch=server_tick))
+            # Two players of a hunt that a HELLO creates mid-run (allow_create_hunts).
+            for name, seed, start in (("fy", 6, 30), ("gus", 7, 33)):
+                nursery.start_soon(lambda n=name, k=seed, a=start: _player(
+                    srv.url, n, k, log, hunt_name="den", start_at=a, watch=server_tick))
     seen = check_against_reference(data_dir, log)
     assert seen["ticks"] > 4 * END - 40, seen
     for what in ("visible", "discoveries", "leaderboards", "leaves"):
         assert seen[what] > 0, seen
-    assert seen["keyframes"] >= 6, seen  # five joins and one resume start with one
+    assert seen["keyframes"] >= 8, seen  # seven joins and one resume start with one
+    assert len(srv.hub.world.hunt_params) == 2
 
 
 CRASH_CONFIG = """
