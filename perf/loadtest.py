@@ -121,6 +121,9 @@ def start_server(procs: Procs, clients: int, args: argparse.Namespace, logdir: P
     cmd = [*launcher, "serve", "--port", "0", "--http-port", "0",
            "--log-format", "json", "--tick-rate", str(args.tick_rate),
            "--max-connections", limit, "--max-connections-per-address", limit,
+           # Every client comes from 127.0.0.1: lift the per-address join limits.
+           "--max-players-per-address", limit,
+           "--hellos-per-second-per-address", str(max(5.0, 2 * args.connect_rate)),
            "--moves-per-second", str(max(60.0, 3 * args.rate)),
            "--tick-threads", str(args.tick_threads)]
     if args.max_players:

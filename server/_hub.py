@@ -66,15 +66,6 @@ RING = 8192
 SPLIT_MIN = 128
 
 
-def recent_timings(hub: Hub, n: int) -> dict[str, list[float]]:
-    """The last ``n`` ticks' timings in ms by phase (oldest first)."""
-    n = max(0, min(n, hub.ring_count, RING))
-    idx = (np.arange(hub.ring_count - n, hub.ring_count) % RING) if n else np.zeros(0, int)
-    rows = hub.ring[idx]
-    return {name: [round(float(v), 4) for v in rows[:, k]]
-            for k, name in enumerate(TICK_PHASES)}
-
-
 @dataclass(eq=False)
 class Session:
     """A player as the server knows it: alive in a hunt, connected or within its grace."""
@@ -97,6 +88,8 @@ class Session:
     leaving: bool = False
     #: Highest move seq received from the client (a stop move on disconnect goes above it).
     max_seq: int = 0
+    #: IP address the player joined from ("" for players recovered from the journal).
+    address: str = ""
 
 
 @dataclass(eq=False)
@@ -126,6 +119,8 @@ class Hub:
         self.by_token: dict[bytes, Session] = {}
         #: Sessions without a connection (in their resume grace).
         self.lost: set[Session] = set()
+        #: Players per (hunt index, IP address), connected or within their grace.
+        self.address_players: dict[tuple[int, str], int] = {}
         # Inputs of the coming tick, as the journal records them (durability contract).
         self.tick_hunts: list[HuntParams] = []
         self.tick_joins: list[tuple[int, int, str, bytes]] = []
@@ -257,6 +252,11 @@ class Hub:
         self.tick_leaves.append(s.player_id)
         self.by_token.pop(s.token, None)
         self.sessions.pop(s.slot, None)
+        key = (s.hunt, s.address)
+        if s.address and key in self.address_players:
+            self.address_players[key] -= 1
+            if not self.address_players[key]:
+                del self.address_players[key]
         self._names_blob.pop(s.hunt, None)
         if s.conn is not None:
             s.conn.unbind()
@@ -268,6 +268,13 @@ class Hub:
             h = world.hunt_index(req.hunt)
         except UnknownHuntError:
             h = self._create_hunt(req.hunt)
+        address = req.conn.remote
+        cap = self.server.max_players_per_address
+        if self.address_players.get((h, address), 0) >= cap:
+            self.metrics.limits.labels("players_per_address").inc()
+            raise _Refusal(ErrorCode.ADDRESS_FULL, f"{address} already has {cap} players in "
+                           "this hunt (the server's max_players_per_address): one must leave "
+                           "(BYE) or its resume grace end first")
         try:
             pid = world.join(h)
         except HuntFullError as exc:
@@ -275,7 +282,8 @@ class Hub:
         except CapacityError as exc:
             raise _Refusal(ErrorCode.SERVER_FULL, str(exc)) from None
         slot = pid & 0xFFFFFFFF
-        s = Session(pid, slot, h, req.name, self.new_token(), conn=req.conn)
+        s = Session(pid, slot, h, req.name, self.new_token(), conn=req.conn, address=address)
+        self.address_players[h, address] = self.address_players.get((h, address), 0) + 1
         self.keyframe_due[slot] = 1
         self.skipped_ticks[slot] = 0
         self.tick_joins.append((pid, h, req.name, s.token))

@@ -53,6 +53,12 @@ class Metrics:
                                        ["code"], registry=r)
         self.events = Counter("hunt_connection_events", "Connection events by kind", ["kind"],
                               registry=r)
+        self.limits = Counter("hunt_limit_hits", "Times a client, an address or the HTTP port "
+                              "reached a limit of [server] (docs/server.md, Limits), by limit",
+                              ["limit"], registry=r)
+        self.visibility_cut = Counter("hunt_visibility_truncated", "Observers whose view did "
+                                      "not fit a tick's visibility buffer (they get a "
+                                      "keyframe later)", registry=r)
 
     def add_cluster(self) -> None:
         """Gauges of a scale-out node (``serve --redis``), set at scrape time."""
