@@ -477,3 +477,34 @@ def test_loopback_aliases_are_usable() -> None:
     127/8 is loopback)."""
     with socket.socket() as s:
         s.bind(("127.0.0.2", 0))
+
+
+async def test_a_full_visibility_buffer_is_counted_logged_and_rotated(serve) -> None:
+    """Twelve moving players in one another's view, a buffer of 40 records: every tick cuts some
+    observers (a TICK skipped, a keyframe later); the cut is counted, logged at most once a
+    second, and rotates: every client still gets most ticks."""
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        srv = await serve(ARENA, engine={"max_visible": 40}, http_port=-1)
+        got = [0] * 12
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(connect(srv.url, f"p{i}", "demo"))
+                       for i in range(12)]
+
+            async def read(i: int) -> None:
+                await clients[i].move(1.0 if i % 2 else -1.0, 0.3)  # all in view, all moving
+                ws = clients[i].websocket
+                while True:
+                    if (await ws.get_message())[:1] == b"\x83":
+                        got[i] += 1
+
+            with trio.move_on_after(2.5):
+                async with trio.open_nursery() as nursery:
+                    for i in range(12):
+                        nursery.start_soon(read, i)
+    cut = srv.metric("hunt_visibility_truncated_total")
+    lines = [e for e in logs if e["event"] == "visibility_truncated"]
+    assert cut > 0 and 1 <= len(lines) <= 4
+    assert lines[0]["observers"] > 0 and "max_visible" in lines[0]["hint"]
+    assert min(got) > 0, f"a client was cut every tick: {got}"
