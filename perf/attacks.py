@@ -91,15 +91,16 @@ class Attack:
             t.join(timeout=10)
 
     def sock(self, addr: tuple[str, int], source: str | None = None) -> socket.socket:
+        """A connected socket from ``source`` (default: the attack's address)."""
         s = socket.socket()
         s.settimeout(5)
         s.bind((source or self.source, 0))
         s.connect(addr)
         return s
 
-    def upgraded(self, hello: bool = True) -> socket.socket:
+    def upgraded(self, hello: bool = True, source: str | None = None) -> socket.socket:
         """A socket past the WebSocket upgrade (and its HELLO sent)."""
-        s = self.sock(self.ws)
+        s = self.sock(self.ws, source)
         host = f"{self.ws[0]}:{self.ws[1]}"
         s.sendall((f"GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -114,11 +115,12 @@ class Attack:
             s.sendall(hello_frame("attacker", "demo"))
         return s
 
-    def flood(self, chunk: bytes, hello: bool = True, wait_welcome: bool = False) -> None:
-        """One connection writing ``chunk`` without reading until the server ends it."""
-        s = self.upgraded(hello)
+    def flood(self, chunk: bytes, hello: bool = False, source: str | None = None) -> None:
+        """One connection writing ``chunk`` without reading until the server ends it; with
+        ``hello``, from its WELCOME on (else before HELLO: the budgets hold there too)."""
+        s = self.upgraded(hello, source)
         try:
-            if wait_welcome:
+            if hello:
                 s.recv(4096)  # WELCOME (a TICK may follow; flood from here)
             while not self.stopping.is_set():
                 s.sendall(chunk)
@@ -144,7 +146,16 @@ def byte_flood(a: Attack) -> None:
     body = bytearray(struct.pack("<BBH", 0x02, 0, 64))
     for i in range(64):
         body += struct.pack("<qff", i + 1, 1.0, 0.0)
-    a.spawn(lambda: a.flood(client_frame(bytes(body)) * 32, wait_welcome=True), 4)
+    chunk = client_frame(bytes(body)) * 32
+    sources = iter(range(1 << 30))
+
+    def one() -> None:
+        # Valid moves need a player: each connection joins (from one of 16 addresses, so
+        # that the HELLO budget is not what stops it), floods, is cut, and waits a little.
+        a.flood(chunk, hello=True, source=f"{a.source[:-1]}{100 + next(sources) % 16}")
+        time.sleep(0.2)
+
+    a.spawn(one, 4)
 
 
 def slow_frames(a: Attack) -> None:
@@ -274,12 +285,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ready = procs.json_line(gen, args.clients / 100 + 90)
         print(f"  {ready['playing']}/{args.clients} good clients playing", file=sys.stderr)
         time.sleep(args.warmup)
-        names = ["baseline", *[a for a in ATTACKS if a in args.attacks]]
+        names = ["baseline", *[a for a in ATTACKS if a in args.attacks], "baseline_end"]
         for k, name in enumerate(names):
             attack = None
             m0 = probe(metrics, http_url)
-            if name != "baseline":
-                attack = Attack(ws, http, f"127.0.2.{k}")
+            if not name.startswith("baseline"):
+                attack = Attack(ws, http, f"127.0.{10 + k}.1")
                 globals()[name](attack)
                 time.sleep(0.5)  # the attack under way before the window opens
             peak = 0
@@ -319,30 +330,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         gen.stdin.flush()
         if server.poll() is not None:
             raise RuntimeError(f"the server died:\n{tail(logdir / 'server.log')}")
-    base = phases[0]["p99_ms"] or 1e-9
+    # The quiet figure: the mean of the baselines before and after the attacks.
+    base = (phases[0]["p99_ms"] + phases[-1]["p99_ms"]) / 2 or 1e-9
+    report_base = {"baseline_p99_ms": base}
     for p in phases:
         p["p99_over_baseline"] = p["p99_ms"] / base
         p["pass"] = (p["p99_over_baseline"] <= args.target and p["tick_gaps"] == 0
                      and p["max_players_per_address"] <= MAX_PLAYERS_PER_ADDRESS)
     return {"phases": phases, "clients": args.clients, "duration_s": args.duration,
-            "target": args.target}
+            "target": args.target, **report_base}
 
 
 def print_table(report: dict[str, Any], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=title)
+    t = Table(title=title, caption="p99 / baseline: over the mean of the two baselines' p99 "
+              f"({report['baseline_p99_ms']:.1f} ms)")
     for col in ("phase", "p50 ms", "p99 ms", "p99 / baseline", "ticks/s", "missed ticks",
                 "max players/address", "limits hit", "pass"):
-        t.add_column(col, justify="left" if col in ("phase", "limits hit") else "right")
+        t.add_column(col, justify="left" if col in ("phase", "limits hit") else "right",
+                     overflow="fold")
     for p in report["phases"]:
         hits = ", ".join(f"{k} {int(v)}" for k, v in sorted(p["limit_hits"].items()))
         t.add_row(p["phase"], f"{p['p50_ms']:.1f}", f"{p['p99_ms']:.1f}",
                   f"{p['p99_over_baseline']:.2f}", f"{p['ticks_per_s']:.2f}",
                   str(p["tick_gaps"]), str(p["max_players_per_address"]), hits or "-",
                   "yes" if p["pass"] else "NO")
-    Console().print(t)
+    Console(width=max(150, Console().width)).print(t)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

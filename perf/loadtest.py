@@ -129,7 +129,8 @@ def start_server(procs: Procs, clients: int, args: argparse.Namespace, logdir: P
     if lift_limits:
         cmd += ["--max-connections", limit, "--max-connections-per-address", limit,
                 "--max-players-per-address", limit,
-                "--hellos-per-second-per-address", str(max(5.0, 2 * args.connect_rate))]
+                "--hellos-per-second-per-address", str(max(5.0, 2 * args.connect_rate)),
+                "--connections-per-second-per-address", str(max(10.0, 2 * args.connect_rate))]
     if args.max_players:
         cmd += ["--max-players", str(args.max_players)]
     if args.send_threads:

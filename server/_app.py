@@ -55,8 +55,8 @@ STATIC = Path(__file__).parent / "static"
 #: its request: holding the socket for the handshake would let idle sockets pile up.
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\n"
          b"Connection: close\r\n\r\n")
-#: HELLO buckets kept per address before the full ones (idle addresses) are forgotten.
-_HELLO_BUCKETS = 4096
+#: Rate buckets (HELLOs, connections) kept per address before the full ones are forgotten.
+_BUCKETS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +93,7 @@ class HuntServer:
         self.connections: set[Connection] = set()
         self.per_address: Counter[str] = Counter()
         self.hello_buckets: dict[str, wf.Bucket] = {}
+        self.connect_buckets: dict[str, wf.Bucket] = {}
         self.stats_cache = StatsCache()
         self.ports: Ports | None = None
         self._stop = trio.Event()
@@ -235,7 +236,8 @@ class HuntServer:
         addr = conn.remote
         busy = ("connections" if len(self.connections) >= cfg.max_connections else
                 "connections_per_address"
-                if self.per_address[addr] >= cfg.max_connections_per_address else None)
+                if self.per_address[addr] >= cfg.max_connections_per_address else
+                "connection_rate_per_address" if not self._connect_allowed(addr) else None)
         if busy is not None:
             self.metrics.events.labels("refused_busy").inc()
             self.metrics.limits.labels(busy).inc()
@@ -346,18 +348,14 @@ class HuntServer:
     def _hello_allowed(self, address: str) -> bool:
         """Take one HELLO from ``address``'s bucket (False: over its rate)."""
         cfg = self.server
-        now = trio.current_time()
-        bucket = self.hello_buckets.get(address)
-        if bucket is None:
-            if len(self.hello_buckets) >= _HELLO_BUCKETS:
-                # Forget the addresses whose bucket refilled: they start full again anyway.
-                burst = cfg.hello_burst_per_address
-                for key, b in list(self.hello_buckets.items()):
-                    if b.level + (now - b.t) * b.rate >= burst:
-                        del self.hello_buckets[key]
-            bucket = self.hello_buckets[address] = wf.Bucket(
-                cfg.hellos_per_second_per_address, cfg.hello_burst_per_address, now)
-        return bucket.take(1, now)
+        return _take(self.hello_buckets, address, cfg.hellos_per_second_per_address,
+                     cfg.hello_burst_per_address)
+
+    def _connect_allowed(self, address: str) -> bool:
+        """Take one new connection from ``address``'s bucket (False: over its rate)."""
+        cfg = self.server
+        return _take(self.connect_buckets, address, cfg.connections_per_second_per_address,
+                     cfg.connection_burst_per_address)
 
     async def _read_loop(self, conn: Connection, hub: Hub, s: Session) -> None:
         idle = self.server.idle_timeout
@@ -582,3 +580,18 @@ class HuntServer:
         stats = {**hub.stats, "clients": len(hub.obs_sessions)}
         return json_response(watch_payload(hub.world, h, names,
                                            list(hub.recent_discoveries[h]), stats))
+
+
+def _take(buckets: dict[str, wf.Bucket], address: str, rate: float, burst: int) -> bool:
+    """Take one token from ``address``'s bucket in ``buckets`` (created full); False when
+    it is empty. Past ``_BUCKETS`` addresses, those whose bucket refilled are forgotten
+    (they would start full again anyway), so the dict stays bounded."""
+    now = trio.current_time()
+    bucket = buckets.get(address)
+    if bucket is None:
+        if len(buckets) >= _BUCKETS:
+            for key, b in list(buckets.items()):
+                if b.level + (now - b.t) * b.rate >= burst:
+                    del buckets[key]
+        bucket = buckets[address] = wf.Bucket(rate, burst, now)
+    return bucket.take(1, now)

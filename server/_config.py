@@ -34,6 +34,11 @@ class ServerConfig:
     #: the socket closed at once, without waiting for the handshake).
     max_connections: int = 10_000
     max_connections_per_address: int = 256
+    #: New WebSocket connections per second from one IP address, after a burst of
+    #: ``connection_burst_per_address`` (over: the same 503 at once): a client that
+    #: reconnects in a loop costs accepts, never handshakes.
+    connections_per_second_per_address: float = 10.0
+    connection_burst_per_address: int = 60
     #: Joins from one IP address: HELLOs per second (resumes included) with a burst of
     #: ``hello_burst_per_address`` (over: REFUSED TOO_MANY_JOINS), and players per hunt,
     #: connected or within their resume grace (over: REFUSED ADDRESS_FULL). Sized for an
@@ -98,6 +103,8 @@ class ServerConfig:
             "port": (0, 65535), "http_port": (-1, 65535), "max_created_hunts": (0, 10_000),
             "max_connections": (1, 1_000_000), "max_connections_per_address": (1, 1_000_000),
             "hellos_per_second_per_address": (0.01, 1_000_000),
+            "connections_per_second_per_address": (0.01, 1_000_000),
+            "connection_burst_per_address": (1, 1_000_000),
             "hello_burst_per_address": (1, 1_000_000),
             "max_players_per_address": (1, 10_000_000),
             "control_frames_per_second": (0.1, 1_000_000),

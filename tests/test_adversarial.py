@@ -386,7 +386,8 @@ async def test_connection_storm_on_both_ports(serve) -> None:
     storm = 2000
     raise_fd_limit(4 * storm + 1024)
     srv = await serve(ARENA, handshake_timeout=10.0, max_connections_per_address=100,
-                      http_max_connections=50, http_timeout=10.0)
+                      connection_burst_per_address=100, http_max_connections=50,
+                      http_timeout=10.0)
     async with cohort_playing(srv.url) as cohort:
         held: list[trio.SocketStream] = []
         answers: dict[str, int] = {"503": 0, "reset": 0, "open": 0}
