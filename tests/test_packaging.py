@@ -22,6 +22,7 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 NOT_IMPORTED = {
     "test": {"ruff", "pytest-trio", "matplotlib"},
     "plot": {"matplotlib"},  # imported by server/ when --plot is given (an extra of server/)
+    "perf": {"py-spy"},  # run by name: perf/loadtest.py --profile
 }
 
 
