@@ -22,6 +22,7 @@ rate does not drift.
 
 from __future__ import annotations
 
+import hmac
 import math
 import secrets
 import time
@@ -50,6 +51,7 @@ from . import _wsframes as wf
 from ._config import ServeConfig
 from ._conn import Connection, SendSlots
 from ._metrics import TICK_PHASES, Metrics
+from .durability import token_hash
 from .protocol import (
     MAX_SEQ,
     ErrorCode,
@@ -64,17 +66,10 @@ from .protocol import (
 
 #: Ticks of timings kept for /api/stats.
 RING = 8192
+#: Snapshot meta: its players' tokens are stored as token hashes (older snapshots: plaintext).
+TOKENS_HASHED = "sha256-16"
 #: Clients per thread below which the tick's writes stay on one thread.
 SPLIT_MIN = 128
-
-
-def recent_timings(hub: Hub, n: int) -> dict[str, list[float]]:
-    """The last ``n`` ticks' timings in ms by phase (oldest first)."""
-    n = max(0, min(n, hub.ring_count, RING))
-    idx = (np.arange(hub.ring_count - n, hub.ring_count) % RING) if n else np.zeros(0, int)
-    rows = hub.ring[idx]
-    return {name: [round(float(v), 4) for v in rows[:, k]]
-            for k, name in enumerate(TICK_PHASES)}
 
 
 @dataclass(eq=False)
@@ -85,7 +80,10 @@ class Session:
     slot: int
     hunt: int
     name: str
+    #: The resume token as the client holds it (b"" for a recovered player until it
+    #: resumes), and its hash (server.durability.token_hash): the journal keeps only that.
     token: bytes
+    token_hash: bytes
     conn: Connection | None = None
     #: trio.current_time() when the connection was lost (None while connected).
     lost_at: float | None = None
@@ -99,10 +97,8 @@ class Session:
     leaving: bool = False
     #: Highest move seq received from the client (a stop move on disconnect goes above it).
     max_seq: int = 0
-    #: The batch row of this player's newest move in the current batch (``row_gen`` is
-    #: the hub's ``batch_gen`` when it was written): over the rate limit, a move replaces it.
-    row: int = 0
-    row_gen: int = -1
+    #: IP address the player joined from ("" for players recovered from the journal).
+    address: str = ""
 
 
 @dataclass(eq=False)
@@ -129,9 +125,12 @@ class Hub:
         self.log = log
         self.journal = journal
         self.sessions: dict[int, Session] = {}  # by slot
+        #: Sessions by token hash.
         self.by_token: dict[bytes, Session] = {}
         #: Sessions without a connection (in their resume grace).
         self.lost: set[Session] = set()
+        #: Players per (hunt index, IP address), connected or within their grace.
+        self.address_players: dict[tuple[int, str], int] = {}
         # Inputs of the coming tick, as the journal records them (durability contract).
         self.tick_hunts: list[HuntParams] = []
         self.tick_joins: list[tuple[int, int, str, bytes]] = []
@@ -154,8 +153,6 @@ class Hub:
         self.leaves: list[Session] = []
         #: Stop moves that found the batch full, for the next tick's batch.
         self.deferred_stops: list[Session] = []
-        #: Counts batch swaps: which batch a session's ``row`` refers to.
-        self.batch_gen = 0
         self.running = True
         self.stats: dict[str, float] = {"tick": 0, "tick_ms_p50": 0.0, "tick_ms_p99": 0.0}
         #: Ring of the last RING ticks' timings (ms) by phase, for /api/stats and load tests.
@@ -163,11 +160,18 @@ class Hub:
         self.ring_count = 0
         self.evictions = 0
         self.skipped_total = 0
+        #: Observers cut by a full visibility buffer since the last log line about it.
+        self.truncated_since_log = 0
+        self._truncation_logged = -math.inf
         self.recent_discoveries: list[deque[dict[str, Any]]] = [
             deque(maxlen=20) for _ in self.world.hunt_params]
         # Per-tick counters, flushed into the metrics once per tick.
         self.moves_received = 0
         self.moves_dropped = 0
+        #: Stop moves the server put in the current batch (not received: see tick_once).
+        self.stop_moves = 0
+        #: Per-hunt figures and move arrival times for the metrics (server/_hunt_metrics.py).
+        self.report = metrics.hub_report(self)
         self._observers_dirty = True
         self._on_tick: list[Callable[[Hub, Any], None]] = []
         #: ``time.monotonic()`` after which this node may no longer tick the hunt (scale-out:
@@ -183,7 +187,10 @@ class Hub:
         """Players of a recovered world: disconnected, resumable within the grace period."""
         meta = rec.meta or {}
         self.created_hunts = int(meta.get("created_hunts", 0))
-        players = {int(pid): (int(h), name, bytes.fromhex(tok))
+        # Snapshots of an older server hold the tokens themselves: hash them on the way in.
+        plain = meta.get("tokens") != TOKENS_HASHED
+        players = {int(pid): (int(h), name, token_hash(bytes.fromhex(tok)) if plain
+                              else bytes.fromhex(tok))
                    for pid, h, name, tok in meta.get("players", [])}
         for j in rec.joins:
             players[j.player_id] = (j.hunt, j.name, bytes(j.token))
@@ -192,15 +199,15 @@ class Hub:
         for pid, (h, name, token) in players.items():
             if not self.world.is_live(pid):
                 continue
-            s = Session(pid, pid & 0xFFFFFFFF, h, name, token, welcome_pending=False)
+            s = Session(pid, pid & 0xFFFFFFFF, h, name, b"", token, welcome_pending=False)
             self.sessions[s.slot] = s
             self.by_token[token] = s
             self.lost.add(s)
 
     def journal_meta(self) -> dict[str, Any]:
         """What a snapshot keeps beside the world: players' names and tokens."""
-        return {"created_hunts": self.created_hunts,
-                "players": [[s.player_id, s.hunt, s.name, s.token.hex()]
+        return {"created_hunts": self.created_hunts, "tokens": TOKENS_HASHED,
+                "players": [[s.player_id, s.hunt, s.name, s.token_hash.hex()]
                             for s in self.sessions.values() if not s.leaving]}
 
     def _init_buffers(self) -> None:
@@ -233,7 +240,7 @@ class Hub:
     def new_token(self) -> bytes:
         while True:
             token = secrets.token_bytes(16)
-            if token not in self.by_token:
+            if token_hash(token) not in self.by_token:
                 return token
 
     def _apply_requests(self, now: float) -> list[JoinRequest]:
@@ -265,8 +272,13 @@ class Hub:
         self.lost.discard(s)
         self.world.leave(s.player_id)
         self.tick_leaves.append(s.player_id)
-        self.by_token.pop(s.token, None)
+        self.by_token.pop(s.token_hash, None)
         self.sessions.pop(s.slot, None)
+        key = (s.hunt, s.address)
+        if s.address and key in self.address_players:
+            self.address_players[key] -= 1
+            if not self.address_players[key]:
+                del self.address_players[key]
         self._names_blob.pop(s.hunt, None)
         if s.conn is not None:
             s.conn.unbind()
@@ -278,6 +290,13 @@ class Hub:
             h = world.hunt_index(req.hunt)
         except UnknownHuntError:
             h = self._create_hunt(req.hunt)
+        address = req.conn.remote
+        cap = self.server.max_players_per_address
+        if self.address_players.get((h, address), 0) >= cap:
+            self.metrics.limits.labels("players_per_address").inc()
+            raise _Refusal(ErrorCode.ADDRESS_FULL, f"{address} already has {cap} players in "
+                           "this hunt (the server's max_players_per_address): one must leave "
+                           "(BYE) or its resume grace end first")
         try:
             pid = world.join(h)
         except HuntFullError as exc:
@@ -285,13 +304,16 @@ class Hub:
         except CapacityError as exc:
             raise _Refusal(ErrorCode.SERVER_FULL, str(exc)) from None
         slot = pid & 0xFFFFFFFF
-        s = Session(pid, slot, h, req.name, self.new_token(), conn=req.conn)
+        token = self.new_token()
+        s = Session(pid, slot, h, req.name, token, token_hash(token), conn=req.conn,
+                    address=address)
+        self.address_players[h, address] = self.address_players.get((h, address), 0) + 1
         self.keyframe_due[slot] = 1
         self.skipped_ticks[slot] = 0
-        self.tick_joins.append((pid, h, req.name, s.token))
+        self.tick_joins.append((pid, h, req.name, s.token_hash))
         s.bucket, s.bucket_t = self.server.moves_per_second, trio.current_time()
         self.sessions[slot] = s
-        self.by_token[s.token] = s
+        self.by_token[s.token_hash] = s
         self._names_blob.pop(h, None)
         self._observers_dirty = True
         self.log.info("join", player=pid, name=req.name, hunt=world.hunt_params[h].name,
@@ -318,8 +340,10 @@ class Hub:
         return h
 
     def _resume(self, req: JoinRequest) -> Session:
-        s = self.by_token.get(req.token or b"")
-        if s is None or s.leaving:
+        digest = token_hash(req.token or b"")
+        s = self.by_token.get(digest)
+        # The dict finds the candidate by hash; the comparison of the hashes is constant-time.
+        if s is None or s.leaving or not hmac.compare_digest(s.token_hash, digest):
             raise _Refusal(ErrorCode.RESUME_INVALID, "this resume token is unknown, expired or "
                            "its player left; join again without it")
         old = s.conn
@@ -333,7 +357,7 @@ class Hub:
             # Like any connection that ends: the player stands still until the new
             # connection moves it (this tick applies the stop; WELCOME's ack counts it).
             self._stop_move(s)
-        s.conn, s.lost_at = req.conn, None
+        s.conn, s.lost_at, s.token = req.conn, None, req.token
         self.lost.discard(s)
         s.welcome_pending = s.resumed = True
         self.keyframe_due[s.slot] = 1
@@ -369,8 +393,8 @@ class Hub:
         c = b.count
         b.ids[c], b.seqs[c], b.dx[c], b.dy[c] = s.player_id, seq, 0.0, 0.0
         b.count = c + 1
+        self.stop_moves += 1
         s.max_seq = seq
-        s.row, s.row_gen = c, self.batch_gen
 
     def _close_soon(self, conn: Connection, code: int, reason: str, final: bytes) -> None:
         """``final``, then close ``code``: queued now (nothing can come between), written
@@ -392,38 +416,45 @@ class Hub:
         rate = self.server.moves_per_second
         bucket = min(rate, s.bucket + (now - s.bucket_t) * rate)
         s.bucket_t = now
-        s.bucket = bucket
         batch = self.batch
         if batch.room < 64:  # the tick's batch is full (server-wide): drop the frame
+            s.bucket = bucket
             self.moves_dropped += 1
+            self.report.drop_move(s.hunt)
             return 0
-        c0 = batch.count
         n = batch.add(payload, s.player_id)
         c = batch.count
-        seqs = batch.seqs
-        top_i = c - 1 if n == 1 else c0 + int(seqs[c0:c].argmax())
-        top = int(seqs[top_i])
+        top = int(batch.seqs[c - 1] if n == 1 else batch.seqs[c - n:c].max())
         if top > s.max_seq:
             s.max_seq = top
         if bucket >= 1.0:
+            self.report.clock.mark(c, n, now)
             s.bucket = bucket - n
-            s.row, s.row_gen = top_i, self.batch_gen
-            self.moves_received += n
             return n
-        # Over the limit: keep only the newest move, in the player's row of this batch.
-        gen = self.batch_gen
-        row = s.row if s.row_gen == gen else c0
-        if row != c0 and top <= int(seqs[row]):
-            batch.count = c0  # older than what this tick already holds for the player
-        else:
-            seqs[row] = top
-            batch.dx[row], batch.dy[row] = batch.dx[top_i], batch.dy[top_i]
-            batch.ids[row] = s.player_id
-            batch.count = c0 + 1 if row == c0 else c0
-            s.row, s.row_gen = row, gen
-        self.moves_received += n
-        self.moves_dropped += n - (batch.count - c0)
+        s.bucket = bucket
+        self._keep_newest(s, batch, n, top, now)
         return 0
+
+    def _keep_newest(self, s: Session, batch: MoveBatch, n: int, top: int, now: float) -> None:
+        """Over the rate limit: of the frame's ``n`` rows (the batch's last), keep only the
+        highest seq ``top``, in the player's pending row of this batch if it has one
+        (replacing it if older), else as one new row. The rare path: a scan of the batch."""
+        self.moves_dropped += 1
+        self.report.drop_move(s.hunt)
+        c0 = batch.count - n
+        seqs = batch.seqs
+        new = c0 + int(seqs[c0:c0 + n].argmax())
+        pending = np.flatnonzero(batch.ids[:c0] == s.player_id)
+        if len(pending):
+            row = int(pending[seqs[pending].argmax()])
+            if top > seqs[row]:
+                seqs[row], batch.dx[row], batch.dy[row] = top, batch.dx[new], batch.dy[new]
+            batch.count = c0
+            return
+        seqs[c0], batch.dx[c0], batch.dy[c0] = top, batch.dx[new], batch.dy[new]
+        batch.ids[c0] = s.player_id
+        batch.count = c0 + 1
+        self.report.clock.mark(c0 + 1, 1, now)
 
     # ------------------------------------------------------------------ the tick
 
@@ -552,6 +583,7 @@ class Hub:
             await self._tick_loop(start, period)
         finally:
             self.ticking = False
+            self.report.release()
             self.ticker_done.set()
 
     async def _tick_loop(self, start: float, period: float) -> None:
@@ -565,6 +597,7 @@ class Hub:
                 n += missed
                 deadline += missed * period
                 self.metrics.overruns.inc(missed)
+                self.report.overran(missed)
                 self.log.warning("tick_overrun", missed_ticks=missed)
             await trio.sleep_until(deadline)
             if not self.running:
@@ -590,8 +623,12 @@ class Hub:
         claimed = self._claimed[:n_obs]
         send.begin(slots, self.fds[:n_obs], claimed)
         batch, self.batch = self.batch, self.spare
-        self.batch_gen += 1
-        if self.deferred_stops:
+        clock = self.report.swap_clocks()
+        n_moves = batch.count
+        # Received moves are counted per tick, not per frame (an int above 256 is an
+        # allocation): the batch holds them and the server's own stop moves.
+        self.moves_received, self.stop_moves = n_moves - self.stop_moves, 0
+        if self.deferred_stops:  # stops that found the last batch full: into this one
             stops, self.deferred_stops = self.deferred_stops, []
             for s in stops:
                 if s.conn is None and not s.leaving:
@@ -670,12 +707,32 @@ class Hub:
                 skipped += 1
                 if self.skipped_ticks[slot] >= evict_after and conn.closed is None:
                     self._evict(s)
+        if vis.dropped:
+            self._visibility_truncated(int(np.count_nonzero(truncated[:n_obs])),
+                                       int(vis.dropped), tick, now)
         t_end = time.perf_counter()
         phases["finish"] = t_end - t_send
         phases["total"] = t_end - t0
         self._account(result, phases, sent_msgs, sent_bytes, skipped)
+        world = self.world
+        self.report.tick(world.hunt_params, world.hunts.players, self.obs_hunt[:n_obs],
+                         result.discoveries["hunt"], vis.truncated if vis.dropped else None,
+                         phases["total"], clock, n_moves, trio.current_time())
         for hook in self._on_tick:
             hook(self, result)
+
+    def _visibility_truncated(self, observers: int, records: int, tick: int,
+                              now: float) -> None:
+        """Count the observers the visibility buffer cut this tick (they get a keyframe
+        later; who is cut rotates, docs/rules.md) and say so, at most once a second."""
+        self.metrics.visibility_cut.inc(observers)
+        self.truncated_since_log += observers
+        if now - self._truncation_logged >= 1.0:
+            self.log.warning("visibility_truncated", tick=tick, observers=observers,
+                             records=records, observers_since_last_line=self.truncated_since_log,
+                             hint="raise [engine] max_visible")
+            self._truncation_logged = now
+            self.truncated_since_log = 0
 
     def _fence(self, accepted: list[JoinRequest] = ()) -> None:
         """The lease is gone: stop ticking at once, answer waiting HELLOs with HUNT_MOVED."""
@@ -720,6 +777,7 @@ class Hub:
         conn = s.conn
         assert conn is not None
         self.metrics.evictions.inc()
+        self.report.evicted(s.hunt)
         self.evictions += 1
         skipped = int(self.skipped_ticks[s.slot])
         self.log.warning("evict", player=s.player_id, name=s.name, remote=conn.remote,

@@ -102,7 +102,12 @@ class _Notice(HuntError):
 
 class JoinRefused(_Notice):
     """The server refused the HELLO (REFUSED): ``code`` is an :class:`ErrorCode` such as
-    ``UNKNOWN_HUNT`` or ``HUNT_FULL``, ``message`` says why, ``close_code`` closed the socket."""
+    ``UNKNOWN_HUNT`` or ``HUNT_FULL``, ``message`` says why, ``close_code`` closed the socket.
+
+    ``TOO_MANY_JOINS`` (4012): this IP address sent too many HELLOs lately; try again in a
+    second or more. ``ADDRESS_FULL`` (4013): this IP address has the most players the
+    server allows in that hunt; one of them must leave (BYE) first.
+    """
 
 
 class ServerError(_Notice):
@@ -113,6 +118,8 @@ class ServerError(_Notice):
     ``REPLACED`` (4007): another connection resumed this player.
     ``HUNT_MOVED`` (4011): the hunt stopped on this node (scale-out); resume through the
     entry URL: ``async with hunt.reconnect() as hunt: ...``.
+    ``OVER_BUDGET`` (1008): this connection sent more control frames (pings) or bytes per
+    second than the server allows.
     Anything else (1002, 1008, 1009) means this client broke the protocol.
     """
 

@@ -23,7 +23,7 @@ export { HuntView, lerpPosition } from "./hunt-view.js";
 /** Refusals a retry cannot fix: the page must change something (name, hunt) first. */
 const FINAL_CODES = new Set([
   ErrorCode.HUNT_FULL, ErrorCode.UNKNOWN_HUNT, ErrorCode.BAD_VERSION, ErrorCode.BAD_NAME,
-  ErrorCode.REPLACED,
+  ErrorCode.REPLACED, ErrorCode.ADDRESS_FULL,
 ]);
 
 const DEFAULTS = {
