@@ -56,6 +56,10 @@ class ErrorCode(IntEnum):
     #: Scale-out: the hunt stopped on this node (lease lost, handed over); resume through
     #: the entry URL, where any node knows the new owner.
     HUNT_MOVED = 4011
+    #: The hunt failed on this server (its tick or journal raised: a full disk, an I/O
+    #: error, a bug) and stopped at its last durable tick; it restarts (here after a backoff,
+    #: or on another node): resume with the token after a delay, through the entry URL.
+    HUNT_FAILED = 4012
 
 
 #: Close code of an ERROR that does not end the connection (a warning).
