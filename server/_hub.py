@@ -632,16 +632,24 @@ class Hub:
                          tick=self.world.tick_number)
         self.answer_pending(list(accepted))
 
-    def answer_pending(self, extra: list[JoinRequest] = ()) -> None:
-        """Refuse every HELLO still waiting for this hub (it stopped): HUNT_MOVED."""
-        moved = ErrorMessage(ErrorCode.HUNT_MOVED, "this hunt moved to another node: "
-                             "reconnect to the server you first connected to, with your "
-                             "resume token")
+    def answer_pending(self, extra: list[JoinRequest] = (),
+                       refusal: ErrorMessage | None = None) -> None:
+        """Refuse every HELLO still waiting for this hub (it stopped): ``refusal``, by
+        default HUNT_MOVED."""
+        moved = refusal or ErrorMessage(
+            ErrorCode.HUNT_MOVED, "this hunt moved to another node: reconnect to the server "
+            "you first connected to, with your resume token")
         for req in [*extra, *self.requests]:
             req.session = None
             req.refusal = moved
             req.done.set()
         self.requests.clear()
+
+    def close(self) -> None:
+        """Release the hub's threads (after its ticker ended). Idempotent."""
+        if self._send_pool is not None:
+            self._send_pool.shutdown(wait=False)
+            self._send_pool = None
 
     def _send_welcome(self, s: Session, tick: int) -> None:
         conn = s.conn

@@ -53,6 +53,9 @@ class Metrics:
                                        ["code"], registry=r)
         self.events = Counter("hunt_connection_events", "Connection events by kind", ["kind"],
                               registry=r)
+        self.failures = Counter("hunt_failures", "Hunts stopped by a failure of their tick or "
+                                "journal (each restarts from its last durable tick)",
+                                registry=r)
 
     def add_cluster(self) -> None:
         """Gauges of a scale-out node (``serve --redis``), set at scrape time."""
