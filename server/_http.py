@@ -11,6 +11,7 @@ import json
 import mimetypes
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -84,8 +85,10 @@ class HttpServer:
                 headers = [("Content-Type", response.content_type),
                            ("Content-Length", str(len(response.body))),
                            ("Connection", "close"), *response.headers]
+                # h11 sends an empty reason phrase unless given one; curl -i and others print it.
+                reason = HTTPStatus(response.status).phrase.encode()
                 await stream.send_all(conn.send(h11.Response(status_code=response.status,
-                                                             headers=headers)))
+                                                             headers=headers, reason=reason)))
                 if request.method != "HEAD":
                     await stream.send_all(conn.send(h11.Data(data=response.body)))
                 await stream.send_all(conn.send(h11.EndOfMessage()))

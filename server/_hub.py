@@ -158,6 +158,10 @@ class Hub:
         # Per-tick counters, flushed into the metrics once per tick.
         self.moves_received = 0
         self.moves_dropped = 0
+        #: Stop moves the server put in the current batch (not received: see tick_once).
+        self.stop_moves = 0
+        #: Per-hunt figures and move arrival times for the metrics (server/_hunt_metrics.py).
+        self.report = metrics.hub_report(self)
         self._observers_dirty = True
         self._on_tick: list[Callable[[Hub, Any], None]] = []
         #: ``time.monotonic()`` after which this node may no longer tick the hunt (scale-out:
@@ -353,6 +357,7 @@ class Hub:
         c = b.count
         b.ids[c], b.seqs[c], b.dx[c], b.dy[c] = s.player_id, seq, 0.0, 0.0
         b.count = c + 1
+        self.stop_moves += 1
         s.max_seq = seq
 
     def _close_soon(self, conn: Connection, code: int, reason: str) -> None:
@@ -370,14 +375,15 @@ class Hub:
         if bucket < 1.0 or batch.room < 64:
             s.bucket = bucket
             self.moves_dropped += 1
+            self.report.drop_move(s.hunt)
             return 0
         n = batch.add(payload, s.player_id)
         c = batch.count
+        self.report.clock.mark(c, n, now)
         top = int(batch.seqs[c - 1] if n == 1 else batch.seqs[c - n:c].max())
         if top > s.max_seq:
             s.max_seq = top
         s.bucket = bucket - n
-        self.moves_received += n
         return n
 
     # ------------------------------------------------------------------ the tick
@@ -507,6 +513,7 @@ class Hub:
             await self._tick_loop(start, period)
         finally:
             self.ticking = False
+            self.report.release()
             self.ticker_done.set()
 
     async def _tick_loop(self, start: float, period: float) -> None:
@@ -520,6 +527,7 @@ class Hub:
                 n += missed
                 deadline += missed * period
                 self.metrics.overruns.inc(missed)
+                self.report.overran(missed)
                 self.log.warning("tick_overrun", missed_ticks=missed)
             await trio.sleep_until(deadline)
             if not self.running:
@@ -545,6 +553,11 @@ class Hub:
         claimed = self._claimed[:n_obs]
         send.begin(slots, self.fds[:n_obs], claimed)
         batch, self.batch = self.batch, self.spare
+        clock = self.report.swap_clocks()
+        n_moves = batch.count
+        # Received moves are counted per tick, not per frame (an int above 256 is an
+        # allocation): the batch holds them and the server's own stop moves.
+        self.moves_received, self.stop_moves = n_moves - self.stop_moves, 0
         t_call = time.perf_counter()
         try:
             result, vis, _total, phases = await trio.to_thread.run_sync(
@@ -621,6 +634,10 @@ class Hub:
         phases["finish"] = t_end - t_send
         phases["total"] = t_end - t0
         self._account(result, phases, sent_msgs, sent_bytes, skipped)
+        world = self.world
+        self.report.tick(world.hunt_params, world.hunts.players, self.obs_hunt[:n_obs],
+                         result.discoveries["hunt"], vis.truncated if vis.dropped else None,
+                         phases["total"], clock, n_moves, trio.current_time())
         for hook in self._on_tick:
             hook(self, result)
 
@@ -672,6 +689,7 @@ class Hub:
         conn = s.conn
         assert conn is not None
         self.metrics.evictions.inc()
+        self.report.evicted(s.hunt)
         self.evictions += 1
         skipped = int(self.skipped_ticks[s.slot])
         self.log.warning("evict", player=s.player_id, name=s.name, remote=conn.remote,

@@ -2,7 +2,9 @@
 
 Counters that would be bumped per move or per message are summed in plain
 integers by the hub and added here once per tick: the hot path never takes the
-client library's locks.
+client library's locks. Per-hunt figures and the move latency are in
+server/_hunt_metrics.py; the process, GC, Numba runtime and build info in
+server/_runtime_metrics.py.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from tickengine import PHASES
+
+from ._hunt_metrics import LATENCY_BUCKETS, BulkHistogram, HubReport, HuntCollector, HuntFigures
+from ._runtime_metrics import register_runtime
 
 #: Phases timed per tick, in seconds: the engine's, then the server's own. ``send``: the
 #: worker threads' writes; ``prepare``: requests and send claims before the worker;
@@ -27,6 +32,11 @@ _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        register_runtime(r)
+        #: Figures of the hunts this server ticks, by name (server/_hunt_metrics.py).
+        self.hunt_figures: dict[str, HuntFigures] = {}
+        self.move_latency = BulkHistogram(LATENCY_BUCKETS)
+        r.register(HuntCollector(self))
         self.tick_seconds = Histogram(
             "hunt_tick_seconds", "Tick processing time by phase (total: tick start to the last "
             "message handed to its socket)", ["phase"], buckets=_BUCKETS, registry=r)
@@ -56,6 +66,10 @@ class Metrics:
         self.failures = Counter("hunt_failures", "Hunts stopped by a failure of their tick or "
                                 "journal (each restarts from its last durable tick)",
                                 registry=r)
+
+    def hub_report(self, hub: object) -> HubReport:
+        """What ``hub`` reports per tick for the hunts it ticks."""
+        return HubReport(self, hub)
 
     def add_cluster(self) -> None:
         """Gauges of a scale-out node (``serve --redis``), set at scrape time."""

@@ -10,6 +10,11 @@ always through ``--url`` (the entry URL: any node redirects to the hunt's owner)
 and say BYE when the run ends (``--duration`` or Ctrl-C).
 A live line on stderr shows bots connected, ticks per second received, total
 score and errors; a summary table goes to stdout at the end.
+
+Errors and reconnects are told apart: a drop, ``HUNT_MOVED``, ``GOING_AWAY`` or a
+failed connect that a later attempt of the same bot repairs (it resumed) is an
+expected reconnect attempt, what a failover or a node's restart costs; it counts
+as an error only if the bot gives up or the run ends before it is back.
 """
 
 from __future__ import annotations
@@ -190,7 +195,12 @@ class Stats:
     gave_up: int = 0  # bots that stopped after MAX_RETRIES failed attempts in a row
     found: int = 0  # treasures found by the bots
     scores: dict[int, int] = field(default_factory=dict)
+    #: Failures that ended a bot's run or were never repaired, by kind.
     errors: Counter[str] = field(default_factory=Counter)
+    #: Failures that a later attempt of the same bot repaired (it resumed), by kind.
+    reconnects: Counter[str] = field(default_factory=Counter)
+    #: Bots between a failure and their next successful connect.
+    reconnecting: int = 0
     last_error: str = ""
     interrupted: bool = False
 
@@ -260,6 +270,8 @@ async def run_bot(i: int, opts: Options, stats: Stats, stop: trio.Event,
     # whichever node runs the hunt then).
     retry_codes = {ErrorCode.TOO_SLOW, ErrorCode.INTERNAL, ErrorCode.HUNT_MOVED,
                    ErrorCode.HUNT_FAILED, ErrorCode.GOING_AWAY}
+    # What a failover or a node's restart sends: not an error once the bot is back.
+    expected_codes = {ErrorCode.HUNT_MOVED, ErrorCode.GOING_AWAY}
 
     stats.running += 1
     name = bot_name(opts.prefix, i)
@@ -267,11 +279,35 @@ async def run_bot(i: int, opts: Options, stats: Stats, stop: trio.Event,
     jitter = random.Random(i)  # its own: retries do not change the steering's draws
     token: bytes | None = None
     failures = 0
+    # Failures since this bot last connected: expected reconnect attempts if it gets back,
+    # errors if it does not. The message of the last one, for "Last error".
+    pending: Counter[str] = Counter()
+    pending_message = ""
+
+    def fail(kind: str, message: str) -> None:
+        nonlocal pending_message
+        if not pending:
+            stats.reconnecting += 1
+        pending[kind] += 1
+        pending_message = message
+
+    def settle(repaired: bool) -> None:
+        if not pending:
+            return
+        stats.reconnecting -= 1
+        if repaired:
+            stats.reconnects.update(pending)
+        else:
+            stats.errors.update(pending)
+            stats.last_error = pending_message
+        pending.clear()
+
     try:
         await _sleep_or_stop(i * opts.connect_interval, stop)
         while not stop.is_set():
             try:
                 async with connect(opts.url, name, opts.hunt, resume_token=token) as c:
+                    settle(repaired=True)
                     if token is None:
                         stats.joined += 1
                     else:
@@ -289,25 +325,37 @@ async def run_bot(i: int, opts: Options, stats: Stats, stop: trio.Event,
                 if token is not None and exc.code == ErrorCode.RESUME_INVALID:
                     token = None  # the grace period is over: join anew
                     continue
+                settle(repaired=False)
                 stats.error(exc.name, f"{name}: {exc}")
                 return
             except ServerError as exc:
-                stats.error(exc.name, f"{name}: {exc}")
-                if exc.code not in retry_codes:
-                    return  # replaced, or our own protocol bug: stop
-            except (ConnectionLost, TickGap, ConnectFailed) as exc:
+                if exc.code in expected_codes:
+                    fail(exc.name, f"{name}: {exc}")
+                else:
+                    settle(repaired=False)
+                    stats.error(exc.name, f"{name}: {exc}")
+                    if exc.code not in retry_codes:
+                        return  # replaced, or our own protocol bug: stop
+            except (ConnectionLost, ConnectFailed) as exc:
+                fail(type(exc).__name__, f"{name}: {exc}")
+            except TickGap as exc:
+                # Worth a retry, but never expected: a lost message or a server bug.
+                settle(repaired=False)
                 stats.error(type(exc).__name__, f"{name}: {exc}")
             except (HuntError, RemoteProtocolError) as exc:
+                settle(repaired=False)
                 stats.error(type(exc).__name__, f"{name}: {exc}")
                 return
             failures += 1
             if failures > MAX_RETRIES:
                 stats.gave_up += 1
+                settle(repaired=False)
                 # (last_error is this bot's: no await since it was set)
                 stats.last_error += f" (gave up after {MAX_RETRIES} retries)"
                 return
             await _sleep_or_stop(retry_delay(failures, jitter), stop)
     finally:
+        settle(repaired=False)  # the run ended before this bot got back
         stats.running -= 1
         if stats.running == 0:
             all_done.set()
@@ -383,8 +431,9 @@ async def live_line(stats: Stats, err: Console) -> None:
             last_ticks, last_t = stats.ticks, now
             errors = sum(stats.errors.values())
             red = "red" if errors else "default"
+            back = f"reconnecting {stats.reconnecting}  " if stats.reconnecting else ""
             live.update(f"bots [bold]{stats.connected}[/]/{stats.count}  {rate:,.0f} ticks/s  "
-                        f"score [bold]{stats.score:,}[/]  found {stats.found:,}  "
+                        f"score [bold]{stats.score:,}[/]  found {stats.found:,}  {back}"
                         f"[{red}]errors {errors}[/]  {now - stats.started:,.0f} s",
                         refresh=True)
 
@@ -407,6 +456,8 @@ def summary(stats: Stats, opts: Options, out: Console) -> None:
         ("Rate-limit warnings", f"{stats.rate_limited:,}"),
         ("Resumes", f"{stats.resumes:,}"),
         ("Redirects followed", f"{stats.redirects:,}"),
+        ("Reconnect attempts", ", ".join(f"{k} {v}" for k, v in stats.reconnects.most_common())
+         or "0"),
         ("Gave up", f"{stats.gave_up:,}"),
         ("Treasures found", f"{stats.found:,}"),
         ("Total score", f"{stats.score:,}"),
@@ -416,6 +467,10 @@ def summary(stats: Stats, opts: Options, out: Console) -> None:
     for what, value in rows:
         table.add_row(what, value)
     out.print(table)
+    if stats.reconnects:
+        out.print("Reconnect attempts: drops, HUNT_MOVED, GOING_AWAY and failed connects that "
+                  "the same bot's next tries repaired (it resumed): what a failover costs, not "
+                  "errors.")
     if stats.last_error:
         out.print(f"Last error: {stats.last_error}")
 

@@ -3,7 +3,10 @@
 Read-only: it never writes into the data dir, so it can run next to a live
 server. It restores the earliest intact snapshot (``--latest``: the newest, as
 recovery does) and re-runs every journaled tick after it through the engine,
-then prints each hunt's leaderboard and the final state hash. ``--verify``
+then prints each hunt's standings and the final state hash. The standings rank
+the players still in the hunt with those who left during the replayed ticks, at
+the score they had when they left: a finished hunt everyone has left still shows
+who won it. ``--verify``
 recomputes the state hash at every tick the journal recorded one and stops at
 the first difference (exit status 1).
 """
@@ -32,7 +35,7 @@ PROGRESS_EVERY_S = 0.1
 
 EXAMPLES = """\
 examples:
-  treasure-hunt replay ./data                      # leaderboards and state hash now
+  treasure-hunt replay ./data                      # standings and state hash now
   treasure-hunt replay ./data --verify             # and check every recorded state hash
   treasure-hunt replay ./data --until 1200 --json replay.json
   treasure-hunt replay ./data --hunt cave          # one hunt of a server with several
@@ -46,12 +49,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``replay`` and its options."""
     p = subparsers.add_parser(
         "replay",
-        help="re-simulate a server's data dir (snapshot + journal); leaderboards, state hash",
+        help="re-simulate a server's data dir (snapshot + journal); standings, state hash",
         description=(
             "Re-simulate a data dir written by 'treasure-hunt serve': restore a snapshot,\n"
             "re-run every journaled tick after it through the engine, and print each\n"
-            "hunt's leaderboard and the final state hash. Read-only: safe next to a live\n"
-            "server. A torn or corrupt journal tail is reported and not replayed."
+            "hunt's standings (players who left included, at the score they left with)\n"
+            "and the final state hash. Read-only: safe next to a live server. A torn or\n"
+            "corrupt journal tail is reported and not replayed."
         ),
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -204,7 +208,7 @@ def summarize(rec: Recovered, *, verified: bool) -> dict[str, Any]:
             leaders.append({"rank": rank, "player_id": pid, "name": names.get(pid),
                             "score": score})
         hunts.append({"index": h, "name": params.name, "players": int(world.hunts.players[h]),
-                      "leaderboard": leaders})
+                      "leaderboard": leaders, "standings": _standings(rec, h, names)})
     return {
         "schema": SCHEMA,
         "data_dir": r.data_dir,
@@ -217,6 +221,20 @@ def summarize(rec: Recovered, *, verified: bool) -> dict[str, Any]:
         "recovery": r.to_dict(),
         "hunts": hunts,
     }
+
+
+def _standings(rec: Recovered, h: int, names: dict[int, str]) -> list[dict[str, Any]]:
+    """Hunt ``h``'s players, best first (score, then who reached it first, as the
+    leaderboard ranks): those in it now, and those who left during the replayed ticks
+    with the score they had as they left (``left_tick``). Top :data:`TOP` only."""
+    P = rec.world.players
+    rows = [(int(P.score[s]), int(P.score_tick[s]), rec.world.player_id(int(s)), None)
+            for s in rec.world.active_slots(h).tolist()]
+    rows += [(x.score, x.score_tick, x.player_id, x.tick) for x in rec.leaves if x.hunt == h]
+    rows.sort(key=lambda r: (-r[0], r[1], r[2]))
+    return [{"rank": rank, "player_id": pid, "name": names.get(pid), "score": score,
+             "left_tick": left}
+            for rank, (score, _, pid, left) in enumerate(rows[:TOP], 1)]
 
 
 def _names(rec: Recovered) -> dict[int, str]:
@@ -242,7 +260,7 @@ def _names(rec: Recovered) -> dict[int, str]:
 
 
 def print_report(console: Console, report: dict[str, Any]) -> None:
-    """The report as rich tables: the replay, then each hunt's leaderboard."""
+    """The report as rich tables: the replay, then each hunt's standings."""
     from rich.table import Table
 
     r = report["recovery"]
@@ -272,15 +290,18 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
     hunts = report["hunts"]
     for h in hunts[:LEADERBOARDS_SHOWN]:
         board = Table(title=f"Top {TOP}: hunt {h['index']} {h['name']!r} "
-                            f"({h['players']:,} players)", title_justify="left", min_width=60)
+                            f"({h['players']:,} players in it now)", title_justify="left",
+                      min_width=60)
         board.add_column("#", justify="right")
         board.add_column("player")
         board.add_column("score", justify="right")
-        for row in h["leaderboard"][:TOP]:
+        board.add_column("left at tick", justify="right")
+        for row in h["standings"]:
             who = row["name"] or f"id {row['player_id']}"
-            board.add_row(str(row["rank"]), who, f"{row['score']:,}")
-        if not h["leaderboard"]:
-            board.add_row("-", "(no score yet)", "-")
+            left = "-" if row["left_tick"] is None else f"{row['left_tick']:,}"
+            board.add_row(str(row["rank"]), who, f"{row['score']:,}", left)
+        if not h["standings"]:
+            board.add_row("-", "(nobody played in the replayed ticks)", "-", "-")
         console.print(board)
     if len(hunts) > LEADERBOARDS_SHOWN:
         console.print(f"({len(hunts) - LEADERBOARDS_SHOWN} more hunts in --json)")

@@ -49,6 +49,12 @@ class UsageError(Exception):
     """An option is invalid. The message names it, what is allowed and what was given."""
 
 
+class OutputError(UsageError):
+    """An output file (--json, --plot) cannot be written: its folder is missing or not
+    writable, or the file is read-only. Exit status 1, like a write that fails after the
+    run, not 2: the option is well formed, the file system refuses it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """A checked simulate run: what to build, how long to run it, what to write."""
@@ -169,10 +175,24 @@ def _output_path(option: str, text: str | None, suffix: str | None = None) -> Pa
         raise UsageError(f"{option} must name a file, got the directory {text!r}")
     parent = path.parent
     if not parent.is_dir():
-        raise UsageError(f"{option}: the directory {str(parent)!r} does not exist")
+        raise OutputError(f"{option}: cannot write {text!r}: the directory {str(parent)!r} "
+                          "does not exist (create it first)")
     if not os.access(parent, os.W_OK):
-        raise UsageError(f"{option}: cannot write in the directory {str(parent)!r}")
+        raise OutputError(f"{option}: cannot write {text!r}: the directory {str(parent)!r} "
+                          "is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OutputError(f"{option}: cannot write {text!r}: the file is read-only")
     return path
+
+
+def _check_matplotlib() -> None:
+    """--plot draws with matplotlib, an optional dependency (the ``plot`` extra)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("--plot needs matplotlib, which is not installed: "
+                         "pip install -e '.[plot]' in the clone (or pip install matplotlib)"
+                         ) from None
 
 
 def _max_visible(observers: int, players: int, hunts: tuple[HuntParams, ...]) -> int:
@@ -213,6 +233,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     bot_mix = parse_bots(args.bots if args.bots is not None else DEFAULT_BOTS)
     json_path = _output_path("--json", args.json)
     plot_path = _output_path("--plot", args.plot, ".png")
+    if plot_path is not None:
+        _check_matplotlib()
 
     config_path = Path(args.config) if args.config is not None else None
     if config_path is not None:

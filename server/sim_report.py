@@ -28,6 +28,10 @@ HUNTS_SHOWN = 10
 def summarize(rec: Record) -> dict[str, Any]:
     """Every number of the report, as plain ints, floats, strings, lists and dicts."""
     plan, world = rec.plan, rec.world
+    # Which bot holds each player slot (-1: none), to name the leaders.
+    n_bots = rec.bots.count
+    bot_of_slot = np.full(world.players.capacity, -1, np.int64)
+    bot_of_slot[rec.bots.slot[:n_bots]] = np.arange(n_bots)
     hunts = plan.hunts
     done = rec.ticks_done
     simulated_s = done / plan.tick_rate
@@ -79,7 +83,7 @@ def summarize(rec: Record) -> dict[str, Any]:
         "summary": summary,
         "phases_ms": _phase_stats(rec.times, rec.columns),
         "visibility": visibility,
-        "hunts": [_hunt_report(rec, h, simulated_s) for h in range(len(hunts))],
+        "hunts": [_hunt_report(rec, h, simulated_s, bot_of_slot) for h in range(len(hunts))],
     }
 
 
@@ -93,17 +97,31 @@ def _phase_stats(times: np.ndarray, columns: tuple[str, ...]) -> dict[str, dict[
                 "mean": float(mean[i])} for i, c in enumerate(columns)}
 
 
-def _hunt_report(rec: Record, h: int, simulated_s: float) -> dict[str, Any]:
+def bot_label(policy: str, bot: int) -> str:
+    """How the report names a bot: its policy and its number in its hunt (``hunter-17``:
+    the 18th bot to join; with ``--bots hunter=0.8,random=0.2`` the hunters come first)."""
+    return f"{policy}-{bot}"
+
+
+def _hunt_report(rec: Record, h: int, simulated_s: float,
+                 bot_of_slot: np.ndarray) -> dict[str, Any]:
+    from tickengine import BOT_POLICIES
+
+    policy_names = {code: name for name, code in BOT_POLICIES.items()}
     world, params = rec.world, rec.plan.hunts[h]
     found = int(rec.discoveries[h])
     value = int(rec.value_found[h])
     board = world.leaderboard(h)[:TOP]
-    leaders = [
-        {"rank": r + 1, "player_id": int(world.player_id(int(row["slot"]))),
-         "slot": int(row["slot"]), "score": int(row["score"]),
-         "found": int(world.players.found[int(row["slot"])])}
-        for r, row in enumerate(board)
-    ]
+    first_bot = h * rec.plan.players
+    leaders = []
+    for r, row in enumerate(board):
+        slot = int(row["slot"])
+        b = int(bot_of_slot[slot])  # every player of a simulation is a bot
+        policy = policy_names[int(rec.bots.policy[b])]
+        leaders.append({
+            "rank": r + 1, "name": bot_label(policy, b - first_bot), "policy": policy,
+            "bot": b - first_bot, "slot": slot, "player_id": int(world.player_id(slot)),
+            "score": int(row["score"]), "found": int(world.players.found[slot])})
     return {
         "index": h,
         "name": params.name,
@@ -206,11 +224,15 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
 
     boards = []
     for h in hunts[:LEADERBOARDS_SHOWN]:
-        board = Table(title=f"Top {TOP}: hunt {h['index']} {h['name']!r}", title_justify="left")
-        for col in ("rank", "player id", "score", "found"):
+        board = Table(title=f"Top {TOP}: hunt {h['index']} {h['name']!r}", title_justify="left",
+                      caption="bot: policy-N, the Nth to join (from 0)",
+                      caption_justify="left")
+        board.add_column("rank", justify="right")
+        board.add_column("bot")
+        for col in ("score", "found"):
             board.add_column(col, justify="right")
         for row in h["leaderboard"]:
-            board.add_row(str(row["rank"]), str(row["player_id"]), f"{row['score']:,}",
+            board.add_row(str(row["rank"]), row["name"], f"{row['score']:,}",
                           f"{row['found']:,}")
         if not h["leaderboard"]:
             board.add_row("-", "nobody scored", "-", "-")

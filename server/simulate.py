@@ -23,6 +23,7 @@ from .sim_plan import (
     DEFAULT_TICK_RATE,
     DEFAULT_TICKS,
     MAX_TICKS,
+    OutputError,
     Plan,
     UsageError,
     make_plan,
@@ -53,8 +54,10 @@ examples:
   # one million bots on one thread, also timing visibility for 1,000 observers
   treasure-hunt simulate --players 1e6 --threads 1 --visibility 1000 --quiet
 
-exit status: 0 done, 1 an output file could not be written, 2 bad option or
-config, 130 interrupted (Ctrl-C: the ticks run so far are still reported).
+exit status: 0 done; 1 an output file cannot be written (its folder is missing
+or read-only, checked before the run; or the write failed at the end, the report
+is still printed); 2 bad option or config (--plot without matplotlib included);
+130 interrupted (Ctrl-C: the ticks run so far are still reported).
 """
 
 
@@ -147,6 +150,8 @@ class Record:
 
     plan: Plan
     world: World
+    #: The bots, in joining order: hunt h's are bots h * plan.players onwards.
+    bots: Bots
     times: np.ndarray
     columns: tuple[str, ...]
     ticks_done: int
@@ -174,7 +179,7 @@ def run_command(args: argparse.Namespace) -> int:
     except (UsageError, ConfigError) as exc:
         message = " ".join(str(exc).split())
         print(f"{args.prog}: error: {message}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, OutputError) else 2
 
     import numba
     from rich.console import Console
@@ -340,7 +345,7 @@ def _run_ticks(plan: Plan, world: World, bots: Bots, err: Console, *,
     if interrupted:
         err.print(f"Interrupted after {done} of {plan.ticks} ticks; reporting those.")
     return Record(
-        plan=plan, world=world, times=times[:done], columns=columns, ticks_done=done,
+        plan=plan, world=world, bots=bots, times=times[:done], columns=columns, ticks_done=done,
         wall_s=wall_s, setup_s=setup_s, warm_up_s=warm_up_s, warm_up_compiled=warm_up_compiled,
         discoveries=discoveries,
         value_found=value_found, heat=heat, interrupted=interrupted,

@@ -95,6 +95,21 @@ def test_json_report(first_run) -> None:
     scores = [row["score"] for row in board]
     assert scores == sorted(scores, reverse=True) and scores[0] > 0
     assert all(row["player_id"] & 0xFFFFFFFF == row["slot"] for row in board)
+    # Leaders are named by policy and number in the hunt, not by 64-bit player ids.
+    assert all(row["policy"] == "hunter" and 0 <= row["bot"] < 200 for row in board)
+    assert all(row["name"] == f"hunter-{row['bot']}" for row in board)
+
+
+def test_leaders_are_named_by_policy_and_number(first_run, tmp_path: Path) -> None:
+    proc, report, _ = first_run
+    for row in report["hunts"][0]["leaderboard"]:
+        assert f" {row['name']} " in proc.stdout
+        assert str(row["player_id"]) not in proc.stdout
+    # With two policies the hunters join first, then the wanderers: bot 50 is a random bot.
+    _, mixed = simulate_json(tmp_path, "--seed", "5", "--bots", "hunter=0.25,random=0.75")
+    (hunt,) = mixed["hunts"]
+    assert {row["policy"] for row in hunt["leaderboard"]} <= {"hunter", "random"}
+    assert all((row["bot"] < 50) == (row["policy"] == "hunter") for row in hunt["leaderboard"])
 
 
 def test_plot_is_a_png(first_run) -> None:
@@ -174,6 +189,27 @@ def test_bad_option_is_one_line_and_status_2(args: tuple[str, ...], named: str) 
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(PROG_ERROR)
     assert named in lines[0]
+
+
+@pytest.mark.parametrize("option", ["--plot", "--json"])
+def test_an_output_file_that_cannot_be_written_is_status_1(option: str, tmp_path: Path) -> None:
+    """--help's exit status 1, whether the folder is missing (found before the run, nothing
+    is computed) or the write fails at the end (the report is still printed)."""
+    missing = tmp_path / "no" / "such" / "run.png"
+    proc = treasure_hunt("simulate", *SMALL, option, str(missing))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == ""
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(PROG_ERROR + f"{option}: cannot write ")
+    assert "does not exist (create it first)" in line
+    # A file every write to fails (ENOSPC), even for root: the run happens, the write fails.
+    full = tmp_path / "full.png"
+    full.symlink_to("/dev/full")
+    proc = treasure_hunt("simulate", *SMALL, option, str(full))
+    assert proc.returncode == 1, proc.stderr
+    assert "State hash" in proc.stdout and "Wrote" not in proc.stdout
+    assert f"{PROG_ERROR}cannot write {str(full)!r}: No space left on device" in proc.stderr
+    assert "1 an output file cannot be written" in treasure_hunt("simulate", "--help").stdout
 
 
 def test_unknown_toml_key_is_one_line_and_status_2(tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ import random
 
 import numpy as np
 import pytest
+from differential_support import compare_all, compare_visibility
 
 from tickengine import EngineConfig, HuntParams, World
-from tickengine._state import ACTIVE, PENDING, T_ACTIVE
 from tickengine.reference import ReferenceWorld
 
 MAX_PLAYERS = 48
@@ -60,12 +60,16 @@ def random_direction(rng: random.Random) -> tuple[float, float]:
 class Pair:
     """Drives the engine and the reference with the same requests and compares them."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, *, max_visible: int = 4096, max_discoveries: int | None = None,
+                 max_membership_events: int | None = None) -> None:
         self.rng = random.Random(seed)
         self.world = World(EngineConfig(max_players=MAX_PLAYERS, max_treasures=MAX_TREASURES,
-                                        max_hunts=4, max_visible=4096))
+                                        max_hunts=4, max_visible=max_visible,
+                                        max_discoveries=max_discoveries,
+                                        max_membership_events=max_membership_events))
         self.ref = ReferenceWorld(max_players=MAX_PLAYERS, max_treasures=MAX_TREASURES,
-                                  max_hunts=4)
+                                  max_hunts=4, max_discoveries=max_discoveries,
+                                  max_membership_events=max_membership_events)
         tick_rate = self.rng.choice([10, 20, 30])
         for h in range(self.rng.randint(1, 3)):
             params = random_hunt(self.rng, f"h{h}", tick_rate)
@@ -106,71 +110,12 @@ class Pair:
     def tick_and_compare(self):
         got = self.world.tick()
         want = self.ref.tick()
-        assert got.tick == want.tick == self.world.tick_number == self.ref.tick_number
-        t = got.tick
-        mem = [(int(e["kind"]), int(e["hunt"]), int(e["slot"]), int(e["gen"]), float(e["x"]),
-                float(e["y"])) for e in got.memberships]
-        assert mem == [tuple(m) for m in want.memberships], f"tick {t} memberships"
-        disc = [(int(e["hunt"]), int(e["treasure"]), int(e["slot"]), int(e["gen"]),
-                 int(e["value"]), int(e["score"]), float(e["x"]), float(e["y"]))
-                for e in got.discoveries]
-        assert disc == [tuple(d) for d in want.discoveries], f"tick {t} discoveries"
-        assert list(got.leaderboard_changed) == list(want.leaderboard_changed), f"tick {t} boards"
-        assert got.dropped_events == 0
-        self.compare_players(t)
-        self.compare_treasures(t)
-        for h in range(self.world.hunts.count):
-            board = [(int(r["slot"]), int(r["gen"]), int(r["score"]))
-                     for r in self.world.leaderboard(h)]
-            assert board == list(self.ref.leaderboard(h)), f"tick {t} hunt {h} board"
-        self.compare_visibility(t)
-        return got
-
-    def compare_players(self, t: int) -> None:
-        P = self.world.players
-        for rp in self.ref.players:
-            s = rp.slot
-            state = int(P.state[s])
-            assert (state == ACTIVE) == rp.active and (state == PENDING) == rp.pending, (t, s)
-            assert int(P.gen[s]) == rp.gen, (t, s)
-            if not rp.active:
-                continue
-            got = (int(P.hunt[s]), float(P.x[s]), float(P.y[s]), float(P.x_prev[s]),
-                   float(P.y_prev[s]), float(P.dx[s]), float(P.dy[s]), int(P.score[s]),
-                   int(P.found[s]), int(P.last_seq[s]), int(P.hint[s]), int(P.score_tick[s]),
-                   int(P.changed_tick[s]), int(P.joined_tick[s]))
-            want = (rp.hunt, rp.x, rp.y, rp.x_prev, rp.y_prev, rp.dx, rp.dy, rp.score, rp.found,
-                    rp.last_seq, rp.hint, rp.score_tick, rp.changed_tick, rp.joined_tick)
-            assert got == want, f"tick {t} slot {s}"
-
-    def compare_treasures(self, t: int) -> None:
-        T = self.world.treasures
-        assert T.used == len(self.ref.treasures)
-        for rt in self.ref.treasures:
-            r = rt.row
-            active = int(T.state[r]) == T_ACTIVE
-            assert active == (rt.state == "active"), (t, r)
-            got = (int(T.hunt[r]), float(T.x[r]), float(T.y[r]), int(T.value[r]),
-                   int(T.finder_slot[r]), int(T.finder_gen[r]))
-            want = (rt.hunt, rt.x, rt.y, rt.value, rt.finder_slot, rt.finder_gen)
-            assert got == want, f"tick {t} treasure {r}"
-            if not active:
-                assert int(T.respawn_tick[r]) == rt.respawn_tick
-
-    def compare_visibility(self, t: int) -> None:
-        observers = np.arange(MAX_PLAYERS, dtype=np.int32)
+        compare_all(self.world, self.ref, got, want)
+        observers = list(range(MAX_PLAYERS))
         for keyframe in (False, True):
-            flags = np.full(MAX_PLAYERS, int(keyframe), np.uint8)
-            vis = self.world.visibility(observers, flags)
-            assert vis.dropped == 0
-            for o in range(MAX_PLAYERS):
-                recs = np.sort(vis.of(o), order="slot")
-                got = [(int(r["slot"]), int(r["gen"]), int(r["flags"])) for r in recs]
-                want = self.ref.visibility(o, keyframe=keyframe)
-                assert got == [w[:3] for w in want], f"tick {t} observer {o} keyframe={keyframe}"
-                for r, w in zip(recs, want, strict=True):
-                    # The wire record holds float32 positions.
-                    assert r["x"] == np.float32(w[3]) and r["y"] == np.float32(w[4])
+            compare_visibility(self.world, self.ref, observers, [keyframe] * MAX_PLAYERS,
+                               got.tick)
+        return got
 
 
 SEEDS = range(12)

@@ -110,22 +110,36 @@ class RefTickResult:
     memberships: list[tuple] = field(default_factory=list)
     #: hunts whose leaderboard changed this tick, ascending
     leaderboard_changed: list[int] = field(default_factory=list)
+    #: events that did not fit their buffer (step 7): the lists above keep the first ones
+    dropped_events: int = 0
 
 
 class ReferenceWorld:
     """All hunts of one world, stepped one tick at a time by :meth:`tick`."""
 
-    def __init__(self, max_players: int = 1000, max_treasures: int = 10_000, max_hunts: int = 16):
+    def __init__(self, max_players: int = 1000, max_treasures: int = 10_000, max_hunts: int = 16,
+                 max_discoveries: int | None = None, max_membership_events: int | None = None):
+        """``max_discoveries`` and ``max_membership_events``: capacities of the event
+        buffers (step 7); None is the engine's default, room for every event a tick
+        can produce (one discovery per treasure, a join and a leave per slot)."""
+        if max_discoveries is None:
+            max_discoveries = max_treasures
+        if max_membership_events is None:
+            max_membership_events = 2 * max_players
         for name, value, hi in (
             ("max_players", max_players, 2**32),
             ("max_treasures", max_treasures, 2**32),
             ("max_hunts", max_hunts, 2**32),
+            ("max_discoveries", max_discoveries, 2**32),
+            ("max_membership_events", max_membership_events, 2**32),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
                 raise ConfigError(f"{name} must be an integer in [1, {hi}], got {value!r}")
         self.max_players = max_players
         self.max_treasures = max_treasures
         self.max_hunts = max_hunts
+        self.max_discoveries = max_discoveries
+        self.max_membership_events = max_membership_events
         self.tick_number = 0
         self.dropped_moves = 0
         self.players = [RefPlayer(slot=s) for s in range(max_players)]
@@ -137,6 +151,9 @@ class ReferenceWorld:
         self._queue: list[tuple[str, int]] = []
         self._leaving: set[int] = set()  # slots with a leave queued
         self._moves: dict[int, tuple[int, float, float]] = {}  # slot -> kept (seq, dx, dy)
+        # The players in play of each hunt by ascending slot, as of the last tick (only ticks
+        # change who is in play): the brute-force loops visit one hunt's players, not all.
+        self._members: list[list[RefPlayer]] = []
 
     # ---------------------------------------------------------------- setup
 
@@ -183,6 +200,15 @@ class ReferenceWorld:
         self._queue.append(("join", slot))
         return gen << 32 | slot
 
+    def join_many(self, hunt: int, count: int) -> list[int]:
+        """``count`` joins at once, all or nothing: if they do not all fit, none is made."""
+        h = self._hunt(hunt)
+        if h.members + count > h.params.max_players:
+            raise HuntFullError(f"hunt {hunt} has room for {h.params.max_players - h.members}")
+        if count > len(self._free):
+            raise CapacityError(f"{len(self._free)} player slots are free, {count} asked")
+        return [self.join(hunt) for _ in range(count)]
+
     def leave(self, player_id: int) -> None:
         """Queue the player's departure for the next tick's step 1."""
         slot = self._live_slot(player_id)
@@ -216,8 +242,9 @@ class ReferenceWorld:
         self._step4_respawns_and_discovery(t, result)
         self._step5_hints()
         self._step6_leaderboards(result)
+        self._step7_event_buffers(result)
         self.tick_number = t
-        return result  # step 7: the events, in production order
+        return result
 
     def _step1_joins_and_leaves(self, t: int, result: RefTickResult) -> None:
         for kind, slot in self._queue:
@@ -246,6 +273,10 @@ class ReferenceWorld:
                 self._free.append(slot)
         self._queue.clear()
         self._leaving.clear()
+        self._members = [[] for _ in self.hunts]
+        for p in self.players:
+            if p.active:
+                self._members[p.hunt].append(p)
 
     def _step2_inputs(self) -> None:
         for slot in sorted(self._moves):
@@ -281,7 +312,7 @@ class ReferenceWorld:
             if tr.state == "waiting" and tr.respawn_tick <= t:
                 self._spawn_treasure(self.hunts[tr.hunt], tr)
         # 4.2 Discovery: decide every finder against the positions after movement.
-        players_of = [self._active_players(h.index) for h in self.hunts]
+        players_of = self._members
         finders: list[tuple[RefTreasure, RefPlayer]] = []
         for tr in self.treasures:
             if tr.state != "active":
@@ -313,9 +344,7 @@ class ReferenceWorld:
         for tr in self.treasures:
             if tr.state == "active":
                 treasures_of[tr.hunt].append(tr)
-        for p in self.players:
-            if not p.active:
-                continue
+        for p in (p for members in self._members for p in members):
             params = self.hunts[p.hunt].params
             best_d2: float | None = None
             for tr in treasures_of[p.hunt]:
@@ -334,13 +363,21 @@ class ReferenceWorld:
     def _step6_leaderboards(self, result: RefTickResult) -> None:
         for h in self.hunts:
             ranked = sorted(
-                (p for p in self._active_players(h.index) if p.score > 0),
+                (p for p in self._members[h.index] if p.score > 0),
                 key=lambda p: (-p.score, p.score_tick, p.slot),
             )
             board = [(p.slot, p.gen, p.score) for p in ranked[: h.params.leaderboard_size]]
             if [(s, sc) for s, _, sc in board] != [(s, sc) for s, _, sc in h.board]:
                 result.leaderboard_changed.append(h.index)
             h.board = board
+
+    def _step7_event_buffers(self, result: RefTickResult) -> None:
+        """Events past a buffer's capacity are dropped and counted; the first ones stay."""
+        for events, capacity in ((result.memberships, self.max_membership_events),
+                                 (result.discoveries, self.max_discoveries)):
+            if len(events) > capacity:
+                result.dropped_events += len(events) - capacity
+                del events[capacity:]
 
     # -------------------------------------------------------------- queries
 
@@ -378,8 +415,8 @@ class ReferenceWorld:
         params = self.hunts[obs.hunt].params
         vv = params.view_radius * params.view_radius
         records = []
-        for o in self.players:
-            if o.slot == obs.slot or not o.active or o.hunt != obs.hunt:
+        for o in self._members[obs.hunt]:
+            if o.slot == obs.slot:
                 continue
             now = _dist2(obs.x, obs.y, o.x, o.y) <= vv
             if keyframe:
@@ -396,16 +433,36 @@ class ReferenceWorld:
                 records.append((o.slot, o.gen & 0xFFFF, flags, float(o.x), float(o.y)))
         return records
 
+    def visibility_many(
+        self, observers: list[int], keyframes: list[bool], capacity: int
+    ) -> tuple[list[list[tuple[int, int, int, float, float]]], list[bool], int]:
+        """What ``World.visibility`` returns for several observers sharing a buffer of
+        ``capacity`` records (docs/rules.md, "Visibility", the capacity rule).
+
+        Returns, per observer, its records (as :meth:`visibility`) and whether it was
+        truncated, and the number of records that did not fit.
+        """
+        out: list[list[tuple[int, int, int, float, float]]] = []
+        truncated: list[bool] = []
+        used = dropped = 0
+        for slot, keyframe in zip(observers, keyframes, strict=True):
+            records = self.visibility(slot, keyframe=keyframe)
+            if used + len(records) > capacity:
+                out.append([])
+                truncated.append(True)
+                dropped += len(records)
+            else:
+                out.append(records)
+                truncated.append(False)
+                used += len(records)
+        return out, truncated, dropped
+
     # -------------------------------------------------------------- helpers
 
     def _hunt(self, hunt: int) -> RefHunt:
         if isinstance(hunt, bool) or not isinstance(hunt, int) or not 0 <= hunt < len(self.hunts):
             raise UnknownHuntError(f"no hunt {hunt!r} (hunts: 0..{len(self.hunts) - 1})")
         return self.hunts[hunt]
-
-    def _active_players(self, hunt: int) -> list[RefPlayer]:
-        """The players in play in ``hunt``, by ascending slot."""
-        return [p for p in self.players if p.active and p.hunt == hunt]
 
     def _live_slot(self, player_id: int) -> int | None:
         """The slot of a live id (pending or active, current gen, no leave queued), else None."""

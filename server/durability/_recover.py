@@ -57,10 +57,14 @@ class Join:
 
 @dataclass(frozen=True, slots=True)
 class Leave:
-    """A player who left after the snapshot (``tick``: the tick it left play)."""
+    """A player who left after the snapshot (``tick``: the tick it left play), with its
+    ``hunt`` (index) and what it had scored by then: ``score``, reached at ``score_tick``."""
 
     tick: int
     player_id: int
+    hunt: int
+    score: int
+    score_tick: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +322,10 @@ def _replay(rec: Recovered, chain: list[_Entry], verify: bool,
         rec.joins += [Join(t, int(pid), int(h), name, token) for pid, h, name, token in zip(
             record.join_ids.tolist(), record.join_hunts.tolist(), record.join_names,
             record.join_tokens, strict=True)]
-        rec.leaves += [Leave(t, pid) for pid in record.leaves.tolist()]
+        # A left player's slot keeps its hunt and score until a later tick's join reuses it.
+        P = rec.world.players
+        rec.leaves += [Leave(t, pid, int(P.hunt[s]), int(P.score[s]), int(P.score_tick[s]))
+                       for pid in record.leaves.tolist() for s in (pid & 0xFFFFFFFF,)]
         rec.events += [(t, e) for e in record.events]
         report.ticks_replayed += 1
         if verify and record.state_hash is not None:

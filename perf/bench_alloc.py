@@ -1,0 +1,213 @@
+"""Allocation CALLS of a real server, per move and per tick, at several client counts.
+
+Counts every allocation call, short-lived ones included (not blocks still alive
+afterwards, which is what tracemalloc snapshots see): perf/alloc_count.c is compiled
+with gcc at run time and loaded into the server process with LD_PRELOAD. It interposes
+malloc / calloc / realloc (the C heap: NumPy's array data, Numba's runtime, the Python
+allocator's blocks above 512 bytes) and, installed once Python runs, wraps the Python
+allocator's MEM and OBJ domains with PyMem_SetAllocator (every Python object). Counts go
+to a shared file that this script reads, so reading them costs the server nothing; each is
+split between the server's main thread (Trio: sockets, ingest, the tick's bookkeeping) and
+the other threads (the tick's worker and send threads, Numba's).
+
+For each client count C, two runs of a fresh ``treasure-hunt serve`` with C clients of
+perf/loadgen.py (other processes, not counted):
+
+- idle: the clients play but send (almost) no moves: every allocation is the tick's
+  (and the server's idle loop's), so allocations per tick = count / ticks;
+- busy: the same clients send --rate moves per second each: allocations per move =
+  (count - ticks x the idle run's per-tick figure) / moves received.
+
+Targets (issue 15): amortized allocations per move <= 1 and per-tick allocations that do not
+grow with C (O(hunts)). The figures and what they mean are in perf/README.md.
+
+    python perf/bench_alloc.py                      # 200 and 2,000 clients, 10 s windows
+    python perf/bench_alloc.py --clients 200 --duration 5
+    python perf/bench_alloc.py --quick              # 20 clients, 2 s: a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from loadtest import PY, ROOT, Procs, metrics, tail
+
+HERE = Path(__file__).resolve().parent
+COUNTERS = ("c_main", "c_other", "py_main", "py_other")
+IDLE_RATE = 0.001  # moves per second per client: one at connection, then none
+
+
+def build_shim(workdir: Path) -> Path:
+    """Compile perf/alloc_count.c against this Python's headers; returns the .so path."""
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        raise SystemExit("bench_alloc needs a C compiler: apt-get install gcc")
+    so = workdir / "alloc_count.so"
+    include = sysconfig.get_paths()["include"]
+    done = subprocess.run([gcc, "-O2", "-shared", "-fPIC", "-Wall", f"-I{include}",
+                           "-o", str(so), str(HERE / "alloc_count.c")],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"bench_alloc: gcc failed (Python headers in {include}?):\n"
+                         f"{done.stderr}")
+    return so
+
+
+class Counts:
+    """The shared counter file the shim writes (uint64 x 4)."""
+
+    def __init__(self, path: Path) -> None:
+        path.write_bytes(bytes(8 * len(COUNTERS)))
+        self.path = path
+        self._map = np.memmap(path, np.uint64, "r", shape=(len(COUNTERS),))
+
+    def read(self) -> np.ndarray:
+        return np.array(self._map, np.int64)
+
+
+def start_server(procs: Procs, shim: Path, counts: Counts, clients: int,
+                 args: argparse.Namespace, logdir: Path) -> tuple[Any, str, str]:
+    """``serve`` with the shim preloaded and installed before the server imports."""
+    limit = str(clients + 64)
+    launcher = [PY, "-c", "import ctypes, sys; lib = ctypes.PyDLL(sys.argv.pop(1)); "
+                "assert lib.alloc_count_install(), 'ALLOC_COUNT_FILE not mapped'; "
+                "from server.cli import main; sys.exit(main())", str(shim)]
+    cmd = [*launcher, "serve", "--port", "0", "--http-port", "0", "--log-format", "json",
+           "--tick-rate", str(args.tick_rate), "--max-connections", limit,
+           "--max-connections-per-address", limit,
+           "--moves-per-second", str(max(60.0, 3 * args.rate)), "--data-dir", ""]
+    env = {**os.environ, "LD_PRELOAD": str(shim), "ALLOC_COUNT_FILE": str(counts.path),
+           "PYTHONPATH": str(ROOT)}
+    log = logdir / "server.log"
+    with open(log, "wb") as err:
+        p = procs.start(cmd, stdout_lines=False, stderr=err, env=env)
+    deadline = time.monotonic() + 120  # the first run compiles the kernels
+    while time.monotonic() < deadline:
+        for line in log.read_text(errors="replace").splitlines():
+            if '"serving"' in line:
+                info = json.loads(line)
+                return p, info["ws_url"], info["http_url"]
+        if p.poll() is not None:
+            raise RuntimeError(f"the server exited ({p.returncode}):\n{tail(log)}")
+        time.sleep(0.1)
+    raise RuntimeError(f"no 'serving' line from the server within 120 s:\n{tail(log)}")
+
+
+def run(clients: int, rate: float, shim: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """One server, ``clients`` clients at ``rate`` moves/s each, one window of counts."""
+    logdir = Path(tempfile.mkdtemp(prefix="bench-alloc-"))
+    try:
+        counts = Counts(logdir / "counts")
+        with Procs() as procs:
+            _server, ws_url, http_url = start_server(procs, shim, counts, clients, args,
+                                                     logdir)
+            gen = procs.start([PY, str(HERE / "loadgen.py"), "--url", ws_url,
+                               "--clients", str(clients), "--rate", str(rate),
+                               "--connect-rate", "500", "--drain", "0.5"],
+                              stdout_lines=True, stderr=open(logdir / "loadgen.log", "wb"))  # noqa: SIM115
+            ready = procs.json_line(gen, clients / 500 + 90)
+            time.sleep(args.warmup)
+            gen.stdin.write(b"start\n")
+            gen.stdin.flush()
+            # The server's counters are read over HTTP just outside the counted window
+            # (a scrape allocates thousands of times).
+            m0 = metrics(http_url)
+            c0 = counts.read()
+            time.sleep(args.duration)
+            c1 = counts.read()
+            m1 = metrics(http_url)
+            gen.stdin.write(b"stop\n")
+            gen.stdin.flush()
+            result = procs.json_line(gen, 60)
+
+        def delta(key: str) -> float:
+            return m1.get(key, 0.0) - m0.get(key, 0.0)
+
+        return {"clients": clients, "playing": ready["playing"], "rate": rate,
+                "window_s": args.duration, "ticks": delta("hunt_ticks_total"),
+                "moves": delta('hunt_moves_total{fate="received"}'),
+                "evictions": delta("hunt_evictions_total"),
+                "skipped": delta("hunt_ticks_skipped_total"),
+                "client_ticks_median": float(np.median(result["ticks_per_client"] or [0])),
+                "counts": dict(zip(COUNTERS, (c1 - c0).tolist(), strict=True))}
+    finally:
+        shutil.rmtree(logdir, ignore_errors=True)
+
+
+def figures(idle: dict[str, Any], busy: dict[str, Any]) -> dict[str, Any]:
+    """Per tick (idle run) and per move (busy run, the idle per-tick share taken out)."""
+    per_tick = {k: v / max(idle["ticks"], 1) for k, v in idle["counts"].items()}
+    per_move = {k: (busy["counts"][k] - per_tick[k] * busy["ticks"]) / max(busy["moves"], 1)
+                for k in COUNTERS}
+    return {"clients": idle["clients"], "per_tick": per_tick, "per_move": per_move,
+            "per_tick_total": sum(per_tick.values()),
+            "per_move_total": sum(per_move.values()),
+            "moves_per_s": busy["moves"] / busy["window_s"], "idle": idle, "busy": busy}
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(f"{'clients':>8} | {'per tick: C main':>16} {'C other':>8} {'Py main':>8} "
+          f"{'Py other':>8} {'total':>8} | {'per move: C':>11} {'Py':>7} {'total':>7} | "
+          f"{'moves/s':>8} {'ticks/s':>7} {'evicted':>7}")
+    for r in rows:
+        t, m = r["per_tick"], r["per_move"]
+        print(f"{r['clients']:>8} | {t['c_main']:>16.1f} {t['c_other']:>8.1f} "
+              f"{t['py_main']:>8.1f} {t['py_other']:>8.1f} {r['per_tick_total']:>8.1f} | "
+              f"{m['c_main'] + m['c_other']:>11.3f} {m['py_main'] + m['py_other']:>7.3f} "
+              f"{r['per_move_total']:>7.3f} | {r['moves_per_s']:>8.0f} "
+              f"{r['busy']['ticks'] / r['busy']['window_s']:>7.1f} "
+              f"{r['idle']['evictions'] + r['busy']['evictions']:>7.0f}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split(
+        "\n\n")[-1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clients", default="200,2000", help="client counts, comma separated")
+    p.add_argument("--rate", type=float, default=10.0, help="moves per second per client "
+                   "in the busy run (default 10)")
+    p.add_argument("--tick-rate", type=int, default=20, help="server ticks per second")
+    p.add_argument("--duration", type=float, default=10.0, help="counting window, seconds")
+    p.add_argument("--warmup", type=float, default=4.0, help="seconds between the clients "
+                   "being ready and the window")
+    p.add_argument("--quick", action="store_true", help="smoke test: 20 clients, 2 s windows")
+    p.add_argument("--out", type=Path, default=HERE / "results", help="the JSON goes here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.clients, args.duration, args.warmup = "20", 2.0, 1.0
+    args.client_counts = [int(c) for c in args.clients.split(",")]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="alloc-shim-") as tmp:
+        shim = build_shim(Path(tmp))
+        for clients in args.client_counts:
+            print(f"{clients} clients: idle run, then {args.rate:g} moves/s each",
+                  file=sys.stderr)
+            idle = run(clients, IDLE_RATE, shim, args)
+            busy = run(clients, args.rate, shim, args)
+            rows.append(figures(idle, busy))
+    print_table(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / "bench_alloc.json"
+    out.write_text(json.dumps({"rows": rows, "rate": args.rate, "tick_rate": args.tick_rate,
+                               "window_s": args.duration}, indent=1))
+    print(json.dumps({"json": str(out)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

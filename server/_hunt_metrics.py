@@ -1,0 +1,247 @@
+"""Per-hunt figures and the latency histograms, summed per tick and exposed at scrape time.
+
+A hub ticks one hunt (scale-out, and a single server with one hub per hunt) or several
+(one World for all hunts): either way it reports for the hunts it ticks, each under its
+name (label ``hunt``). Figures live in :class:`HuntFigures` kept by the server's
+:class:`~server._metrics.Metrics` under the hunt's name, so a hunt's counters survive its
+hub being replaced by another hub of the same server; a hub that stops drops the figures of
+its hunts (their gauges would otherwise stay frozen on the scrape).
+
+Nothing here runs per move: the hub adds whole ticks (NumPy sums over its arrays), and the
+one per-frame step of a move's latency is a float comparison in :meth:`MoveClock.mark`.
+Histograms are bucket-count arrays updated with one ``searchsorted`` per tick, rendered as
+Prometheus histograms by :class:`HuntCollector`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+#: Upper bounds of the tick-duration buckets per hunt, seconds.
+TICK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.035, 0.05, 0.075, 0.1, 0.25, 1.0)
+#: Upper bounds of the move-latency buckets, seconds (a move waits up to one tick period,
+#: 50 ms at 20 Hz, then the tick that applies it runs).
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0)
+
+
+class BulkHistogram:
+    """A Prometheus histogram that takes many observations at once (NumPy), never per call."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = np.asarray(bounds, np.float64)
+        self.counts = np.zeros(len(bounds) + 1, np.int64)  # last: above every bound (+Inf)
+        self.sum = 0.0
+
+    def observe(self, value: float, weight: int = 1) -> None:
+        self.counts[int(np.searchsorted(self.bounds, value, "left"))] += weight
+        self.sum += value * weight
+
+    def observe_many(self, values: np.ndarray, weights: np.ndarray) -> None:
+        """``weights[i]`` observations of ``values[i]`` each."""
+        idx = np.searchsorted(self.bounds, values, "left")
+        self.counts += np.bincount(idx, weights=weights, minlength=self.counts.shape[0]
+                                   ).astype(np.int64)
+        self.sum += float(np.dot(values, weights))
+
+    def buckets(self) -> list[tuple[str, float]]:
+        cum = np.cumsum(self.counts)
+        out = [(repr(float(b)), float(c)) for b, c in zip(self.bounds, cum[:-1], strict=True)]
+        out.append(("+Inf", float(cum[-1])))
+        return out
+
+
+class MoveClock:
+    """When the moves of one batch arrived, per run of moves read at the same instant.
+
+    The poller reads every ready socket in one pass with one timestamp, so a tick's moves
+    arrive in a few dozen runs, not one timestamp per move: :meth:`mark` records a run's
+    first index in the batch when the time changes. At the tick's end :meth:`observe`
+    weighs each run's latency by its number of moves.
+    """
+
+    __slots__ = ("first", "n", "t", "time")
+
+    CAPACITY = 4096
+
+    def __init__(self) -> None:
+        self.first = np.zeros(self.CAPACITY, np.int64)
+        self.t = np.zeros(self.CAPACITY, np.float64)
+        self.n = 0
+        self.time = -1.0
+
+    def mark(self, count: int, added: int, now: float) -> None:
+        """The batch holds ``count`` moves, the last ``added`` of them read at ``now``
+        (Trio clock, seconds). Allocates nothing unless the time changed."""
+        if now == self.time:
+            return
+        self.time = now
+        n = self.n
+        if n == self.CAPACITY:  # a flood of runs: the last run absorbs the rest
+            return
+        self.first[n] = count - added
+        self.t[n] = now
+        self.n = n + 1
+
+    def observe(self, hist: BulkHistogram, count: int, applied_at: float) -> None:
+        """The batch's ``count`` moves were applied by a tick that ended at ``applied_at``."""
+        n = self.n
+        if n:
+            first = self.first[:n]
+            weights = np.diff(first, append=count).astype(np.float64)
+            hist.observe_many(applied_at - self.t[:n], weights)
+        self.n = 0
+        self.time = -1.0
+
+
+class HuntFigures:
+    """One hunt's figures: gauges as of its last tick, counters since it started here."""
+
+    __slots__ = ("clients", "discoveries", "evictions", "moves_dropped", "overruns", "owner",
+                 "players", "tick", "ticks", "truncations")
+
+    def __init__(self, owner: object) -> None:
+        self.owner = owner
+        self.players = self.clients = 0
+        self.ticks = self.overruns = self.evictions = self.truncations = 0
+        self.moves_dropped = self.discoveries = 0
+        self.tick = BulkHistogram(TICK_BUCKETS)
+
+
+class HubReport:
+    """What one hub adds to the server's figures; the hub calls it once per tick."""
+
+    def __init__(self, metrics: Any, owner: object) -> None:
+        self.metrics = metrics
+        self.owner = owner
+        self.hunts: list[HuntFigures] = []
+        #: Moves dropped per hunt index since the last tick (the rate limit's rare path).
+        self.dropped = np.zeros(0, np.int64)
+        #: Two clocks, swapped with the hub's two move batches.
+        self.clock, self.spare_clock = MoveClock(), MoveClock()
+
+    def _sync(self, params: list[Any]) -> list[HuntFigures]:
+        """``params``: the World's hunt parameters (``.name``), by hunt index."""
+        if len(self.hunts) != len(params):
+            table = self.metrics.hunt_figures
+            for p in params[len(self.hunts):]:
+                name = p.name
+                fig = table.get(name)
+                if fig is None or fig.owner is not self.owner:
+                    fig = table[name] = HuntFigures(self.owner)
+                self.hunts.append(fig)
+            grown = np.zeros(len(params), np.int64)
+            grown[:self.dropped.shape[0]] = self.dropped
+            self.dropped = grown
+        return self.hunts
+
+    def drop_move(self, hunt: int) -> None:
+        if hunt < self.dropped.shape[0]:
+            self.dropped[hunt] += 1
+
+    def evicted(self, hunt: int) -> None:
+        if hunt < len(self.hunts):
+            self.hunts[hunt].evictions += 1
+
+    def overran(self, missed: int) -> None:
+        for fig in self.hunts:
+            fig.overruns += missed
+
+    def swap_clocks(self) -> MoveClock:
+        """At the batch swap: the clock of the batch the tick takes; marks go to the other."""
+        taken, self.clock = self.clock, self.spare_clock
+        self.spare_clock = taken
+        return taken
+
+    def tick(self, params: list[Any], players: np.ndarray, obs_hunt: np.ndarray,
+             discoveries: np.ndarray, truncated: np.ndarray | None, seconds: float,
+             clock: MoveClock, moves: int, now: float) -> None:
+        """Add one tick: ``params`` the World's hunt parameters, ``players`` per hunt
+        index, ``obs_hunt`` the hunt of every connected client, ``discoveries`` the hunt
+        of every discovery, ``truncated`` (or None) which clients' views were cut short,
+        ``seconds`` the tick's duration, ``moves`` the size of the batch that ``clock``
+        timed, ``now`` the tick's end (Trio clock, seconds)."""
+        figs = self._sync(params)
+        h = len(figs)
+        clients = np.bincount(obs_hunt, minlength=h)
+        disc = np.bincount(discoveries, minlength=h) if len(discoveries) else None
+        trunc = (np.bincount(obs_hunt[truncated != 0], minlength=h)
+                 if truncated is not None else None)
+        dropped = self.dropped
+        for i, fig in enumerate(figs):
+            fig.players = int(players[i])
+            fig.clients = int(clients[i])
+            fig.ticks += 1
+            fig.tick.observe(seconds)
+            if disc is not None:
+                fig.discoveries += int(disc[i])
+            if trunc is not None:
+                fig.truncations += int(trunc[i])
+            if dropped[i]:
+                fig.moves_dropped += int(dropped[i])
+                dropped[i] = 0
+        clock.observe(self.metrics.move_latency, moves, now)
+
+    def release(self) -> None:
+        """The hub stopped: its hunts' series leave the scrape (another hub may own them)."""
+        table = self.metrics.hunt_figures
+        for name, fig in list(table.items()):
+            if fig.owner is self.owner:
+                del table[name]
+        self.hunts = []
+
+
+class HuntCollector:
+    """Renders the per-hunt figures and the move latency at scrape time."""
+
+    _GAUGES = (("players", "hunt_hunt_players", "Players in the hunt (connected or within "
+                "their resume grace), as of its last tick"),
+               ("clients", "hunt_hunt_clients", "Clients connected to the hunt and joined, "
+                "as of its last tick"))
+    _COUNTERS = (("ticks", "hunt_hunt_ticks", "Ticks run for the hunt"),
+                 ("overruns", "hunt_hunt_tick_overruns", "Ticks of the hunt started late "
+                  "because one overran its period"),
+                 ("evictions", "hunt_hunt_evictions", "Clients evicted for falling behind"),
+                 ("truncations", "hunt_hunt_truncations", "TICKs whose view list was cut "
+                  "short (max_visible full); the client gets a keyframe later"),
+                 ("moves_dropped", "hunt_hunt_moves_dropped", "MOVES frames dropped "
+                  "(rate limit or full batch)"),
+                 ("discoveries", "hunt_hunt_discoveries", "Treasures found in the hunt"))
+
+    def __init__(self, metrics: Any) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> Iterator[Any]:
+        return self._families({})
+
+    def collect(self) -> Iterator[Any]:
+        return self._families(self.metrics.hunt_figures)
+
+    def _families(self, table: dict[str, HuntFigures]) -> Iterator[Any]:
+        for attr, name, doc in self._GAUGES:
+            g = GaugeMetricFamily(name, doc, labels=["hunt"])
+            for hunt, fig in table.items():
+                g.add_metric([hunt], getattr(fig, attr))
+            yield g
+        for attr, name, doc in self._COUNTERS:
+            c = CounterMetricFamily(name, doc, labels=["hunt"])
+            for hunt, fig in table.items():
+                c.add_metric([hunt], getattr(fig, attr))
+            yield c
+        h = HistogramMetricFamily("hunt_hunt_tick_seconds", "Duration of the ticks that run "
+                                  "the hunt (tick start to the last message handed to its "
+                                  "socket; a hub ticking several hunts reports each)",
+                                  labels=["hunt"])
+        for hunt, fig in table.items():
+            h.add_metric([hunt], fig.tick.buckets(), fig.tick.sum)
+        yield h
+        lat = self.metrics.move_latency
+        m = HistogramMetricFamily("hunt_move_latency_seconds", "From a move's read off its "
+                                  "socket to the end of the tick that applied it")
+        m.add_metric([], lat.buckets(), lat.sum)
+        yield m
