@@ -140,11 +140,13 @@ class HuntServer:
             report = await trio.to_thread.run_sync(self._warm_up)
             self.log.info("warm_up", seconds=round(report.seconds, 2),
                           compiled=report.compiled, loaded=report.loaded)
-            await nursery.start(self.placement.run, self.ports.ws_url, http_url or "")
-            # What exists now (modules, compiled kernels, the worlds' buffers) lives as long
-            # as the server: out of the collector's sight (see the module docstring).
+            # What exists now (modules, compiled kernels) lives as long as the server: out
+            # of the collector's sight (see the module docstring). Collected before the
+            # hunts tick: a full collection here takes longer than a tick period.
             gc.collect()
             gc.freeze()
+            await nursery.start(self.placement.run, self.ports.ws_url, http_url or "")
+            gc.freeze()  # the hubs too (no collection: freezing alone is cheap)
             if http_listeners:
                 nursery.start_soon(trio.serve_listeners, self._http().handle, http_listeners)
             nursery.start_soon(self.poller.run)
