@@ -358,7 +358,11 @@ class LocalPlacement(Placement):
 
     async def run(self, public_url: str, http_url: str,
                   task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        legacy = await trio.to_thread.run_sync(self._prepare_data_dir)
+        try:
+            legacy = await trio.to_thread.run_sync(self._prepare_data_dir)
+        except OSError as exc:
+            raise StartError(f"the data dir {self.cfg.data_dir!r} cannot be used: "
+                             f"{_describe(exc)}; {_start_hint(exc)}") from exc
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             runs = []
@@ -646,5 +650,8 @@ def _start_hint(exc: BaseException) -> str:
         if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
             return "the data dir is not writable: fix its mount or permissions, or give " \
                    "another --data-dir"
+        if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+            return "a file stands where a directory must be: move it, or give another " \
+                   "--data-dir"
         return "check the data dir's disk, or give another --data-dir"
     return "see the error above; --fresh moves an unusable journal aside"
