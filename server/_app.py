@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numba
+import numpy as np
 import trio
 
 import tickengine
@@ -65,6 +66,10 @@ STATIC = Path(__file__).parent / "static"
 class ListenError(OSError):
     """A port could not be bound (in use, or not allowed): raised by :meth:`HuntServer.run`
     before anything else happens."""
+
+
+class ThreadingLayerError(RuntimeError):
+    """Neither TBB nor OpenMP could be loaded as Numba's threading layer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +144,8 @@ class HuntServer:
                           "first time; later starts load them from the cache")
             report = await trio.to_thread.run_sync(self._warm_up)
             self.log.info("warm_up", seconds=round(report.seconds, 2),
-                          compiled=report.compiled, loaded=report.loaded)
+                          compiled=report.compiled, loaded=report.loaded,
+                          threading_layer=numba.threading_layer())
             # What exists now (modules, compiled kernels) lives as long as the server: out
             # of the collector's sight (see the module docstring). Collected before the
             # hunts tick: a full collection here takes longer than a tick period.
@@ -171,6 +177,7 @@ class HuntServer:
         self.log.info("stopped")
 
     def _warm_up(self) -> tickengine.WarmUpReport:
+        pin_threading_layer()
         numba.set_num_threads(self.server.tick_threads)
         report = tickengine.warm_up()
         _tickframes.warm_up()
@@ -473,6 +480,34 @@ class HuntServer:
         stats = {**hub.stats, "clients": len(hub.obs_sessions)}
         return json_response(watch_payload(hub.world, h, names,
                                            list(hub.recent_discoveries[h]), stats))
+
+
+def pin_threading_layer() -> None:
+    """Make Numba use a threading layer that is safe for concurrent callers.
+
+    Every hub's worker thread, and every recovery, calls the parallel kernels, from
+    different threads at once; Numba's ``workqueue`` layer (its fallback when neither TBB
+    nor OpenMP loads) aborts the process when that happens. ``threadsafe`` picks TBB or
+    OpenMP. Takes effect only before the first parallel kernel runs in the process (the
+    server calls it before its warm-up); an explicit ``NUMBA_THREADING_LAYER`` is kept.
+    Raises :class:`ThreadingLayerError`, saying what to install, when neither can be loaded.
+    """
+    if numba.config.THREADING_LAYER == "default":
+        numba.config.THREADING_LAYER = "threadsafe"
+    try:
+        _probe_parallel(np.zeros(2))
+    except ValueError as exc:  # Numba: "No threading layer could be loaded"
+        raise ThreadingLayerError(
+            f"no thread-safe Numba threading layer: {exc}. Install TBB (pip install tbb) or "
+            "OpenMP (libgomp, e.g. apt install libgomp1)") from exc
+
+
+@numba.njit(parallel=True, cache=True)
+def _probe_parallel(a: np.ndarray) -> float:
+    total = 0.0
+    for i in numba.prange(a.shape[0]):
+        total += a[i]
+    return total
 
 
 async def _listen(port: int, host: str, flag: str) -> list[trio.SocketListener]:

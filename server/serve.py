@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.prog}: error: {exc}", file=sys.stderr)
         return 2
     _log.configure(cfg.server.log_format)
-    from ._app import HuntServer, ListenError
+    from ._app import HuntServer, ListenError, ThreadingLayerError
     from ._placement import StartError
     from .durability import DurabilityError
 
@@ -163,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
 
     from .cluster import ClusterUnavailable
 
-    known = (ListenError, StartError, DurabilityError, ConfigError, ClusterUnavailable)
+    known = (ListenError, StartError, DurabilityError, ConfigError, ClusterUnavailable,
+             ThreadingLayerError)
     try:
         trio.run(main)
     except (*known, BaseExceptionGroup) as caught:  # nurseries wrap what the server raised

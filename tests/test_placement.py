@@ -112,3 +112,11 @@ async def test_a_data_dir_of_the_single_journal_layout_is_recovered(
     assert health["status"] == "ok" and health["hunts"] == ["east", "north", "west"]
     meta = json.loads((data / "hunts" / hunt_dir_name("north") / "hunt.json").read_text())
     assert meta["name"] == "north"
+
+
+async def test_the_server_pins_a_threading_layer_safe_for_concurrent_callers(serve) -> None:
+    import numba
+
+    srv = await serve({"name": "one"}, {"name": "two"})
+    assert len(srv.app.hubs()) == 2  # two worker threads call the parallel kernels at once
+    assert numba.threading_layer() in ("tbb", "omp"), numba.threading_layer()
