@@ -1,13 +1,16 @@
 #!/bin/sh
 # System packages the tests use: Debian's Chromium (the browser tests drive it with
 # Playwright; no browser is downloaded), redis-server (the scale-out tests start
-# their own) and prometheus, which ships promtool (tests/test_deploy_prometheus.py
-# starts its own on a free port). Installs only what is missing; needs root
+# their own), prometheus, which ships promtool (tests/test_deploy_prometheus.py
+# starts its own on a free port), and curl (the README's commands use it;
+# tests/test_readme_commands.py checks that every program they name exists).
+# Installs only what is missing; needs root
 # (or sudo) for apt-get. Part of the README's test command and of .ci/run.
 set -eu
 missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v curl >/dev/null 2>&1 || missing="$missing curl"
 prom=""
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || prom="prometheus"
 [ -z "$missing$prom" ] && exit 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -190,8 +191,8 @@ def _check_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise UsageError("--plot needs matplotlib, which is not installed: "
-                         "pip install -e '.[plot]' in the clone (or pip install matplotlib)"
+        raise UsageError("--plot needs matplotlib, which is not installed: add the 'plot' "
+                         f"extra ({sys.executable} -m pip install -e '.[plot]' from the clone)"
                          ) from None
 
 

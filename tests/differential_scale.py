@@ -17,7 +17,8 @@ small worlds never reach:
 - 10 hunts of 1,700 treasures on a small map with a wide hint radius: a hint
   tile gathers more than ``TILE_CANDIDATES`` treasures and falls back to the
   per-player scan;
-- a hunt added at tick 3 while 200,000 players are in play (grids rebuilt,
+- a hunt added at tick 3 while 200,000 players are in play (the engine never
+  removes a hunt, so there is no removal to compare; grids rebuilt,
   boards ranked from every slot), bulk joins (``join_many``) and 5,000 leaves
   (board members among them), a snapshot/restore of the two-thread world before
   tick 4 that then continues against a reference that never stopped;

@@ -2,12 +2,13 @@
 
 A schedule is a list of requests and ticks on a small world (12 slots, 3 hunts
 at most): joins (one, or several at once with ``join_many``), leaves (live and
-stale ids), moves (live and stale ids; sequence numbers newer, equal or older;
-directions finite, huge, subnormal, infinite or NaN), hunts added (also beyond
-``max_hunts`` and beyond the treasure rows, which both must refuse alike) and
-ticks, some of them followed by a snapshot/restore of the engine world only
-(the reference never stops). The world's buffers are drawn too: event and
-visibility buffers large enough for everything, or small enough to overflow.
+stale ids), moves (live and stale ids; sequence numbers newer, equal, older or
+out of range; directions finite, huge, subnormal, infinite or NaN), hunts added
+(also beyond ``max_hunts``, beyond the treasure rows, with a name taken or
+another tick rate, which both must refuse alike) and ticks, some of them
+followed by a snapshot/restore of the engine world only (the reference never
+stops). The world's buffers are drawn too: event and visibility buffers large
+enough for everything, or small enough to overflow.
 
 After every tick: the events, every player and treasure column, the boards,
 and the visibility of every slot (keyframe flags alternating, in a drawn order),
@@ -21,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from differential_support import compare_all, compare_visibility
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from tickengine import EngineConfig, HuntParams, TickEngineError, World
@@ -49,6 +50,7 @@ class Put:
     seq_step: int  # added to the highest seq sent for that id (<= 0: not newer)
     dx: float
     dy: float
+    seq: int | None = None  # this seq instead (out of range ones included)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class AddHunt:
     respawn_delay: int
     max_players: int
     seed: int
+    name: int | None = None  # h<name> instead of a fresh name (may be taken)
+    tick_rate: int = 10
 
 
 @dataclass(frozen=True)
@@ -79,12 +83,14 @@ ops = st.one_of(
     st.builds(Join, hunt=st.integers(0, MAX_HUNTS), count=st.integers(1, 4)),
     st.builds(Leave, pick=st.integers(0, 40)),
     st.builds(Put, pick=st.integers(0, 40), seq_step=st.integers(-1, 3), dx=floats, dy=floats),
-    st.builds(Put, pick=st.integers(0, 40), seq_step=st.integers(-1, 3), dx=floats, dy=floats),
+    st.builds(Put, pick=st.integers(0, 40), seq_step=st.integers(-1, 3), dx=floats, dy=floats,
+              seq=st.none() | st.sampled_from([0, -1, 2**63 - 1, 2**63, 2**64 + 1])),
     st.builds(AddHunt, treasures=st.integers(0, 25), width=st.sampled_from([15.0, 30.0, 60.0]),
               discovery_radius=st.floats(0.5, 6.0), hint_radius=st.floats(6.0, 40.0),
               view_radius=st.floats(1.0, 40.0), player_speed=st.floats(0.0, 80.0),
               respawn_delay=st.integers(1, 5), max_players=st.integers(1, MAX_PLAYERS),
-              seed=st.integers(0, 2**63 - 1)),
+              seed=st.integers(0, 2**63 - 1), name=st.none() | st.integers(0, 3),
+              tick_rate=st.sampled_from([10, 10, 10, 20])),
     st.builds(Tick, restore=st.booleans()),
     st.builds(Tick, restore=st.just(False)),
 )
@@ -126,7 +132,8 @@ class Play:
 
     def add_hunt(self, op: AddHunt) -> None:
         params = HuntParams(
-            name=f"h{self.n_hunts}", width=op.width, height=op.width * 0.75, tick_rate=10,
+            name=f"h{self.n_hunts if op.name is None else op.name}", width=op.width,
+            height=op.width * 0.75, tick_rate=op.tick_rate,
             treasures=op.treasures, discovery_radius=op.discovery_radius,
             hint_radius=max(op.hint_radius, op.discovery_radius), view_radius=op.view_radius,
             player_speed=op.player_speed, respawn_delay=op.respawn_delay, leaderboard_size=3,
@@ -153,8 +160,11 @@ class Play:
 
     def put(self, op: Put) -> None:
         pid = self.ids[op.pick % len(self.ids)]
-        seq = max(1, self.sent.get(pid, 0) + op.seq_step)
-        self.sent[pid] = max(self.sent.get(pid, 0), seq)
+        if op.seq is None:
+            seq = max(1, self.sent.get(pid, 0) + op.seq_step)
+            self.sent[pid] = max(self.sent.get(pid, 0), seq)
+        else:
+            seq = op.seq
         kept = self.world.moves.put(pid, seq, op.dx, op.dy)
         assert kept == self.ref.put_move(pid, seq, op.dx, op.dy), op
 
@@ -188,6 +198,21 @@ def play(buffers: dict, schedule: list, observer_order: list[int]) -> None:
 START = (AddHunt(12, 30.0, 3.0, 20.0, 12.0, 40.0, 2, MAX_PLAYERS, 1), Join(0, 6), Tick(False))
 
 
+#: Disagreements found by this test, kept as examples: the reference kept a seq of 2^63
+#: (the engine's int64 cannot hold it), accepted a hunt name already taken, and refused a
+#: hunt for its tick rate where the engine refused it for the world's hunt capacity.
+FOUND = (
+    [Put(pick=1, seq_step=0, dx=1.0, dy=0.0, seq=2**63)],
+    [AddHunt(4, 15.0, 1.0, 6.0, 5.0, 10.0, 1, 4, 3, name=0)],
+    [AddHunt(4, 15.0, 1.0, 6.0, 5.0, 10.0, 1, 4, 3), AddHunt(4, 15.0, 1.0, 6.0, 5.0, 10.0, 1, 4, 3),
+     AddHunt(4, 15.0, 1.0, 6.0, 5.0, 10.0, 1, 4, 3, tick_rate=20)],
+)
+NO_OVERFLOW = {"max_visible": 4096, "max_discoveries": None, "max_membership_events": None}
+
+
+@example(buffers=NO_OVERFLOW, schedule=[*START, *FOUND[0]], observer_order=[])
+@example(buffers=NO_OVERFLOW, schedule=[*START, *FOUND[1]], observer_order=[])
+@example(buffers=NO_OVERFLOW, schedule=[*START, *FOUND[2]], observer_order=[])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(buffers=buffers,
        schedule=st.lists(ops, min_size=4, max_size=60).map(lambda s: [*START, *s]),

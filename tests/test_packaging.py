@@ -85,5 +85,5 @@ def test_plot_without_matplotlib_names_the_install_command(tmp_path: Path) -> No
     assert proc.stdout == ""
     (line,) = proc.stderr.splitlines()
     assert line.startswith("treasure-hunt simulate: error: --plot needs matplotlib")
-    assert "pip install -e '.[plot]'" in line
+    assert f"{sys.executable} -m pip install -e '.[plot]'" in line
     assert not (tmp_path / "x.png").exists()

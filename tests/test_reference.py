@@ -8,6 +8,7 @@ then run one tick.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -31,9 +32,17 @@ BASE = dict(
 )
 
 
+_names = itertools.count()
+
+
+def hunt_params(**kw) -> HuntParams:
+    """BASE with ``kw``, under a name no other hunt has (hunt names are unique)."""
+    return HuntParams(**{**BASE, "name": f"h{next(_names)}", **kw})
+
+
 def world(max_players: int = 16, max_treasures: int = 64, max_hunts: int = 4, **kw):
     w = ReferenceWorld(max_players=max_players, max_treasures=max_treasures, max_hunts=max_hunts)
-    h = w.add_hunt(HuntParams(**{**BASE, **kw}))
+    h = w.add_hunt(hunt_params(**kw))
     return w, h
 
 
@@ -71,9 +80,9 @@ def test_splitmix64_matches_published_outputs():
 
 def test_add_hunt_spawns_treasures_in_row_order_point_then_value():
     w = ReferenceWorld(max_players=4, max_treasures=10, max_hunts=3)
-    p0 = HuntParams(**{**BASE, "treasures": 3, "seed": 11, "width": 200.0, "height": 50.0,
-                       "treasure_value_min": 3, "treasure_value_max": 9})
-    p1 = HuntParams(**{**BASE, "treasures": 2, "seed": 12})
+    p0 = hunt_params(treasures=3, seed=11, width=200.0, height=50.0,
+                     treasure_value_min=3, treasure_value_max=9)
+    p1 = hunt_params(treasures=2, seed=12)
     assert w.add_hunt(p0) == 0
     assert w.add_hunt(p1) == 1
     assert [(t.row, t.hunt) for t in w.treasures] == [(0, 0), (1, 0), (2, 0), (3, 1), (4, 1)]
@@ -90,15 +99,21 @@ def test_add_hunt_spawns_treasures_in_row_order_point_then_value():
 
 def test_add_hunt_errors():
     w = ReferenceWorld(max_players=4, max_treasures=5, max_hunts=2)
-    w.add_hunt(HuntParams(**{**BASE, "treasures": 3}))
+    w.add_hunt(hunt_params(treasures=3))
     with pytest.raises(ConfigError, match="tick_rate"):
-        w.add_hunt(HuntParams(**{**BASE, "tick_rate": 30}))
+        w.add_hunt(hunt_params(tick_rate=30))
     with pytest.raises(CapacityError):
-        w.add_hunt(HuntParams(**{**BASE, "treasures": 3}))  # 2 rows left
-    w.add_hunt(HuntParams(**{**BASE, "treasures": 2}))
+        w.add_hunt(hunt_params(treasures=3))  # 2 rows left
+    w.add_hunt(hunt_params(treasures=2))
     assert len(w.treasures) == 5
     with pytest.raises(CapacityError):
-        w.add_hunt(HuntParams(**{**BASE, "treasures": 0}))  # out of hunts
+        w.add_hunt(hunt_params(treasures=0))  # out of hunts
+    with pytest.raises(CapacityError):  # the hunt count is checked before the tick rate
+        w.add_hunt(hunt_params(treasures=0, tick_rate=30))
+    w2 = ReferenceWorld(max_players=4, max_treasures=5, max_hunts=2)
+    w2.add_hunt(hunt_params(name="cave"))
+    with pytest.raises(ConfigError, match="taken"):
+        w2.add_hunt(hunt_params(name="cave"))
 
 
 # --------------------------------------------------------- joins, leaves, ids
@@ -174,8 +189,8 @@ def test_join_then_leave_before_a_tick_joins_then_leaves_at_the_spawn_point():
 
 def test_hunt_full_counts_pending_and_leaving_players_and_capacity_errors():
     w = ReferenceWorld(max_players=3, max_treasures=4, max_hunts=2)
-    h0 = w.add_hunt(HuntParams(**{**BASE, "max_players": 2}))
-    h1 = w.add_hunt(HuntParams(**BASE))
+    h0 = w.add_hunt(hunt_params(max_players=2))
+    h1 = w.add_hunt(hunt_params())
     a = w.join(h0)
     w.join(h0)
     with pytest.raises(HuntFullError):
@@ -207,7 +222,8 @@ def test_move_seq_rules_highest_seq_wins_and_stale_seqs_dropped():
     assert w.put_move(a, 4, -1.0, 0.0) is False  # lower than the kept seq
     assert w.put_move(a, 5, -1.0, 0.0) is False  # equal to the kept seq
     assert w.put_move(a, 0, -1.0, 0.0) is False  # <= last applied (0)
-    assert w.dropped_moves == 3
+    assert w.put_move(a, 2**63, -1.0, 0.0) is False  # past 2^63 - 1: out of range
+    assert w.dropped_moves == 4
     w.tick()
     p = w.player(a)
     assert (p.dx, p.dy, p.last_seq) == (0.0, 1.0, 5)
@@ -217,7 +233,7 @@ def test_move_seq_rules_highest_seq_wins_and_stale_seqs_dropped():
     assert (p.dx, p.dy, p.last_seq) == (1.0, 0.0, 6)
     w.tick()  # no move: keeps its direction
     assert (p.dx, p.dy, p.last_seq) == (1.0, 0.0, 6)
-    assert w.dropped_moves == 4
+    assert w.dropped_moves == 5
 
 
 def test_kept_move_is_rechecked_against_last_seq_at_tick_time():
@@ -454,7 +470,7 @@ def test_leaderboard_order_ties_size_and_change_detection():
 
 def test_leaderboard_changes_are_per_hunt_and_ascending():
     w = ReferenceWorld(max_players=4, max_treasures=4, max_hunts=3)
-    hs = [w.add_hunt(HuntParams(**{**BASE, "treasures": 1, "respawn_delay": 1000}))
+    hs = [w.add_hunt(hunt_params(treasures=1, respawn_delay=1000))
           for _ in range(3)]
     ids = [w.join(hh) for hh in hs]
     w.tick()
@@ -474,8 +490,8 @@ def test_leaderboard_changes_are_per_hunt_and_ascending():
 
 def test_visibility_diff_enter_leave_changed_and_keyframe():
     w = ReferenceWorld(max_players=10, max_treasures=1, max_hunts=2)
-    h = w.add_hunt(HuntParams(**{**BASE, "view_radius": 150.0}))
-    other = w.add_hunt(HuntParams(**BASE))
+    h = w.add_hunt(hunt_params(view_radius=150.0))
+    other = w.add_hunt(hunt_params())
     a, b, c, d, e, f = (w.join(h) for _ in range(6))
     g = w.join(other)
     w.tick()

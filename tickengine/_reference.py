@@ -32,6 +32,7 @@ from ._errors import (
 
 MASK64 = (1 << 64) - 1
 SLOT_MASK = (1 << 32) - 1
+MAX_SEQ = (1 << 63) - 1  # sequence numbers are positive signed 64-bit integers
 
 
 def splitmix64(state: int) -> tuple[int, float]:
@@ -161,13 +162,16 @@ class ReferenceWorld:
         """Add a hunt, allocate its treasure rows and spawn its treasures; return its index."""
         if not isinstance(params, HuntParams):
             raise TypeError(f"params must be a HuntParams, got {type(params).__name__}")
+        # Checked in the order docs/rules.md gives ("Hunts").
+        if len(self.hunts) >= self.max_hunts:
+            raise CapacityError(f"all {self.max_hunts} hunts are in use")
+        if any(h.params.name == params.name for h in self.hunts):
+            raise ConfigError(f"hunt name {params.name!r} is taken")
         if self.hunts and params.tick_rate != self.hunts[0].params.tick_rate:
             raise ConfigError(
                 f"hunt.tick_rate must equal the world's tick rate "
                 f"{self.hunts[0].params.tick_rate}, got {params.tick_rate}"
             )
-        if len(self.hunts) >= self.max_hunts:
-            raise CapacityError(f"all {self.max_hunts} hunts are in use")
         first = len(self.treasures)
         if first + params.treasures > self.max_treasures:
             raise CapacityError(
@@ -222,6 +226,7 @@ class ReferenceWorld:
         slot = self._live_slot(player_id)
         if (
             slot is None
+            or not 1 <= seq <= MAX_SEQ
             or seq <= self.players[slot].last_seq
             or (slot in self._moves and seq <= self._moves[slot][0])
         ):
