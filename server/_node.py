@@ -49,6 +49,7 @@ from ._placement import (
     HEALTHY_AFTER,
     Placement,
     Running,
+    _fit,
     hunt_dir_name,
     hunt_world_config,
 )
@@ -294,8 +295,8 @@ class RedisPlacement(Placement):
                 if r.hub is not None and r.hub.running:
                     return r.hub
                 if r.error is not None:
-                    return ErrorMessage(ErrorCode.HUNT_FAILED, f"hunt {hunt!r} failed on this "
-                                        f"node ({r.error}): retry in a second")
+                    return ErrorMessage(ErrorCode.HUNT_FAILED, _fit(
+                        f"hunt {hunt!r} failed on this node: retry in a second ({r.error})"))
             try:
                 answer = await self._route_remote(hunt)
             except ClusterUnavailable:

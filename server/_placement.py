@@ -49,7 +49,7 @@ import trio
 from tickengine import ConfigError, EngineConfig, HuntParams, WorldConfig
 
 from . import _wsframes as wf
-from .protocol import ErrorCode, ErrorMessage, Redirect, Refused, encode
+from .protocol import MAX_MESSAGE_BYTES, ErrorCode, ErrorMessage, Redirect, Refused, encode
 
 if TYPE_CHECKING:
     from ._app import HuntServer
@@ -273,24 +273,28 @@ class Placement:
         """A hunt's start, tick or journal raised: stop it, tell everyone, then let the
         placement decide (:meth:`_after_failure`)."""
         count = self.strikes[r.name] = self.strikes.get(r.name, 0) + 1
-        if isinstance(exc, OSError):
-            what = (f"{exc.strerror or exc} ({'errno ' + str(exc.errno) if exc.errno else ''}"
-                    f"{', ' + str(exc.filename) if exc.filename else ''})")
-            hint = ("free space or fix the data dir's disk; the hunt restarts from its last "
-                    "durable tick by itself")
+        os_error = _os_error(exc)
+        if os_error is not None:
+            where = f", {os_error.filename}" if os_error.filename else ""
+            what = f"{os_error.strerror or os_error} (errno {os_error.errno}{where})"
+            short = os_error.strerror or type(os_error).__name__
+            hint = (f"{_start_hint(os_error)}; the hunt restarts from its last durable tick "
+                    "by itself once the fault is gone")
         else:
             what = f"{type(exc).__name__}: {exc}"
-            hint = ("a bug, or the data dir was changed under the server: see the traceback; "
-                    "the hunt restarts from its last durable tick by itself")
+            short = type(exc).__name__
+            hint = ("a bug, or the data dir was changed under the server: keep the traceback "
+                    "and the hunt's data dir; the hunt restarts from its last durable tick "
+                    "by itself")
         self.log.error("hunt_failed", hunt=r.name, stage="start" if starting else "tick",
                        error=what, failures_in_a_row=count, data_dir=str(r.data_dir or ""),
                        hint=hint, exc_info=exc)
         self.failed[r.name] = Failure(what, count, math.inf, time.time())
         self.app.metrics.failures.inc()
         await self._stop(r, "failed", release=True, code=ErrorCode.HUNT_FAILED,
-                         message=f"hunt {r.name!r} failed ({what}); reconnect in a few "
-                         "seconds with your resume token: it restarts from its last durable "
-                         "tick")
+                         message=_fit(f"hunt {r.name!r} failed ({short}); reconnect in a "
+                                      "few seconds with your resume token: it restarts from "
+                                      "its last durable tick"))
         await self._after_failure(r, count, starting)
 
     async def _after_failure(self, r: Running, count: int, starting: bool) -> None:
@@ -536,8 +540,8 @@ class LocalPlacement(Placement):
             if failure is not None:
                 wait = max(1.0, failure.retry_at - trio.current_time())
                 when = f"retry in {wait:.0f} s" if math.isfinite(wait) else "retry later"
-                return ErrorMessage(ErrorCode.HUNT_FAILED, f"hunt {hunt!r} failed "
-                                    f"({failure.error}); {when} with your resume token")
+                return ErrorMessage(ErrorCode.HUNT_FAILED, _fit(
+                    f"hunt {hunt!r} failed; {when} with your resume token ({failure.error})"))
             if r is None:
                 if hunt in self.catalogue:
                     await trio.sleep(0.05)  # stopping or restarting: look again
@@ -632,6 +636,23 @@ def _write_params(base: Path, params: HuntParams) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError behind ``exc`` (itself, or what it was raised from), if any."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def _fit(message: str, limit: int = MAX_MESSAGE_BYTES) -> str:
+    """``message`` cut to ``limit`` bytes of UTF-8 (an ERROR's message is bounded)."""
+    data = message.encode()
+    return message if len(data) <= limit else data[:limit].decode(errors="ignore")
 
 
 def _describe(exc: BaseException) -> str:

@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 import trio
+from redis_server import redis_server  # noqa: F401
+from test_cluster_nodes import all_placed, node_of, owners, play_until_score, start_nodes, until
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from server.client import connect
@@ -138,8 +140,10 @@ class Server:
 def server(tmp_path: Path):
     import tickengine
     from server import _tickframes
+    from server._app import pin_threading_layer
 
     # Numba's cache on disk before the child starts: it must not write kernels past its limit.
+    pin_threading_layer()
     tickengine.warm_up()
     _tickframes.warm_up()
     srv = Server(tmp_path)
@@ -269,3 +273,91 @@ def test_a_port_clash_fails_before_the_warm_up_and_writes_nothing(tmp_path: Path
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr and "--port" in proc.stderr
     assert "warming_up" not in proc.stderr, "the ports are bound before the kernels compile"
     assert not (tmp_path / "data").exists(), "nothing is written before the ports are bound"
+
+
+async def test_a_failed_hunt_stays_stopped_while_the_fault_persists(serve, tmp_path: Path) -> None:
+    """A fault that survives the restart (directories where the hunt's snapshots must go:
+    EISDIR, for root too) keeps the hunt stopped, retried with a growing backoff, while the
+    other hunt plays on; once the fault is gone the hunt comes back from its journal."""
+    from server._placement import hunt_journals
+    from server.client import ServerError
+
+    data = tmp_path / "data"
+    srv = await serve({"name": "cave"}, {"name": "dune"}, data_dir=str(data), snapshot_every=10)
+    placement = srv.app.placement
+    cave = hunt_journals(data)["cave"]
+    tick = placement.hub_named("cave").world.tick_number
+    first = (tick // 10 + 1) * 10
+    blockers = [cave / f"snapshot-{k:012d}.snap.tmp" for k in range(first, first + 4000, 10)]
+    for b in blockers:
+        b.mkdir()
+    with trio.fail_after(30):
+        async with connect(srv.url, "dan", "dune") as dan:
+            while placement.strikes.get("cave", 0) < 2:  # failed, restarted, failed again
+                await dan.next_tick()
+            health = await _healthz(srv)
+            assert health["status"] == "degraded" and health["failed"]["cave"]["failures"] == 2
+            assert health["failed"]["cave"]["retry_in"] is not None
+            assert "dune" in health["hunts"]
+            with pytest.raises(ServerError) as refused:
+                async with connect(srv.url, "cy", "cave"):
+                    pass
+            assert refused.value.code == ErrorCode.HUNT_FAILED
+            for b in blockers:
+                b.rmdir()
+            while "cave" in placement.failed:
+                await dan.next_tick()
+        async with connect(srv.url, "cy", "cave") as cy:
+            assert (await cy.next_tick()).tick > tick
+    assert srv.metric("hunt_failures_total") == 2
+    assert (await _healthz(srv))["status"] == "ok"
+
+
+async def _healthz(srv: Any) -> dict[str, Any]:
+    from test_server_ops import get_json
+
+    return await get_json(srv.ports.http, "/healthz")
+
+
+@pytest.mark.slow
+async def test_on_a_cluster_a_failed_hunt_releases_its_lease_and_players_resume(
+        tmp_path: Path, redis_server: Any) -> None:  # noqa: F811
+    """Scale-out: the node whose hunt fails releases the lease at once; the hunt is placed
+    again (a new lease, a new journal directory) and recovered from the failed one's last
+    durable tick, and its player resumes through the entry URL with its score."""
+    from server._placement import hunt_dir_name
+    from server.client import ServerError
+
+    nodes = start_nodes(tmp_path, redis_server.url, "ab")
+    try:
+        placed = await until(lambda: all_placed(nodes[0], {"a", "b"}), 20, "placement")
+        owner = node_of(nodes, placed["alpha"])
+        entry = node_of(nodes, "b" if owner.node_id == "a" else "a")
+        base = tmp_path / "shared-data" / "hunts" / hunt_dir_name("alpha")
+        with trio.fail_after(60):
+            async with connect(entry.ws_url, "ali", "alpha") as ali:
+                score = await play_until_score(ali)
+                token, pid = ali.resume_token, ali.player_id
+                lease_dir = max((p for p in base.iterdir() if p.name.isdigit()),
+                                key=lambda p: int(p.name))
+                first = (ali.tick // 100 + 1) * 100  # the nodes snapshot every 100 ticks
+                for k in range(first, first + 4000, 100):
+                    (lease_dir / f"snapshot-{k:012d}.snap.tmp").mkdir()
+                with pytest.raises(ServerError) as failed:
+                    while True:
+                        await ali.next_tick()
+                assert failed.value.code == ErrorCode.HUNT_FAILED
+                assert failed.value.close_code == 4012
+            await until(lambda: (owners(entry) or {}).get("alpha") is not None
+                              and any(int(p.name) > int(lease_dir.name) for p in base.iterdir()
+                                      if p.name.isdigit()), 20, "alpha placed again")
+            async with connect(entry.ws_url, "ali", "alpha", resume_token=token) as back:
+                assert back.welcome.resumed and back.player_id == pid
+                await back.next_tick()
+                assert back.score >= score
+        failed_lines = [e for e in owner.events() if e["event"] == "hunt_failed"]
+        assert failed_lines and failed_lines[0]["hunt"] == "alpha"
+        assert "Is a directory" in failed_lines[0]["error"]
+    finally:
+        for n in nodes:
+            n.stop()
