@@ -292,7 +292,8 @@ class HuntServer:
     async def _read_loop(self, conn: Connection, hub: Hub, s: Session) -> None:
         idle = self.server.idle_timeout
         # One cancel scope for the whole loop, its deadline pushed back at most once a
-        # second: a scope per message cost 4% of the server's CPU under load.
+        # second: updating a scope per message is a measurable share of the server's CPU
+        # under load (perf/README.md, "Figures behind the code's choices").
         with trio.CancelScope(deadline=trio.current_time() + idle) as scope:
             await self._read_messages(conn, hub, s, scope)
         if scope.cancelled_caught:

@@ -464,8 +464,8 @@ class Hub:
         if pool is None or n_obs < 2 * SPLIT_MIN:
             tf.write_frames_to_sockets(n_obs, fd, base, self.frame_offsets, self.written)
             return
-        # Each write(2) on loopback runs the receiver's TCP stack too (~10 us): two
-        # threads (the kernel releases the GIL) halve the time to the last frame.
+        # Each write(2) on loopback runs the receiver's TCP stack too: two threads (the
+        # kernel releases the GIL) halve the time to the last frame.
         half = n_obs // 2
         rest = pool.submit(tf.write_frames_to_sockets, n_obs - half, fd[half:], base,
                            self.frame_offsets[half:], self.written[half:])
