@@ -40,11 +40,12 @@ from . import _wsframes as wf
 from ._config import ServeConfig
 from ._conn import Connection, ConnectionClosed, HandshakeFailed
 from ._http import HttpServer, Request, Response, file_response, json_response
-from ._hub import Hub, JoinRequest, Session, recent_timings
+from ._hub import Hub, JoinRequest, Session
 from ._log import get_logger
 from ._metrics import Metrics
 from ._placement import LocalPlacement, Placement
 from ._poller import Poller
+from ._stats import StatsCache
 from .protocol import (
     CLOSE_REDIRECT,
     MAX_CLIENT_FRAME_BYTES,
@@ -55,12 +56,20 @@ from .protocol import (
     MessageType,
     ProtocolError,
     Redirect,
+    Refused,
     RemoteProtocolError,
     decode_client_frame,
     encode,
 )
 
 STATIC = Path(__file__).parent / "static"
+
+#: The whole answer to a WebSocket connection over a socket limit, sent without reading
+#: its request: holding the socket for the handshake would let idle sockets pile up.
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\n"
+         b"Connection: close\r\n\r\n")
+#: Rate buckets (HELLOs, connections) kept per address before the full ones are forgotten.
+_BUCKETS = 4096
 
 
 class ListenError(OSError):
@@ -104,6 +113,9 @@ class HuntServer:
         self.nursery: trio.Nursery | None = None
         self.connections: set[Connection] = set()
         self.per_address: Counter[str] = Counter()
+        self.hello_buckets: dict[str, wf.Bucket] = {}
+        self.connect_buckets: dict[str, wf.Bucket] = {}
+        self.stats_cache = StatsCache()
         self.ports: Ports | None = None
         self._stop = trio.Event()
         self.poller = Poller(self.server.idle_timeout)
@@ -196,12 +208,19 @@ class HuntServer:
     async def _handle(self, stream: trio.SocketStream) -> None:
         cfg = self.server
         conn = Connection(stream, MAX_CLIENT_FRAME_BYTES, cfg.outbox_messages)
+        conn.parser.set_budgets(max_fragments=cfg.max_message_fragments,
+                                control_per_second=cfg.control_frames_per_second,
+                                bytes_per_second=cfg.bytes_per_second)
         addr = conn.remote
-        if (len(self.connections) >= cfg.max_connections
-                or self.per_address[addr] >= cfg.max_connections_per_address):
+        busy = ("connections" if len(self.connections) >= cfg.max_connections else
+                "connections_per_address"
+                if self.per_address[addr] >= cfg.max_connections_per_address else
+                "connection_rate_per_address" if not self._connect_allowed(addr) else None)
+        if busy is not None:
             self.metrics.events.labels("refused_busy").inc()
-            with trio.move_on_after(cfg.handshake_timeout), contextlib.suppress(Exception):
-                await _reject_busy(conn)
+            self.metrics.limits.labels(busy).inc()
+            with trio.move_on_after(0.1), contextlib.suppress(Exception):
+                await stream.send_all(_BUSY)  # a fresh socket's buffer takes it at once
             await conn.abort()
             return
         self.connections.add(conn)
@@ -221,6 +240,8 @@ class HuntServer:
         except ConnectionClosed:
             pass
         finally:
+            if conn.parser.exceeded:
+                self.metrics.limits.labels(conn.parser.exceeded).inc()
             if session is not None:
                 hub.disconnected(session, conn)
                 self.log.info("disconnect", player=session.player_id, name=session.name,
@@ -262,6 +283,15 @@ class HuntServer:
                                                     f"no HELLO within {cfg.handshake_timeout} s"))
             return None
         self.metrics.events.labels("hello").inc()
+        if not self._hello_allowed(conn.remote):
+            self.metrics.limits.labels("hellos_per_address").inc()
+            refusal = Refused(ErrorCode.TOO_MANY_JOINS, (
+                f"more than {cfg.hellos_per_second_per_address:g} HELLOs per second from "
+                f"{conn.remote}: retry in a second or more"))
+            self.log.info("refused", remote=conn.remote, name=hello.name, hunt=hello.hunt,
+                          code="TOO_MANY_JOINS", reason=refusal.message)
+            await self._fail(conn, refusal)
+            return None
         target = await self.placement.route(hello.hunt, hello.resume_token)
         if isinstance(target, Redirect):
             self.metrics.events.labels("redirect").inc()
@@ -288,6 +318,18 @@ class HuntServer:
             return None
         self.metrics.events.labels("resume" if hello.resume_token else "join").inc()
         return hub, req.session
+
+    def _hello_allowed(self, address: str) -> bool:
+        """Take one HELLO from ``address``'s bucket (False: over its rate)."""
+        cfg = self.server
+        return _take(self.hello_buckets, address, cfg.hellos_per_second_per_address,
+                     cfg.hello_burst_per_address)
+
+    def _connect_allowed(self, address: str) -> bool:
+        """Take one new connection from ``address``'s bucket (False: over its rate)."""
+        cfg = self.server
+        return _take(self.connect_buckets, address, cfg.connections_per_second_per_address,
+                     cfg.connection_burst_per_address)
 
     async def _read_loop(self, conn: Connection, hub: Hub, s: Session) -> None:
         idle = self.server.idle_timeout
@@ -369,7 +411,10 @@ class HuntServer:
     # ------------------------------------------------------------------ HTTP
 
     def _http(self) -> HttpServer:
-        http = HttpServer(self.log)
+        cfg = self.server
+        http = HttpServer(self.log, max_connections=cfg.http_max_connections,
+                          timeout=cfg.http_timeout,
+                          on_limit=lambda limit: self.metrics.limits.labels(limit).inc())
         http.route("/", lambda r: file_response(STATIC, "index.html"))
         http.route("/watch", lambda r: file_response(STATIC, "watch.html"))
         http.route_prefix("/static/", lambda r: file_response(STATIC, r.path[len("/static/"):]))
@@ -405,20 +450,27 @@ class HuntServer:
         return json_response(body, 503 if status == "down" else 200)
 
     def _stats(self, request: Request) -> Response:
-        """Counters and the last ``?ticks=N`` ticks' timings in ms by phase (for load tests);
-        ``?hunt=NAME`` picks the hunt on a scale-out node (default: the first)."""
+        """Counters, each phase's p50/p99/max over the last 200 ticks, and with ``?ticks=N``
+        the last N ticks' timings in ms by phase (N capped to ``stats_max_ticks``; for load
+        tests); ``?hunt=NAME`` picks the hunt on a scale-out node (default: the first)."""
         hub = self.placement.hub_named(request.query.get("hunt"))
         if hub is None:
             return json_response({"error": "this node runs no such hunt (see /hunts)"}, 404)
         try:
-            n = int(request.query.get("ticks", "0"))
+            n = max(0, int(request.query.get("ticks", "0")))
         except ValueError:
             return json_response({"error": "ticks must be an integer"}, 400)
-        return json_response({
+        cap = self.server.stats_max_ticks
+        if n > cap:
+            self.metrics.limits.labels("stats_ticks").inc()
+            n = cap
+        body = self.stats_cache.get(hub, n, lambda: {
             "tick": int(hub.stats["tick"]), "clients": len(hub.obs_sessions),
             "connections": len(self.connections), "players": len(hub.sessions),
             "evictions": hub.evictions, "skipped": hub.skipped_total,
-            "timings_ms": recent_timings(hub, n)})
+            "max_players_per_address": max(hub.address_players.values(), default=0),
+            "ticks_cap": cap})
+        return Response(200, body, "application/json")
 
     def _info(self, request: Request) -> Response:
         ports = self.ports
@@ -519,19 +571,16 @@ async def _listen(port: int, host: str, flag: str) -> list[trio.SocketListener]:
                           f"another server running? Pick another port with {flag}") from exc
 
 
-async def _reject_busy(conn: Connection) -> None:
-    from wsproto import ConnectionType
-    from wsproto.events import RejectConnection
-    from wsproto.events import Request as WsRequest
-    from wsproto.handshake import H11Handshake
-
-    hs = H11Handshake(ConnectionType.SERVER)
-    while True:
-        data = await conn.stream.receive_some(65536)
-        if not data:
-            return
-        hs.receive_data(data)
-        for event in hs.events():
-            if isinstance(event, WsRequest):
-                await conn.stream.send_all(hs.send(RejectConnection(status_code=503)))
-                return
+def _take(buckets: dict[str, wf.Bucket], address: str, rate: float, burst: int) -> bool:
+    """Take one token from ``address``'s bucket in ``buckets`` (created full); False when
+    it is empty. Past ``_BUCKETS`` addresses, those whose bucket refilled are forgotten
+    (they would start full again anyway), so the dict stays bounded."""
+    now = trio.current_time()
+    bucket = buckets.get(address)
+    if bucket is None:
+        if len(buckets) >= _BUCKETS:
+            for key, b in list(buckets.items()):
+                if b.level + (now - b.t) * b.rate >= burst:
+                    del buckets[key]
+        bucket = buckets[address] = wf.Bucket(rate, burst, now)
+    return bucket.take(1, now)

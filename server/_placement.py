@@ -15,7 +15,7 @@ Two implementations, one code path:
 the tick or the journal raises (a full disk, an I/O error, a bug). Such a
 failure stops that hunt only: its journal ends at the last durable tick (a
 tick is sent only after it is journaled), its players get ERROR ``HUNT_FAILED``
-and close 4012, the log line ``hunt_failed`` says what happened and what to do,
+and close 4014, the log line ``hunt_failed`` says what happened and what to do,
 ``hunt_failures_total`` counts it and ``/healthz`` lists the hunt as failed.
 Every other hunt keeps its tick. Then the placement decides: here, the hunt is
 restarted from its journal after a backoff (doubling while it keeps failing,

@@ -54,7 +54,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     lim = p.add_argument_group("limits")
     lim.add_argument("--max-connections", type=int, help="open connections (default 10000)")
     lim.add_argument("--max-connections-per-address", type=int,
-                     help="open connections from one IP address (default 4096)")
+                     help="open connections from one IP address (default 256)")
+    lim.add_argument("--max-players-per-address", type=int,
+                     help="players one IP address may have in a hunt, connected or within "
+                          "their resume grace (default 64)")
+    lim.add_argument("--connections-per-second-per-address", type=float,
+                     help="new WebSocket connections one IP address may open per second, after "
+                          "a burst of connection_burst_per_address (default 10)")
+    lim.add_argument("--hellos-per-second-per-address", type=float,
+                     help="HELLOs one IP address may send per second, after a burst of "
+                          "hello_burst_per_address (default 5)")
     lim.add_argument("--moves-per-second", type=float,
                      help="moves one client may send per second; the excess is dropped "
                           "(default 60)")
@@ -114,6 +123,9 @@ def build_config(args: argparse.Namespace):  # -> ServeConfig
         host=args.host, port=args.port, http_port=args.http_port,
         max_connections=args.max_connections,
         max_connections_per_address=args.max_connections_per_address,
+        max_players_per_address=args.max_players_per_address,
+        hellos_per_second_per_address=args.hellos_per_second_per_address,
+        connections_per_second_per_address=args.connections_per_second_per_address,
         moves_per_second=args.moves_per_second, evict_after_ticks=args.evict_after_ticks,
         resume_grace=args.resume_grace, idle_timeout=args.idle_timeout,
         allow_create_hunts=args.allow_create_hunts, admin_token=args.admin_token,

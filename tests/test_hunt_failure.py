@@ -51,6 +51,7 @@ FILE_LIMIT = 64 << 10
 CONFIG = """\
 [server]
 moves_per_second = 10000.0
+bytes_per_second = 1000000
 snapshot_every = 0
 resume_grace = 60.0
 
@@ -216,8 +217,8 @@ async def _scenario(srv: Server) -> None:
             error, token, close_code = await _flood(srv.ws_url)
             after_failure_at[0] = len(ticks)
             failed.set()
-            assert error.code == ErrorCode.HUNT_FAILED and error.close_code == 4012
-            assert close_code == 4012
+            assert error.code == ErrorCode.HUNT_FAILED and error.close_code == 4014
+            assert close_code == 4014
             assert "resume token" in error.message
 
             status, body = await trio.to_thread.run_sync(srv.get, "/healthz")
@@ -347,7 +348,7 @@ async def test_on_a_cluster_a_failed_hunt_releases_its_lease_and_players_resume(
                     while True:
                         await ali.next_tick()
                 assert failed.value.code == ErrorCode.HUNT_FAILED
-                assert failed.value.close_code == 4012
+                assert failed.value.close_code == 4014
             await until(lambda: (owners(entry) or {}).get("alpha") is not None
                               and any(int(p.name) > int(lease_dir.name) for p in base.iterdir()
                                       if p.name.isdigit()), 20, "alpha placed again")

@@ -36,6 +36,9 @@ TMP_SUFFIX = ".tmp"
 LOCK_NAME = "LOCK"
 QUARANTINE = "quarantine"
 DISCARDED_PREFIX = "discarded-"
+#: Modes of what the journal creates: owner only (names and token hashes of players).
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 
 SNAP_MAGIC = b"THJSNAP1"
 #: magic, tick, meta bytes, world bytes, flags, state hash, CRC-32 of everything else.
@@ -96,7 +99,7 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
 def write_atomic(path: Path, chunks: list[bytes]) -> None:
     """Write ``path`` so that it is either absent or complete, even across a crash."""
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
         for chunk in chunks:
             write_all(fd, chunk)
@@ -215,7 +218,7 @@ def unique_dir(parent: Path, name: str) -> Path:
     candidate, k = parent / name, 1
     while True:
         try:
-            candidate.mkdir(parents=True)
+            candidate.mkdir(parents=True, mode=DIR_MODE)
             return candidate
         except FileExistsError:
             k += 1
