@@ -200,6 +200,10 @@ class Hub:
             self.by_token[token] = s
             self.lost.add(s)
 
+    def holds(self, token: bytes) -> bool:
+        """Whether ``token`` resumes a player of this hub."""
+        return token_hash(token) in self.by_token
+
     def journal_meta(self) -> dict[str, Any]:
         """What a snapshot keeps beside the world: players' names and tokens."""
         return {"created_hunts": self.created_hunts, "tokens": TOKENS_HASHED,

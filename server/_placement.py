@@ -525,7 +525,7 @@ class LocalPlacement(Placement):
                     ) -> Hub | Redirect | ErrorMessage:
         if token is not None:  # the token names the hunt (the HELLO's hunt is ignored)
             for hub in self.hubs():
-                if token in hub.by_token and hub.running:
+                if hub.running and hub.holds(token):
                     return hub
             if hunt not in self.catalogue:
                 return Refused(ErrorCode.RESUME_INVALID, "this resume token is unknown, "

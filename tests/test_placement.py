@@ -13,7 +13,7 @@ from test_server_ops import get_json
 
 from server._placement import hunt_dir_name, hunt_journals
 from server.client import connect
-from server.durability import Journal
+from server.durability import Journal, token_hash
 from tickengine import EngineConfig, HuntParams, World
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
@@ -80,7 +80,7 @@ def _older_layout(data: Path) -> tuple[bytes, int]:
     pid = world.join(0)
     for _ in range(3):
         result = world.tick()
-        joins = [(pid, 0, "wes", token)] if result.tick == 1 else []
+        joins = [(pid, 0, "wes", token_hash(token))] if result.tick == 1 else []
         journal.append_tick(result.tick, joins=joins)
     journal.close()
     return token, pid
