@@ -35,7 +35,6 @@ import numpy as np
 import trio
 
 from tickengine import (
-    LEFT,
     CapacityError,
     ConfigError,
     HuntFullError,
@@ -49,6 +48,7 @@ from . import _wsframes as wf
 from ._config import ServeConfig
 from ._conn import Connection, SendSlots
 from ._metrics import TICK_PHASES, Metrics
+from ._tails import build_tails
 from .durability import token_hash
 from .protocol import (
     MAX_SEQ,
@@ -59,7 +59,6 @@ from .protocol import (
     Refused,
     Welcome,
     encode,
-    encode_hunt_events,
 )
 
 #: Ticks of timings kept for /api/stats.
@@ -503,31 +502,14 @@ class Hub:
         rest.result()
 
     def _build_tails(self, result: Any, n_obs: int) -> int:
-        """Encode each hunt's shared tail (and a keyframe variant where needed)."""
-        world, tails = self.world, self.tails
-        tails.clear()
-        n_hunts = world.hunts.count
-        disc = result.discoveries
-        mem = result.memberships
-        changed = set(result.leaderboard_changed.tolist())
-        kf = self.obs_keyframe[:n_obs]
-        hunt_of = self.obs_hunt[:n_obs]
-        need_kf = set(np.unique(hunt_of[kf != 0]).tolist())
-        diff_row = np.zeros(n_hunts, np.int32)
-        kf_row = np.zeros(n_hunts, np.int32)
-        for h in range(n_hunts):
-            d = disc[disc["hunt"] == h] if len(disc) else None
-            left = mem[(mem["hunt"] == h) & (mem["kind"] == LEFT)] if len(mem) else None
-            joined = [] if not len(mem) else mem[(mem["hunt"] == h) & (mem["kind"] != LEFT)]
-            names = [NameEntry(int(r["slot"]), int(r["gen"]), self.sessions[int(r["slot"])].name)
-                     for r in joined if int(r["slot"]) in self.sessions]
-            board = world.leaderboard(h) if h in changed else None
-            diff_row[h] = tails.add(encode_hunt_events(d, board, left, names))
-            if h in need_kf:
-                kf_row[h] = tails.add(encode_hunt_events(d, world.leaderboard(h), left,
-                                                         self._names(h)))
-        self.obs_tail[:n_obs] = np.where(kf != 0, kf_row[hunt_of], diff_row[hunt_of])
-        return tails.used
+        """Each hunt's shared tail, and each observer's (server/_tails.py)."""
+        return build_tails(self.world, result, self.tails, self.obs_hunt[:n_obs],
+                           self.obs_keyframe[:n_obs], self.obs_tail[:n_obs],
+                           self._joined_name, self._names)
+
+    def _joined_name(self, slot: int) -> str | None:
+        s = self.sessions.get(slot)
+        return s.name if s is not None else None
 
     async def run_ticker(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """The fixed-rate tick loop; returns when :attr:`running` turns False."""
