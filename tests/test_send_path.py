@@ -45,6 +45,10 @@ pytestmark = pytest.mark.usefixtures("collect_garbage")
 ARENA = {"name": "arena", "width": 4000.0, "height": 4000.0, "tick_rate": 25,
          "player_speed": 250.0, "view_radius": 10000.0, "treasures": 0, "seed": 11}
 STEP = 250.0 / 25
+#: Every client here comes from 127.0.0.1: the per-address budgets sized for that.
+ONE_ADDRESS = {"max_players_per_address": 1000, "hellos_per_second_per_address": 1000.0,
+               "hello_burst_per_address": 1000, "connections_per_second_per_address": 1000.0,
+               "connection_burst_per_address": 1000}
 
 
 @asynccontextmanager
@@ -208,7 +212,7 @@ async def test_the_error_precedes_the_close_when_bad_input_meets_the_tick_write(
     worker is still writing the frames of the clients after it (the attackers join first,
     so their frames are written first): the ERROR queued then must go out before the
     close, every time."""
-    srv = await serve(ARENA, http_port=-1, evict_after_ticks=1000, send_threads=1)
+    srv = await serve(ARENA, **ONE_ADDRESS, http_port=-1, evict_after_ticks=1000, send_threads=1)
     n_attackers = 24
     attackers = [await trio.to_thread.run_sync(ThreadClient, srv.ports.ws, f"bad{i}")
                  for i in range(n_attackers)]
@@ -244,7 +248,8 @@ async def test_the_error_precedes_the_close_when_bad_input_meets_the_tick_write(
 async def test_the_error_precedes_the_close_behind_a_backlog(serve) -> None:
     """A client that does not read has TICKs queued in the server; its bad input then gets
     the ERROR after a TICK already begun (the others are dropped), then the close."""
-    srv = await serve(ARENA, http_port=-1, evict_after_ticks=1000, outbox_messages=64)
+    srv = await serve(ARENA, **ONE_ADDRESS, http_port=-1, evict_after_ticks=1000,
+                      outbox_messages=64)
     with trio.fail_after(30):
         async with AsyncExitStack() as stack:
             for i in range(4):  # players walking in view: TICKs of ~130 bytes
@@ -270,7 +275,7 @@ async def test_the_error_precedes_the_close_behind_a_backlog(serve) -> None:
 
 
 async def test_a_replaced_connection_gets_its_error_then_close_4007(serve) -> None:
-    srv = await serve(ARENA, http_port=-1)
+    srv = await serve(ARENA, **ONE_ADDRESS, http_port=-1)
     with trio.fail_after(15):
         async with raw_ws(srv.url) as old, raw_ws(srv.url) as new:
             welcome = await raw_join(old, "twice")
@@ -286,7 +291,7 @@ async def test_a_replaced_connection_gets_its_error_then_close_4007(serve) -> No
 async def test_welcome_is_the_state_at_its_tick_and_the_first_tick_follows_it(serve) -> None:
     """Resume (replace) while walking: WELCOME's position, ack and tick are one state, the
     one an observer saw at that tick; the first TICK is WELCOME.tick + 1, a keyframe."""
-    srv = await serve(ARENA, http_port=-1)
+    srv = await serve(ARENA, **ONE_ADDRESS, http_port=-1)
     with trio.fail_after(20):
         async with (connect(srv.url, "walker", "arena") as walker,
                     connect(srv.url, "watcher", "arena") as watcher):
@@ -326,7 +331,7 @@ async def test_welcome_is_the_state_at_its_tick_and_the_first_tick_follows_it(se
 
 
 async def test_a_replaced_player_stands_still_until_the_new_connection_moves_it(serve) -> None:
-    srv = await serve(ARENA, http_port=-1)
+    srv = await serve(ARENA, **ONE_ADDRESS, http_port=-1)
     with trio.fail_after(20):
         async with connect(srv.url, "walker", "arena") as walker:
             seq = await walker.move(0.0, 1.0)
@@ -349,7 +354,7 @@ async def test_a_replaced_player_stands_still_until_the_new_connection_moves_it(
 
 
 async def test_a_client_at_the_top_seq_still_stops_when_its_connection_drops(serve) -> None:
-    srv = await serve(ARENA, http_port=-1, resume_grace=30.0)
+    srv = await serve(ARENA, **ONE_ADDRESS, http_port=-1, resume_grace=30.0)
     with trio.fail_after(20):
         async with raw_ws(srv.url) as ws:
             welcome = await raw_join(ws, "top")
@@ -370,7 +375,7 @@ async def test_a_client_at_the_top_seq_still_stops_when_its_connection_drops(ser
 
 
 async def test_a_seq_above_the_client_range_is_refused(serve) -> None:
-    srv = await serve(ARENA, http_port=-1)
+    srv = await serve(ARENA, **ONE_ADDRESS, http_port=-1)
     with trio.fail_after(10):
         async with raw_ws(srv.url) as ws:
             await raw_join(ws, "greedy")
@@ -387,7 +392,7 @@ async def test_a_seq_above_the_client_range_is_refused(serve) -> None:
 
 
 async def test_over_the_rate_limit_the_latest_direction_wins(serve) -> None:
-    srv = await serve(ARENA, http_port=-1, moves_per_second=5.0)
+    srv = await serve(ARENA, **ONE_ADDRESS, http_port=-1, moves_per_second=5.0)
     with trio.fail_after(15):
         async with connect(srv.url, "flood", "arena") as c:
             await c.next_tick()
@@ -404,7 +409,7 @@ async def test_over_the_rate_limit_the_latest_direction_wins(serve) -> None:
 
 
 async def test_bye_closes_with_1000_and_no_error(serve) -> None:
-    srv = await serve(ARENA, http_port=-1)
+    srv = await serve(ARENA, **ONE_ADDRESS, http_port=-1)
     with trio.fail_after(10):
         async with raw_ws(srv.url) as ws:
             await raw_join(ws, "leaver")
@@ -416,7 +421,7 @@ async def test_bye_closes_with_1000_and_no_error(serve) -> None:
 
 
 async def test_a_resume_keyframe_resends_every_name(serve) -> None:
-    srv = await serve(ARENA, http_port=-1)
+    srv = await serve(ARENA, **ONE_ADDRESS, http_port=-1)
     with trio.fail_after(15):
         async with connect(srv.url, "anna", "arena"), connect(srv.url, "bert", "arena") as b:
             await b.next_tick()
@@ -433,7 +438,7 @@ async def test_a_resume_keyframe_resends_every_name(serve) -> None:
     ("\u00e9" * 200, ErrorCode.MALFORMED, 1002),  # 200 characters (400 bytes): not JSON
 ])
 async def test_json_move_characters_are_code_points(serve, text, error, code) -> None:
-    srv = await serve(ARENA, http_port=-1)
+    srv = await serve(ARENA, **ONE_ADDRESS, http_port=-1)
     with trio.fail_after(10):
         async with raw_ws(srv.url) as ws:
             await raw_join(ws, "json")
@@ -444,7 +449,7 @@ async def test_json_move_characters_are_code_points(serve, text, error, code) ->
 
 
 async def test_pings_keep_a_quiet_client_and_silence_ends_it(serve) -> None:
-    srv = await serve(ARENA, http_port=-1, idle_timeout=2.5)
+    srv = await serve(ARENA, **ONE_ADDRESS, http_port=-1, idle_timeout=2.5)
     with trio.fail_after(20):
         async with raw_ws(srv.url) as pinger, raw_ws(srv.url) as silent:
             await raw_join(pinger, "pinger")
@@ -475,7 +480,7 @@ async def test_pings_keep_a_quiet_client_and_silence_ends_it(serve) -> None:
 
 
 async def test_error_precedence_version_first_then_layout_then_values(serve) -> None:
-    srv = await serve(ARENA, http_port=-1)
+    srv = await serve(ARENA, **ONE_ADDRESS, http_port=-1)
     cases = [
         # A HELLO of an unknown version with a bad name: the version wins.
         (b"\x01\x09" + bytes(22) + b"\x00", ErrorCode.BAD_VERSION),
@@ -506,7 +511,7 @@ async def test_resume_and_replace_races_leave_one_playing_connection(serve) -> N
     before its WELCOME, ERROR REPLACED), each replaced one ERROR then 4007, a welcomed one
     its first TICK at WELCOME.tick + 1 (a keyframe); the player is never duplicated nor
     left walking, and the good clients get every tick."""
-    srv = await serve(ARENA, http_port=-1, evict_after_ticks=1000, resume_grace=30.0)
+    srv = await serve(ARENA, **ONE_ADDRESS, http_port=-1, evict_after_ticks=1000, resume_grace=30.0)
     tally = {"answered": 0, "welcomed": 0, "overtaken": 0, "replaced": 0, "dropped": 0}
     playing: list[trio.CancelScope] = []
 
