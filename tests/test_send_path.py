@@ -564,7 +564,7 @@ async def test_resume_and_replace_races_leave_one_playing_connection(serve) -> N
                 assert [x.player_id for x in hub.sessions.values()].count(pid) == 1
             for scope in playing:
                 scope.cancel()
-        s = hub.by_token[token]
+        s = next(x for x in hub.sessions.values() if x.player_id == pid)
         for _ in range(100):  # the last drop reaches the hub
             if s.conn is None:
                 break
