@@ -35,7 +35,6 @@ import numpy as np
 import trio
 
 from tickengine import (
-    LEFT,
     CapacityError,
     ConfigError,
     HuntFullError,
@@ -49,6 +48,7 @@ from . import _wsframes as wf
 from ._config import ServeConfig
 from ._conn import Connection, SendSlots
 from ._metrics import TICK_PHASES, Metrics
+from ._tails import build_tails
 from .durability import token_hash
 from .protocol import (
     MAX_SEQ,
@@ -59,7 +59,6 @@ from .protocol import (
     Refused,
     Welcome,
     encode,
-    encode_hunt_events,
 )
 
 #: Ticks of timings kept for /api/stats.
@@ -199,6 +198,10 @@ class Hub:
             self.sessions[s.slot] = s
             self.by_token[token] = s
             self.lost.add(s)
+
+    def holds(self, token: bytes) -> bool:
+        """Whether ``token`` resumes a player of this hub."""
+        return token_hash(token) in self.by_token
 
     def journal_meta(self) -> dict[str, Any]:
         """What a snapshot keeps beside the world: players' names and tokens."""
@@ -490,8 +493,8 @@ class Hub:
         if pool is None or n_obs < 2 * SPLIT_MIN:
             tf.write_frames_to_sockets(n_obs, fd, base, self.frame_offsets, self.written)
             return
-        # Each write(2) on loopback runs the receiver's TCP stack too (~10 us): two
-        # threads (the kernel releases the GIL) halve the time to the last frame.
+        # Each write(2) on loopback runs the receiver's TCP stack too: two threads (the
+        # kernel releases the GIL) halve the time to the last frame.
         half = n_obs // 2
         rest = pool.submit(tf.write_frames_to_sockets, n_obs - half, fd[half:], base,
                            self.frame_offsets[half:], self.written[half:])
@@ -499,31 +502,14 @@ class Hub:
         rest.result()
 
     def _build_tails(self, result: Any, n_obs: int) -> int:
-        """Encode each hunt's shared tail (and a keyframe variant where needed)."""
-        world, tails = self.world, self.tails
-        tails.clear()
-        n_hunts = world.hunts.count
-        disc = result.discoveries
-        mem = result.memberships
-        changed = set(result.leaderboard_changed.tolist())
-        kf = self.obs_keyframe[:n_obs]
-        hunt_of = self.obs_hunt[:n_obs]
-        need_kf = set(np.unique(hunt_of[kf != 0]).tolist())
-        diff_row = np.zeros(n_hunts, np.int32)
-        kf_row = np.zeros(n_hunts, np.int32)
-        for h in range(n_hunts):
-            d = disc[disc["hunt"] == h] if len(disc) else None
-            left = mem[(mem["hunt"] == h) & (mem["kind"] == LEFT)] if len(mem) else None
-            joined = [] if not len(mem) else mem[(mem["hunt"] == h) & (mem["kind"] != LEFT)]
-            names = [NameEntry(int(r["slot"]), int(r["gen"]), self.sessions[int(r["slot"])].name)
-                     for r in joined if int(r["slot"]) in self.sessions]
-            board = world.leaderboard(h) if h in changed else None
-            diff_row[h] = tails.add(encode_hunt_events(d, board, left, names))
-            if h in need_kf:
-                kf_row[h] = tails.add(encode_hunt_events(d, world.leaderboard(h), left,
-                                                         self._names(h)))
-        self.obs_tail[:n_obs] = np.where(kf != 0, kf_row[hunt_of], diff_row[hunt_of])
-        return tails.used
+        """Each hunt's shared tail, and each observer's (server/_tails.py)."""
+        return build_tails(self.world, result, self.tails, self.obs_hunt[:n_obs],
+                           self.obs_keyframe[:n_obs], self.obs_tail[:n_obs],
+                           self._joined_name, self._names)
+
+    def _joined_name(self, slot: int) -> str | None:
+        s = self.sessions.get(slot)
+        return s.name if s is not None else None
 
     async def run_ticker(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """The fixed-rate tick loop; returns when :attr:`running` turns False."""
@@ -691,16 +677,24 @@ class Hub:
                          tick=self.world.tick_number)
         self.answer_pending(list(accepted))
 
-    def answer_pending(self, extra: list[JoinRequest] = ()) -> None:
-        """Refuse every HELLO still waiting for this hub (it stopped): HUNT_MOVED."""
-        moved = ErrorMessage(ErrorCode.HUNT_MOVED, "this hunt moved to another node: "
-                             "reconnect to the server you first connected to, with your "
-                             "resume token")
+    def answer_pending(self, extra: list[JoinRequest] = (),
+                       refusal: ErrorMessage | None = None) -> None:
+        """Refuse every HELLO still waiting for this hub (it stopped): ``refusal``, by
+        default HUNT_MOVED."""
+        moved = refusal or ErrorMessage(
+            ErrorCode.HUNT_MOVED, "this hunt moved to another node: reconnect to the server "
+            "you first connected to, with your resume token")
         for req in [*extra, *self.requests]:
             req.session = None
             req.refusal = moved
             req.done.set()
         self.requests.clear()
+
+    def close(self) -> None:
+        """Release the hub's threads (after its ticker ended). Idempotent."""
+        if self._send_pool is not None:
+            self._send_pool.shutdown(wait=False)
+            self._send_pool = None
 
     def _send_welcome(self, s: Session, tick: int) -> None:
         conn = s.conn

@@ -63,6 +63,9 @@ class Metrics:
                                        ["code"], registry=r)
         self.events = Counter("hunt_connection_events", "Connection events by kind", ["kind"],
                               registry=r)
+        self.failures = Counter("hunt_failures", "Hunts stopped by a failure of their tick or "
+                                "journal (each restarts from its last durable tick)",
+                                registry=r)
         self.limits = Counter("hunt_limit_hits", "Times a client, an address or the HTTP port "
                               "reached a limit of [server] (docs/server.md, Limits), by limit",
                               ["limit"], registry=r)

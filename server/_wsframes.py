@@ -2,7 +2,7 @@
 
 Why not trio-websocket's reader for the data phase: it parses every frame
 through wsproto's general machinery and hands each message across a memory
-channel to another task, 40-100 us per small message on this machine
+channel to another task, a cost per small message that dominates at game rates
 (perf/bench_ingest.py measures it against this module in the same run). A hunt
 server receives tens of thousands of 20-byte MOVES frames per second, so the
 server parses client frames here: one pass over the received bytes, one

@@ -29,7 +29,8 @@ examples:
       --http-port 8080 --data-dir /srv/hunt-data --allow-create-hunts
 
 Signals: SIGINT or SIGTERM shut down cleanly (clients get close 1001).
-exit status: 0 after a clean shutdown, 2 bad option or config.
+exit status: 0 after a clean shutdown, 2 bad option or config, a port in use, or
+a data dir the hunts cannot start from (the message says which and what to do).
 """
 
 
@@ -159,14 +160,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.prog}: error: {exc}", file=sys.stderr)
         return 2
     _log.configure(cfg.server.log_format)
-    from ._app import HuntServer
+    from ._app import HuntServer, ListenError, ThreadingLayerError
+    from ._placement import StartError
     from .durability import DurabilityError
 
-    try:
-        server = HuntServer(cfg, fresh=args.fresh)
-    except (ConfigError, DurabilityError) as exc:
-        print(f"{args.prog}: error: {exc}", file=sys.stderr)
-        return 2
+    server = HuntServer(cfg, fresh=args.fresh)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -175,24 +173,20 @@ def run(args: argparse.Namespace) -> int:
                 await server.run()
                 nursery.cancel_scope.cancel()
 
+    from .cluster import ClusterUnavailable
+
+    known = (ListenError, StartError, DurabilityError, ConfigError, ClusterUnavailable,
+             ThreadingLayerError)
     try:
         trio.run(main)
-    except BaseExceptionGroup as group:  # Trio's nurseries wrap what the server raised
-        from .cluster import ClusterUnavailable
-
-        found = group.subgroup(lambda e: isinstance(e, ClusterUnavailable | OSError))
-        if found is None:
-            raise
-        exc = _first(found)
-        if isinstance(exc, ClusterUnavailable):
-            print(f"{args.prog}: error: {exc}", file=sys.stderr)
-            return 2
-        print(f"{args.prog}: error: cannot listen: {exc.strerror} ({exc}); is another server "
-              "running? Pick another port with --port / --http-port", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"{args.prog}: error: cannot listen: {exc.strerror} ({exc}); is another server "
-              "running? Pick another port with --port / --http-port", file=sys.stderr)
+    except (*known, BaseExceptionGroup) as caught:  # nurseries wrap what the server raised
+        exc = caught
+        if isinstance(caught, BaseExceptionGroup):
+            found = caught.subgroup(lambda e: isinstance(e, known))
+            if found is None:
+                raise
+            exc = _first(found)
+        print(f"{args.prog}: error: {exc}", file=sys.stderr)
         return 2
     return 0
 

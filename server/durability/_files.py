@@ -117,10 +117,10 @@ JSON_SLICE = 2000
 def json_in_slices(value: Any, out: list[str]) -> None:
     """Append the compact JSON of ``value`` to ``out``, big dicts and lists a slice at a time.
 
-    ``json.dumps`` is one C call that holds the GIL throughout: 50 ms for the
-    names of 100k players, during which the tick thread could not run. In
-    slices of ``JSON_SLICE`` items (about 1 ms each), the background snapshot
-    thread gives the GIL back between slices. Same text as ``json.dumps``.
+    ``json.dumps`` is one C call that holds the GIL throughout: for the names of
+    many players, longer than a tick, during which the tick thread could not
+    run. In slices of ``JSON_SLICE`` items, the background snapshot thread gives
+    the GIL back between slices. Same text as ``json.dumps``.
     """
     if isinstance(value, dict):
         items = list(value.items())

@@ -62,6 +62,10 @@ class ErrorCode(IntEnum):
     TOO_MANY_JOINS = 4012
     #: The client's IP address has as many players in this hunt as the server allows.
     ADDRESS_FULL = 4013
+    #: The hunt failed on this server (its tick or journal raised: a full disk, an I/O
+    #: error, a bug) and stopped at its last durable tick; it restarts (here after a backoff,
+    #: or on another node): resume with the token after a delay, through the entry URL.
+    HUNT_FAILED = 4014
 
 
 #: Close code of an ERROR that does not end the connection (a warning).
