@@ -24,6 +24,13 @@ Control (driven by perf/loadtest.py), JSON lines on stdout:
   - after ``stop`` and a drain (``--drain`` s, for the acks of the window's last
     moves): ``{"event": "result", ...}``, then the process exits.
   - stdin closed (the driver died) or ``--max-seconds`` passed: exit at once.
+  - with ``--repeat``, the process stays after a result: the next ``start`` opens
+    a new window (counters start again from zero); ``quit`` or stdin closed ends it.
+
+``--source-prefix 127.0.5. --per-address 25`` spreads the clients over source
+addresses 127.0.5.1, 127.0.5.2, ... (Linux: all of 127/8 is loopback), so that
+a server's per-address limits see many players behind a few addresses, not
+thousands behind one.
 
 Run alone for a quick look (it starts measuring when ready, for --duration s):
     python perf/loadgen.py --url ws://127.0.0.1:8765/ --clients 100 --duration 10
@@ -162,6 +169,8 @@ class LoadGen:
         s.setblocking(False)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        if self.args.source_prefix:
+            s.bind((f"{self.args.source_prefix}{1 + c.index // self.args.per_address}", 0))
         err = s.connect_ex(self.addr)
         if err not in (0, errno.EINPROGRESS):
             s.close()
@@ -362,7 +371,11 @@ class LoadGen:
             if now >= hard_end:
                 raise SystemExit(f"loadgen: --max-seconds {args.max_seconds} passed")
             if now >= drain_until:
-                return self.result(now)
+                if not args.repeat:
+                    return self.result(now)
+                emit(self.result(now))
+                self.reset()
+                drain_until = float("inf")
             while to_connect < len(self.clients) and next_connect <= now:
                 self.connect(self.clients[to_connect])
                 to_connect += 1
@@ -425,6 +438,8 @@ class LoadGen:
             raise SystemExit(0)  # the driver is gone: stop at once
         stop = None
         for word in data.decode().split():
+            if word == "quit":
+                raise SystemExit(0)
             if word == "start" and self.wstart == float("inf"):
                 self.start(now)
             elif word == "stop" and self.wend == float("inf"):
@@ -436,6 +451,20 @@ class LoadGen:
     def start(self, now: float) -> None:
         self.wstart = now
         self.ru_start = resource.getrusage(resource.RUSAGE_SELF)
+
+    def reset(self) -> None:
+        """Forget the last window's figures (``--repeat``: the next ``start`` opens another)."""
+        self.wstart = self.wend = float("inf")
+        self.latencies = array.array("d")
+        self.lat_arrival = array.array("d")
+        self.send_lag = array.array("d")
+        self.moves_window = self.bytes_window = self.msgs_window = 0
+        self.errors.clear()
+        self.refused.clear()
+        self.closes.clear()
+        self.ru_start = self.ru_stop = None
+        for c in self.clients:
+            c.wticks = c.gaps = 0
 
     def result(self, now: float) -> dict:
         lat = self.latencies
@@ -515,6 +544,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-out", help="write every window latency (ms, float32) here")
     p.add_argument("--max-seconds", type=float, default=900.0, help="hard limit on the run")
     p.add_argument("--seed", type=int, default=0, help="seed of the move directions")
+    p.add_argument("--repeat", action="store_true",
+                   help="after a window's result, wait for the next 'start' (until 'quit')")
+    p.add_argument("--source-prefix", default="",
+                   help="bind clients to source addresses PREFIX1, PREFIX2, ... (e.g. 127.0.5.)")
+    p.add_argument("--per-address", type=int, default=25,
+                   help="clients per source address with --source-prefix")
     args = p.parse_args(argv)
     if args.clients < 1 or args.rate <= 0 or args.connect_rate <= 0:
         p.error("--clients, --rate and --connect-rate must be positive")

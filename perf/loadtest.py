@@ -111,18 +111,26 @@ def _pump(stream: Any, q: queue.Queue) -> None:
     q.put(None)
 
 
-def start_server(procs: Procs, clients: int, args: argparse.Namespace, logdir: Path
-                 ) -> tuple[subprocess.Popen, str, str]:
-    """``treasure-hunt serve`` on free ports; returns (process, ws_url, http_url)."""
+def start_server(procs: Procs, clients: int, args: argparse.Namespace, logdir: Path,
+                 *, lift_limits: bool = True) -> tuple[subprocess.Popen, str, str]:
+    """``treasure-hunt serve`` on free ports; returns (process, ws_url, http_url).
+
+    ``lift_limits``: every client comes from 127.0.0.1, so the connection and per-address
+    join limits are raised to fit them; False keeps the server's defaults (perf/attacks.py
+    spreads its clients over source addresses instead)."""
     limit = str(clients + 64)
     # sys.argv[1]: the switch interval (0: Python's default); --switch-interval explains it.
     launcher = [PY, "-c", "import sys; s = float(sys.argv.pop(1)); s and sys.setswitchinterval(s)"
                 "; from server.cli import main; sys.exit(main())", str(args.switch_interval or 0)]
     cmd = [*launcher, "serve", "--port", "0", "--http-port", "0",
            "--log-format", "json", "--tick-rate", str(args.tick_rate),
-           "--max-connections", limit, "--max-connections-per-address", limit,
            "--moves-per-second", str(max(60.0, 3 * args.rate)),
            "--tick-threads", str(args.tick_threads)]
+    if lift_limits:
+        cmd += ["--max-connections", limit, "--max-connections-per-address", limit,
+                "--max-players-per-address", limit,
+                "--hellos-per-second-per-address", str(max(5.0, 2 * args.connect_rate)),
+                "--connections-per-second-per-address", str(max(10.0, 2 * args.connect_rate))]
     if args.max_players:
         cmd += ["--max-players", str(args.max_players)]
     if args.send_threads:

@@ -2,9 +2,21 @@
 
 ``HuntServer(config).run(task_status=...)`` is the whole server; started with
 ``await nursery.start(server.run)`` it reports its bound ports (tests bind
-port 0 and never sleep waiting for start-up). ``server.shutdown()`` (SIGINT or
-SIGTERM in ``treasure-hunt serve``) stops the tick after the current one, sends
-every client ERROR ``GOING_AWAY`` and close 1001, and returns.
+port 0 and never sleep waiting for start-up). Start-up, in order: bind the
+ports (a clash fails at once, before anything is written), warm the kernels up
+(compiled the first time), start the hunts (recovering their journals), then
+accept clients. Where each hunt runs is the placement's business
+(server/_placement.py: here, or across a cluster); the app only routes each
+HELLO to the hub the placement names. ``server.shutdown()`` (SIGINT or SIGTERM
+in ``treasure-hunt serve``) stops every tick after the current one, sends every
+client ERROR ``GOING_AWAY`` and close 1001, and returns.
+
+``gc.freeze()``: after start-up the server moves every object that exists then
+(modules, kernels, the worlds' buffers) out of the cyclic collector's sight, so
+that a full collection scans only what play creates. This affects the whole
+process: a program that embeds the server gets its own start-up objects frozen
+too (they are never collected, which is harmless for objects that live as long
+as the process); call ``gc.unfreeze()`` after the server returns to undo it.
 """
 
 from __future__ import annotations
@@ -15,9 +27,10 @@ import hmac
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numba
+import numpy as np
 import trio
 
 import tickengine
@@ -27,11 +40,14 @@ from . import _wsframes as wf
 from ._config import ServeConfig
 from ._conn import Connection, ConnectionClosed, HandshakeFailed
 from ._http import HttpServer, Request, Response, file_response, json_response
-from ._hub import Hub, JoinRequest, Session, recent_timings
+from ._hub import Hub, JoinRequest, Session
 from ._log import get_logger
 from ._metrics import Metrics
+from ._placement import LocalPlacement, Placement
 from ._poller import Poller
+from ._stats import StatsCache
 from .protocol import (
+    CLOSE_REDIRECT,
     MAX_CLIENT_FRAME_BYTES,
     PROTOCOL_VERSION,
     ErrorCode,
@@ -39,15 +55,30 @@ from .protocol import (
     Hello,
     MessageType,
     ProtocolError,
+    Redirect,
+    Refused,
     RemoteProtocolError,
     decode_client_frame,
     encode,
 )
 
-if TYPE_CHECKING:
-    from ._node import ClusterNode
-
 STATIC = Path(__file__).parent / "static"
+
+#: The whole answer to a WebSocket connection over a socket limit, sent without reading
+#: its request: holding the socket for the handshake would let idle sockets pile up.
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\n"
+         b"Connection: close\r\n\r\n")
+#: Rate buckets (HELLOs, connections) kept per address before the full ones are forgotten.
+_BUCKETS = 4096
+
+
+class ListenError(OSError):
+    """A port could not be bound (in use, or not allowed): raised by :meth:`HuntServer.run`
+    before anything else happens."""
+
+
+class ThreadingLayerError(RuntimeError):
+    """Neither TBB nor OpenMP could be loaded as Numba's threading layer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,77 +98,43 @@ class HuntServer:
     """A hunt server: WebSocket clients, an HTTP port, the hub's tick. See module docstring."""
 
     def __init__(self, config: ServeConfig | None = None, *, fresh: bool = False) -> None:
-        """Build the world, recovering it from ``server.data_dir`` when that holds a journal.
+        """Set the server up; nothing is bound or read before :meth:`run`.
 
-        ``fresh``: move an existing journal aside first (``--fresh``). Raises
-        :class:`server.durability.RecoveryError` when the data dir holds nothing
-        provable, and :class:`server.durability.JournalError` when another
-        process uses it.
+        ``fresh``: move an existing journal aside first (``--fresh``). :meth:`run` raises
+        :class:`ListenError` when a port cannot be bound,
+        :class:`server._placement.StartError` when a hunt cannot start (its cause: the
+        data dir's OSError, :class:`server.durability.RecoveryError`, ...) and
+        :class:`server.durability.JournalError` when another server uses the data dir.
         """
         self.config = config = config if config is not None else ServeConfig()
         self.server = config.server
         self.metrics = Metrics()
         self.log = get_logger()
-        self.journal = None
-        self.node: ClusterNode | None = None
         self.nursery: trio.Nursery | None = None
         self.connections: set[Connection] = set()
         self.per_address: Counter[str] = Counter()
+        self.hello_buckets: dict[str, wf.Bucket] = {}
+        self.connect_buckets: dict[str, wf.Bucket] = {}
+        self.stats_cache = StatsCache()
         self.ports: Ports | None = None
         self._stop = trio.Event()
-        self._started = False
         self.poller = Poller(self.server.idle_timeout)
+        self.placement: Placement
         if self.server.redis:
-            # Scale-out: one hub per hunt this node holds the lease of (server/_node.py).
-            from ._node import ClusterNode
+            from ._node import RedisPlacement
 
-            self.hub = None
-            self.node = ClusterNode(self)
-            self.metrics.add_cluster()
-            return
-        recovered = None
-        if self.server.data_dir:
-            from .durability import Journal, discard, recover
-
-            data_dir = self.server.data_dir
-            if fresh:
-                moved = discard(data_dir)
-                if moved is not None:
-                    self.log.warning("fresh_start", moved_aside=str(moved))
-            # Replay on the tick's thread budget: all threads on a busy host stall each other.
-            numba.set_num_threads(self.server.tick_threads)
-            recovered = recover(data_dir)
-            if recovered is not None:
-                for line in recovered.report.lines():
-                    self.log.info("recovery", report=line)
-            fsync = self.server.fsync
-            self.journal = Journal(data_dir, fsync=int(fsync) if fsync.isdigit() else fsync,
-                                   snapshot_every=self.server.snapshot_every,
-                                   hash_every=self.server.hash_every)
-            if self.journal.fsync_warning:
-                self.log.warning("durability", warning=self.journal.fsync_warning)
-        self.hub = Hub(config, self.metrics, self.log, self.journal, recovered)
-        if recovered is not None:
-            self.log.info("recovered", tick=recovered.tick, state_hash=recovered.state_hash,
-                          players=len(self.hub.sessions))
-        if self.journal is not None:
-            self.journal.start(self.hub.world, self.hub.journal_meta(), recovered=recovered)
+            self.placement = RedisPlacement(self)
+        else:
+            self.placement = LocalPlacement(self, fresh=fresh)
 
     def hubs(self) -> list[Hub]:
-        """The hubs this server ticks: its one hub, or one per hunt it holds (scale-out)."""
-        if self.node is None:
-            return [self.hub]
-        return [r.hub for r in self.node.running.values() if r.hub is not None]
+        """The hubs this server ticks: one per hunt (one for all hunts of an older data dir)."""
+        return self.placement.hubs()
 
-    def _hub_named(self, hunt: str | None) -> Hub | None:
-        """The hub of hunt ``hunt`` (None or "": the first), else None."""
-        if self.node is None:
-            return self.hub
-        hubs = self.hubs()
-        if not hunt:
-            return hubs[0] if hubs else None
-        r = self.node.running.get(hunt)
-        return r.hub if r is not None else None
+    @property
+    def hub(self) -> Hub | None:
+        """The first hunt's hub (tests and embedders serving one hunt), None before start."""
+        return self.placement.hub_named(None)
 
     def shutdown(self) -> None:
         """Ask the server to stop (safe to call from any Trio task, any number of times)."""
@@ -145,48 +142,42 @@ class HuntServer:
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.server
-        report = await trio.to_thread.run_sync(self._warm_up)
-        self.log.info("warm_up", seconds=round(report.seconds, 2), compiled=report.compiled,
-                      loaded=report.loaded)
-        # What exists now (modules, compiled kernels, buffers) lives as long as the server:
-        # out of the collector's sight, a full collection scans only what play creates
-        # (93 -> 28 ms, once, while 1,000 clients connected in the load test).
-        gc.collect()
-        gc.freeze()
         async with trio.open_nursery() as nursery:
-            if self.hub is not None:
-                self.hub.nursery = nursery
-            ws_listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
-            ws_port = ws_listeners[0].socket.getsockname()[1]
-            http_port = None
-            if cfg.http_port >= 0:
-                http_listeners = await trio.open_tcp_listeners(cfg.http_port, host=cfg.host)
-                http_port = http_listeners[0].socket.getsockname()[1]
-                http = self._http()
-                nursery.start_soon(trio.serve_listeners, http.handle, http_listeners)
             self.nursery = nursery
-            nursery.start_soon(self.poller.run)
-            nursery.start_soon(trio.serve_listeners, self._handle_stream, ws_listeners)
+            ws_listeners = await _listen(cfg.port, cfg.host, "--port")
+            ws_port = ws_listeners[0].socket.getsockname()[1]
+            http_listeners, http_port = [], None
+            if cfg.http_port >= 0:
+                http_listeners = await _listen(cfg.http_port, cfg.host, "--http-port")
+                http_port = http_listeners[0].socket.getsockname()[1]
             self.ports = Ports(cfg.host, ws_port, http_port)
             http_url = f"http://{cfg.host}:{http_port}/" if http_port else None
-            if self.node is None:
-                await nursery.start(self.hub.run_ticker)
-                self.log.info("serving", ws_url=self.ports.ws_url, http_url=http_url,
-                              hunts=[p.name for p in self.hub.world.hunt_params],
-                              tick_rate=self.hub.world.tick_rate)
-            else:
-                if not self.node.node_id:
-                    self.node.node_id = f"{cfg.host}:{ws_port}"
-                await nursery.start(self.node.run, self.ports.ws_url, http_url or "")
-                self.log.info("serving", ws_url=self.ports.ws_url, http_url=http_url,
-                              node=self.node.node_id, redis=cfg.redis)
+            self.log.info("warming_up", hint="compiling the kernels takes about 20 s the "
+                          "first time; later starts load them from the cache")
+            report = await trio.to_thread.run_sync(self._warm_up)
+            self.log.info("warm_up", seconds=round(report.seconds, 2),
+                          compiled=report.compiled, loaded=report.loaded,
+                          threading_layer=numba.threading_layer())
+            # What exists now (modules, compiled kernels) lives as long as the server: out
+            # of the collector's sight (see the module docstring). Collected before the
+            # hunts tick: a full collection here takes longer than a tick period.
+            gc.collect()
+            gc.freeze()
+            await nursery.start(self.placement.run, self.ports.ws_url, http_url or "")
+            gc.freeze()  # the hubs too (no collection: freezing alone is cheap)
+            if http_listeners:
+                nursery.start_soon(trio.serve_listeners, self._http().handle, http_listeners)
+            nursery.start_soon(self.poller.run)
+            nursery.start_soon(trio.serve_listeners, self._handle_stream, ws_listeners)
+            hubs = self.hubs()
+            self.log.info("serving", ws_url=self.ports.ws_url, http_url=http_url,
+                          hunts=[p.name for h in hubs for p in h.world.hunt_params],
+                          tick_rate=hubs[0].world.tick_rate if hubs else None,
+                          node=self.placement.node_id, redis=cfg.redis or None)
             task_status.started(self.ports)
             await self._stop.wait()
             self.log.info("shutting_down", clients=len(self.connections))
-            if self.node is not None:
-                await self.node.leave()
-            for hub in self.hubs():
-                hub.running = False
+            await self.placement.leave()
             bye = wf.frame(encode(ErrorMessage(ErrorCode.GOING_AWAY,
                                                "the server is shutting down")))
             async with trio.open_nursery() as closing:
@@ -194,12 +185,11 @@ class HuntServer:
                     conn.send_now(bye)
                     closing.start_soon(conn.close, 1001, "server shutting down")
             nursery.cancel_scope.cancel()
-        if self.journal is not None:
-            self.journal.close()
         self.poller.close()
         self.log.info("stopped")
 
     def _warm_up(self) -> tickengine.WarmUpReport:
+        pin_threading_layer()
         numba.set_num_threads(self.server.tick_threads)
         report = tickengine.warm_up()
         _tickframes.warm_up()
@@ -218,12 +208,19 @@ class HuntServer:
     async def _handle(self, stream: trio.SocketStream) -> None:
         cfg = self.server
         conn = Connection(stream, MAX_CLIENT_FRAME_BYTES, cfg.outbox_messages)
+        conn.parser.set_budgets(max_fragments=cfg.max_message_fragments,
+                                control_per_second=cfg.control_frames_per_second,
+                                bytes_per_second=cfg.bytes_per_second)
         addr = conn.remote
-        if (len(self.connections) >= cfg.max_connections
-                or self.per_address[addr] >= cfg.max_connections_per_address):
+        busy = ("connections" if len(self.connections) >= cfg.max_connections else
+                "connections_per_address"
+                if self.per_address[addr] >= cfg.max_connections_per_address else
+                "connection_rate_per_address" if not self._connect_allowed(addr) else None)
+        if busy is not None:
             self.metrics.events.labels("refused_busy").inc()
-            with trio.move_on_after(cfg.handshake_timeout), contextlib.suppress(Exception):
-                await _reject_busy(conn)
+            self.metrics.limits.labels(busy).inc()
+            with trio.move_on_after(0.1), contextlib.suppress(Exception):
+                await stream.send_all(_BUSY)  # a fresh socket's buffer takes it at once
             await conn.abort()
             return
         self.connections.add(conn)
@@ -243,6 +240,8 @@ class HuntServer:
         except ConnectionClosed:
             pass
         finally:
+            if conn.parser.exceeded:
+                self.metrics.limits.labels(conn.parser.exceeded).inc()
             if session is not None:
                 hub.disconnected(session, conn)
                 self.log.info("disconnect", player=session.player_id, name=session.name,
@@ -284,25 +283,30 @@ class HuntServer:
                                                     f"no HELLO within {cfg.handshake_timeout} s"))
             return None
         self.metrics.events.labels("hello").inc()
-        hub = self.hub
-        if self.node is not None:
-            from .protocol import CLOSE_REDIRECT, Redirect
-
-            target = await self.node.route(hello.hunt)
-            if isinstance(target, Redirect):
-                self.metrics.events.labels("redirect").inc()
-                self.log.info("redirect", remote=conn.remote, hunt=hello.hunt,
-                              node=target.node, url=target.url)
-                conn.send_now(wf.frame(encode(target)))
-                await conn.close(CLOSE_REDIRECT, "redirect")
-                return None
-            if isinstance(target, ErrorMessage):
-                self.metrics.events.labels("refused").inc()
-                self.log.info("refused", remote=conn.remote, name=hello.name, hunt=hello.hunt,
-                              code=ErrorCode(target.code).name, reason=target.message)
-                await self._fail(conn, target)
-                return None
-            hub = target
+        if not self._hello_allowed(conn.remote):
+            self.metrics.limits.labels("hellos_per_address").inc()
+            refusal = Refused(ErrorCode.TOO_MANY_JOINS, (
+                f"more than {cfg.hellos_per_second_per_address:g} HELLOs per second from "
+                f"{conn.remote}: retry in a second or more"))
+            self.log.info("refused", remote=conn.remote, name=hello.name, hunt=hello.hunt,
+                          code="TOO_MANY_JOINS", reason=refusal.message)
+            await self._fail(conn, refusal)
+            return None
+        target = await self.placement.route(hello.hunt, hello.resume_token)
+        if isinstance(target, Redirect):
+            self.metrics.events.labels("redirect").inc()
+            self.log.info("redirect", remote=conn.remote, hunt=hello.hunt,
+                          node=target.node, url=target.url)
+            conn.send_now(wf.frame(encode(target)))
+            await conn.close(CLOSE_REDIRECT, "redirect")
+            return None
+        if isinstance(target, ErrorMessage):
+            self.metrics.events.labels("refused").inc()
+            self.log.info("refused", remote=conn.remote, name=hello.name, hunt=hello.hunt,
+                          code=ErrorCode(target.code).name, reason=target.message)
+            await self._fail(conn, target)
+            return None
+        hub = target
         req = JoinRequest(conn, hello.name, hello.hunt, hello.resume_token)
         hub.requests.append(req)
         await req.done.wait()
@@ -315,10 +319,23 @@ class HuntServer:
         self.metrics.events.labels("resume" if hello.resume_token else "join").inc()
         return hub, req.session
 
+    def _hello_allowed(self, address: str) -> bool:
+        """Take one HELLO from ``address``'s bucket (False: over its rate)."""
+        cfg = self.server
+        return _take(self.hello_buckets, address, cfg.hellos_per_second_per_address,
+                     cfg.hello_burst_per_address)
+
+    def _connect_allowed(self, address: str) -> bool:
+        """Take one new connection from ``address``'s bucket (False: over its rate)."""
+        cfg = self.server
+        return _take(self.connect_buckets, address, cfg.connections_per_second_per_address,
+                     cfg.connection_burst_per_address)
+
     async def _read_loop(self, conn: Connection, hub: Hub, s: Session) -> None:
         idle = self.server.idle_timeout
         # One cancel scope for the whole loop, its deadline pushed back at most once a
-        # second: a scope per message cost 4% of the server's CPU under load.
+        # second: updating a scope per message is a measurable share of the server's CPU
+        # under load (perf/README.md, "Figures behind the code's choices").
         with trio.CancelScope(deadline=trio.current_time() + idle) as scope:
             await self._read_messages(conn, hub, s, scope)
         if scope.cancelled_caught:
@@ -394,7 +411,10 @@ class HuntServer:
     # ------------------------------------------------------------------ HTTP
 
     def _http(self) -> HttpServer:
-        http = HttpServer(self.log)
+        cfg = self.server
+        http = HttpServer(self.log, max_connections=cfg.http_max_connections,
+                          timeout=cfg.http_timeout,
+                          on_limit=lambda limit: self.metrics.limits.labels(limit).inc())
         http.route("/", lambda r: file_response(STATIC, "index.html"))
         http.route("/watch", lambda r: file_response(STATIC, "watch.html"))
         http.route_prefix("/static/", lambda r: file_response(STATIC, r.path[len("/static/"):]))
@@ -409,47 +429,48 @@ class HuntServer:
         return http
 
     def _metrics(self, request: Request) -> Response:
-        if self.node is not None:  # the gauges of many hubs: their sums, at scrape time
-            hubs = self.hubs()
-            m = self.metrics
-            m.clients.set(sum(len(h.obs_sessions) for h in hubs))
-            m.players.set(sum(len(h.sessions) for h in hubs))
-            m.hunts.set(len(hubs))
-            node = self.node
-            m.set_cluster(not node.outage and node.store is not None, len(node.running),
-                          node.sink.stats() if node.sink is not None else None)
+        hubs = self.hubs()  # the gauges of many hubs: their sums, at scrape time
+        m = self.metrics
+        m.clients.set(sum(len(h.obs_sessions) for h in hubs))
+        m.players.set(sum(len(h.sessions) for h in hubs))
+        m.hunts.set(sum(h.world.hunts.count for h in hubs))
+        self.placement.update_metrics(m)
         return Response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
 
     def _healthz(self, request: Request) -> Response:
+        """200 while every hunt here ticks; 200 "degraded" while some hunt is failed (the
+        others still serve: a load balancer must keep sending their players); 503 down."""
         hubs = self.hubs()
-        ok = self.ports is not None and all(h.running for h in hubs) and (
-            self.node is None or not self.node.outage)
-        body: dict[str, Any] = {"ok": ok, "tick": max((int(h.stats["tick"]) for h in hubs),
-                                                      default=0),
-                                "clients": sum(len(h.obs_sessions) for h in hubs)}
-        if self.node is not None:
-            # "hunts" tick now; "starting" are leased but still recovering (not yet joinable).
-            ticking = {n for n, r in self.node.running.items()
-                       if r.hub is not None and r.hub.running}
-            body.update(node=self.node.node_id, hunts=sorted(ticking),
-                        starting=sorted(set(self.node.running) - ticking))
-        return json_response(body, 200 if ok else 503)
+        status, details = self.placement.health()
+        if self.ports is None:
+            status = "down"
+        body: dict[str, Any] = {"ok": status == "ok", "status": status,
+                                "tick": max((int(h.stats["tick"]) for h in hubs), default=0),
+                                "clients": sum(len(h.obs_sessions) for h in hubs), **details}
+        return json_response(body, 503 if status == "down" else 200)
 
     def _stats(self, request: Request) -> Response:
-        """Counters and the last ``?ticks=N`` ticks' timings in ms by phase (for load tests);
-        ``?hunt=NAME`` picks the hunt on a scale-out node (default: the first)."""
-        hub = self._hub_named(request.query.get("hunt"))
+        """Counters, each phase's p50/p99/max over the last 200 ticks, and with ``?ticks=N``
+        the last N ticks' timings in ms by phase (N capped to ``stats_max_ticks``; for load
+        tests); ``?hunt=NAME`` picks the hunt on a scale-out node (default: the first)."""
+        hub = self.placement.hub_named(request.query.get("hunt"))
         if hub is None:
             return json_response({"error": "this node runs no such hunt (see /hunts)"}, 404)
         try:
-            n = int(request.query.get("ticks", "0"))
+            n = max(0, int(request.query.get("ticks", "0")))
         except ValueError:
             return json_response({"error": "ticks must be an integer"}, 400)
-        return json_response({
+        cap = self.server.stats_max_ticks
+        if n > cap:
+            self.metrics.limits.labels("stats_ticks").inc()
+            n = cap
+        body = self.stats_cache.get(hub, n, lambda: {
             "tick": int(hub.stats["tick"]), "clients": len(hub.obs_sessions),
             "connections": len(self.connections), "players": len(hub.sessions),
             "evictions": hub.evictions, "skipped": hub.skipped_total,
-            "timings_ms": recent_timings(hub, n)})
+            "max_players_per_address": max(hub.address_players.values(), default=0),
+            "ticks_cap": cap})
+        return Response(200, body, "application/json")
 
     def _info(self, request: Request) -> Response:
         ports = self.ports
@@ -464,24 +485,17 @@ class HuntServer:
             "ws_port": ports.ws if ports else None,
             "ws_url": f"ws://{host}:{ports.ws}/" if ports else None,
             "protocol_version": PROTOCOL_VERSION, "hunts": hunts,
-            "node": self.node.node_id if self.node else None,
+            "node": self.placement.node_id,
             "watch": bool(self.server.admin_token)})
 
     async def _hunts(self, request: Request) -> Response:
         """Every hunt and the node that runs it (the cluster's view on a scale-out node)."""
-        if self.node is not None:
-            from .cluster import ClusterUnavailable
+        from .cluster import ClusterUnavailable
 
-            try:
-                return json_response({"hunts": await self.node.hunts_view()})
-            except ClusterUnavailable as exc:
-                return json_response({"error": str(exc)}, 503)
-        world = self.hub.world
-        url = self.ports.ws_url if self.ports else None
-        return json_response({"hunts": [
-            {"name": p.name, "owner": None, "owner_url": url, "owner_live": True, "token": None,
-             "players": int(world.hunts.players[h]), "tick": world.tick_number,
-             "max_players": p.max_players} for h, p in enumerate(world.hunt_params)]})
+        try:
+            return json_response({"hunts": await self.placement.hunts_view()})
+        except ClusterUnavailable as exc:
+            return json_response({"error": str(exc)}, 503)
 
     async def _leaderboard(self, request: Request) -> Response:
         """The best players of all hunts (``?limit=N``, default 10, at most 1000)."""
@@ -489,22 +503,13 @@ class HuntServer:
             limit = min(1000, max(1, int(request.query.get("limit", "10"))))
         except ValueError:
             return json_response({"error": "limit must be an integer"}, 400)
-        if self.node is not None:
-            from .cluster import ClusterUnavailable
+        from .cluster import ClusterUnavailable
 
-            try:
-                rows = await self.node.store.leaderboard(limit)
-            except ClusterUnavailable as exc:
-                return json_response({"error": str(exc)}, 503)
-            return json_response({"leaderboard": rows})
-        hub = self.hub
-        world = hub.world
-        rows = []
-        for s in hub.sessions.values():
-            rows.append({"hunt": world.hunt_params[s.hunt].name, "player_id": s.player_id,
-                         "name": s.name, "score": int(world.players.score[s.slot])})
-        rows.sort(key=lambda r: (-r["score"], r["hunt"], r["player_id"]))
-        return json_response({"leaderboard": rows[:limit]})
+        try:
+            rows = await self.placement.leaderboard(limit)
+        except ClusterUnavailable as exc:
+            return json_response({"error": str(exc)}, 503)
+        return json_response({"leaderboard": rows})
 
     def _watch(self, request: Request) -> Response:
         token = self.server.admin_token
@@ -515,11 +520,11 @@ class HuntServer:
                 else "a valid admin token is needed (Authorization: Bearer ...)"
             return json_response({"error": why}, 401)
         hunt = request.query.get("hunt") or None
-        hub = self._hub_named(hunt)
+        hub = self.placement.hub_named(hunt)
         if hub is None:
             return json_response({"error": f"this node runs no hunt {hunt!r} (see /hunts)"}, 404)
         try:
-            h = hub.world.hunt_index(hunt if self.node is None and hunt else 0)
+            h = hub.world.hunt_index(hunt) if hunt else 0
         except tickengine.UnknownHuntError as exc:
             return json_response({"error": str(exc)}, 404)
         from ._watch import watch_payload
@@ -530,19 +535,52 @@ class HuntServer:
                                            list(hub.recent_discoveries[h]), stats))
 
 
-async def _reject_busy(conn: Connection) -> None:
-    from wsproto import ConnectionType
-    from wsproto.events import RejectConnection
-    from wsproto.events import Request as WsRequest
-    from wsproto.handshake import H11Handshake
+def pin_threading_layer() -> None:
+    """Make Numba use a threading layer that is safe for concurrent callers.
 
-    hs = H11Handshake(ConnectionType.SERVER)
-    while True:
-        data = await conn.stream.receive_some(65536)
-        if not data:
-            return
-        hs.receive_data(data)
-        for event in hs.events():
-            if isinstance(event, WsRequest):
-                await conn.stream.send_all(hs.send(RejectConnection(status_code=503)))
-                return
+    Every hub's worker thread, and every recovery, calls the parallel kernels, from
+    different threads at once; Numba's ``workqueue`` layer (its fallback when neither TBB
+    nor OpenMP loads) aborts the process when that happens. ``threadsafe`` picks TBB or
+    OpenMP. Takes effect only before the first parallel kernel runs in the process (the
+    server calls it before its warm-up); an explicit ``NUMBA_THREADING_LAYER`` is kept.
+    Raises :class:`ThreadingLayerError`, saying what to install, when neither can be loaded.
+    """
+    if numba.config.THREADING_LAYER == "default":
+        numba.config.THREADING_LAYER = "threadsafe"
+    try:
+        _probe_parallel(np.zeros(2))
+    except ValueError as exc:  # Numba: "No threading layer could be loaded"
+        raise ThreadingLayerError(
+            f"no thread-safe Numba threading layer: {exc}. Install TBB (pip install tbb) or "
+            "OpenMP (libgomp, e.g. apt install libgomp1)") from exc
+
+
+@numba.njit(parallel=True, cache=True)
+def _probe_parallel(a: np.ndarray) -> float:
+    total = 0.0
+    for i in numba.prange(a.shape[0]):
+        total += a[i]
+    return total
+
+
+async def _listen(port: int, host: str, flag: str) -> list[trio.SocketListener]:
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise ListenError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}; is "
+                          f"another server running? Pick another port with {flag}") from exc
+
+
+def _take(buckets: dict[str, wf.Bucket], address: str, rate: float, burst: int) -> bool:
+    """Take one token from ``address``'s bucket in ``buckets`` (created full); False when
+    it is empty. Past ``_BUCKETS`` addresses, those whose bucket refilled are forgotten
+    (they would start full again anyway), so the dict stays bounded."""
+    now = trio.current_time()
+    bucket = buckets.get(address)
+    if bucket is None:
+        if len(buckets) >= _BUCKETS:
+            for key, b in list(buckets.items()):
+                if b.level + (now - b.t) * b.rate >= burst:
+                    del buckets[key]
+        bucket = buckets[address] = wf.Bucket(rate, burst, now)
+    return bucket.take(1, now)

@@ -30,9 +30,36 @@ class ServerConfig:
     allow_create_hunts: bool = False
     #: Hunts clients may create this way.
     max_created_hunts: int = 16
-    #: Connections open at once, and from one IP address (over: HTTP 503 at the handshake).
+    #: WebSocket connections open at once, and from one IP address (over: HTTP 503 and
+    #: the socket closed at once, without waiting for the handshake).
     max_connections: int = 10_000
-    max_connections_per_address: int = 4_096
+    max_connections_per_address: int = 256
+    #: New WebSocket connections per second from one IP address, after a burst of
+    #: ``connection_burst_per_address`` (over: the same 503 at once): a client that
+    #: reconnects in a loop costs accepts, never handshakes.
+    connections_per_second_per_address: float = 10.0
+    connection_burst_per_address: int = 60
+    #: Joins from one IP address: HELLOs per second (resumes included) with a burst of
+    #: ``hello_burst_per_address`` (over: REFUSED TOO_MANY_JOINS), and players per hunt,
+    #: connected or within their resume grace (over: REFUSED ADDRESS_FULL). Sized for an
+    #: office or a carrier's NAT: tens of players behind one address.
+    hellos_per_second_per_address: float = 5.0
+    hello_burst_per_address: int = 50
+    max_players_per_address: int = 64
+    #: Budgets of one connection (over: ERROR OVER_BUDGET, then close 1008): control
+    #: frames (ping, pong) per second and raw bytes per second, each with a burst of one
+    #: second's worth (bytes: at least four of the largest client frames).
+    control_frames_per_second: float = 10.0
+    bytes_per_second: float = 65_536.0
+    #: Fragments of one WebSocket message, empty continuations included (over: TOO_BIG,
+    #: close 1009; the message's bytes are capped by MAX_CLIENT_FRAME_BYTES).
+    max_message_fragments: int = 16
+    #: HTTP port: connections open at once (over: 503 and closed at once), and seconds a
+    #: connection has to send its request and take the answer.
+    http_max_connections: int = 64
+    http_timeout: float = 3.0
+    #: Ticks of timings /api/stats returns at most (``?ticks=N`` is capped to it).
+    stats_max_ticks: int = 2_400
     #: Seconds a client has to finish the WebSocket handshake and send HELLO.
     handshake_timeout: float = 5.0
     #: Seconds without any message from a client before it is closed.
@@ -75,6 +102,15 @@ class ServerConfig:
         checks = {
             "port": (0, 65535), "http_port": (-1, 65535), "max_created_hunts": (0, 10_000),
             "max_connections": (1, 1_000_000), "max_connections_per_address": (1, 1_000_000),
+            "hellos_per_second_per_address": (0.01, 1_000_000),
+            "connections_per_second_per_address": (0.01, 1_000_000),
+            "connection_burst_per_address": (1, 1_000_000),
+            "hello_burst_per_address": (1, 1_000_000),
+            "max_players_per_address": (1, 10_000_000),
+            "control_frames_per_second": (0.1, 1_000_000),
+            "bytes_per_second": (4096, 1e12), "max_message_fragments": (1, 1_000_000),
+            "http_max_connections": (1, 1_000_000), "http_timeout": (0.1, 3600),
+            "stats_max_ticks": (1, 8192),
             "handshake_timeout": (0.01, 3600), "idle_timeout": (0.1, 86_400),
             "moves_per_second": (0.1, 10_000), "outbox_messages": (1, 10_000),
             "evict_after_ticks": (1, 1_000_000), "resume_grace": (0, 86_400),

@@ -372,7 +372,7 @@ class Connection:
 def _error_frame(exc: wf.FrameError) -> bytes:
     """The ERROR before the close of a WebSocket-level violation (docs/protocol.md: every
     close for a reason follows an ERROR with its close code)."""
-    code = ErrorCode.TOO_BIG if exc.close_code == 1009 else ErrorCode.MALFORMED
+    code = ErrorCode[exc.error]
     return wf.frame(encode(ErrorMessage(code, exc.message[:256], exc.close_code)))
 
 

@@ -3,10 +3,15 @@
 One request per connection (``Connection: close``): the routes are a few
 polls per second at most, so keep-alive would buy nothing but code. Routes are
 plain functions ``(request) -> Response`` registered by the application.
+
+Limits: at most ``max_connections`` connections at once (the next gets 503 at
+once, its request unread) and ``timeout`` seconds for a connection to send its
+request and take the answer, so idle or slow sockets cannot pile up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mimetypes
 from collections.abc import Awaitable, Callable
@@ -20,7 +25,8 @@ import h11
 import trio
 
 _MAX_REQUEST_BYTES = 16384
-_TIMEOUT = 10.0
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+         b"Connection: close\r\n\r\n")
 _TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css",
           ".html": "text/html; charset=utf-8", ".json": "application/json",
           ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon"}
@@ -47,10 +53,16 @@ def json_response(data: Any, status: int = 200) -> Response:
 
 
 def file_response(root: Path, relative: str) -> Response:
-    """A file under ``root`` (404 outside it or missing)."""
+    """A file under ``root`` (404 outside it, missing, or a path that cannot name a file:
+    a NUL, bytes that are not UTF-8)."""
     base = root.resolve()
-    target = (base / unquote(relative).lstrip("/")).resolve()
-    if not target.is_relative_to(base) or not target.is_file():
+    try:
+        name = unquote(relative, errors="strict").lstrip("/")
+        target = (base / name).resolve()
+        found = target.is_relative_to(base) and target.is_file()
+    except (UnicodeError, ValueError, OSError):
+        found = False
+    if not found:
         return Response(404, b"not found\n")
     kind = (_TYPES.get(target.suffix) or mimetypes.guess_type(target.name)[0]
             or "application/octet-stream")
@@ -63,10 +75,17 @@ Handler = Callable[[Request], Response | Awaitable[Response]]
 class HttpServer:
     """Routes by exact path; ``prefixes`` route a path prefix (for static files)."""
 
-    def __init__(self, log: Any) -> None:
+    def __init__(self, log: Any, *, max_connections: int = 64, timeout: float = 3.0,
+                 on_limit: Callable[[str], None] = lambda limit: None) -> None:
+        """``timeout``: seconds a connection has for its request and the answer;
+        ``on_limit("http_connections" | "http_timeout")`` counts the limits hit."""
         self.routes: dict[str, Handler] = {}
         self.prefixes: list[tuple[str, Handler]] = []
         self.log = log
+        self.max_connections = max_connections
+        self.timeout = timeout
+        self.on_limit = on_limit
+        self.open = 0
 
     def route(self, path: str, handler: Handler) -> None:
         self.routes[path] = handler
@@ -75,9 +94,25 @@ class HttpServer:
         self.prefixes.append((prefix, handler))
 
     async def handle(self, stream: trio.SocketStream) -> None:
+        if self.open >= self.max_connections:
+            self.on_limit("http_connections")
+            try:
+                with trio.move_on_after(0.1), contextlib.suppress(trio.BrokenResourceError):
+                    await stream.send_all(_BUSY)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+            return
+        self.open += 1
+        try:
+            await self._handle(stream)
+        finally:
+            self.open -= 1
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST_BYTES)
         try:
-            with trio.move_on_after(_TIMEOUT):
+            with trio.move_on_after(self.timeout) as scope:
                 request = await self._read_request(conn, stream)
                 if request is None:
                     return
@@ -92,6 +127,8 @@ class HttpServer:
                 if request.method != "HEAD":
                     await stream.send_all(conn.send(h11.Data(data=response.body)))
                 await stream.send_all(conn.send(h11.EndOfMessage()))
+            if scope.cancelled_caught:
+                self.on_limit("http_timeout")
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
             pass
         finally:

@@ -20,6 +20,7 @@ period), not from a sleep after the work, so the rate does not drift.
 
 from __future__ import annotations
 
+import hmac
 import math
 import secrets
 import time
@@ -34,7 +35,6 @@ import numpy as np
 import trio
 
 from tickengine import (
-    LEFT,
     CapacityError,
     ConfigError,
     HuntFullError,
@@ -48,6 +48,8 @@ from . import _wsframes as wf
 from ._config import ServeConfig
 from ._conn import Connection, SendSlots
 from ._metrics import TICK_PHASES, Metrics
+from ._tails import build_tails
+from .durability import token_hash
 from .protocol import (
     MAX_SEQ,
     ErrorCode,
@@ -57,22 +59,14 @@ from .protocol import (
     Refused,
     Welcome,
     encode,
-    encode_hunt_events,
 )
 
 #: Ticks of timings kept for /api/stats.
 RING = 8192
+#: Snapshot meta: its players' tokens are stored as token hashes (older snapshots: plaintext).
+TOKENS_HASHED = "sha256-16"
 #: Clients per thread below which the tick's writes stay on one thread.
 SPLIT_MIN = 128
-
-
-def recent_timings(hub: Hub, n: int) -> dict[str, list[float]]:
-    """The last ``n`` ticks' timings in ms by phase (oldest first)."""
-    n = max(0, min(n, hub.ring_count, RING))
-    idx = (np.arange(hub.ring_count - n, hub.ring_count) % RING) if n else np.zeros(0, int)
-    rows = hub.ring[idx]
-    return {name: [round(float(v), 4) for v in rows[:, k]]
-            for k, name in enumerate(TICK_PHASES)}
 
 
 @dataclass(eq=False)
@@ -83,7 +77,10 @@ class Session:
     slot: int
     hunt: int
     name: str
+    #: The resume token as the client holds it (b"" for a recovered player until it
+    #: resumes), and its hash (server.durability.token_hash): the journal keeps only that.
     token: bytes
+    token_hash: bytes
     conn: Connection | None = None
     #: trio.current_time() when the connection was lost (None while connected).
     lost_at: float | None = None
@@ -97,6 +94,8 @@ class Session:
     leaving: bool = False
     #: Highest move seq received from the client (a stop move on disconnect goes above it).
     max_seq: int = 0
+    #: IP address the player joined from ("" for players recovered from the journal).
+    address: str = ""
 
 
 @dataclass(eq=False)
@@ -123,9 +122,12 @@ class Hub:
         self.log = log
         self.journal = journal
         self.sessions: dict[int, Session] = {}  # by slot
+        #: Sessions by token hash.
         self.by_token: dict[bytes, Session] = {}
         #: Sessions without a connection (in their resume grace).
         self.lost: set[Session] = set()
+        #: Players per (hunt index, IP address), connected or within their grace.
+        self.address_players: dict[tuple[int, str], int] = {}
         # Inputs of the coming tick, as the journal records them (durability contract).
         self.tick_hunts: list[HuntParams] = []
         self.tick_joins: list[tuple[int, int, str, bytes]] = []
@@ -153,6 +155,9 @@ class Hub:
         self.ring_count = 0
         self.evictions = 0
         self.skipped_total = 0
+        #: Observers cut by a full visibility buffer since the last log line about it.
+        self.truncated_since_log = 0
+        self._truncation_logged = -math.inf
         self.recent_discoveries: list[deque[dict[str, Any]]] = [
             deque(maxlen=20) for _ in self.world.hunt_params]
         # Per-tick counters, flushed into the metrics once per tick.
@@ -177,7 +182,10 @@ class Hub:
         """Players of a recovered world: disconnected, resumable within the grace period."""
         meta = rec.meta or {}
         self.created_hunts = int(meta.get("created_hunts", 0))
-        players = {int(pid): (int(h), name, bytes.fromhex(tok))
+        # Snapshots of an older server hold the tokens themselves: hash them on the way in.
+        plain = meta.get("tokens") != TOKENS_HASHED
+        players = {int(pid): (int(h), name, token_hash(bytes.fromhex(tok)) if plain
+                              else bytes.fromhex(tok))
                    for pid, h, name, tok in meta.get("players", [])}
         for j in rec.joins:
             players[j.player_id] = (j.hunt, j.name, bytes(j.token))
@@ -186,15 +194,19 @@ class Hub:
         for pid, (h, name, token) in players.items():
             if not self.world.is_live(pid):
                 continue
-            s = Session(pid, pid & 0xFFFFFFFF, h, name, token, welcome_pending=False)
+            s = Session(pid, pid & 0xFFFFFFFF, h, name, b"", token, welcome_pending=False)
             self.sessions[s.slot] = s
             self.by_token[token] = s
             self.lost.add(s)
 
+    def holds(self, token: bytes) -> bool:
+        """Whether ``token`` resumes a player of this hub."""
+        return token_hash(token) in self.by_token
+
     def journal_meta(self) -> dict[str, Any]:
         """What a snapshot keeps beside the world: players' names and tokens."""
-        return {"created_hunts": self.created_hunts,
-                "players": [[s.player_id, s.hunt, s.name, s.token.hex()]
+        return {"created_hunts": self.created_hunts, "tokens": TOKENS_HASHED,
+                "players": [[s.player_id, s.hunt, s.name, s.token_hash.hex()]
                             for s in self.sessions.values() if not s.leaving]}
 
     def _init_buffers(self) -> None:
@@ -227,7 +239,7 @@ class Hub:
     def new_token(self) -> bytes:
         while True:
             token = secrets.token_bytes(16)
-            if token not in self.by_token:
+            if token_hash(token) not in self.by_token:
                 return token
 
     def _apply_requests(self, now: float) -> list[JoinRequest]:
@@ -259,8 +271,13 @@ class Hub:
         self.lost.discard(s)
         self.world.leave(s.player_id)
         self.tick_leaves.append(s.player_id)
-        self.by_token.pop(s.token, None)
+        self.by_token.pop(s.token_hash, None)
         self.sessions.pop(s.slot, None)
+        key = (s.hunt, s.address)
+        if s.address and key in self.address_players:
+            self.address_players[key] -= 1
+            if not self.address_players[key]:
+                del self.address_players[key]
         self._names_blob.pop(s.hunt, None)
         if s.conn is not None:
             s.conn.unbind()
@@ -272,6 +289,13 @@ class Hub:
             h = world.hunt_index(req.hunt)
         except UnknownHuntError:
             h = self._create_hunt(req.hunt)
+        address = req.conn.remote
+        cap = self.server.max_players_per_address
+        if self.address_players.get((h, address), 0) >= cap:
+            self.metrics.limits.labels("players_per_address").inc()
+            raise _Refusal(ErrorCode.ADDRESS_FULL, f"{address} already has {cap} players in "
+                           "this hunt (the server's max_players_per_address): one must leave "
+                           "(BYE) or its resume grace end first")
         try:
             pid = world.join(h)
         except HuntFullError as exc:
@@ -279,13 +303,16 @@ class Hub:
         except CapacityError as exc:
             raise _Refusal(ErrorCode.SERVER_FULL, str(exc)) from None
         slot = pid & 0xFFFFFFFF
-        s = Session(pid, slot, h, req.name, self.new_token(), conn=req.conn)
+        token = self.new_token()
+        s = Session(pid, slot, h, req.name, token, token_hash(token), conn=req.conn,
+                    address=address)
+        self.address_players[h, address] = self.address_players.get((h, address), 0) + 1
         self.keyframe_due[slot] = 1
         self.skipped_ticks[slot] = 0
-        self.tick_joins.append((pid, h, req.name, s.token))
+        self.tick_joins.append((pid, h, req.name, s.token_hash))
         s.bucket, s.bucket_t = self.server.moves_per_second, trio.current_time()
         self.sessions[slot] = s
-        self.by_token[s.token] = s
+        self.by_token[s.token_hash] = s
         self._names_blob.pop(h, None)
         self._observers_dirty = True
         self.log.info("join", player=pid, name=req.name, hunt=world.hunt_params[h].name,
@@ -312,8 +339,10 @@ class Hub:
         return h
 
     def _resume(self, req: JoinRequest) -> Session:
-        s = self.by_token.get(req.token or b"")
-        if s is None or s.leaving:
+        digest = token_hash(req.token or b"")
+        s = self.by_token.get(digest)
+        # The dict finds the candidate by hash; the comparison of the hashes is constant-time.
+        if s is None or s.leaving or not hmac.compare_digest(s.token_hash, digest):
             raise _Refusal(ErrorCode.RESUME_INVALID, "this resume token is unknown, expired or "
                            "its player left; join again without it")
         old = s.conn
@@ -325,7 +354,7 @@ class Hub:
                                                  "resumed this player")))
             old.send_now(frame)
             self._close_soon(old, 4007, "replaced")
-        s.conn, s.lost_at = req.conn, None
+        s.conn, s.lost_at, s.token = req.conn, None, req.token
         self.lost.discard(s)
         s.welcome_pending = s.resumed = True
         self.keyframe_due[s.slot] = 1
@@ -464,8 +493,8 @@ class Hub:
         if pool is None or n_obs < 2 * SPLIT_MIN:
             tf.write_frames_to_sockets(n_obs, fd, base, self.frame_offsets, self.written)
             return
-        # Each write(2) on loopback runs the receiver's TCP stack too (~10 us): two
-        # threads (the kernel releases the GIL) halve the time to the last frame.
+        # Each write(2) on loopback runs the receiver's TCP stack too: two threads (the
+        # kernel releases the GIL) halve the time to the last frame.
         half = n_obs // 2
         rest = pool.submit(tf.write_frames_to_sockets, n_obs - half, fd[half:], base,
                            self.frame_offsets[half:], self.written[half:])
@@ -473,31 +502,14 @@ class Hub:
         rest.result()
 
     def _build_tails(self, result: Any, n_obs: int) -> int:
-        """Encode each hunt's shared tail (and a keyframe variant where needed)."""
-        world, tails = self.world, self.tails
-        tails.clear()
-        n_hunts = world.hunts.count
-        disc = result.discoveries
-        mem = result.memberships
-        changed = set(result.leaderboard_changed.tolist())
-        kf = self.obs_keyframe[:n_obs]
-        hunt_of = self.obs_hunt[:n_obs]
-        need_kf = set(np.unique(hunt_of[kf != 0]).tolist())
-        diff_row = np.zeros(n_hunts, np.int32)
-        kf_row = np.zeros(n_hunts, np.int32)
-        for h in range(n_hunts):
-            d = disc[disc["hunt"] == h] if len(disc) else None
-            left = mem[(mem["hunt"] == h) & (mem["kind"] == LEFT)] if len(mem) else None
-            joined = [] if not len(mem) else mem[(mem["hunt"] == h) & (mem["kind"] != LEFT)]
-            names = [NameEntry(int(r["slot"]), int(r["gen"]), self.sessions[int(r["slot"])].name)
-                     for r in joined if int(r["slot"]) in self.sessions]
-            board = world.leaderboard(h) if h in changed else None
-            diff_row[h] = tails.add(encode_hunt_events(d, board, left, names))
-            if h in need_kf:
-                kf_row[h] = tails.add(encode_hunt_events(d, world.leaderboard(h), left,
-                                                         self._names(h)))
-        self.obs_tail[:n_obs] = np.where(kf != 0, kf_row[hunt_of], diff_row[hunt_of])
-        return tails.used
+        """Each hunt's shared tail, and each observer's (server/_tails.py)."""
+        return build_tails(self.world, result, self.tails, self.obs_hunt[:n_obs],
+                           self.obs_keyframe[:n_obs], self.obs_tail[:n_obs],
+                           self._joined_name, self._names)
+
+    def _joined_name(self, slot: int) -> str | None:
+        s = self.sessions.get(slot)
+        return s.name if s is not None else None
 
     async def run_ticker(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """The fixed-rate tick loop; returns when :attr:`running` turns False."""
@@ -630,6 +642,9 @@ class Hub:
                 skipped += 1
                 if self.skipped_ticks[slot] >= evict_after and conn.closed is None:
                     self._evict(s)
+        if vis.dropped:
+            self._visibility_truncated(int(np.count_nonzero(truncated[:n_obs])),
+                                       int(vis.dropped), tick, now)
         t_end = time.perf_counter()
         phases["finish"] = t_end - t_send
         phases["total"] = t_end - t0
@@ -641,6 +656,19 @@ class Hub:
         for hook in self._on_tick:
             hook(self, result)
 
+    def _visibility_truncated(self, observers: int, records: int, tick: int,
+                              now: float) -> None:
+        """Count the observers the visibility buffer cut this tick (they get a keyframe
+        later; who is cut rotates, docs/rules.md) and say so, at most once a second."""
+        self.metrics.visibility_cut.inc(observers)
+        self.truncated_since_log += observers
+        if now - self._truncation_logged >= 1.0:
+            self.log.warning("visibility_truncated", tick=tick, observers=observers,
+                             records=records, observers_since_last_line=self.truncated_since_log,
+                             hint="raise [engine] max_visible")
+            self._truncation_logged = now
+            self.truncated_since_log = 0
+
     def _fence(self, accepted: list[JoinRequest] = ()) -> None:
         """The lease is gone: stop ticking at once, answer waiting HELLOs with HUNT_MOVED."""
         self.fenced = True
@@ -649,16 +677,24 @@ class Hub:
                          tick=self.world.tick_number)
         self.answer_pending(list(accepted))
 
-    def answer_pending(self, extra: list[JoinRequest] = ()) -> None:
-        """Refuse every HELLO still waiting for this hub (it stopped): HUNT_MOVED."""
-        moved = ErrorMessage(ErrorCode.HUNT_MOVED, "this hunt moved to another node: "
-                             "reconnect to the server you first connected to, with your "
-                             "resume token")
+    def answer_pending(self, extra: list[JoinRequest] = (),
+                       refusal: ErrorMessage | None = None) -> None:
+        """Refuse every HELLO still waiting for this hub (it stopped): ``refusal``, by
+        default HUNT_MOVED."""
+        moved = refusal or ErrorMessage(
+            ErrorCode.HUNT_MOVED, "this hunt moved to another node: reconnect to the server "
+            "you first connected to, with your resume token")
         for req in [*extra, *self.requests]:
             req.session = None
             req.refusal = moved
             req.done.set()
         self.requests.clear()
+
+    def close(self) -> None:
+        """Release the hub's threads (after its ticker ended). Idempotent."""
+        if self._send_pool is not None:
+            self._send_pool.shutdown(wait=False)
+            self._send_pool = None
 
     def _send_welcome(self, s: Session, tick: int) -> None:
         conn = s.conn

@@ -63,6 +63,15 @@ class Metrics:
                                        ["code"], registry=r)
         self.events = Counter("hunt_connection_events", "Connection events by kind", ["kind"],
                               registry=r)
+        self.failures = Counter("hunt_failures", "Hunts stopped by a failure of their tick or "
+                                "journal (each restarts from its last durable tick)",
+                                registry=r)
+        self.limits = Counter("hunt_limit_hits", "Times a client, an address or the HTTP port "
+                              "reached a limit of [server] (docs/server.md, Limits), by limit",
+                              ["limit"], registry=r)
+        self.visibility_cut = Counter("hunt_visibility_truncated", "Observers whose view did "
+                                      "not fit a tick's visibility buffer (they get a "
+                                      "keyframe later)", registry=r)
 
     def hub_report(self, hub: object) -> HubReport:
         """What ``hub`` reports per tick for the hunts it ticks."""

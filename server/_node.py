@@ -1,7 +1,8 @@
-"""This server as one node of a Redis-coordinated cluster (``serve --redis URL``).
+"""The Redis placement: this server as one node of a cluster (``serve --redis URL``).
 
-Scale-out runs one :class:`~server._hub.Hub` (one World, one journal) per hunt,
-so that a hunt can move between nodes on its own. Redis holds who runs what
+Like a single server (server/_placement.py), a node runs one
+:class:`~server._hub.Hub` (one World, one journal) per hunt, so that a hunt can
+move between nodes on its own. Redis holds who runs what
 (server/cluster: node heartbeats, the hunt catalogue, one lease per hunt with a
 fencing token); this module is the node's side of it:
 
@@ -27,27 +28,33 @@ fencing token); this module is the node's side of it:
   to Redis off the tick's path.
 
 Clients asking a node for a hunt it does not run get REDIRECT to the owner's
-public URL (placing the hunt first when nobody runs it).
+public URL (placing the hunt first when nobody runs it). A hunt whose tick or
+journal fails here is stopped and its lease released: the placement loop puts
+it on the least loaded node, which recovers it from its last durable tick.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import re
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from tickengine import LEFT, ConfigError, HuntParams, WorldConfig
+from tickengine import LEFT, ConfigError, HuntParams
 
-from . import _wsframes as wf
+from ._placement import (
+    HEALTHY_AFTER,
+    Placement,
+    Running,
+    _fit,
+    hunt_dir_name,
+    hunt_world_config,
+)
 from .cluster import ClusterStore, ClusterUnavailable, EventSink, Lease, NodeInfo, least_loaded
-from .protocol import ErrorCode, ErrorMessage, Redirect, Refused, encode
+from .protocol import ErrorCode, ErrorMessage, Redirect, Refused
 
 if TYPE_CHECKING:
     from ._app import HuntServer
@@ -57,44 +64,18 @@ if TYPE_CHECKING:
 LEASE_MARGIN = 0.1
 
 
-def hunt_dir_name(name: str) -> str:
-    """A file-system-safe, unique directory name for a hunt name (any UTF-8, <= 256 bytes)."""
-    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:40].strip(".") or "hunt"
-    return f"{slug}-{hashlib.sha1(name.encode()).hexdigest()[:12]}"
-
-
-@dataclass(eq=False)
-class Running:
-    """A hunt this node holds the lease of: its hub (once started) and its ticker's state."""
-
-    name: str
-    lease: Lease
-    hub: Hub | None = None
-    data_dir: Path | None = None
-    #: Set when the hub's ticker has ended and its clients were told.
-    stopped: trio.Event = field(default_factory=trio.Event)
-    #: Set once the hub ticks (or failed to start).
-    ready: trio.Event = field(default_factory=trio.Event)
-    error: str | None = None
-    deadline: float = 0.0
-    stopping: bool = False
-
-
-class ClusterNode:
+class RedisPlacement(Placement):
     """The node's part of scale-out. Build with the server; ``await nursery.start(node.run)``."""
 
     def __init__(self, app: HuntServer) -> None:
-        self.app = app
-        cfg = app.server
-        self.cfg = cfg
-        self.log = app.log
+        super().__init__(app)
+        cfg = self.cfg
+        app.metrics.add_cluster()
         self.ttl_ms = int(cfg.lease_seconds * 1000)
         self.interval = cfg.lease_seconds / 4
         self.node_id = cfg.node_id
-        self.running: dict[str, Running] = {}
         self.store: ClusterStore | None = None
         self.sink: EventSink | None = None
-        self.nursery: trio.Nursery | None = None
         self.started_ms = 0
         self.outage = False
         self._loop_scope = trio.CancelScope()
@@ -106,6 +87,8 @@ class ClusterNode:
     async def run(self, public_url: str, http_url: str,
                   task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, define the configured hunts, then loop until cancelled."""
+        if not self.node_id:
+            self.node_id = public_url.removeprefix("ws://").rstrip("/")
         self.public_url = self.cfg.public_url or public_url
         self.http_url = http_url
         async with ClusterStore.open(self.cfg.redis, prefix=self.cfg.redis_prefix) as store:
@@ -230,7 +213,7 @@ class ClusterNode:
         from this node's own renewal), recover from the shared data dir, then tick."""
         if name in self.running:  # the loop and a HELLO may both get here: one hub only
             return
-        r = Running(name, lease)
+        r = Running(name, token=lease.token, lease=lease, hunts=(name,), deadline=0.0)
         self.running[name] = r  # claimed before the await below
         sent = time.monotonic()
         try:
@@ -247,64 +230,39 @@ class ClusterNode:
         self._extend(r, sent)
         self.nursery.start_soon(self._serve_hunt, r, params)
 
-    async def _serve_hunt(self, r: Running, params: dict[str, Any]) -> None:
-        if r.stopping:
-            r.ready.set()
-            return
-        try:
-            hub = await self._open_hub(r, params)
-        except Exception as exc:  # a hunt that cannot start must not stop the node
-            r.error = f"{type(exc).__name__}: {exc}"
-            self.log.exception("hunt_start_failed", hunt=r.name)
-            r.ready.set()
-            await self._stop(r, "start failed", release=True)
-            return
-        r.hub = hub
-        hub.lease_deadline = r.deadline
-        hub.nursery = self.app.nursery
+    def _on_started(self, r: Running, hub: Hub) -> None:
         hub._on_tick.append(self._push_events)
-        await self.app.nursery.start(hub.run_ticker)
         self._push_all_scores(hub)
-        r.ready.set()
-        self.log.info("hunt_started", hunt=r.name, token=r.lease.token,
-                      tick=hub.world.tick_number, players=len(hub.sessions))
-        await hub.ticker_done.wait()
-        if hub.fenced:
-            await self._stop(r, "lease ran out", release=False)
+
+    async def _after_failure(self, r: Running, count: int, starting: bool) -> None:
+        # The lease is released (_released): the placement loop puts the hunt on the least
+        # loaded node. The failure stays listed in /healthz a while for the operator.
+        failure = self.failed.get(r.name)
+        await trio.sleep(HEALTHY_AFTER)
+        if self.failed.get(r.name) is failure:
+            del self.failed[r.name]
+
+    async def _released(self, r: Running) -> None:
+        with _quiet(), trio.move_on_after(2):
+            await self.store.release(r.lease)
 
     async def _open_hub(self, r: Running, params: dict[str, Any]) -> Hub:
-        from ._hub import Hub
-
         app = self.app
         try:
             hunt = HuntParams.from_dict(params)
         except (ConfigError, TypeError, ValueError) as exc:
             raise ConfigError(f"hunt {r.name!r} in the catalogue: {exc}") from exc
-        config = dataclasses.replace(
-            app.config, world=WorldConfig(app.config.world.engine, (hunt,)),
-            server=app.server.replace(allow_create_hunts=False))
-        journal = recovered = None
-        if app.server.data_dir:
-            from .durability import Journal
-
-            base = Path(app.server.data_dir) / "hunts" / hunt_dir_name(r.name)
-            r.data_dir = base / f"{r.lease.token:012d}"
-            cursor = (await self.store.exported([r.name])).get(r.name)
-            recovered, source, missed = await trio.to_thread.run_sync(
-                _recover_latest, base, r.lease.token, cursor)
-            if recovered is not None:
-                for line in recovered.report.lines():
-                    self.log.info("recovery", hunt=r.name, report=line)
-            fsync = app.server.fsync
-            journal = Journal(r.data_dir, fsync=int(fsync) if fsync.isdigit() else fsync,
-                              snapshot_every=app.server.snapshot_every,
-                              hash_every=app.server.hash_every)
-        hub = Hub(config, app.metrics, self.log, journal, recovered)
-        if journal is not None:
-            # A fresh journal in this lease's own directory, based on the recovered world.
-            await trio.to_thread.run_sync(journal.start, hub.world, hub.journal_meta())
-            _prune(base, keep={r.data_dir.name, source.name if source else ""})
+        world = hunt_world_config(app.config.world.engine, hunt)
+        if not app.server.data_dir:
+            return self._new_hub(r, world, None)
+        base = Path(app.server.data_dir) / "hunts" / hunt_dir_name(r.name)
+        r.data_dir = base / f"{r.lease.token:012d}"
+        cursor = (await self.store.exported([r.name])).get(r.name)
+        hub, recovered, missed = await trio.to_thread.run_sync(
+            self._open_sync, r, world, base, cursor)
         if recovered is not None:
+            for line in recovered.report.lines():
+                self.log.info("recovery", hunt=r.name, report=line)
             self.log.info("recovered", hunt=r.name, tick=recovered.tick,
                           state_hash=recovered.state_hash, players=len(hub.sessions),
                           republished_ticks=len(missed))
@@ -312,42 +270,23 @@ class ClusterNode:
                 self._push_discoveries(hub, tick, disc)
         return hub
 
-    async def _stop(self, r: Running, why: str, release: bool) -> None:
-        """Stop a hub: no more ticks, journal closed, players told HUNT_MOVED (they resume
-        through their entry URL on the new owner), lease released if still ours."""
-        if r.stopping:
-            await r.stopped.wait()
-            return
-        r.stopping = True
-        hub = r.hub
-        if hub is not None:
-            hub.running = False
-            if hub.ticking:
-                await hub.ticker_done.wait()  # the tick in flight ends (at most one period)
-            hub.answer_pending()
-            if hub.journal is not None:
-                await trio.to_thread.run_sync(hub.journal.close)
-        if release:
-            with _quiet(), trio.move_on_after(2):
-                await self.store.release(r.lease)
-        r.stopped.set()
-        self.running.pop(r.name, None)
-        if hub is not None:
-            moved = wf.frame(encode(ErrorMessage(
-                ErrorCode.HUNT_MOVED, f"hunt {r.name!r} moved ({why}): reconnect to the server "
-                "you first connected to, with your resume token")))
-            for s in list(hub.sessions.values()):
-                conn = s.conn
-                if conn is not None and conn.closed is None:
-                    conn.send_now(moved)
-                    self.app.nursery.start_soon(conn.close, int(ErrorCode.HUNT_MOVED),
-                                                "hunt moved")
-        self.log.info("hunt_stopped", hunt=r.name, reason=why, token=r.lease.token)
+    def _open_sync(self, r: Running, world: Any, base: Path, cursor: int | None
+                   ) -> tuple[Hub, Any, list[tuple[int, Any]]]:
+        """Worker thread: recover the newest older lease's directory, start this lease's."""
+        import numba
+
+        numba.set_num_threads(self.cfg.tick_threads)
+        recovered, source, missed = _recover_latest(base, r.lease.token, cursor)
+        hub = self._new_hub(r, world, recovered)
+        # A fresh journal in this lease's own directory, based on the recovered world.
+        hub.journal.start(hub.world, hub.journal_meta())
+        _prune(base, keep={r.data_dir.name, source.name if source else ""})
+        return hub, recovered, missed
 
     # ------------------------------------------------------------------ routing
 
-    async def route(self, hunt: str) -> Hub | Redirect | ErrorMessage:
-        """Where a HELLO for ``hunt`` goes: a hub of this node, a REDIRECT, or a refusal."""
+    async def route(self, hunt: str, token: bytes | None = None
+                    ) -> Hub | Redirect | ErrorMessage:
         for _ in range(3):
             r = self.running.get(hunt)
             if r is not None and not r.stopped.is_set():
@@ -356,8 +295,8 @@ class ClusterNode:
                 if r.hub is not None and r.hub.running:
                     return r.hub
                 if r.error is not None:
-                    return ErrorMessage(ErrorCode.INTERNAL, f"hunt {hunt!r} cannot start on "
-                                        f"this node: {r.error}")
+                    return ErrorMessage(ErrorCode.HUNT_FAILED, _fit(
+                        f"hunt {hunt!r} failed on this node: retry in a second ({r.error})"))
             try:
                 answer = await self._route_remote(hunt)
             except ClusterUnavailable:
@@ -452,6 +391,19 @@ class ClusterNode:
             self.sink.push(hub.world.hunt_params[0].name, hub.world.tick_number, [], scores, [])
 
     # ------------------------------------------------------------------ HTTP views
+
+    async def leaderboard(self, limit: int) -> list[dict[str, Any]]:
+        return await self.store.leaderboard(limit)
+
+    def health(self) -> tuple[str, dict[str, Any]]:
+        status, body = super().health()
+        if self.outage:
+            status = "down"
+        return status, {"node": self.node_id, **body}
+
+    def update_metrics(self, metrics: Any) -> None:
+        metrics.set_cluster(not self.outage and self.store is not None, len(self.running),
+                            self.sink.stats() if self.sink is not None else None)
 
     async def hunts_view(self) -> list[dict[str, Any]]:
         store = self.store

@@ -1,12 +1,13 @@
 """One task reads the moves of every joined client: an epoll set, drained in bulk.
 
 Why: with one Trio task per connection, each move costs a task wake-up, a
-``receive_some`` and a trip through the scheduler (about 40 us of the Trio
-thread's time; at 2,000 clients x 10 moves per second that is the whole
-thread). Here the sockets of playing clients sit in one ``epoll`` set; one task
-waits for the epoll descriptor itself to turn readable (Trio polls it like any
-socket), then takes every ready socket in one pass: ``read(2)``, frame parser,
-:meth:`Hub.take_moves` into the tick's batch. No task switch per move.
+``receive_some`` and a trip through the scheduler: at thousands of clients
+moving ten times a second that is the whole Trio thread (perf/README.md,
+"Figures behind the code's choices"). Here the sockets of playing clients sit
+in one ``epoll`` set; one task waits for the epoll descriptor itself to turn
+readable (Trio polls it like any socket), then takes every ready socket in one
+pass: ``read(2)``, frame parser, :meth:`Hub.take_moves` into the tick's batch.
+No task switch per move.
 
 Only MOVES frames are handled here. Anything else (BYE, a text message, a ping,
 a close, a frame error, end of stream) stops polling that socket and wakes its
@@ -127,9 +128,9 @@ class Poller:
                 if self._drain(e, now):
                     self._release(e)
                 elif now > e.bump_after:
-                    # The idle deadline moves at most once a second (a scope update per
-                    # message cost 4% of the server's CPU under load). A comparison, not
-                    # a subtraction: no float is made per read.
+                    # The idle deadline moves at most once a second: a scope update per
+                    # message is a measurable share of the server's CPU under load. A
+                    # comparison, not a subtraction: no float is made per read.
                     e.bump_after = now + 1.0
                     e.scope.deadline = now + self.idle
             # No checkpoint here: wait_readable always parks the task until Trio's next

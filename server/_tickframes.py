@@ -105,7 +105,7 @@ def write_frames(n, tick, slots, keyframe, vis_off, vis_bytes, obs_tail, tails, 
         _put(out, at + 56, tails[t, TAIL_NAMES], 4)
         _put(out, at + 60, tails[t, TAIL_NAMES_BYTES], 4)
         at += TICK_HEADER_BYTES
-        # Slice copies, not byte loops: 2.2x faster here (4.4 MB per tick at 2,000 clients).
+        # Slice copies, not byte loops: a memcpy per client, not a loop per byte.
         m = n_vis * 16
         out[at:at + m] = vis_bytes[v0 * 16:v0 * 16 + m]
         at += m

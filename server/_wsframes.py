@@ -2,7 +2,7 @@
 
 Why not trio-websocket's reader for the data phase: it parses every frame
 through wsproto's general machinery and hands each message across a memory
-channel to another task, 40-100 us per small message on this machine
+channel to another task, a cost per small message that dominates at game rates
 (perf/bench_ingest.py measures it against this module in the same run). A hunt
 server receives tens of thousands of 20-byte MOVES frames per second, so the
 server parses client frames here: one pass over the received bytes, one
@@ -15,12 +15,20 @@ sent with one write.
 
 Only what a game server needs: no extensions (RSV bits must be 0), client
 frames must be masked, control frames are at most 125 bytes and unfragmented,
-data messages may be fragmented and are limited to ``max_message`` bytes.
+data messages may be fragmented and are limited to ``max_message`` bytes and
+``max_fragments`` frames.
+
+Budgets (:meth:`FrameParser.set_budgets`): what one client may spend per
+second in raw bytes and in control frames, as token buckets. Past a budget the
+parser raises :class:`FrameError` with close code 1008 (``OVER_BUDGET``), so a
+flood costs the server a few reads, never the other clients' ticks.
 """
 
 from __future__ import annotations
 
 import struct
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 OP_CONTINUATION = 0x0
@@ -41,12 +49,42 @@ _U64 = struct.Struct("!Q")
 
 
 class FrameError(Exception):
-    """The peer broke RFC 6455: close the connection with :attr:`close_code`."""
+    """The peer broke RFC 6455 or a budget: close the connection with :attr:`close_code`.
 
-    def __init__(self, message: str, close_code: int = 1002) -> None:
+    ``error`` names the protocol's error code of the ERROR sent before the close
+    (``server.protocol.ErrorCode``): MALFORMED (1002, 1007), TOO_BIG (1009) or
+    OVER_BUDGET (1008).
+    """
+
+    def __init__(self, message: str, close_code: int = 1002, error: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.close_code = close_code
+        self.error = error or {1009: "TOO_BIG", 1008: "OVER_BUDGET"}.get(close_code,
+                                                                         "MALFORMED")
+
+
+class Bucket:
+    """A token bucket: ``rate`` tokens per second, at most ``burst`` saved up; it starts
+    full. Sans-IO: the caller passes the time (seconds, any monotonic clock)."""
+
+    __slots__ = ("burst", "level", "rate", "t")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.level = burst
+        self.t = now
+
+    def take(self, amount: float, now: float) -> bool:
+        """Spend ``amount`` tokens if the bucket holds them (False: over budget)."""
+        level = min(self.burst, self.level + (now - self.t) * self.rate)
+        self.t = now
+        if level < amount:
+            self.level = level
+            return False
+        self.level = level - amount
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,20 +147,47 @@ class FrameParser:
 
     ``feed(data)`` appends received bytes; ``next()`` returns the next complete
     message or None when more bytes are needed. Raises :class:`FrameError` for
-    a protocol violation (1002), invalid UTF-8 in a text message (1007), or a
-    message over ``max_message`` bytes (1009, raised as soon as the header
-    announces it, before the payload arrives).
+    a protocol violation (1002), invalid UTF-8 in a text message (1007), a
+    message over ``max_message`` bytes or ``max_fragments`` frames (1009, raised
+    as soon as the header announces it, before the payload arrives), or a budget
+    overspent (1008, see :meth:`set_budgets`).
     """
 
-    def __init__(self, max_message: int) -> None:
+    def __init__(self, max_message: int, max_fragments: int = 1 << 30) -> None:
         self.max_message = max_message
+        self.max_fragments = max_fragments
         self._buf = bytearray()
         self._pos = 0
         self._frag_opcode = 0
         self._frag_parts: list[bytes] = []
         self._frag_size = 0
+        self._bytes_budget: Bucket | None = None
+        self._control_budget: Bucket | None = None
+        self._clock: Callable[[], float] = time.monotonic
+        self._over: FrameError | None = None
+        #: The budget this peer overspent ("bytes", "control_frames", "fragments"), else "".
+        self.exceeded = ""
+
+    def set_budgets(self, *, max_fragments: int, control_per_second: float,
+                    bytes_per_second: float, clock: Callable[[], float] = time.monotonic
+                    ) -> None:
+        """Cap fragments per message, and the control frames and raw bytes the peer may
+        send per second, each with a burst of one second's worth (bytes: at least four
+        ``max_message``, so that no legal message is over budget on its own)."""
+        now = clock()
+        self.max_fragments = max_fragments
+        self._clock = clock
+        self._control_budget = Bucket(control_per_second, max(1.0, control_per_second), now)
+        self._bytes_budget = Bucket(bytes_per_second,
+                                    max(bytes_per_second, 4.0 * self.max_message), now)
 
     def feed(self, data: bytes) -> None:
+        """Append received bytes (over the byte budget: the next :meth:`next` raises)."""
+        budget = self._bytes_budget
+        if budget is not None and not budget.take(len(data), self._clock()):
+            self._over = FrameError(f"more than {self._bytes_budget.rate:g} bytes per second",
+                                    1008)
+            self.exceeded = "bytes"
         if self._pos:
             del self._buf[: self._pos]
             self._pos = 0
@@ -134,6 +199,8 @@ class FrameParser:
         return len(self._buf) - self._pos
 
     def next(self) -> Message | None:
+        if self._over is not None:
+            raise self._over
         while True:
             buf, pos = self._buf, self._pos
             avail = len(buf) - pos
@@ -159,6 +226,13 @@ class FrameParser:
             if opcode in _CONTROL:
                 if not fin or length > 125:
                     raise FrameError("control frames are final and at most 125 bytes")
+                budget = self._control_budget
+                if budget is not None and not budget.take(1, self._clock()):
+                    self._over = FrameError(
+                        f"more than {budget.rate:g} control frames (ping, pong) per "
+                        "second", 1008)
+                    self.exceeded = "control_frames"
+                    raise self._over
             elif opcode in _DATA or opcode == OP_CONTINUATION:
                 if (opcode == OP_CONTINUATION) != bool(self._frag_opcode):
                     raise FrameError("continuation frame without a message to continue"
@@ -166,6 +240,11 @@ class FrameParser:
                                      "new message inside a fragmented one")
                 if self._frag_size + length > self.max_message:
                     raise FrameError(f"message over {self.max_message} bytes", 1009)
+                # Empty continuations count: an endless run of them is a flood, not a message.
+                if not fin and len(self._frag_parts) + 1 >= self.max_fragments:
+                    self.exceeded = "fragments"
+                    raise FrameError(f"message in more than {self.max_fragments} fragments",
+                                     1009)
             else:
                 raise FrameError(f"unknown opcode {opcode:#x}")
             end = at + 4 + length

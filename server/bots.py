@@ -265,10 +265,11 @@ async def run_bot(i: int, opts: Options, stats: Stats, stop: trio.Event,
     )
     from .protocol import ErrorCode, RemoteProtocolError
 
-    # Worth another try: evicted, a server hiccup, the hunt moved or the node is going away
-    # (the entry URL sends the next attempt to whichever node runs the hunt then).
+    # Worth another try: evicted, a server hiccup, the hunt moved or failed (it restarts from
+    # its journal) or the node is going away (the entry URL sends the next attempt to
+    # whichever node runs the hunt then).
     retry_codes = {ErrorCode.TOO_SLOW, ErrorCode.INTERNAL, ErrorCode.HUNT_MOVED,
-                   ErrorCode.GOING_AWAY}
+                   ErrorCode.HUNT_FAILED, ErrorCode.GOING_AWAY}
     # What a failover or a node's restart sends: not an error once the bot is back.
     expected_codes = {ErrorCode.HUNT_MOVED, ErrorCode.GOING_AWAY}
 

@@ -28,7 +28,8 @@ is on (``url``): after a drop or ``HUNT_MOVED``, resume through the entry URL
 Errors (all :class:`HuntError`): a refused HELLO raises :class:`JoinRefused`;
 a fatal server ERROR raises :class:`ServerError` (its close code says why:
 4008 too slow, 1001 the server is going away, 4011 the hunt moved to another
-node ...); a connection that ends without one raises :class:`ConnectionLost`.
+node, 4014 the hunt failed and restarts ...); a connection that ends without one
+raises :class:`ConnectionLost`.
 Non-fatal ERRORs (``RATE_LIMITED``) are counted, never raised. A TICK that does
 not follow the previous one (a diff whose tick is not the last one plus one)
 raises :class:`TickGap` and leaves the state untouched: reconnect with
@@ -102,7 +103,12 @@ class _Notice(HuntError):
 
 class JoinRefused(_Notice):
     """The server refused the HELLO (REFUSED): ``code`` is an :class:`ErrorCode` such as
-    ``UNKNOWN_HUNT`` or ``HUNT_FULL``, ``message`` says why, ``close_code`` closed the socket."""
+    ``UNKNOWN_HUNT`` or ``HUNT_FULL``, ``message`` says why, ``close_code`` closed the socket.
+
+    ``TOO_MANY_JOINS`` (4012): this IP address sent too many HELLOs lately; try again in a
+    second or more. ``ADDRESS_FULL`` (4013): this IP address has the most players the
+    server allows in that hunt; one of them must leave (BYE) first.
+    """
 
 
 class ServerError(_Notice):
@@ -113,6 +119,11 @@ class ServerError(_Notice):
     ``REPLACED`` (4007): another connection resumed this player.
     ``HUNT_MOVED`` (4011): the hunt stopped on this node (scale-out); resume through the
     entry URL: ``async with hunt.reconnect() as hunt: ...``.
+    ``HUNT_FAILED`` (4014): the hunt failed on the server (a full disk, a bug) and stopped at
+    its last durable tick; it restarts after a backoff (or on another node): retry
+    ``hunt.reconnect()`` after a few seconds, with a growing delay while it refuses.
+    ``OVER_BUDGET`` (1008): this connection sent more control frames (pings) or bytes per
+    second than the server allows.
     Anything else (1002, 1008, 1009) means this client broke the protocol.
     """
 

@@ -38,6 +38,7 @@ examples:
   treasure-hunt replay ./data                      # standings and state hash now
   treasure-hunt replay ./data --verify             # and check every recorded state hash
   treasure-hunt replay ./data --until 1200 --json replay.json
+  treasure-hunt replay ./data --hunt cave          # one hunt of a server with several
 
 exit status: 0 done, 1 a recorded state hash differs (--verify) or --json could
 not be written, 2 bad option or nothing provable to replay, 130 interrupted.
@@ -61,6 +62,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data_dir", metavar="DATA_DIR",
                    help="the server's --data-dir (journal-*.log and snapshot-*.snap files)")
+    p.add_argument("--hunt", metavar="NAME",
+                   help="the hunt to replay when DATA_DIR holds several (each hunt has its "
+                        "journal under DATA_DIR/hunts/)")
     p.add_argument("--until", metavar="TICK",
                    help="stop after this tick (default: the last journaled tick)")
     p.add_argument("--verify", action="store_true",
@@ -97,6 +101,19 @@ def run_command(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
         return _fail(args, f"no data dir {str(data_dir)!r} (give the server's --data-dir)")
+
+    from ._placement import hunt_journals
+
+    journals = hunt_journals(data_dir)
+    if args.hunt is not None or (journals and not any(data_dir.glob("journal-*.log"))):
+        if args.hunt is None and len(journals) > 1:
+            return _fail(args, f"{str(data_dir)!r} holds the journals of several hunts: give "
+                               f"--hunt NAME, one of {', '.join(sorted(journals))}")
+        name = args.hunt if args.hunt is not None else next(iter(journals), "")
+        if name not in journals:
+            return _fail(args, f"no hunt {name!r} in {str(data_dir)!r}; hunts: "
+                               f"{', '.join(sorted(journals)) or 'none'}")
+        data_dir = journals[name]
 
     import numba
 

@@ -29,7 +29,8 @@ examples:
       --http-port 8080 --data-dir /srv/hunt-data --allow-create-hunts
 
 Signals: SIGINT or SIGTERM shut down cleanly (clients get close 1001).
-exit status: 0 after a clean shutdown, 2 bad option or config.
+exit status: 0 after a clean shutdown, 2 bad option or config, a port in use, or
+a data dir the hunts cannot start from (the message says which and what to do).
 """
 
 
@@ -53,7 +54,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     lim = p.add_argument_group("limits")
     lim.add_argument("--max-connections", type=int, help="open connections (default 10000)")
     lim.add_argument("--max-connections-per-address", type=int,
-                     help="open connections from one IP address (default 4096)")
+                     help="open connections from one IP address (default 256)")
+    lim.add_argument("--max-players-per-address", type=int,
+                     help="players one IP address may have in a hunt, connected or within "
+                          "their resume grace (default 64)")
+    lim.add_argument("--connections-per-second-per-address", type=float,
+                     help="new WebSocket connections one IP address may open per second, after "
+                          "a burst of connection_burst_per_address (default 10)")
+    lim.add_argument("--hellos-per-second-per-address", type=float,
+                     help="HELLOs one IP address may send per second, after a burst of "
+                          "hello_burst_per_address (default 5)")
     lim.add_argument("--moves-per-second", type=float,
                      help="moves one client may send per second; the excess is dropped "
                           "(default 60)")
@@ -113,6 +123,9 @@ def build_config(args: argparse.Namespace):  # -> ServeConfig
         host=args.host, port=args.port, http_port=args.http_port,
         max_connections=args.max_connections,
         max_connections_per_address=args.max_connections_per_address,
+        max_players_per_address=args.max_players_per_address,
+        hellos_per_second_per_address=args.hellos_per_second_per_address,
+        connections_per_second_per_address=args.connections_per_second_per_address,
         moves_per_second=args.moves_per_second, evict_after_ticks=args.evict_after_ticks,
         resume_grace=args.resume_grace, idle_timeout=args.idle_timeout,
         allow_create_hunts=args.allow_create_hunts, admin_token=args.admin_token,
@@ -147,14 +160,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.prog}: error: {exc}", file=sys.stderr)
         return 2
     _log.configure(cfg.server.log_format)
-    from ._app import HuntServer
+    from ._app import HuntServer, ListenError, ThreadingLayerError
+    from ._placement import StartError
     from .durability import DurabilityError
 
-    try:
-        server = HuntServer(cfg, fresh=args.fresh)
-    except (ConfigError, DurabilityError) as exc:
-        print(f"{args.prog}: error: {exc}", file=sys.stderr)
-        return 2
+    server = HuntServer(cfg, fresh=args.fresh)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -163,24 +173,20 @@ def run(args: argparse.Namespace) -> int:
                 await server.run()
                 nursery.cancel_scope.cancel()
 
+    from .cluster import ClusterUnavailable
+
+    known = (ListenError, StartError, DurabilityError, ConfigError, ClusterUnavailable,
+             ThreadingLayerError)
     try:
         trio.run(main)
-    except BaseExceptionGroup as group:  # Trio's nurseries wrap what the server raised
-        from .cluster import ClusterUnavailable
-
-        found = group.subgroup(lambda e: isinstance(e, ClusterUnavailable | OSError))
-        if found is None:
-            raise
-        exc = _first(found)
-        if isinstance(exc, ClusterUnavailable):
-            print(f"{args.prog}: error: {exc}", file=sys.stderr)
-            return 2
-        print(f"{args.prog}: error: cannot listen: {exc.strerror} ({exc}); is another server "
-              "running? Pick another port with --port / --http-port", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"{args.prog}: error: cannot listen: {exc.strerror} ({exc}); is another server "
-              "running? Pick another port with --port / --http-port", file=sys.stderr)
+    except (*known, BaseExceptionGroup) as caught:  # nurseries wrap what the server raised
+        exc = caught
+        if isinstance(caught, BaseExceptionGroup):
+            found = caught.subgroup(lambda e: isinstance(e, known))
+            if found is None:
+                raise
+            exc = _first(found)
+        print(f"{args.prog}: error: {exc}", file=sys.stderr)
         return 2
     return 0
 

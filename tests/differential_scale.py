@@ -104,7 +104,7 @@ class Run:
 
     def join_many(self, hunt: int, count: int) -> None:
         ids = [w.join_many(hunt, count) for w in self.worlds]
-        want = [self.ref.join(hunt) for _ in range(count)]
+        want = self.ref.join_many(hunt, count)
         for got in ids:
             assert got.tolist() == want, "join_many ids"
         self.live += want

@@ -85,7 +85,7 @@ def test_segment_header() -> None:
     data = encode_segment_header(41, {"created": "now"})
     (kind, tick, a, b), = scan(data).records
     assert (kind, tick) == (KIND_SEGMENT, 41)
-    assert decode_segment_header(data[a:b]) == {"format": 1, "first_tick": 41, "created": "now"}
+    assert decode_segment_header(data[a:b]) == {"format": 2, "first_tick": 41, "created": "now"}
 
 
 def test_every_torn_cut_stops_at_the_last_whole_record() -> None:

@@ -9,6 +9,7 @@ observers that do not fit decided in observer order.
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import numpy as np
@@ -74,12 +75,16 @@ def test_visibility_equals_brute_force_for_any_chunking_and_capacity(seed: int) 
     total = sum(len(w) for w in wanted)
     for cap in (4 * total + 4, total + 1, total, max(1, total // 2), max(1, total // 5), 1):
         records = np.zeros(cap, VISIBLE_DTYPE)
-        # Observers decided in order: one that does not fit gets nothing.
-        expected_trunc, used = [], 0
-        for w in wanted:
-            fits = used + len(w) <= cap
-            expected_trunc.append(0 if fits else 1)
-            used += len(w) if fits else 0
+        # Observers decided in the rotated order of docs/rules.md (from observer s, round
+        # the list): one that does not fit gets nothing.
+        n = len(wanted)
+        s = (world.tick_number % n) * (2654435761 % n) % n
+        expected_trunc, used = [0] * n, 0
+        for k in range(n):
+            o = (s + k) % n
+            fits = used + len(wanted[o]) <= cap
+            expected_trunc[o] = 0 if fits else 1
+            used += len(wanted[o]) if fits else 0
         for n_chunks in (1, 2, 3, 4):
             offsets = np.full(observers.shape[0] + 1, -7, np.int64)
             truncated = np.full(observers.shape[0], 9, np.uint8)
@@ -97,3 +102,38 @@ def test_visibility_equals_brute_force_for_any_chunking_and_capacity(seed: int) 
                 want = [] if expected_trunc[o] else w
                 assert sorted((int(r["slot"]), int(r["gen"]), int(r["flags"]), r["x"], r["y"])
                               for r in got) == want, (cap, n_chunks, o)
+
+
+def test_a_full_visibility_buffer_cuts_different_observers_each_tick() -> None:
+    """A crowd that needs more records than the buffer holds, the same observers every
+    tick: the cut rotates (no observer is cut every tick, consecutive ticks cut different
+    sets), the engine agrees with the reference, whatever the thread count."""
+    import numba
+    from differential_support import compare_visibility
+    from test_differential import Pair
+
+    pair = Pair(3, max_visible=40)
+    for _ in range(30):
+        pair.requests()
+        pair.tick_and_compare()
+    observers = [int(s) for s in pair.world.active_slots()]
+    cut_sets, ever_fit = [], set()
+    for _ in range(12):
+        pair.tick_and_compare()
+        t = pair.world.tick_number
+        keyframes = [True] * len(observers)
+        compare_visibility(pair.world, pair.ref, observers, keyframes, t)
+        obs = np.asarray(observers, np.int32)
+        kf = np.ones(len(observers), np.uint8)
+        cuts = []
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            cuts.append(pair.world.visibility(obs, kf).truncated.copy())
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        assert (cuts[0] == cuts[-1]).all(), "the cut depends on the thread count"
+        cut_sets.append(frozenset(np.flatnonzero(cuts[0]).tolist()))
+        ever_fit |= set(np.flatnonzero(cuts[0] == 0).tolist())
+    assert any(cut_sets), "the buffer never overflowed: the test proves nothing"
+    assert all(a != b for a, b in itertools.pairwise(cut_sets) if a or b)
+    assert not frozenset.intersection(*cut_sets), "an observer was cut every tick"
+    assert len(ever_fit) == len(observers)

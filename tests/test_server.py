@@ -242,8 +242,10 @@ async def test_bye_frees_the_player_and_others_see_it_leave(serve) -> None:
 
 async def test_200_concurrent_clients_all_get_ticks(serve) -> None:
     n = 200
+    # All from 127.0.0.1: the per-address join limits sized for them.
     srv = await serve({"name": "crowd", "width": 2000.0, "height": 2000.0, "tick_rate": 10,
-                       "view_radius": 100.0, "treasures": 50})
+                       "view_radius": 100.0, "treasures": 50}, max_players_per_address=n,
+                      hello_burst_per_address=n, connection_burst_per_address=n)
     got: dict[int, list[int]] = {}
 
     async def play(i: int, ready: trio.Event, go: trio.Event) -> None:

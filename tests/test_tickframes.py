@@ -1,6 +1,7 @@
 """server._tickframes: the kernel that writes every client's TICK frame in one pass writes,
 byte for byte, what ``server.protocol.TickMessageWriter`` writes one message at a time,
-behind the 2-, 4- or 10-byte WebSocket header of ``server._wsframes``."""
+behind the 2-, 4- or 10-byte WebSocket header of ``server._wsframes``, each frame ending
+with the tail the server's own selection (server/_tails.py) picked for that observer."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from server import _tickframes as tf
 from server import _wsframes as wf
+from server._tails import build_tails
 from server.protocol import (
     DISCOVERY_RECORD,
     LEADER_RECORD,
@@ -49,27 +51,40 @@ def writer_frame(writer, tick, slot, keyframe, records, events, players) -> byte
     return wf.frame_header(len(msg)) + msg
 
 
-def hunt_tails(world, result, names, observers_hunts, keyframe):
-    """Each hunt's encoded tail (diff; and keyframe where an observer needs one), as the
-    server builds them."""
-    tails = tf.TailTable(rows=2, nbytes=64)  # small: the table must grow
+def expected_events(world, result, names, hunt, keyframe):
+    """What docs/protocol.md says ends one observer's TICK: its hunt's discoveries and
+    leaves; the leaderboard when it changed, and always in a keyframe; the names of who
+    joined, or in a keyframe of every player of the hunt."""
     mem, disc = result.memberships, result.discoveries
-    changed = set(result.leaderboard_changed.tolist())
-    events = {}
-    for h in range(world.hunts.count):
-        d = disc[disc["hunt"] == h]
-        left = mem[(mem["hunt"] == h) & (mem["kind"] == LEFT)]
-        joined = [NameEntry(int(r["slot"]), int(r["gen"]), names[int(r["slot"])])
-                  for r in mem[(mem["hunt"] == h) & (mem["kind"] != LEFT)]]
-        board = world.leaderboard(h) if h in changed else None
-        diff = encode_hunt_events(d, board, left, joined)
-        events[h, False] = (tails.add(diff), diff)
-        if any(kf and oh == h for kf, oh in zip(keyframe, observers_hunts, strict=True)):
-            everyone = [NameEntry(int(s), int(world.players.gen[s]), names[int(s)])
-                        for s in world.active_slots(h)]
-            kf = encode_hunt_events(d, world.leaderboard(h), left, everyone)
-            events[h, True] = (tails.add(kf), kf)
-    return tails, events
+    d = disc[disc["hunt"] == hunt]
+    left = mem[(mem["hunt"] == hunt) & (mem["kind"] == LEFT)]
+    if keyframe:
+        who = [NameEntry(int(s), int(world.players.gen[s]), names[int(s)])
+               for s in world.active_slots(hunt)]
+    else:
+        who = [NameEntry(int(r["slot"]), int(r["gen"]), names[int(r["slot"])])
+               for r in mem[(mem["hunt"] == hunt) & (mem["kind"] != LEFT)]]
+    changed = hunt in set(result.leaderboard_changed.tolist())
+    board = world.leaderboard(hunt) if keyframe or changed else None
+    return encode_hunt_events(d, board, left, who)
+
+
+def server_tails(world, result, names, observer_hunts, keyframe):
+    """The server's own tail selection (server/_tails.py): the table and each observer's row."""
+    tails = tf.TailTable(rows=2, nbytes=64)  # small: the table must grow
+    obs_tail = np.full(len(keyframe), -1, np.int32)
+
+    def everyone(h):
+        return [NameEntry(int(s), int(world.players.gen[s]), names[int(s)])
+                for s in world.active_slots(h)]
+
+    used = build_tails(world, result, tails, np.asarray(observer_hunts, np.int32), keyframe,
+                       obs_tail, names.get, everyone)
+    assert used == tails.used and (obs_tail >= 0).all()
+    # One diff tail per hunt, plus a keyframe tail only for hunts with a keyframe observer.
+    kf_hunts = {h for h, k in zip(observer_hunts, keyframe, strict=True) if k}
+    assert tails.count == world.hunts.count + len(kf_hunts)
+    return tails, obs_tail
 
 
 def test_kernel_frames_equal_the_writer_tick_by_tick() -> None:
@@ -96,13 +111,11 @@ def test_kernel_frames_equal_the_writer_tick_by_tick() -> None:
         vis = world.visibility(slots, keyframe)
         assert not vis.truncated.any()
         observer_hunts = [int(world.players.hunt[s]) for s in slots]
-        tails, events = hunt_tails(world, result, names, observer_hunts, keyframe)
-        obs_tail = np.array([events[h, bool(k)][0] for h, k in zip(observer_hunts, keyframe,
-                                                                   strict=True)], np.int32)
+        tails, obs_tail = server_tails(world, result, names, observer_hunts, keyframe)
         frames = kernel_frames(result.tick, slots, keyframe, vis, tails, obs_tail,
                                world.players)
         for i, s in enumerate(slots):
-            ev = events[observer_hunts[i], bool(keyframe[i])][1]
+            ev = expected_events(world, result, names, observer_hunts[i], bool(keyframe[i]))
             expected = writer_frame(writer, result.tick, int(s), keyframe[i], vis.of(i), ev,
                                     world.players)
             assert frames[i] == expected, f"tick {result.tick}, observer {i} (slot {s})"

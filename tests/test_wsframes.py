@@ -233,3 +233,91 @@ def test_a_pong_frame_from_the_server() -> None:
     client.receive_data(wf.frame(b"abc", wf.OP_PONG))
     (event,) = list(client.events())
     assert event.payload == b"abc"
+
+
+# ------------------------------------------------------------------ budgets
+
+class FakeClock:
+    """Seconds the test sets by hand: budgets are token buckets over the caller's clock."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def budgeted(clock: FakeClock, *, fragments: int = 16, control: float = 10.0,
+             rate: float = 65536.0) -> wf.FrameParser:
+    p = wf.FrameParser(LIMIT)
+    p.set_budgets(max_fragments=fragments, control_per_second=control,
+                  bytes_per_second=rate, clock=clock)
+    return p
+
+
+def drain(p: wf.FrameParser) -> list[wf.Message]:
+    out = []
+    while (m := p.next()) is not None:
+        out.append(m)
+    return out
+
+
+def test_empty_continuations_count_as_fragments() -> None:
+    """An endless run of empty continuation frames is refused at the cap (1009), before
+    its parts pile up; a message of exactly the cap's fragments is fine."""
+    p = budgeted(FakeClock(), fragments=4)
+    whole = [client_frame(b"a", fin=False), client_frame(b"", wf.OP_CONTINUATION, fin=False),
+             client_frame(b"", wf.OP_CONTINUATION, fin=False),
+             client_frame(b"b", wf.OP_CONTINUATION)]
+    p.feed(b"".join(whole))
+    assert [m.payload for m in drain(p)] == [b"ab"]
+    p.feed(client_frame(b"a", fin=False)
+           + client_frame(b"", wf.OP_CONTINUATION, fin=False) * 10)
+    with pytest.raises(wf.FrameError) as err:
+        drain(p)
+    assert err.value.close_code == 1009 and err.value.error == "TOO_BIG"
+    assert p.exceeded == "fragments" and "4 fragments" in err.value.message
+
+
+def test_control_frames_over_their_budget_close_with_1008() -> None:
+    """A burst of one second's worth of pings passes; the next within that second is over
+    budget (OVER_BUDGET, 1008), and stays so; time refills the bucket."""
+    clock = FakeClock()
+    p = budgeted(clock, control=10)
+    p.feed(client_frame(b"", wf.OP_PING) * 10)
+    assert len(drain(p)) == 10
+    clock.now += 0.5  # five more
+    p.feed(client_frame(b"", wf.OP_PING) * 5)
+    assert len(drain(p)) == 5
+    p.feed(client_frame(b"", wf.OP_PING))
+    with pytest.raises(wf.FrameError) as err:
+        drain(p)
+    assert (err.value.close_code, err.value.error, p.exceeded) == (
+        1008, "OVER_BUDGET", "control_frames")
+    with pytest.raises(wf.FrameError):
+        p.next()
+
+
+def test_raw_bytes_over_their_budget_close_with_1008() -> None:
+    """Bytes are counted as they arrive, whatever they hold: past the budget (a second's
+    worth, at least four largest messages) the next parse raises."""
+    clock = FakeClock()
+    p = budgeted(clock, rate=8192)
+    frame = client_frame(b"m" * 1000)
+    for _ in range(8):
+        p.feed(frame)
+    assert len(drain(p)) == 8
+    clock.now += 0.25  # 2,048 bytes more are allowed
+    p.feed(frame + frame)
+    assert len(drain(p)) == 2
+    p.feed(frame)
+    with pytest.raises(wf.FrameError) as err:
+        drain(p)
+    assert (err.value.close_code, p.exceeded) == (1008, "bytes")
+    assert "8192 bytes per second" in err.value.message
+
+
+def test_no_budgets_without_set_budgets() -> None:
+    p = wf.FrameParser(LIMIT)
+    p.feed(client_frame(b"", wf.OP_PING) * 1000)
+    assert len(drain(p)) == 1000 and p.exceeded == ""

@@ -37,6 +37,8 @@ class Received:
     update: TickUpdate
     #: ``HuntClient.others`` after the TICK: ``{slot: (gen & 0xFFFF, x, y)}``.
     others: dict[int, tuple[int, float, float]]
+    #: The hunt the client asked for (each hunt has a World and a journal of its own).
+    hunt: str = ""
 
 
 @dataclass
@@ -44,7 +46,8 @@ class Log:
     received: list[Received] = field(default_factory=list)
 
     def record(self, hunt: HuntClient, update: TickUpdate) -> None:
-        self.received.append(Received(hunt.player_id, update, dict(hunt.others)))
+        name = hunt._hello.hunt if hunt._hello is not None else ""
+        self.received.append(Received(hunt.player_id, update, dict(hunt.others), name))
 
 
 async def steer(hunt: HuntClient, rng: random.Random, log: Log, until_tick: int) -> None:
@@ -79,9 +82,26 @@ def _f32(v: float) -> float:
 def check_against_reference(data_dir: Path, log: Log) -> dict[str, int]:
     """Replay the journal on the reference and compare every TICK recorded in ``log``.
 
-    Returns counts of what was compared (ticks, visibility records, discoveries,
-    leaderboards, leaves), so that a test can check the comparison was not empty.
+    ``data_dir``: a server's data dir (each hunt's journal is checked against the TICKs
+    of that hunt's clients) or one journal's directory. Returns counts of what was
+    compared (ticks, visibility records, discoveries, leaderboards, leaves), so that a
+    test can check the comparison was not empty.
     """
+    from server._placement import hunt_journals
+
+    journals = hunt_journals(data_dir)
+    if not journals:
+        return _check_journal(data_dir, log.received)
+    seen: dict[str, int] = {}
+    for name, path in journals.items():
+        received = [r for r in log.received if r.hunt == name]
+        if received:
+            for k, v in _check_journal(path, received).items():
+                seen[k] = seen.get(k, 0) + v
+    return seen
+
+
+def _check_journal(data_dir: Path, received: list[Received]) -> dict[str, int]:
     snapshots = list_snapshots(data_dir)
     assert snapshots and snapshots[0][0] == 0, "the base snapshot (tick 0) is kept"
     base = World.restore(decode_snapshot(snapshots[0][1].read_bytes()).world_bytes)
@@ -94,7 +114,7 @@ def check_against_reference(data_dir: Path, log: Log) -> dict[str, int]:
         ref.add_hunt(params)
     journal = read_journal(data_dir)
     by_tick: dict[int, list[Received]] = {}
-    for r in log.received:
+    for r in received:
         by_tick.setdefault(r.update.tick, []).append(r)
     last = max(by_tick)
     seen = {"ticks": 0, "visible": 0, "discoveries": 0, "leaderboards": 0, "leaves": 0,

@@ -447,19 +447,21 @@ class ReferenceWorld:
         Returns, per observer, its records (as :meth:`visibility`) and whether it was
         truncated, and the number of records that did not fit.
         """
-        out: list[list[tuple[int, int, int, float, float]]] = []
-        truncated: list[bool] = []
+        n = len(observers)
+        out = [self.visibility(slot, keyframe=keyframe)
+               for slot, keyframe in zip(observers, keyframes, strict=True)]
+        truncated = [False] * n
         used = dropped = 0
-        for slot, keyframe in zip(observers, keyframes, strict=True):
-            records = self.visibility(slot, keyframe=keyframe)
-            if used + len(records) > capacity:
-                out.append([])
-                truncated.append(True)
-                dropped += len(records)
+        # Who fits is decided from observer `start` on, round the list: the cut rotates.
+        start = (self.tick_number % n) * (2654435761 % n) % n if n else 0
+        for k in range(n):
+            o = (start + k) % n
+            if used + len(out[o]) > capacity:
+                dropped += len(out[o])
+                out[o] = []
+                truncated[o] = True
             else:
-                out.append(records)
-                truncated.append(False)
-                used += len(records)
+                used += len(out[o])
         return out, truncated, dropped
 
     # -------------------------------------------------------------- helpers

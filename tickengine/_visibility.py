@@ -101,11 +101,22 @@ def _scan(s, keyframe, tick, p_state, p_gen, p_hunt, p_x, p_y, p_x_prev, p_y_pre
     return n
 
 
+@njit(cache=True, inline="always")
+def cut_start(tick, n_obs):
+    """The observer the fit decision starts from at ``tick`` (docs/rules.md, "Visibility"):
+    ``(tick mod n) * (2654435761 mod n) mod n``, a different one each tick, far from the
+    last, so that a full buffer cuts different observers from one tick to the next."""
+    if n_obs == 0:
+        return 0
+    return ((tick % n_obs) * (2654435761 % n_obs)) % n_obs
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def _two_passes(n_obs, observers, keyframe, tick, p_state, p_gen, p_hunt, p_x, p_y,
                 p_x_prev, p_y_prev, p_changed_tick, p_joined_tick, cell_start, order,
                 p_sorted_x, p_sorted_y, hunt_f, hunt_i, offsets, truncated, out):
-    """Count every observer's records, decide who fits (in observer order), then write."""
+    """Count every observer's records, decide who fits (in the rotated order of
+    :func:`cut_start`), then write each observer's records in observer order."""
     cap = out.shape[0]
     for o in prange(n_obs):
         offsets[o + 1] = _scan(observers[o], keyframe[o] != 0, tick, p_state, p_gen, p_hunt,
@@ -114,15 +125,22 @@ def _two_passes(n_obs, observers, keyframe, tick, p_state, p_gen, p_hunt, p_x, p
                                out, 0, 0, False)
     offsets[0] = 0
     dropped = 0
-    for o in range(n_obs):
+    room = cap
+    start = cut_start(tick, n_obs)
+    for k in range(n_obs):
+        o = start + k
+        if o >= n_obs:
+            o -= n_obs
         count = offsets[o + 1]
-        if offsets[o] + count > cap:
+        if count > room:
             truncated[o] = 1
             dropped += count
-            count = 0
+            offsets[o + 1] = 0
         else:
             truncated[o] = 0
-        offsets[o + 1] = offsets[o] + count
+            room -= count
+    for o in range(n_obs):
+        offsets[o + 1] += offsets[o]
     for o in prange(n_obs):
         if offsets[o + 1] > offsets[o]:
             _scan(observers[o], keyframe[o] != 0, tick, p_state, p_gen, p_hunt,

@@ -70,8 +70,8 @@ class EventSink:
     once; ``await sink.flush(seconds)`` at shutdown. ``max_discoveries``: queue
     bound; ``stream_maxlen``: approximate cap of the stream (MAXLEN ~);
     ``batch_discoveries``: discoveries per write at most (plus the rest of a tick;
-    coredis encodes a write's arguments in one go on the Trio thread: with 1,000 the
-    longest stall while a backlog drains was 3-5 ms, with 5,000 12-18 ms);
+    coredis encodes a write's arguments in one go on the Trio thread, so a bigger
+    batch is a longer stall of the tick's thread while a backlog drains);
     ``interval``: seconds between two writes at least, unless a backlog is draining.
     ``metrics`` is kept as ``self.metrics`` for the caller; the sink only exposes
     :meth:`stats`.

@@ -42,6 +42,7 @@ from ._errors import JournalError as JournalError
 from ._errors import RecoveryError as RecoveryError
 from ._files import discard as discard
 from ._format import TickRecord as TickRecord
+from ._format import token_hash as token_hash
 from ._journal import Journal as Journal
 from ._recover import Cut as Cut
 from ._recover import Join as Join
@@ -68,4 +69,5 @@ __all__ = [
     "apply_record",
     "discard",
     "recover",
+    "token_hash",
 ]

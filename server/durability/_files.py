@@ -36,6 +36,9 @@ TMP_SUFFIX = ".tmp"
 LOCK_NAME = "LOCK"
 QUARANTINE = "quarantine"
 DISCARDED_PREFIX = "discarded-"
+#: Modes of what the journal creates: owner only (names and token hashes of players).
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 
 SNAP_MAGIC = b"THJSNAP1"
 #: magic, tick, meta bytes, world bytes, flags, state hash, CRC-32 of everything else.
@@ -96,7 +99,7 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
 def write_atomic(path: Path, chunks: list[bytes]) -> None:
     """Write ``path`` so that it is either absent or complete, even across a crash."""
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
         for chunk in chunks:
             write_all(fd, chunk)
@@ -114,10 +117,10 @@ JSON_SLICE = 2000
 def json_in_slices(value: Any, out: list[str]) -> None:
     """Append the compact JSON of ``value`` to ``out``, big dicts and lists a slice at a time.
 
-    ``json.dumps`` is one C call that holds the GIL throughout: 50 ms for the
-    names of 100k players, during which the tick thread could not run. In
-    slices of ``JSON_SLICE`` items (about 1 ms each), the background snapshot
-    thread gives the GIL back between slices. Same text as ``json.dumps``.
+    ``json.dumps`` is one C call that holds the GIL throughout: for the names of
+    many players, longer than a tick, during which the tick thread could not
+    run. In slices of ``JSON_SLICE`` items, the background snapshot thread gives
+    the GIL back between slices. Same text as ``json.dumps``.
     """
     if isinstance(value, dict):
         items = list(value.items())
@@ -215,7 +218,7 @@ def unique_dir(parent: Path, name: str) -> Path:
     candidate, k = parent / name, 1
     while True:
         try:
-            candidate.mkdir(parents=True)
+            candidate.mkdir(parents=True, mode=DIR_MODE)
             return candidate
         except FileExistsError:
             k += 1

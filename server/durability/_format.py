@@ -19,13 +19,15 @@ Record::
 A tick payload is a fixed part (``TICK_FIXED``: counts, flags, the raw 16-byte
 state hash) then raw arrays, each ``count`` items long, in this order: move ids
 (i8), move sequence numbers (i8), move dx (f8), move dy (f8), join player ids
-(i8), join hunts (i4), join name lengths in bytes (u4), join tokens (16 bytes
-each), join names (UTF-8, concatenated), leaves (i8 player ids), hunts added (a
+(i8), join hunts (i4), join name lengths in bytes (u4), join token hashes (16
+bytes each: :func:`token_hash`; segment format 1 held the tokens themselves), join
+names (UTF-8, concatenated), leaves (i8 player ids), hunts added (a
 JSON list of ``HuntParams.to_dict()``), server events (a JSON list).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import zlib
@@ -43,15 +45,24 @@ KIND_TICK = 1
 #: state hash (raw digest; zeros when absent).
 TICK_FIXED = struct.Struct("<7I16s")
 FLAG_HASH = 1
-#: Bytes of a resume token.
+#: Bytes of a resume token, and of the hash of one that the journal stores instead.
 TOKEN_BYTES = 16
 #: Bytes of a raw state hash (``World.state_hash()`` is this many bytes in hex).
 HASH_BYTES = 16
 #: Largest payload a reader accepts (bytes): a length above it is corruption, not data.
 MAX_PAYLOAD = 1 << 30
-SEGMENT_FORMAT = 1
+#: 2: join tokens are stored as :func:`token_hash` (1: in plaintext; still read, and
+#: hashed on the way in, so a data dir of an older server recovers).
+SEGMENT_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 _I8, _I4, _U4, _F8 = np.dtype("<i8"), np.dtype("<i4"), np.dtype("<u4"), np.dtype("<f8")
+
+
+def token_hash(token: bytes) -> bytes:
+    """What the journal and snapshots keep of a resume token: the first 16 bytes of its
+    SHA-256. A leaked data dir then holds no token that resumes a player."""
+    return hashlib.sha256(token).digest()[:TOKEN_BYTES]
 
 
 class FormatError(ValueError):
@@ -170,9 +181,9 @@ def decode_segment_header(payload: bytes | memoryview) -> dict[str, Any]:
         info = json.loads(bytes(payload))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FormatError(f"segment header is not JSON: {exc}") from exc
-    if not isinstance(info, dict) or info.get("format") != SEGMENT_FORMAT:
+    if not isinstance(info, dict) or info.get("format") not in READABLE_FORMATS:
         raise FormatError(f"segment format {info.get('format') if isinstance(info, dict) else '?'}"
-                          f" is not {SEGMENT_FORMAT}")
+                          f" is not one of {READABLE_FORMATS}")
     return info
 
 

@@ -29,6 +29,8 @@ import numpy as np
 
 from ._errors import JournalError
 from ._files import (
+    DIR_MODE,
+    FILE_MODE,
     LOCK_NAME,
     QUARANTINE,
     TMP_SUFFIX,
@@ -166,7 +168,10 @@ class Journal:
         """
         if self._last_tick is not None:
             raise JournalError("the journal is already started")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        # Owner only: the files hold players' names and token hashes; an existing dir made
+        # by an older server (0755) is tightened too.
+        os.chmod(self.data_dir, DIR_MODE)
         self._take_lock()
         try:
             for p in self.data_dir.iterdir():
@@ -202,7 +207,7 @@ class Journal:
         self._last_sync = time.monotonic()
 
     def _take_lock(self) -> None:
-        fd = os.open(self.data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -226,7 +231,12 @@ class Journal:
             with open(cut.path, "r+b") as f:
                 f.seek(cut.offset)
                 tail = f.read()
-                (target / f"{Path(cut.path).name}.tail-at-{cut.offset}").write_bytes(tail)
+                saved = target / f"{Path(cut.path).name}.tail-at-{cut.offset}"
+                fd = os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+                try:
+                    write_all(fd, tail)
+                finally:
+                    os.close(fd)
                 f.truncate(cut.offset)
                 f.flush()
                 os.fsync(f.fileno())
@@ -349,7 +359,7 @@ class Journal:
             self._fd = None
         path = segment_path(self.data_dir, tick)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, FILE_MODE)
         except FileExistsError:
             raise JournalError(f"{path} exists already: another writer, or a data dir changed "
                                "under the server") from None

@@ -35,6 +35,7 @@ from ._format import (
     decode_segment_header,
     decode_tick,
     scan,
+    token_hash,
 )
 
 if TYPE_CHECKING:
@@ -155,6 +156,8 @@ class _Entry:
     data: bytearray
     start: int
     stop: int
+    #: The segment stores token hashes (format 2 on); format 1 held plaintext tokens.
+    hashed: bool = True
 
 
 def recover(data_dir: str | Path, *, verify: bool = True, until: int | None = None,
@@ -269,7 +272,8 @@ def _chain(segments: list[tuple[int, Path]], after: int, until: int | None,
             problem, cut_at, records = problem or "no segment header", 0, []
         else:
             try:
-                decode_segment_header(memoryview(data)[records[0][2] : records[0][3]])
+                header = decode_segment_header(memoryview(data)[records[0][2] : records[0][3]])
+                hashed = header["format"] >= 2
             except FormatError as exc:
                 problem, cut_at, records = str(exc), 0, []
         for kind, tick, start, stop in records[1:]:
@@ -282,7 +286,7 @@ def _chain(segments: list[tuple[int, Path]], after: int, until: int | None,
                 continue
             if until is not None and tick > until:
                 break
-            chain.append(_Entry(tick, path, data, start, stop))
+            chain.append(_Entry(tick, path, data, start, stop, hashed))
             expected += 1
         if until is not None and expected > until:
             report.stop_reason = f"--until {until}"
@@ -319,9 +323,12 @@ def _replay(rec: Recovered, chain: list[_Entry], verify: bool,
         if on_result is not None:
             on_result(result)
         t = record.tick
-        rec.joins += [Join(t, int(pid), int(h), name, token) for pid, h, name, token in zip(
-            record.join_ids.tolist(), record.join_hunts.tolist(), record.join_names,
-            record.join_tokens, strict=True)]
+        # Joins carry token hashes, whatever the segment's format stored.
+        rec.joins += [Join(t, int(pid), int(h), name,
+                           token if entry.hashed else token_hash(token))
+                      for pid, h, name, token in zip(
+                          record.join_ids.tolist(), record.join_hunts.tolist(),
+                          record.join_names, record.join_tokens, strict=True)]
         # A left player's slot keeps its hunt and score until a later tick's join reuses it.
         P = rec.world.players
         rec.leaves += [Leave(t, pid, int(P.hunt[s]), int(P.score[s]), int(P.score_tick[s]))

@@ -45,6 +45,8 @@ class ErrorCode(IntEnum):
     RATE_LIMITED = 7
     GOING_AWAY = 8
     INTERNAL = 9
+    #: A connection spent more than its budget of control frames or bytes per second.
+    OVER_BUDGET = 10
     HUNT_FULL = 4001
     UNKNOWN_HUNT = 4002
     BAD_VERSION = 4003
@@ -56,6 +58,14 @@ class ErrorCode(IntEnum):
     #: Scale-out: the hunt stopped on this node (lease lost, handed over); resume through
     #: the entry URL, where any node knows the new owner.
     HUNT_MOVED = 4011
+    #: Too many HELLOs from the client's IP address lately: retry after a second or more.
+    TOO_MANY_JOINS = 4012
+    #: The client's IP address has as many players in this hunt as the server allows.
+    ADDRESS_FULL = 4013
+    #: The hunt failed on this server (its tick or journal raised: a full disk, an I/O
+    #: error, a bug) and stopped at its last durable tick; it restarts (here after a backoff,
+    #: or on another node): resume with the token after a delay, through the entry URL.
+    HUNT_FAILED = 4014
 
 
 #: Close code of an ERROR that does not end the connection (a warning).
@@ -72,6 +82,7 @@ CLOSE_CODES: dict[int, int] = {
     ErrorCode.RATE_LIMITED: NOT_FATAL,
     ErrorCode.GOING_AWAY: 1001,  # going away
     ErrorCode.INTERNAL: 1011,  # internal error
+    ErrorCode.OVER_BUDGET: 1008,
     **{code: int(code) for code in ErrorCode if code >= 4000},
 }
 
@@ -82,6 +93,7 @@ CLOSE_REDIRECT = 4010
 REFUSAL_CODES = frozenset({
     ErrorCode.HUNT_FULL, ErrorCode.UNKNOWN_HUNT, ErrorCode.BAD_VERSION,
     ErrorCode.BAD_NAME, ErrorCode.RESUME_INVALID, ErrorCode.SERVER_FULL,
+    ErrorCode.TOO_MANY_JOINS, ErrorCode.ADDRESS_FULL,
 })
 
 

@@ -16,16 +16,17 @@ export const MessageType = Object.freeze({
 
 export const ErrorCode = Object.freeze({
   MALFORMED: 1, UNKNOWN_TYPE: 2, UNEXPECTED: 3, INVALID_VALUE: 4, TOO_BIG: 5,
-  HANDSHAKE_TIMEOUT: 6, RATE_LIMITED: 7, GOING_AWAY: 8, INTERNAL: 9,
+  HANDSHAKE_TIMEOUT: 6, RATE_LIMITED: 7, GOING_AWAY: 8, INTERNAL: 9, OVER_BUDGET: 10,
   HUNT_FULL: 4001, UNKNOWN_HUNT: 4002, BAD_VERSION: 4003, BAD_NAME: 4004,
   RESUME_INVALID: 4005, SERVER_FULL: 4006, REPLACED: 4007, TOO_SLOW: 4008, HUNT_MOVED: 4011,
+  TOO_MANY_JOINS: 4012, ADDRESS_FULL: 4013, HUNT_FAILED: 4014,
 });
 
 /** The WebSocket close code that goes with each error code (0: a warning, not fatal). */
 export const CLOSE_CODES = Object.freeze({
-  1: 1002, 2: 1002, 3: 1008, 4: 1008, 5: 1009, 6: 1008, 7: 0, 8: 1001, 9: 1011,
+  1: 1002, 2: 1002, 3: 1008, 4: 1008, 5: 1009, 6: 1008, 7: 0, 8: 1001, 9: 1011, 10: 1008,
   4001: 4001, 4002: 4002, 4003: 4003, 4004: 4004, 4005: 4005, 4006: 4006, 4007: 4007,
-  4008: 4008, 4011: 4011,
+  4008: 4008, 4011: 4011, 4012: 4012, 4013: 4013, 4014: 4014,
 });
 
 /** The close code after a REDIRECT (scale-out): not an error, go to the REDIRECT's url. */

@@ -23,7 +23,7 @@ export { HuntView, lerpPosition } from "./hunt-view.js";
 /** Refusals a retry cannot fix: the page must change something (name, hunt) first. */
 const FINAL_CODES = new Set([
   ErrorCode.HUNT_FULL, ErrorCode.UNKNOWN_HUNT, ErrorCode.BAD_VERSION, ErrorCode.BAD_NAME,
-  ErrorCode.REPLACED,
+  ErrorCode.REPLACED, ErrorCode.ADDRESS_FULL,
 ]);
 
 const DEFAULTS = {
@@ -323,8 +323,9 @@ export class HuntClient {
       return;
     }
     // A lost tick (4000 from us) or a hunt that moved (4011: the entry URL knows its new
-    // owner) resumes at once; anything else backs off, with "equal jitter" so that clients
-    // dropped together do not come back together.
+    // owner) resumes at once; anything else (a failed hunt, 4014, restarts after a backoff
+    // of the server's) backs off, with "equal jitter" so that clients dropped together do
+    // not come back together.
     const ceiling = Math.min(this.options.backoffMaxMs,
       this.options.backoffInitialMs * 2 ** this._attempt);
     const now = code === 4000 || code === ErrorCode.HUNT_MOVED;
