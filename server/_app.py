@@ -42,9 +42,10 @@ from ._config import ServeConfig
 from ._conn import Connection, ConnectionClosed, HandshakeFailed
 from ._http import HttpServer, Request, Response, file_response, json_response
 from ._hub import Hub, JoinRequest, Session
+from ._local import LocalPlacement
 from ._log import get_logger
 from ._metrics import Metrics
-from ._placement import LocalPlacement, Placement
+from ._placement import Placement
 from ._poller import Poller
 from ._ratelimit import AddressRates
 from ._stats import StatsCache

@@ -40,6 +40,11 @@ def clients(node: Node) -> int:
     return int(body["clients"]) if body else 0
 
 
+def tick(node: Node) -> int:
+    body = node.try_get("/healthz")
+    return int(body["tick"]) if body else 0
+
+
 def summary_rows(out: str) -> dict[str, str]:
     return {line.split("│")[1].strip(): line.split("│")[2].strip()
             for line in out.splitlines() if line.count("│") == 3}
@@ -66,6 +71,10 @@ async def test_bots_count_a_failover_as_reconnects_not_errors(
 
                 nursery.start_soon(run_bots)
                 await until(lambda: clients(victim) >= BOTS, 20, "the bots on the owner")
+                # A second of ticks: every bot has its WELCOME (a bot cut before it would join
+                # anew on the new owner, not resume).
+                since = await trio.to_thread.run_sync(tick, victim)
+                await until(lambda: tick(victim) >= since + 20, 20, "the bots to play")
                 victim.kill()
                 await until(lambda: clients(entry) >= BOTS, 20, "the bots on the new owner")
         (proc,) = result
