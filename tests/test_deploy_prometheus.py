@@ -52,6 +52,23 @@ def test_promtool_checks_the_shipped_config_and_rules() -> None:
         assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_dashboard_is_a_grafana_dashboard_of_prometheus_panels() -> None:
+    """What Grafana's import needs: unique panel ids, panels inside the 24-column grid,
+    every query panel on the dashboard's Prometheus data source variable."""
+    dash = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    assert dash["uid"] and dash["title"] and isinstance(dash["schemaVersion"], int)
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    variables = {v["name"] for v in dash["templating"]["list"]}
+    assert {"datasource", "instance", "hunt"} <= variables
+    for panel in dash["panels"]:
+        g = panel["gridPos"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, panel["title"]
+        if panel["type"] != "row":
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            assert panel["targets"] and all(t["expr"] for t in panel["targets"])
+
+
 def dashboard_queries() -> dict[str, str]:
     """Every expression of the dashboard (panels and variables), Grafana variables filled in."""
     dash = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
