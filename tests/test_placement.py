@@ -120,3 +120,28 @@ async def test_the_server_pins_a_threading_layer_safe_for_concurrent_callers(ser
     srv = await serve({"name": "one"}, {"name": "two"})
     assert len(srv.app.hubs()) == 2  # two worker threads call the parallel kernels at once
     assert numba.threading_layer() in ("tbb", "omp"), numba.threading_layer()
+
+
+async def test_fresh_moves_every_hunts_journal_aside(serve, tmp_path: Path) -> None:
+    from server._app import HuntServer
+    from server._config import parse_serve_config
+
+    data = tmp_path / "data"
+    config = parse_serve_config({
+        "server": {"host": "127.0.0.1", "port": 0, "http_port": -1, "data_dir": str(data)},
+        "hunt": [{"name": "main"}]})
+    with trio.fail_after(30):
+        for fresh in (False, True):
+            app = HuntServer(config, fresh=fresh)
+            async with trio.open_nursery() as nursery:
+                ports = await nursery.start(app.run)
+                if not fresh:
+                    async with connect(ports.ws_url, "old", "main") as c:
+                        await c.ticks().__anext__()
+                else:
+                    assert len(app.hub.sessions) == 0, "a fresh start recovers nobody"
+                    assert app.hub.world.tick_number < 40
+                app.shutdown()
+    moved = [p for p in data.iterdir() if p.name.startswith("discarded-")]
+    assert len(moved) == 1 and (moved[0] / "hunts" / hunt_dir_name("main")).is_dir()
+    assert sorted(hunt_journals(data)) == ["main"]
