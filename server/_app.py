@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hmac
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ from ._log import get_logger
 from ._metrics import Metrics
 from ._placement import Placement
 from ._poller import Poller
+from ._ratelimit import AddressRates
 from ._stats import StatsCache
 from .protocol import (
     CLOSE_REDIRECT,
@@ -69,8 +71,6 @@ STATIC = Path(__file__).parent / "static"
 #: its request: holding the socket for the handshake would let idle sockets pile up.
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\n"
          b"Connection: close\r\n\r\n")
-#: Rate buckets (HELLOs, connections) kept per address before the full ones are forgotten.
-_BUCKETS = 4096
 
 
 class ListenError(OSError):
@@ -114,8 +114,11 @@ class HuntServer:
         self.nursery: trio.Nursery | None = None
         self.connections: set[Connection] = set()
         self.per_address: Counter[str] = Counter()
-        self.hello_buckets: dict[str, wf.Bucket] = {}
-        self.connect_buckets: dict[str, wf.Bucket] = {}
+        cfg = self.server
+        self.hello_rates = AddressRates(cfg.hellos_per_second_per_address,
+                                        cfg.hello_burst_per_address)
+        self.connect_rates = AddressRates(cfg.connections_per_second_per_address,
+                                          cfg.connection_burst_per_address)
         self.stats_cache = StatsCache()
         self.ports: Ports | None = None
         self._stop = trio.Event()
@@ -208,22 +211,25 @@ class HuntServer:
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         cfg = self.server
+        addr = _peer(stream)
+        busy = ("connections" if len(self.connections) >= cfg.max_connections else
+                "connections_per_address"
+                if self.per_address[addr] >= cfg.max_connections_per_address else
+                "connection_rate_per_address" if not self.connect_rates.allow(addr) else None)
+        if busy is not None:
+            # The cheapest answer: no Connection, no task switch; a fresh socket's buffer
+            # takes the 503 at once, and the close does not wait.
+            self.metrics.events.labels("refused_busy").inc()
+            self.metrics.limits.labels(busy).inc()
+            sock = stream.socket
+            with contextlib.suppress(OSError):
+                os.write(sock.fileno(), _BUSY)
+            sock.close()
+            return
         conn = Connection(stream, MAX_CLIENT_FRAME_BYTES, cfg.outbox_messages)
         conn.parser.set_budgets(max_fragments=cfg.max_message_fragments,
                                 control_per_second=cfg.control_frames_per_second,
                                 bytes_per_second=cfg.bytes_per_second)
-        addr = conn.remote
-        busy = ("connections" if len(self.connections) >= cfg.max_connections else
-                "connections_per_address"
-                if self.per_address[addr] >= cfg.max_connections_per_address else
-                "connection_rate_per_address" if not self._connect_allowed(addr) else None)
-        if busy is not None:
-            self.metrics.events.labels("refused_busy").inc()
-            self.metrics.limits.labels(busy).inc()
-            with trio.move_on_after(0.1), contextlib.suppress(Exception):
-                await stream.send_all(_BUSY)  # a fresh socket's buffer takes it at once
-            await conn.abort()
-            return
         self.connections.add(conn)
         self.per_address[addr] += 1
         self.metrics.connections.set(len(self.connections))
@@ -284,7 +290,7 @@ class HuntServer:
                                                     f"no HELLO within {cfg.handshake_timeout} s"))
             return None
         self.metrics.events.labels("hello").inc()
-        if not self._hello_allowed(conn.remote):
+        if not self.hello_rates.allow(conn.remote):
             self.metrics.limits.labels("hellos_per_address").inc()
             refusal = Refused(ErrorCode.TOO_MANY_JOINS, (
                 f"more than {cfg.hellos_per_second_per_address:g} HELLOs per second from "
@@ -319,18 +325,6 @@ class HuntServer:
             return None
         self.metrics.events.labels("resume" if hello.resume_token else "join").inc()
         return hub, req.session
-
-    def _hello_allowed(self, address: str) -> bool:
-        """Take one HELLO from ``address``'s bucket (False: over its rate)."""
-        cfg = self.server
-        return _take(self.hello_buckets, address, cfg.hellos_per_second_per_address,
-                     cfg.hello_burst_per_address)
-
-    def _connect_allowed(self, address: str) -> bool:
-        """Take one new connection from ``address``'s bucket (False: over its rate)."""
-        cfg = self.server
-        return _take(self.connect_buckets, address, cfg.connections_per_second_per_address,
-                     cfg.connection_burst_per_address)
 
     async def _read_loop(self, conn: Connection, hub: Hub, s: Session) -> None:
         idle = self.server.idle_timeout
@@ -415,6 +409,8 @@ class HuntServer:
         cfg = self.server
         http = HttpServer(self.log, max_connections=cfg.http_max_connections,
                           timeout=cfg.http_timeout,
+                          rates=AddressRates(cfg.http_requests_per_second_per_address,
+                                             cfg.http_request_burst_per_address),
                           on_limit=lambda limit: self.metrics.limits.labels(limit).inc())
         http.route("/", lambda r: file_response(STATIC, "index.html"))
         http.route("/watch", lambda r: file_response(STATIC, "watch.html"))
@@ -572,16 +568,8 @@ async def _listen(port: int, host: str, flag: str) -> list[trio.SocketListener]:
                           f"another server running? Pick another port with {flag}") from exc
 
 
-def _take(buckets: dict[str, wf.Bucket], address: str, rate: float, burst: int) -> bool:
-    """Take one token from ``address``'s bucket in ``buckets`` (created full); False when
-    it is empty. Past ``_BUCKETS`` addresses, those whose bucket refilled are forgotten
-    (they would start full again anyway), so the dict stays bounded."""
-    now = trio.current_time()
-    bucket = buckets.get(address)
-    if bucket is None:
-        if len(buckets) >= _BUCKETS:
-            for key, b in list(buckets.items()):
-                if b.level + (now - b.t) * b.rate >= burst:
-                    del buckets[key]
-        bucket = buckets[address] = wf.Bucket(rate, burst, now)
-    return bucket.take(1, now)
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return "?"

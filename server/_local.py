@@ -98,9 +98,13 @@ class LocalPlacement(Placement):
 
         if not self.cfg.data_dir:
             return None
+        from .durability._files import DIR_MODE
+
         data_dir = Path(self.cfg.data_dir)
         hunts = data_dir / "hunts"
-        hunts.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        os.chmod(data_dir, DIR_MODE)  # owner only, an older server's 0755 dir too
+        hunts.mkdir(exist_ok=True, mode=DIR_MODE)
         self._take_lock(data_dir)
         if self.fresh:
             moved = discard(data_dir)
@@ -126,8 +130,9 @@ class LocalPlacement(Placement):
 
     def _take_lock(self, data_dir: Path) -> None:
         from .durability import JournalError
+        from .durability._files import FILE_MODE
 
-        fd = os.open(data_dir / SERVER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(data_dir / SERVER_LOCK, os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -314,12 +319,16 @@ class LocalPlacement(Placement):
 
 def _write_params(base: Path, params: HuntParams) -> None:
     """``<hunt dir>/hunt.json``: the hunt's parameters, so a restart knows created hunts."""
-    base.mkdir(parents=True, exist_ok=True)
+    from .durability._files import DIR_MODE, FILE_MODE
+
+    base.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     path = base / "hunt.json"
     text = json.dumps(params.to_dict(), sort_keys=True)
     with contextlib.suppress(FileNotFoundError):
         if path.read_text(encoding="utf-8") == text:
             return
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
     os.replace(tmp, path)
