@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hmac
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +42,12 @@ from ._config import ServeConfig
 from ._conn import Connection, ConnectionClosed, HandshakeFailed
 from ._http import HttpServer, Request, Response, file_response, json_response
 from ._hub import Hub, JoinRequest, Session
+from ._local import LocalPlacement
 from ._log import get_logger
 from ._metrics import Metrics
-from ._placement import LocalPlacement, Placement
+from ._placement import Placement
 from ._poller import Poller
+from ._ratelimit import AddressRates
 from ._stats import StatsCache
 from .protocol import (
     CLOSE_REDIRECT,
@@ -68,8 +71,6 @@ STATIC = Path(__file__).parent / "static"
 #: its request: holding the socket for the handshake would let idle sockets pile up.
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\n"
          b"Connection: close\r\n\r\n")
-#: Rate buckets (HELLOs, connections) kept per address before the full ones are forgotten.
-_BUCKETS = 4096
 
 
 class ListenError(OSError):
@@ -113,8 +114,11 @@ class HuntServer:
         self.nursery: trio.Nursery | None = None
         self.connections: set[Connection] = set()
         self.per_address: Counter[str] = Counter()
-        self.hello_buckets: dict[str, wf.Bucket] = {}
-        self.connect_buckets: dict[str, wf.Bucket] = {}
+        cfg = self.server
+        self.hello_rates = AddressRates(cfg.hellos_per_second_per_address,
+                                        cfg.hello_burst_per_address)
+        self.connect_rates = AddressRates(cfg.connections_per_second_per_address,
+                                          cfg.connection_burst_per_address)
         self.stats_cache = StatsCache()
         self.ports: Ports | None = None
         self._stop = trio.Event()
@@ -182,8 +186,7 @@ class HuntServer:
                                                "the server is shutting down")))
             async with trio.open_nursery() as closing:
                 for conn in list(self.connections):
-                    conn.send_now(bye)
-                    closing.start_soon(conn.close, 1001, "server shutting down")
+                    closing.start_soon(conn.close, 1001, "server shutting down", bye)
             nursery.cancel_scope.cancel()
         self.poller.close()
         self.log.info("stopped")
@@ -207,38 +210,40 @@ class HuntServer:
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         cfg = self.server
+        addr = _peer(stream)
+        busy = ("connections" if len(self.connections) >= cfg.max_connections else
+                "connections_per_address"
+                if self.per_address[addr] >= cfg.max_connections_per_address else
+                "connection_rate_per_address" if not self.connect_rates.allow(addr) else None)
+        if busy is not None:
+            # The cheapest answer: no Connection, no task switch; a fresh socket's buffer
+            # takes the 503 at once, and the close does not wait.
+            self.metrics.events.labels("refused_busy").inc()
+            self.metrics.limits.labels(busy).inc()
+            sock = stream.socket
+            with contextlib.suppress(OSError):
+                os.write(sock.fileno(), _BUSY)
+            sock.close()
+            return
         conn = Connection(stream, MAX_CLIENT_FRAME_BYTES, cfg.outbox_messages)
         conn.parser.set_budgets(max_fragments=cfg.max_message_fragments,
                                 control_per_second=cfg.control_frames_per_second,
                                 bytes_per_second=cfg.bytes_per_second)
-        addr = conn.remote
-        busy = ("connections" if len(self.connections) >= cfg.max_connections else
-                "connections_per_address"
-                if self.per_address[addr] >= cfg.max_connections_per_address else
-                "connection_rate_per_address" if not self._connect_allowed(addr) else None)
-        if busy is not None:
-            self.metrics.events.labels("refused_busy").inc()
-            self.metrics.limits.labels(busy).inc()
-            with trio.move_on_after(0.1), contextlib.suppress(Exception):
-                await stream.send_all(_BUSY)  # a fresh socket's buffer takes it at once
-            await conn.abort()
-            return
         self.connections.add(conn)
         self.per_address[addr] += 1
         self.metrics.connections.set(len(self.connections))
         session: Session | None = None
         hub: Hub | None = None
         try:
-            opened = await self._open(conn)
-            if opened is not None:
-                hub, session = opened
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(conn.run_writer)
-                    with contextlib.suppress(ConnectionClosed):
+            async with trio.open_nursery() as nursery:
+                # The queue's writer, from the first frame on (a REFUSED may queue too).
+                nursery.start_soon(conn.run_writer)
+                with contextlib.suppress(ConnectionClosed):
+                    opened = await self._open(conn)
+                    if opened is not None:
+                        hub, session = opened
                         await self._read_loop(conn, hub, session)
-                    nursery.cancel_scope.cancel()
-        except ConnectionClosed:
-            pass
+                nursery.cancel_scope.cancel()
         finally:
             if conn.parser.exceeded:
                 self.metrics.limits.labels(conn.parser.exceeded).inc()
@@ -283,7 +288,7 @@ class HuntServer:
                                                     f"no HELLO within {cfg.handshake_timeout} s"))
             return None
         self.metrics.events.labels("hello").inc()
-        if not self._hello_allowed(conn.remote):
+        if not self.hello_rates.allow(conn.remote):
             self.metrics.limits.labels("hellos_per_address").inc()
             refusal = Refused(ErrorCode.TOO_MANY_JOINS, (
                 f"more than {cfg.hellos_per_second_per_address:g} HELLOs per second from "
@@ -297,8 +302,7 @@ class HuntServer:
             self.metrics.events.labels("redirect").inc()
             self.log.info("redirect", remote=conn.remote, hunt=hello.hunt,
                           node=target.node, url=target.url)
-            conn.send_now(wf.frame(encode(target)))
-            await conn.close(CLOSE_REDIRECT, "redirect")
+            await conn.close(CLOSE_REDIRECT, "redirect", wf.frame(encode(target)))
             return None
         if isinstance(target, ErrorMessage):
             self.metrics.events.labels("refused").inc()
@@ -318,18 +322,6 @@ class HuntServer:
             return None
         self.metrics.events.labels("resume" if hello.resume_token else "join").inc()
         return hub, req.session
-
-    def _hello_allowed(self, address: str) -> bool:
-        """Take one HELLO from ``address``'s bucket (False: over its rate)."""
-        cfg = self.server
-        return _take(self.hello_buckets, address, cfg.hellos_per_second_per_address,
-                     cfg.hello_burst_per_address)
-
-    def _connect_allowed(self, address: str) -> bool:
-        """Take one new connection from ``address``'s bucket (False: over its rate)."""
-        cfg = self.server
-        return _take(self.connect_buckets, address, cfg.connections_per_second_per_address,
-                     cfg.connection_burst_per_address)
 
     async def _read_loop(self, conn: Connection, hub: Hub, s: Session) -> None:
         idle = self.server.idle_timeout
@@ -360,15 +352,17 @@ class HuntServer:
                 if conn.closed is not None:
                     raise conn.closed
                 conn.lost()
-            if await conn.take_control(msg):
-                continue
             now = trio.current_time()
-            if now - bumped > 1.0:
+            if now - bumped > 1.0:  # any frame counts, a ping or pong too (keep-alives)
                 bumped = now
                 scope.deadline = now + idle
+            if await conn.take_control(msg):
+                continue
             try:
                 payload = msg.payload
-                if msg.opcode == wf.OP_TEXT:
+                if s.conn is not conn:  # replaced: closing, its moves are not the player's
+                    taken = 1
+                elif msg.opcode == wf.OP_TEXT:
                     taken = hub.take_moves(s, payload.decode(), now)
                 elif payload[:1] == b"\x02":
                     taken = hub.take_moves(s, payload, now)
@@ -404,9 +398,11 @@ class HuntServer:
 
     async def _fail(self, conn: Connection, event: ErrorMessage) -> None:
         """Send ERROR or REFUSED, then close with its close code (if any)."""
-        conn.send_now(wf.frame(encode(event)))
+        frame = wf.frame(encode(event))
         if event.close_code:
-            await conn.close(event.close_code, event.message[:100])
+            await conn.close(event.close_code, event.message[:100], frame)
+        else:
+            conn.send_now(frame)
 
     # ------------------------------------------------------------------ HTTP
 
@@ -414,6 +410,8 @@ class HuntServer:
         cfg = self.server
         http = HttpServer(self.log, max_connections=cfg.http_max_connections,
                           timeout=cfg.http_timeout,
+                          rates=AddressRates(cfg.http_requests_per_second_per_address,
+                                             cfg.http_request_burst_per_address),
                           on_limit=lambda limit: self.metrics.limits.labels(limit).inc())
         http.route("/", lambda r: file_response(STATIC, "index.html"))
         http.route("/watch", lambda r: file_response(STATIC, "watch.html"))
@@ -485,6 +483,7 @@ class HuntServer:
             "ws_port": ports.ws if ports else None,
             "ws_url": f"ws://{host}:{ports.ws}/" if ports else None,
             "protocol_version": PROTOCOL_VERSION, "hunts": hunts,
+            "moves_per_second": self.server.moves_per_second,
             "node": self.placement.node_id,
             "watch": bool(self.server.admin_token)})
 
@@ -571,16 +570,8 @@ async def _listen(port: int, host: str, flag: str) -> list[trio.SocketListener]:
                           f"another server running? Pick another port with {flag}") from exc
 
 
-def _take(buckets: dict[str, wf.Bucket], address: str, rate: float, burst: int) -> bool:
-    """Take one token from ``address``'s bucket in ``buckets`` (created full); False when
-    it is empty. Past ``_BUCKETS`` addresses, those whose bucket refilled are forgotten
-    (they would start full again anyway), so the dict stays bounded."""
-    now = trio.current_time()
-    bucket = buckets.get(address)
-    if bucket is None:
-        if len(buckets) >= _BUCKETS:
-            for key, b in list(buckets.items()):
-                if b.level + (now - b.t) * b.rate >= burst:
-                    del buckets[key]
-        bucket = buckets[address] = wf.Bucket(rate, burst, now)
-    return bucket.take(1, now)
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return "?"

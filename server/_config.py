@@ -58,8 +58,11 @@ class ServerConfig:
     #: connection has to send its request and take the answer.
     http_max_connections: int = 64
     http_timeout: float = 3.0
+    #: HTTP requests per second from one IP address, after a burst (over: 429 at once).
+    http_requests_per_second_per_address: float = 20.0
+    http_request_burst_per_address: int = 40
     #: Ticks of timings /api/stats returns at most (``?ticks=N`` is capped to it).
-    stats_max_ticks: int = 2_400
+    stats_max_ticks: int = 1_200
     #: Seconds a client has to finish the WebSocket handshake and send HELLO.
     handshake_timeout: float = 5.0
     #: Seconds without any message from a client before it is closed.
@@ -110,6 +113,8 @@ class ServerConfig:
             "control_frames_per_second": (0.1, 1_000_000),
             "bytes_per_second": (4096, 1e12), "max_message_fragments": (1, 1_000_000),
             "http_max_connections": (1, 1_000_000), "http_timeout": (0.1, 3600),
+            "http_requests_per_second_per_address": (0.01, 1_000_000),
+            "http_request_burst_per_address": (1, 1_000_000),
             "stats_max_ticks": (1, 8192),
             "handshake_timeout": (0.01, 3600), "idle_timeout": (0.1, 86_400),
             "moves_per_second": (0.1, 10_000), "outbox_messages": (1, 10_000),

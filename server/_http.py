@@ -5,8 +5,9 @@ polls per second at most, so keep-alive would buy nothing but code. Routes are
 plain functions ``(request) -> Response`` registered by the application.
 
 Limits: at most ``max_connections`` connections at once (the next gets 503 at
-once, its request unread) and ``timeout`` seconds for a connection to send its
-request and take the answer, so idle or slow sockets cannot pile up.
+once, its request unread), a rate of requests per address (429 at once), and
+``timeout`` seconds for a connection to send its request and take the answer,
+so idle or slow sockets cannot pile up and one address cannot hammer a route.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import mimetypes
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -24,9 +26,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import h11
 import trio
 
+from ._ratelimit import AddressRates
+
 _MAX_REQUEST_BYTES = 16384
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
          b"Connection: close\r\n\r\n")
+_TOO_MANY = (b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+             b"Connection: close\r\n\r\n")
 _TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css",
           ".html": "text/html; charset=utf-8", ".json": "application/json",
           ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon"}
@@ -76,15 +82,18 @@ class HttpServer:
     """Routes by exact path; ``prefixes`` route a path prefix (for static files)."""
 
     def __init__(self, log: Any, *, max_connections: int = 64, timeout: float = 3.0,
+                 rates: AddressRates | None = None,
                  on_limit: Callable[[str], None] = lambda limit: None) -> None:
         """``timeout``: seconds a connection has for its request and the answer;
-        ``on_limit("http_connections" | "http_timeout")`` counts the limits hit."""
+        ``rates``: requests per address (over: 429 at once); ``on_limit("http_connections"
+        | "http_rate_per_address" | "http_timeout")`` counts the limits hit."""
         self.routes: dict[str, Handler] = {}
         self.prefixes: list[tuple[str, Handler]] = []
         self.log = log
         self.max_connections = max_connections
         self.timeout = timeout
         self.on_limit = on_limit
+        self.rates = rates
         self.open = 0
 
     def route(self, path: str, handler: Handler) -> None:
@@ -94,14 +103,22 @@ class HttpServer:
         self.prefixes.append((prefix, handler))
 
     async def handle(self, stream: trio.SocketStream) -> None:
+        limit = None
         if self.open >= self.max_connections:
-            self.on_limit("http_connections")
+            limit, answer = "http_connections", _BUSY
+        elif self.rates is not None:
             try:
-                with trio.move_on_after(0.1), contextlib.suppress(trio.BrokenResourceError):
-                    await stream.send_all(_BUSY)
-            finally:
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
+                peer = str(stream.socket.getpeername()[0])
+            except OSError:
+                peer = "?"
+            if not self.rates.allow(peer):
+                limit, answer = "http_rate_per_address", _TOO_MANY
+        if limit is not None:
+            # Answered without reading the request: a fresh socket's buffer takes it at once.
+            self.on_limit(limit)
+            with contextlib.suppress(OSError):
+                os.write(stream.socket.fileno(), answer)
+            stream.socket.close()
             return
         self.open += 1
         try:

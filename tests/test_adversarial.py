@@ -387,7 +387,7 @@ async def test_connection_storm_on_both_ports(serve) -> None:
     raise_fd_limit(4 * storm + 1024)
     srv = await serve(ARENA, handshake_timeout=10.0, max_connections_per_address=100,
                       connection_burst_per_address=100, http_max_connections=50,
-                      http_timeout=10.0)
+                      http_request_burst_per_address=1000, http_timeout=10.0)
     async with cohort_playing(srv.url) as cohort:
         held: list[trio.SocketStream] = []
         answers: dict[str, int] = {"503": 0, "reset": 0, "open": 0}
@@ -431,18 +431,23 @@ async def test_connection_storm_on_both_ports(serve) -> None:
     assert srv.metric("hunt_limit_hits_total", limit="http_connections") > 0
 
 
-async def test_stats_hammer_is_capped_and_cached(serve) -> None:
-    srv = await start(serve, stats_max_ticks=20)
+async def test_stats_hammer_is_capped_cached_and_rate_limited(serve) -> None:
+    """GET /api/stats?ticks=8192 from eight tasks of one address: past the burst, 429 at
+    once; the answers served hold at most stats_max_ticks ticks. Undecodable static paths
+    are 404s."""
+    srv = await start(serve, stats_max_ticks=20, http_request_burst_per_address=40)
     async with cohort_playing(srv.url) as cohort:
         with trio.fail_after(10):
             while srv.hub.ring_count < 20:
                 await trio.sleep(0.05)
-        async def get(path: str) -> bytes:
-            stream = await tcp_from("127.0.0.2", srv.ports.http)
+
+        async def get(path: str, source: str = "127.0.0.2") -> bytes:
+            stream = await tcp_from(source, srv.ports.http)
             await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             data = b""
-            while chunk := await stream.receive_some(65536):
-                data += chunk
+            with contextlib.suppress(trio.BrokenResourceError):  # a 429 may come as a reset
+                while chunk := await stream.receive_some(65536):
+                    data += chunk
             await stream.aclose()
             return data
 
@@ -459,17 +464,21 @@ async def test_stats_hammer_is_capped_and_cached(serve) -> None:
             return answers
 
         answers = await under_attack(cohort, hammer)
-        plain = await get("/api/stats")
-        bad = await get("/static/%00")
-        undecodable = await get("/static/%ff%fe")
+        plain = await get("/api/stats", "127.0.0.3")
+        bad = await get("/static/%00", "127.0.0.3")
+        undecodable = await get("/static/%ff%fe", "127.0.0.3")
 
-    for a in answers:
-        assert a.startswith(b"HTTP/1.1 200")
+    served = [a for a in answers if a.startswith(b"HTTP/1.1 200")]
+    limited = [a for a in answers if not a.startswith(b"HTTP/1.1 200")]
+    assert 40 <= len(served) < len(answers) and len(limited) > 0
+    assert all(a == b"" or a.startswith(b"HTTP/1.1 429") for a in limited)
+    for a in served:
         body = json.loads(a.split(b"\r\n\r\n", 1)[1])
         assert len(body["timings_ms"]["total"]) == 20 and body["ticks_cap"] == 20
     summary = json.loads(plain.split(b"\r\n\r\n", 1)[1])
     assert "timings_ms" not in summary and summary["summary_ms"]["total"]["p99"] > 0
-    assert srv.metric("hunt_limit_hits_total", limit="stats_ticks") == len(answers)
+    assert srv.metric("hunt_limit_hits_total", limit="stats_ticks") == len(served)
+    assert srv.metric("hunt_limit_hits_total", limit="http_rate_per_address") == len(limited)
     assert bad.startswith(b"HTTP/1.1 404") and undecodable.startswith(b"HTTP/1.1 404")
 
 

@@ -287,7 +287,8 @@ async def test_a_failed_hunt_stays_stopped_while_the_fault_persists(serve, tmp_p
     srv = await serve({"name": "cave"}, {"name": "dune"}, data_dir=str(data), snapshot_every=10)
     placement = srv.app.placement
     cave = hunt_journals(data)["cave"]
-    tick = placement.hub_named("cave").world.tick_number
+    old = placement.hub_named("cave")
+    tick = old.world.tick_number
     first = (tick // 10 + 1) * 10
     blockers = [cave / f"snapshot-{k:012d}.snap.tmp" for k in range(first, first + 4000, 10)]
     for b in blockers:
@@ -304,6 +305,7 @@ async def test_a_failed_hunt_stays_stopped_while_the_fault_persists(serve, tmp_p
                 async with connect(srv.url, "cy", "cave"):
                     pass
             assert refused.value.code == ErrorCode.HUNT_FAILED
+            assert old._send_pool is None, "the stopped hub's send thread is shut down"
             for b in blockers:
                 b.rmdir()
             while "cave" in placement.failed:
