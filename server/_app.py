@@ -186,8 +186,7 @@ class HuntServer:
                                                "the server is shutting down")))
             async with trio.open_nursery() as closing:
                 for conn in list(self.connections):
-                    conn.send_now(bye)
-                    closing.start_soon(conn.close, 1001, "server shutting down")
+                    closing.start_soon(conn.close, 1001, "server shutting down", bye)
             nursery.cancel_scope.cancel()
         self.poller.close()
         self.log.info("stopped")
@@ -236,16 +235,15 @@ class HuntServer:
         session: Session | None = None
         hub: Hub | None = None
         try:
-            opened = await self._open(conn)
-            if opened is not None:
-                hub, session = opened
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(conn.run_writer)
-                    with contextlib.suppress(ConnectionClosed):
+            async with trio.open_nursery() as nursery:
+                # The queue's writer, from the first frame on (a REFUSED may queue too).
+                nursery.start_soon(conn.run_writer)
+                with contextlib.suppress(ConnectionClosed):
+                    opened = await self._open(conn)
+                    if opened is not None:
+                        hub, session = opened
                         await self._read_loop(conn, hub, session)
-                    nursery.cancel_scope.cancel()
-        except ConnectionClosed:
-            pass
+                nursery.cancel_scope.cancel()
         finally:
             if conn.parser.exceeded:
                 self.metrics.limits.labels(conn.parser.exceeded).inc()
@@ -304,8 +302,7 @@ class HuntServer:
             self.metrics.events.labels("redirect").inc()
             self.log.info("redirect", remote=conn.remote, hunt=hello.hunt,
                           node=target.node, url=target.url)
-            conn.send_now(wf.frame(encode(target)))
-            await conn.close(CLOSE_REDIRECT, "redirect")
+            await conn.close(CLOSE_REDIRECT, "redirect", wf.frame(encode(target)))
             return None
         if isinstance(target, ErrorMessage):
             self.metrics.events.labels("refused").inc()
@@ -355,15 +352,17 @@ class HuntServer:
                 if conn.closed is not None:
                     raise conn.closed
                 conn.lost()
-            if await conn.take_control(msg):
-                continue
             now = trio.current_time()
-            if now - bumped > 1.0:
+            if now - bumped > 1.0:  # any frame counts, a ping or pong too (keep-alives)
                 bumped = now
                 scope.deadline = now + idle
+            if await conn.take_control(msg):
+                continue
             try:
                 payload = msg.payload
-                if msg.opcode == wf.OP_TEXT:
+                if s.conn is not conn:  # replaced: closing, its moves are not the player's
+                    taken = 1
+                elif msg.opcode == wf.OP_TEXT:
                     taken = hub.take_moves(s, payload.decode(), now)
                 elif payload[:1] == b"\x02":
                     taken = hub.take_moves(s, payload, now)
@@ -399,9 +398,11 @@ class HuntServer:
 
     async def _fail(self, conn: Connection, event: ErrorMessage) -> None:
         """Send ERROR or REFUSED, then close with its close code (if any)."""
-        conn.send_now(wf.frame(encode(event)))
+        frame = wf.frame(encode(event))
         if event.close_code:
-            await conn.close(event.close_code, event.message[:100])
+            await conn.close(event.close_code, event.message[:100], frame)
+        else:
+            conn.send_now(frame)
 
     # ------------------------------------------------------------------ HTTP
 
@@ -482,6 +483,7 @@ class HuntServer:
             "ws_port": ports.ws if ports else None,
             "ws_url": f"ws://{host}:{ports.ws}/" if ports else None,
             "protocol_version": PROTOCOL_VERSION, "hunts": hunts,
+            "moves_per_second": self.server.moves_per_second,
             "node": self.placement.node_id,
             "watch": bool(self.server.admin_token)})
 

@@ -1,17 +1,33 @@
-"""One client's WebSocket connection: wsproto handshake, frame parsing, two send paths.
+"""One client's WebSocket connection: wsproto handshake, frame parsing, one ordered send path.
 
 The handshake is wsproto's (``H11Handshake``: the HTTP/1.1 upgrade, header
 checks, the accept token). After it, frames are parsed by
 :class:`server._wsframes.FrameParser` and written pre-framed.
 
-Sending, and why two paths: the tick sends one message to every client, so the
-common case must be one syscall and no task switch. :meth:`Connection.send_now`
-writes straight to the non-blocking socket when nothing else is queued for it;
-whatever the kernel does not take (a full socket buffer: a slow client) goes
-to this connection's bounded outbox, drained by :meth:`Connection.run_writer`
-under the same lock as every other write (pongs, close), so frames never
-interleave. A client whose outbox is full is the hub's business (skip, then
-evict): nothing here ever waits on a client inside the tick.
+Sending: every byte a connection sends after the handshake leaves through one
+ordered queue (:attr:`Connection.outbox`), whoever sends it: the tick's bulk
+write, a WELCOME or an ERROR, a pong, the close. The queue has three ways out,
+and each one is taken only when nothing is ahead of it, so frames never
+overtake each other nor interleave:
+
+- the tick's worker thread writes a client's frame itself (one ``write(2)``
+  in a nogil kernel, :class:`SendSlots`) only while that connection's queue is
+  empty, no task is writing it and it is not closing; anything sent during
+  such a claim queues behind the tick's frame, and the rest of a frame the
+  socket did not take whole goes back to the head of the queue;
+- :meth:`Connection.send_now` writes straight to the non-blocking socket
+  when the queue is empty and nothing writes it (one syscall, no task switch);
+- otherwise the frame waits in the queue (at most ``outbox_limit`` messages)
+  for the writer (:meth:`Connection.run_writer`), which first waits for the
+  tick's claim to end: an event of :class:`SendSlots`, set once per tick for
+  every connection at once.
+
+"Final message, then close" is one operation (:meth:`Connection.close` with
+``final``): from its call nothing else is accepted, queued frames nobody began
+are dropped (a closing client has no use for stale TICKs, and a slow one would
+never let the close through), a frame already begun ends first, then the final
+message, then the close frame. A client whose queue is full is the hub's
+business (skip, then evict): nothing here ever waits on a client in the tick.
 """
 
 from __future__ import annotations
@@ -19,7 +35,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import NoReturn
 
 import numpy as np
@@ -53,11 +69,11 @@ class SendSlots:
     tick claims every client in bulk instead of visiting 1,000 connection objects.
 
     ``fd[slot]`` is the socket of the slot's bound connection while that connection is
-    idle (nothing queued, no task writing, not closing), else -1. A connection binds
-    once its WELCOME is out (:meth:`Connection.bind`) and keeps ``fd`` current at each
-    change of its state. ``claim[slot]`` is the claim generation the slot was last
-    claimed in: a connection is claimed while that generation is ``active``, so
-    :meth:`end` releases every claim with one store.
+    idle (queue empty, no task writing, not closing), else -1. A connection binds once
+    its WELCOME is out (:meth:`Connection.bind`) and keeps ``fd`` current at each change
+    of its state. ``claim[slot]`` is the claim generation the slot was last claimed in:
+    a connection is claimed while that generation is ``active``, so :meth:`end` releases
+    every claim with one store and one wake-up of the tasks parked on ``released``.
     """
 
     def __init__(self, capacity: int) -> None:
@@ -66,6 +82,8 @@ class SendSlots:
         self.conn: list[Connection | None] = [None] * capacity
         self.gen = 0
         self.active = 0  # 0: no claim in force (generations start at 1)
+        #: Tasks waiting for the claim in force to end (writers, closes, aborts).
+        self.released = trio.lowlevel.ParkingLot()
 
     def begin(self, slots: np.ndarray, fds: np.ndarray, claimed: np.ndarray) -> None:
         """Claim the idle sockets of ``slots``: their fds into ``fds`` (-1: not claimed,
@@ -77,7 +95,10 @@ class SendSlots:
         self.active = self.gen
 
     def end(self) -> None:
+        """End every claim (the worker wrote its frames) and wake whoever waits for it."""
         self.active = 0
+        if self.released:
+            self.released.unpark_all()
 
 
 class Connection:
@@ -91,20 +112,29 @@ class Connection:
     def __init__(self, stream: trio.SocketStream, max_message: int, outbox_limit: int) -> None:
         self.stream = stream
         self.parser = wf.FrameParser(max_message)
+        #: The ordered queue of frames not yet handed to the socket (see the module docstring).
         self.outbox: collections.deque[memoryview] = collections.deque()
         self.outbox_limit = outbox_limit
         self.closed: ConnectionClosed | None = None
         self.path = "/"
         self.remote = _peer(stream)
         self._fd = stream.socket.fileno()
-        self._lock = trio.Lock()
         self._wake = trio.Event()
         self._head_partial = False  # the outbox head is the rest of a frame already begun
-        self._close_sent = False
+        self._pumping = False  # a task is writing the outbox to the socket
+        self._close_frame: bytes | None = None  # set by close(): goes out after the outbox
+        self._close_code = 1000
+        self._close_reason = ""
+        self._finished = trio.Event()  # set once ``closed`` is set
         self._slots: SendSlots | None = None
         self._slot = 0
         #: Called when the connection closes (the poller stops watching its socket).
         self.on_closed: Callable[[], None] | None = None
+
+    @property
+    def closing(self) -> bool:
+        """A close is under way or done: nothing more is accepted for sending."""
+        return self._close_frame is not None or self.closed is not None
 
     # ------------------------------------------------------------------ handshake
 
@@ -143,8 +173,8 @@ class Connection:
     async def receive(self) -> wf.Message:
         """The next text or binary message. Answers pings; raises :class:`ConnectionClosed`.
 
-        A protocol violation is answered with a close frame of its code, then
-        raised as :class:`ConnectionClosed`.
+        A protocol violation is answered with an ERROR and a close frame of its code,
+        then raised as :class:`ConnectionClosed`.
         """
         parser = self.parser
         while True:
@@ -180,9 +210,8 @@ class Connection:
         return True
 
     async def fail_frame(self, exc: wf.FrameError) -> NoReturn:
-        """Answer a frame-level violation with its error and close code, then raise."""
-        self.send_now(_error_frame(exc))
-        await self.close(exc.close_code, exc.message)
+        """Answer a frame-level violation with its ERROR, then its close code; raise."""
+        await self.close(exc.close_code, exc.message, final=_error_frame(exc))
         raise ConnectionClosed(exc.close_code, exc.message) from None
 
     def lost(self) -> NoReturn:
@@ -193,16 +222,17 @@ class Connection:
     # ------------------------------------------------------------------ sending
 
     def send_now(self, data: bytes | memoryview) -> bool:
-        """Hand one pre-framed message to the socket without waiting.
+        """Hand one pre-framed message to the queue without waiting.
 
-        Written at once when the socket takes it; queued behind earlier
-        messages otherwise. Returns False (nothing queued) when the outbox
-        already holds ``outbox_limit`` messages or the connection is closed.
+        Written to the socket at once when nothing is ahead of it and the socket
+        takes it; queued otherwise (the writer task sends it). Returns False
+        (nothing queued) when the queue already holds ``outbox_limit`` messages or
+        the connection is closing.
         """
-        if self.closed is not None or self._close_sent:
+        if self._close_frame is not None or self.closed is not None:
             return False
         outbox = self.outbox
-        if outbox or self._worker_claim or self._lock.locked():
+        if outbox or self._pumping or self._worker_claim:
             if len(outbox) >= self.outbox_limit:
                 return False
             # A copy: the hub passes views of its frame buffer, rewritten every tick.
@@ -223,6 +253,14 @@ class Connection:
             self._sync_slot()
             self._wake.set()
         return True
+
+    async def send(self, data: bytes) -> None:
+        """Queue one pre-framed message (a pong) and write the queue (raises ConnectionClosed).
+        Dropped when the queue is full: the client is not reading anyway."""
+        if self.closed is not None:
+            raise self.closed
+        if self.send_now(data) and self.outbox:
+            await self._pump()
 
     # ------------------------------------------------------------------ the tick's writes
 
@@ -245,8 +283,8 @@ class Connection:
         never overtakes one queued or being written, nor follows the close."""
         slots = self._slots
         if slots is not None and slots.conn[self._slot] is self:
-            idle = (self.closed is None and not self._close_sent and not self.outbox
-                    and not self._lock.locked())
+            idle = (self.closed is None and self._close_frame is None and not self.outbox
+                    and not self._pumping)
             slots.fd[self._slot] = self._fd if idle else -1
 
     @property
@@ -257,32 +295,21 @@ class Connection:
         return (slots is not None and slots.active != 0
                 and slots.claim[self._slot] == slots.active)
 
-    @contextlib.asynccontextmanager
-    async def _writing(self) -> AsyncIterator[None]:
-        """The send lock, once the worker's claim (if any) ended; the slot is marked busy
-        while it is held, so the tick queues its frame behind this write."""
-        try:
-            async with self._lock:
-                self._sync_slot()
-                await self._wait_claim()
-                yield
-        finally:
-            self._sync_slot()
-
-    async def _wait_claim(self) -> None:
-        """Under the lock: let the worker's write of this tick finish first (a tick at most)."""
+    async def _claim_ended(self) -> None:
+        """Wait until the tick's worker no longer writes this socket (a tick at most)."""
         while self._worker_claim:
-            await trio.sleep(0.001)
+            await self._slots.released.park()  # type: ignore[union-attr]
 
     def after_worker(self, data: memoryview, written: int) -> None:
         """Back on the Trio thread, after the claim ended, for a frame the worker did not
-        write whole: queue a copy of the rest, in front of anything queued meanwhile (a
-        frame already begun must end first)."""
-        if written < len(data):
+        write whole: queue a copy of the rest at the head of the queue (a frame already
+        begun must end first, and anything queued during the claim came after it). When
+        the connection is closing, a frame not begun is dropped like any queued one."""
+        if written < len(data) and (written > 0 or self._close_frame is None):
             self.outbox.appendleft(memoryview(bytes(data[written:])))
             self._head_partial = written > 0
             self._sync_slot()
-        if self.outbox:  # the rest, or what send_now queued during the claim
+        if self.outbox or self._close_frame is not None:
             self._wake.set()
 
     @property
@@ -291,33 +318,37 @@ class Connection:
         return len(self.outbox)
 
     async def run_writer(self) -> None:
-        """Drain the outbox for as long as the connection lives (run it in a task)."""
+        """Write what the queue holds for as long as the connection lives (run it in a task)."""
         while self.closed is None:
-            if not self.outbox:
+            if self._pumping or not (self.outbox or self._close_frame is not None):
                 self._wake = trio.Event()
                 await self._wake.wait()
                 continue
-            async with self._writing():
-                while self.outbox and self.closed is None:
-                    data = self.outbox[0]
-                    try:
-                        await self.stream.send_all(data)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        self._mark_closed(1006, "connection lost while sending")
-                        return
-                    self.outbox.popleft()
-                    self._head_partial = False
+            with contextlib.suppress(ConnectionClosed):
+                await self._pump()
 
-    async def send(self, data: bytes) -> None:
-        """Send one pre-framed message after everything queued (raises ConnectionClosed)."""
-        if self.closed is not None:
-            raise self.closed
-        async with self._writing():
-            while self.outbox:  # keep order: what is queued goes first
-                head = self.outbox.popleft()
-                await self._send_all(head)
+    async def _pump(self) -> None:
+        """Write the queue in order, then the close frame if a close was asked for: the only
+        code that awaits the socket after the handshake. Returns at once if another task is
+        at it (that one takes whatever is queued meanwhile)."""
+        if self._pumping or self.closed is not None:
+            return
+        self._pumping = True
+        self._sync_slot()  # from here on the tick queues its frame behind these
+        try:
+            await self._claim_ended()
+            outbox = self.outbox
+            while outbox and self.closed is None:
+                await self._send_all(outbox[0])
+                outbox.popleft()
                 self._head_partial = False
-            await self._send_all(data)
+            if self._close_frame is not None and self.closed is None:
+                with contextlib.suppress(ConnectionClosed):
+                    await self._send_all(self._close_frame)
+                self._mark_closed(self._close_code, self._close_reason)
+        finally:
+            self._pumping = False
+            self._sync_slot()
 
     async def _send_all(self, data: bytes | memoryview) -> None:
         try:
@@ -326,24 +357,37 @@ class Connection:
             self._mark_closed(1006, "connection lost while sending")
             raise self.closed from None  # type: ignore[misc]
 
-    async def close(self, code: int, reason: str = "", timeout: float = 2.0) -> None:
-        """Send a close frame (after a frame already begun, dropping queued ones), then
-        close the TCP connection. Never raises; bounded by ``timeout`` seconds."""
-        if self._close_sent:
-            return
-        self._close_sent = True
+    def begin_close(self, code: int, reason: str = "", final: bytes | None = None) -> bool:
+        """Final message, then close: queue ``final`` (a pre-framed ERROR or REFUSED, or
+        None) and the close frame of ``code``, behind a frame already begun; drop the
+        queued frames nobody began; accept nothing more. Synchronous, so nothing can slip
+        in between; :meth:`close` does the writing. False if a close was already asked."""
+        if self.closing:
+            return False
+        outbox = self.outbox
+        if outbox:
+            begun = outbox[0] if self._head_partial else None
+            outbox.clear()
+            if begun is not None:
+                outbox.append(begun)
+        if final is not None:
+            outbox.append(memoryview(bytes(final)))
+        self._close_code, self._close_reason = code, reason
+        self._close_frame = wf.close_frame(code, reason)
         self._sync_slot()
+        self._wake.set()
+        return True
+
+    async def close(self, code: int, reason: str = "", final: bytes | None = None,
+                    timeout: float = 2.0) -> None:
+        """Send ``final`` (if any) and a close frame of ``code`` after a frame already
+        begun (see :meth:`begin_close`), then close the TCP connection. Never raises;
+        bounded by ``timeout`` seconds (a client that does not read is cut off)."""
+        self.begin_close(code, reason, final)
         with trio.move_on_after(timeout):
-            async with self._writing():
-                if self.outbox and self._head_partial:
-                    head = self.outbox[0]
-                    self.outbox.clear()
-                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                        await self.stream.send_all(head)
-                self.outbox.clear()
-                if self.closed is None:
-                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                        await self.stream.send_all(wf.close_frame(code, reason))
+            with contextlib.suppress(ConnectionClosed):
+                await self._pump()
+            await self._finished.wait()  # another task was writing: it sends the close
         if self.closed is None:
             self._mark_closed(code, reason)
         await self.abort()
@@ -352,22 +396,20 @@ class Connection:
         """Close the TCP connection now."""
         if self.closed is None:
             self._mark_closed(1006, "aborted")
-        self._wake.set()
         with trio.CancelScope(shield=True):
             # The tick's worker may be writing to this fd: closing it now could let a new
             # connection reuse the number and receive the rest. Wait for the claim (a tick).
-            while self._worker_claim:
-                await trio.sleep(0.001)
+            await self._claim_ended()
             await self.stream.aclose()
 
     def _mark_closed(self, code: int, reason: str) -> None:
         if self.closed is None:
             self.closed = ConnectionClosed(code, reason)
             self._sync_slot()
+            self._finished.set()
         self._wake.set()
         if self.on_closed is not None:
             self.on_closed()
-
 
 def _error_frame(exc: wf.FrameError) -> bytes:
     """The ERROR before the close of a WebSocket-level violation (docs/protocol.md: every

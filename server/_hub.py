@@ -11,11 +11,13 @@ while the worker ticks.
 One tick, in order: apply queued requests (expired grace periods, leaves,
 joins, resumes) -> worker thread: moves into the engine, ``World.tick``,
 visibility of every connected player, every client's frame into one buffer
-(server/_tickframes.py) -> journal hook -> WELCOMEs of new players -> one
-``send_now`` per client (a write to its socket, or its bounded outbox; a full
-outbox skips the tick for that client, which then gets a keyframe; too many
-skips in a row evict it). Deadlines come from the schedule (start + n *
-period), not from a sleep after the work, so the rate does not drift.
+(server/_tickframes.py), written by the worker to every claimed socket ->
+journal hook -> WELCOMEs of new players (the state at this tick; their first
+TICK is the next one) -> for the clients not claimed, one ``send_now`` (its
+ordered queue, server/_conn.py; a full queue skips the tick for that client,
+which then gets a keyframe; too many skips in a row evict it). Deadlines come
+from the schedule (start + n * period), not from a sleep after the work, so the
+rate does not drift.
 """
 
 from __future__ import annotations
@@ -148,6 +150,8 @@ class Hub:
                            if self.server.send_threads > 1 else None)
         self.requests: list[JoinRequest] = []
         self.leaves: list[Session] = []
+        #: Stop moves that found the batch full, for the next tick's batch.
+        self.deferred_stops: list[Session] = []
         self.running = True
         self.stats: dict[str, float] = {"tick": 0, "tick_ms_p50": 0.0, "tick_ms_p99": 0.0}
         #: Ring of the last RING ticks' timings (ms) by phase, for /api/stats and load tests.
@@ -352,8 +356,10 @@ class Hub:
             self.log.info("replaced", player=s.player_id, name=s.name)
             frame = wf.frame(encode(ErrorMessage(ErrorCode.REPLACED, "another connection "
                                                  "resumed this player")))
-            old.send_now(frame)
-            self._close_soon(old, 4007, "replaced")
+            self._close_soon(old, 4007, "replaced", frame)
+            # Like any connection that ends: the player stands still until the new
+            # connection moves it (this tick applies the stop; WELCOME's ack counts it).
+            self._stop_move(s)
         s.conn, s.lost_at, s.token = req.conn, None, req.token
         self.lost.discard(s)
         s.welcome_pending = s.resumed = True
@@ -376,12 +382,16 @@ class Hub:
             self._observers_dirty = True
 
     def _stop_move(self, s: Session) -> None:
-        """A disconnected player stands still: the server moves it (0, 0) with the next seq,
-        through the batch like any move, so the journal replays it. A resumed client
-        continues from WELCOME's ack + 1."""
+        """A player whose connection ended (lost, closed, replaced, evicted) stands still:
+        the server moves it (0, 0) with the next seq, through the batch like any move, so
+        the journal replays it. A resumed client continues from WELCOME's ack + 1. Client
+        seqs stop at MAX_CLIENT_SEQ, so the seqs above it are always free for stops."""
         b = self.batch
+        if b.room < 1:  # the batch is full: the stop goes into the next tick's batch
+            self.deferred_stops.append(s)
+            return
         seq = max(s.max_seq, int(self.world.players.last_seq[s.slot])) + 1
-        if b.room < 1 or seq > MAX_SEQ:
+        if seq > MAX_SEQ:  # after 2**62 stops in a row: the player stood still since
             return
         c = b.count
         b.ids[c], b.seqs[c], b.dx[c], b.dy[c] = s.player_id, seq, 0.0, 0.0
@@ -389,31 +399,65 @@ class Hub:
         self.stop_moves += 1
         s.max_seq = seq
 
-    def _close_soon(self, conn: Connection, code: int, reason: str) -> None:
+    def _close_soon(self, conn: Connection, code: int, reason: str, final: bytes) -> None:
+        """``final``, then close ``code``: queued now (nothing can come between), written
+        by a task."""
+        conn.begin_close(code, reason, final)
         self.nursery.start_soon(conn.close, code, reason)
 
     # ------------------------------------------------------------------ moves
 
     def take_moves(self, s: Session, payload: bytes | str, now: float) -> int:
         """Rate-limit and decode one MOVES frame into the current batch (raises
-        RemoteProtocolError for a bad frame). Returns the moves taken (0: dropped)."""
+        RemoteProtocolError for a bad frame). Returns the moves taken, 0 when the frame
+        was over the rate limit (the caller warns the client).
+
+        The limit is a token bucket (``moves_per_second``, a burst of one second's worth).
+        Over it, a frame adds no row: its highest-seq move replaces the player's newest
+        row of this tick's batch (or takes one row if it has none), so the latest
+        direction always wins and an older move is what is dropped."""
         rate = self.server.moves_per_second
         bucket = min(rate, s.bucket + (now - s.bucket_t) * rate)
         s.bucket_t = now
         batch = self.batch
-        if bucket < 1.0 or batch.room < 64:
+        if batch.room < 64:  # the tick's batch is full (server-wide): drop the frame
             s.bucket = bucket
             self.moves_dropped += 1
             self.report.drop_move(s.hunt)
             return 0
         n = batch.add(payload, s.player_id)
         c = batch.count
-        self.report.clock.mark(c, n, now)
         top = int(batch.seqs[c - 1] if n == 1 else batch.seqs[c - n:c].max())
         if top > s.max_seq:
             s.max_seq = top
-        s.bucket = bucket - n
-        return n
+        if bucket >= 1.0:
+            self.report.clock.mark(c, n, now)
+            s.bucket = bucket - n
+            return n
+        s.bucket = bucket
+        self._keep_newest(s, batch, n, top, now)
+        return 0
+
+    def _keep_newest(self, s: Session, batch: MoveBatch, n: int, top: int, now: float) -> None:
+        """Over the rate limit: of the frame's ``n`` rows (the batch's last), keep only the
+        highest seq ``top``, in the player's pending row of this batch if it has one
+        (replacing it if older), else as one new row. The rare path: a scan of the batch."""
+        self.moves_dropped += 1
+        self.report.drop_move(s.hunt)
+        c0 = batch.count - n
+        seqs = batch.seqs
+        new = c0 + int(seqs[c0:c0 + n].argmax())
+        pending = np.flatnonzero(batch.ids[:c0] == s.player_id)
+        if len(pending):
+            row = int(pending[seqs[pending].argmax()])
+            if top > seqs[row]:
+                seqs[row], batch.dx[row], batch.dy[row] = top, batch.dx[new], batch.dy[new]
+            batch.count = c0
+            return
+        seqs[c0], batch.dx[c0], batch.dy[c0] = top, batch.dx[new], batch.dy[new]
+        batch.ids[c0] = s.player_id
+        batch.count = c0 + 1
+        self.report.clock.mark(c0 + 1, 1, now)
 
     # ------------------------------------------------------------------ the tick
 
@@ -570,6 +614,11 @@ class Hub:
         # Received moves are counted per tick, not per frame (an int above 256 is an
         # allocation): the batch holds them and the server's own stop moves.
         self.moves_received, self.stop_moves = n_moves - self.stop_moves, 0
+        if self.deferred_stops:  # stops that found the last batch full: into this one
+            stops, self.deferred_stops = self.deferred_stops, []
+            for s in stops:
+                if s.conn is None and not s.leaving:
+                    self._stop_move(s)
         t_call = time.perf_counter()
         try:
             result, vis, _total, phases = await trio.to_thread.run_sync(
@@ -589,9 +638,11 @@ class Hub:
         phases["prepare"] = t_call - t0
         phases["handoff"] = (phases.pop("_c0") - t_call) + (t_send - phases.pop("_c4"))
         tick = result.tick
+        # WELCOME tells the state at this tick; the client's first TICK is the next one.
+        welcomed: set[int] = set()
         for req in accepted:
-            if req.session is not None:
-                self._send_welcome(req.session, tick)
+            if req.session is not None and self._send_welcome(req.session, tick):
+                welcomed.add(req.session.slot)
             req.done.set()
         send.end()  # every claim at once: the frames written whole need nothing more
         # Frames the worker wrote whole, in bulk; the rest (welcome pending, no connection,
@@ -628,7 +679,7 @@ class Hub:
                 sent_bytes += b - a
                 continue
             conn = s.conn
-            if conn is None or (vis.dropped and truncated[i]):
+            if conn is None or (vis.dropped and truncated[i]) or slot in welcomed:
                 self.keyframe_due[slot] = 1
                 continue
             if conn.send_now(out[a:b]):
@@ -696,14 +747,16 @@ class Hub:
             self._send_pool.shutdown(wait=False)
             self._send_pool = None
 
-    def _send_welcome(self, s: Session, tick: int) -> None:
+    def _send_welcome(self, s: Session, tick: int) -> bool:
+        """WELCOME with the player's state at ``tick`` (the tick just computed); True if
+        sent."""
         conn = s.conn
         if conn is None or not s.welcome_pending:
-            return
+            return False
         p = self.world.hunt_params[s.hunt]
         P = self.world.players
         welcome = Welcome(
-            player_id=s.player_id, resume_token=s.token, tick=tick - 1,
+            player_id=s.player_id, resume_token=s.token, tick=tick,
             ack=int(P.last_seq[s.slot]), width=p.width, height=p.height,
             player_speed=p.player_speed, tick_rate=p.tick_rate,
             discovery_radius=p.discovery_radius, hint_radius=p.hint_radius,
@@ -712,6 +765,7 @@ class Hub:
         conn.send_now(wf.frame(encode(welcome)))
         s.welcome_pending = False
         conn.bind(self.send_slots, s.slot)  # from the next tick, the worker writes its frames
+        return True
 
     def _evict(self, s: Session) -> None:
         conn = s.conn
@@ -723,10 +777,10 @@ class Hub:
         self.log.warning("evict", player=s.player_id, name=s.name, remote=conn.remote,
                          skipped_ticks=skipped, backlog=conn.backlog)
         self.disconnected(s, conn)
-        # Usually the full outbox refuses it; a client that drained meanwhile reads why.
-        conn.send_now(wf.frame(encode(ErrorMessage(
-            ErrorCode.TOO_SLOW, f"evicted after {skipped} ticks it could not take"))))
-        self._close_soon(conn, 4008, "too slow: evicted after skipped ticks")
+        # The queued TICKs are dropped for it; a client that still reads gets it.
+        self._close_soon(conn, 4008, "too slow: evicted after skipped ticks", wf.frame(encode(
+            ErrorMessage(ErrorCode.TOO_SLOW, f"evicted after {skipped} ticks it could not "
+                         "take"))))
 
     def _account(self, result: Any, phases: dict[str, float], msgs: int, nbytes: int,
                  skipped: int) -> None:

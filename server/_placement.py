@@ -325,8 +325,7 @@ class Placement:
             for s in list(hub.sessions.values()):
                 conn = s.conn
                 if conn is not None and conn.closed is None:
-                    conn.send_now(frame)
-                    self.app.nursery.start_soon(conn.close, int(code), why[:100])
+                    self.app.nursery.start_soon(conn.close, int(code), why[:100], frame)
         self.log.info("hunt_stopped", hunt=r.name, reason=why, token=r.token)
 
     async def _released(self, r: Running) -> None:

@@ -142,6 +142,10 @@ class Poller:
         parser = e.conn.parser
         take = e.hub.take_moves
         s = e.session
+        # A connection replaced by a resume reads on until it is closed: its moves are
+        # no longer the player's (they would undo the stop of the replace).
+        if s.conn is not e.conn:
+            take = _ignore_moves
         while True:
             try:
                 msg = parser.next()
@@ -164,3 +168,7 @@ class Poller:
             e.message = msg
             return True
 
+
+
+def _ignore_moves(s: Session, payload: bytes, now: float) -> int:
+    return 1

@@ -31,6 +31,7 @@ from server.protocol import (
     DISCOVERY_RECORD,
     LEADER_RECORD,
     LEAVE_RECORD,
+    MAX_CLIENT_SEQ,
     MAX_MOVES_PER_FRAME,
     MAX_SEQ,
     MOVE_RECORD,
@@ -136,6 +137,7 @@ PUBLIC = {
     "Bye", "CLOSE_CODES", "CLOSE_REDIRECT", "DISCOVERY_RECORD", "ErrorCode", "ErrorMessage",
     "Hello", "HuntEvents",
     "LEADER_RECORD", "LEAVE_RECORD", "LocalProtocolError", "MAX_CLIENT_FRAME_BYTES",
+    "MAX_CLIENT_SEQ",
     "MAX_HUNT_BYTES", "MAX_JSON_MOVE_CHARS", "MAX_MESSAGE_BYTES", "MAX_MOVES_PER_FRAME",
     "MAX_NAME_BYTES", "MAX_NODE_BYTES", "MAX_SEQ", "MAX_SERVER_FRAME_BYTES", "MAX_URL_BYTES",
     "MOVE_RECORD", "MessageType", "Move", "MoveBatch", "Moves", "NOT_FATAL", "NO_EVENTS",
@@ -283,7 +285,7 @@ def test_doc_error_table_matches_the_codes():
 def test_doc_names_the_limits():
     for name in ("MAX_NAME_BYTES", "MAX_HUNT_BYTES", "MAX_MOVES_PER_FRAME", "MAX_MESSAGE_BYTES",
                  "MAX_CLIENT_FRAME_BYTES", "MAX_SERVER_FRAME_BYTES", "MAX_JSON_MOVE_CHARS",
-                 "MAX_URL_BYTES", "MAX_NODE_BYTES"):
+                 "MAX_URL_BYTES", "MAX_NODE_BYTES", "MAX_CLIENT_SEQ", "MAX_SEQ"):
         assert re.search(rf"`{name}` *\| *{getattr(sp, name)} *\|", DOC), name
 
 
@@ -326,7 +328,7 @@ urls = st.builds(lambda scheme, rest: scheme + rest, st.sampled_from(["ws://", "
 node_ids = st.just("") | player_names
 redirects = st.builds(Redirect, urls, hunt_names, node_ids)
 moves_events = st.builds(
-    Moves, st.lists(st.builds(Move, st.integers(1, MAX_SEQ), f32, f32),
+    Moves, st.lists(st.builds(Move, st.integers(1, MAX_CLIENT_SEQ), f32, f32),
                     min_size=1, max_size=MAX_MOVES_PER_FRAME).map(tuple))
 
 
@@ -379,7 +381,7 @@ def test_moves_round_trip_through_the_batch_decoder(event):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(1, MAX_SEQ), f32, f32)
+@given(st.integers(1, MAX_CLIENT_SEQ), f32, f32)
 def test_json_move_decodes_like_the_binary_one(seq, dx, dy):
     text = json.dumps({"seq": seq, "dx": dx, "dy": dy})
     assert decode_client_frame(text) == Moves((Move(seq, dx, dy),))
@@ -496,7 +498,8 @@ def test_errors_say_whose_fault_and_which_close_code():
 @pytest.mark.parametrize("make", [
     lambda: Hello("", "demo"), lambda: Hello(" padded", "demo"), lambda: Hello("x" * 33, "demo"),
     lambda: Hello("ok", ""), lambda: Hello("ok", "demo", resume_token=b"short"),
-    lambda: Move(0, 0, 0), lambda: Move(2**63, 0, 0), lambda: Move(1, float("nan"), 0),
+    lambda: Move(0, 0, 0), lambda: Move(2**63, 0, 0), lambda: Move(2**62, 0, 0),
+    lambda: Move(1, float("nan"), 0),
     lambda: Move(1, 0, float("inf")), lambda: Move(1, 1e39, 0), lambda: Move(True, 0, 0),
     lambda: Moves(()), lambda: Moves(tuple(Move(i + 1, 0, 0) for i in range(65))),
     lambda: ErrorMessage(12345, "unknown code needs a close code"),

@@ -23,6 +23,7 @@ from ._codec import frame_type as frame_type
 from ._constants import CLOSE_CODES as CLOSE_CODES
 from ._constants import CLOSE_REDIRECT as CLOSE_REDIRECT
 from ._constants import MAX_CLIENT_FRAME_BYTES as MAX_CLIENT_FRAME_BYTES
+from ._constants import MAX_CLIENT_SEQ as MAX_CLIENT_SEQ
 from ._constants import MAX_HUNT_BYTES as MAX_HUNT_BYTES
 from ._constants import MAX_JSON_MOVE_CHARS as MAX_JSON_MOVE_CHARS
 from ._constants import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES

@@ -120,7 +120,10 @@ MAX_NODE_BYTES = 64
 MAX_MOVES_PER_FRAME = 64
 MAX_HINT_LEVEL = 15
 MAX_LEADERBOARD_ROWS = 255
+#: Largest seq of a TICK's or WELCOME's ack: the server's stop moves may go above a client's.
 MAX_SEQ = 2**63 - 1
+#: Largest seq a client may send; the seqs above it are left to the server's stop moves.
+MAX_CLIENT_SEQ = 2**62 - 1
 MAX_JSON_MOVE_CHARS = 256
 #: Largest frame a client may send (a MOVES of 64 moves); the server's ``max_message_size``.
 MAX_CLIENT_FRAME_BYTES = 4 + 16 * MAX_MOVES_PER_FRAME

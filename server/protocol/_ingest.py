@@ -14,13 +14,14 @@ from math import isfinite
 import numpy as np
 
 from ._codec import Frame, byte_view, decode_move_json, moves_records
-from ._constants import MAX_CLIENT_FRAME_BYTES, MAX_MOVES_PER_FRAME, ErrorCode
+from ._constants import MAX_CLIENT_FRAME_BYTES, MAX_CLIENT_SEQ, MAX_MOVES_PER_FRAME, ErrorCode
 from ._errors import LocalProtocolError, RemoteProtocolError
 
 _INT64 = np.dtype(np.int64)
 #: A MOVES frame of one move, the usual case: header and record in one unpack.
 _ONE_MOVE = struct.Struct("<BBHqff")
-_SEQ_ERROR = "a move's seq must be in [1, 2**63 - 1]"
+_SEQ_ERROR = ("a move's seq must be in [1, 2**62 - 1] (the seqs above are the server's); "
+              "a client at the top joins again as a new player")
 
 
 def decode_moves_into(frame: Frame | str, seqs: np.ndarray, dxs: np.ndarray, dys: np.ndarray,
@@ -40,7 +41,7 @@ def decode_moves_into(frame: Frame | str, seqs: np.ndarray, dxs: np.ndarray, dys
     if type(frame) is bytes and len(frame) == _ONE_MOVE.size and frame[:4] == b"\x02\x00\x01\x00":
         # One move: scalar stores instead of array views (several times cheaper).
         _, _, _, seq, dx, dy = _ONE_MOVE.unpack(frame)
-        if seq <= 0:
+        if seq <= 0 or seq > MAX_CLIENT_SEQ:
             raise RemoteProtocolError(_SEQ_ERROR, ErrorCode.INVALID_VALUE)
         if not (isfinite(dx) and isfinite(dy)):
             raise RemoteProtocolError("a move's direction is not finite", ErrorCode.INVALID_VALUE)
@@ -63,7 +64,7 @@ def decode_moves_into(frame: Frame | str, seqs: np.ndarray, dxs: np.ndarray, dys
         x[:] = records["dx"]
         y[:] = records["dy"]
         # argmin/argmax find NaN too, and cost a fraction of min/max on small arrays.
-        if s[s.argmin()] <= 0:
+        if s[s.argmin()] <= 0 or s[s.argmax()] > MAX_CLIENT_SEQ:
             raise RemoteProtocolError(_SEQ_ERROR, ErrorCode.INVALID_VALUE)
         if not (isfinite(x[x.argmin()]) and isfinite(x[x.argmax()])
                 and isfinite(y[y.argmin()]) and isfinite(y[y.argmax()])):

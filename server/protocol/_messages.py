@@ -224,7 +224,7 @@ class Move:
     dy: float
 
     def __post_init__(self) -> None:
-        check_int(self, "seq", 1, K.MAX_SEQ)
+        check_int(self, "seq", 1, K.MAX_CLIENT_SEQ)
         check_float(self, "dx", f32=True)
         check_float(self, "dy", f32=True)
 

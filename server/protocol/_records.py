@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: A move inside a MOVES frame: sequence number (1..2**63-1), direction (unitless).
+#: A move inside a MOVES frame: sequence number (1..2**62-1), direction (unitless).
 MOVE_RECORD = np.dtype([("seq", "<u8"), ("dx", "<f4"), ("dy", "<f4")])
 
 #: A player in view (flags bit 0 set) or that left the view (clear). Position in world units.

@@ -41,6 +41,8 @@ export const MAX_MOVES_PER_FRAME = 64;
 export const MAX_HINT_LEVEL = 15;
 export const MAX_SERVER_FRAME_BYTES = 1 << 24;
 export const MAX_SEQ = (1n << 63n) - 1n;
+/** Largest seq a client sends: the seqs above are the server's (its stop moves). */
+export const MAX_CLIENT_SEQ = (1n << 62n) - 1n;
 export const TICK_HEADER_BYTES = 64;
 const RECORD = { visible: 16, discovery: 48, leader: 16, leave: 8, nameHeader: 9 };
 
@@ -137,8 +139,8 @@ export function encodeMoves(moves) {
   view.setUint16(2, moves.length, true);
   moves.forEach(({ seq, dx, dy }, i) => {
     const big = typeof seq === "bigint" ? seq : Number.isInteger(seq) ? BigInt(seq) : 0n;
-    if (big < 1n || big > MAX_SEQ) {
-      throw new ProtocolError(`seq must be an integer in [1, 2^63 - 1], got ${seq}`,
+    if (big < 1n || big > MAX_CLIENT_SEQ) {
+      throw new ProtocolError(`seq must be an integer in [1, 2^62 - 1], got ${seq}`,
         ErrorCode.INVALID_VALUE, false);
     }
     const f32 = [Math.fround(dx), Math.fround(dy)];
