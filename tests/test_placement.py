@@ -11,9 +11,9 @@ import pytest
 import trio
 from test_server_ops import get_json
 
-from server._placement import hunt_dir_name, hunt_journals
 from server.client import connect
 from server.durability import Journal, token_hash
+from server.hunt._placement import hunt_dir_name, hunt_journals
 from tickengine import EngineConfig, HuntParams, World
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
@@ -43,8 +43,8 @@ async def test_each_hunt_runs_in_a_hub_of_its_own_with_a_world_sized_from_it(ser
 
 async def test_a_created_hunt_gets_its_own_hub_and_journal_and_survives_a_restart(
         serve, tmp_path: Path) -> None:
-    from server._app import HuntServer
     from server._config import parse_serve_config
+    from server.shell._app import HuntServer
 
     data = tmp_path / "data"
     config = parse_serve_config({
@@ -123,8 +123,8 @@ async def test_the_server_pins_a_threading_layer_safe_for_concurrent_callers(ser
 
 
 async def test_fresh_moves_every_hunts_journal_aside(serve, tmp_path: Path) -> None:
-    from server._app import HuntServer
     from server._config import parse_serve_config
+    from server.shell._app import HuntServer
 
     data = tmp_path / "data"
     config = parse_serve_config({
