@@ -38,7 +38,7 @@ from tickengine import HuntParams, World
 
 from .._config import ServeConfig
 from .._metrics import TICK_PHASES, Metrics
-from ..protocol import ErrorCode, ErrorMessage, MoveBatch
+from ..protocol import ErrorCode, ErrorMessage
 from ._broadcast import RING, Broadcaster
 from ._pipeline import TickPipeline, _Fenced
 from ._sessions import JoinRequest as JoinRequest
@@ -114,27 +114,6 @@ class Hub(Sessions, TickPipeline, Broadcaster):
         #: True while :meth:`run_ticker` runs; ``ticker_done`` is set when it returns.
         self.ticking = False
         self.ticker_done = trio.Event()
-
-    def _keep_newest(self, s: Session, batch: MoveBatch, n: int, top: int, now: float) -> None:
-        """Over the rate limit: of the frame's ``n`` rows (the batch's last), keep only the
-        highest seq ``top``, in the player's pending row of this batch if it has one
-        (replacing it if older), else as one new row. The rare path: a scan of the batch."""
-        self.moves_dropped += 1
-        self.report.drop_move(s.hunt)
-        c0 = batch.count - n
-        seqs = batch.seqs
-        new = c0 + int(seqs[c0:c0 + n].argmax())
-        pending = np.flatnonzero(batch.ids[:c0] == s.player_id)
-        if len(pending):
-            row = int(pending[seqs[pending].argmax()])
-            if top > seqs[row]:
-                seqs[row], batch.dx[row], batch.dy[row] = top, batch.dx[new], batch.dy[new]
-            batch.count = c0
-            return
-        seqs[c0], batch.dx[c0], batch.dy[c0] = top, batch.dx[new], batch.dy[new]
-        batch.ids[c0] = s.player_id
-        batch.count = c0 + 1
-        self.report.clock.mark(c0 + 1, 1, now)
 
     async def run_ticker(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """The fixed-rate tick loop; returns when :attr:`running` turns False."""

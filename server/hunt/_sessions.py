@@ -15,12 +15,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import trio
 
 from tickengine import CapacityError, ConfigError, HuntFullError, HuntParams, UnknownHuntError
 
 from ..durability import token_hash
-from ..protocol import MAX_SEQ, ErrorCode, ErrorMessage, NameEntry, Refused, encode
+from ..protocol import MAX_SEQ, ErrorCode, ErrorMessage, MoveBatch, NameEntry, Refused, encode
 from ..shell import _wsframes as wf
 from ..shell._conn import Connection
 
@@ -301,6 +302,27 @@ class Sessions:
         s.bucket = bucket
         self._keep_newest(s, batch, n, top, now)
         return 0
+
+    def _keep_newest(self, s: Session, batch: MoveBatch, n: int, top: int, now: float) -> None:
+        """Over the rate limit: of the frame's ``n`` rows (the batch's last), keep only the
+        highest seq ``top``, in the player's pending row of this batch if it has one
+        (replacing it if older), else as one new row. The rare path: a scan of the batch."""
+        self.moves_dropped += 1
+        self.report.drop_move(s.hunt)
+        c0 = batch.count - n
+        seqs = batch.seqs
+        new = c0 + int(seqs[c0:c0 + n].argmax())
+        pending = np.flatnonzero(batch.ids[:c0] == s.player_id)
+        if len(pending):
+            row = int(pending[seqs[pending].argmax()])
+            if top > seqs[row]:
+                seqs[row], batch.dx[row], batch.dy[row] = top, batch.dx[new], batch.dy[new]
+            batch.count = c0
+            return
+        seqs[c0], batch.dx[c0], batch.dy[c0] = top, batch.dx[new], batch.dy[new]
+        batch.ids[c0] = s.player_id
+        batch.count = c0 + 1
+        self.report.clock.mark(c0 + 1, 1, now)
 
     def _names(self, h: int) -> list[NameEntry]:
         cached = self._names_blob.get(h)
