@@ -46,6 +46,7 @@ from loadtest import PY, ROOT, Procs, metrics, tail
 HERE = Path(__file__).resolve().parent
 COUNTERS = ("c_main", "c_other", "py_main", "py_other")
 IDLE_RATE = 0.001  # moves per second per client: one at connection, then none
+CONNECT_RATE = 500  # new clients per second
 
 
 def build_shim(workdir: Path) -> Path:
@@ -84,9 +85,12 @@ def start_server(procs: Procs, shim: Path, counts: Counts, clients: int,
                 "assert lib.alloc_count_install(), 'ALLOC_COUNT_FILE not mapped'; "
                 "from server.cli import main; sys.exit(main())", str(shim)]
     cmd = [*launcher, "serve", "--port", "0", "--http-port", "0", "--log-format", "json",
-           "--tick-rate", str(args.tick_rate), "--max-connections", limit,
-           "--max-connections-per-address", limit,
-           "--moves-per-second", str(max(60.0, 3 * args.rate)), "--data-dir", ""]
+           "--tick-rate", str(args.tick_rate), "--moves-per-second", str(max(60.0, 3 * args.rate)),
+           "--data-dir", "",
+           # Every client comes from 127.0.0.1: the per-address limits are raised to fit.
+           "--max-connections", limit, "--max-connections-per-address", limit,
+           "--max-players-per-address", limit, "--hellos-per-second-per-address",
+           str(2 * CONNECT_RATE), "--connections-per-second-per-address", str(2 * CONNECT_RATE)]
     env = {**os.environ, "LD_PRELOAD": str(shim), "ALLOC_COUNT_FILE": str(counts.path),
            "PYTHONPATH": str(ROOT)}
     log = logdir / "server.log"
@@ -114,9 +118,12 @@ def run(clients: int, rate: float, shim: Path, args: argparse.Namespace) -> dict
                                                      logdir)
             gen = procs.start([PY, str(HERE / "loadgen.py"), "--url", ws_url,
                                "--clients", str(clients), "--rate", str(rate),
-                               "--connect-rate", "500", "--drain", "0.5"],
+                               "--connect-rate", str(CONNECT_RATE), "--drain", "0.5"],
                               stdout_lines=True, stderr=open(logdir / "loadgen.log", "wb"))  # noqa: SIM115
-            ready = procs.json_line(gen, clients / 500 + 90)
+            ready = procs.json_line(gen, clients / CONNECT_RATE + 90)
+            if ready["playing"] < 0.9 * clients:  # the figures are per tick and per move
+                raise RuntimeError(f"only {ready['playing']} of {clients} clients play: "
+                                   f"{json.dumps(ready)}")
             time.sleep(args.warmup)
             gen.stdin.write(b"start\n")
             gen.stdin.flush()
@@ -157,12 +164,12 @@ def figures(idle: dict[str, Any], busy: dict[str, Any]) -> dict[str, Any]:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print(f"{'clients':>8} | {'per tick: C main':>16} {'C other':>8} {'Py main':>8} "
+    print(f"{'playing':>8} | {'per tick: C main':>16} {'C other':>8} {'Py main':>8} "
           f"{'Py other':>8} {'total':>8} | {'per move: C':>11} {'Py':>7} {'total':>7} | "
           f"{'moves/s':>8} {'ticks/s':>7} {'evicted':>7}")
     for r in rows:
         t, m = r["per_tick"], r["per_move"]
-        print(f"{r['clients']:>8} | {t['c_main']:>16.1f} {t['c_other']:>8.1f} "
+        print(f"{r['busy']['playing']:>8} | {t['c_main']:>16.1f} {t['c_other']:>8.1f} "
               f"{t['py_main']:>8.1f} {t['py_other']:>8.1f} {r['per_tick_total']:>8.1f} | "
               f"{m['c_main'] + m['c_other']:>11.3f} {m['py_main'] + m['py_other']:>7.3f} "
               f"{r['per_move_total']:>7.3f} | {r['moves_per_s']:>8.0f} "

@@ -1,6 +1,6 @@
 """Per-message cost of the server's WebSocket paths against trio-websocket's, in one run.
 
-Why the server parses client frames itself (server/_wsframes.py, server/_conn.py)
+Why the server parses client frames itself (server/shell/_wsframes.py, server/shell/_conn.py)
 instead of using trio-websocket's reader, and writes pre-framed messages
 instead of calling ``send_message``: this script measures both ways on the
 same machine in the same run.
@@ -12,8 +12,8 @@ fast as it can. This process receives them with one Trio task per connection:
 
 - ``trio-websocket``: ``serve_websocket`` + ``await ws.get_message()``
   (its default 4 KiB ``receive_buffer_size``, then 64 KiB);
-- ``server._conn``: ``Connection.receive()`` (wsproto handshake, own frame parser);
-- ``server._conn + MoveBatch.add``: the same plus the decode into the tick's
+- ``server.shell._conn``: ``Connection.receive()`` (wsproto handshake, own frame parser);
+- ``server.shell._conn + MoveBatch.add``: the same plus the decode into the tick's
   move columns, i.e. the hub's ingest path without its rate limiter.
 
 From the first message to the last: messages per second and CPU microseconds
@@ -188,8 +188,8 @@ async def receive_trio_websocket(args: argparse.Namespace, buffer: int) -> dict[
 async def receive_own(args: argparse.Namespace, decode: bool) -> dict[str, float]:
     import trio
 
-    from server._conn import Connection, ConnectionClosed
     from server.protocol import MAX_CLIENT_FRAME_BYTES, MoveBatch
+    from server.shell._conn import Connection, ConnectionClosed
 
     meter = Meter(args.messages)
     batch = MoveBatch(65536)
@@ -265,8 +265,8 @@ async def send_trio_websocket(args: argparse.Namespace) -> dict[str, float]:
 async def send_own(args: argparse.Namespace) -> dict[str, float]:
     import trio
 
-    from server import _wsframes as wf
-    from server._conn import Connection
+    from server.shell import _wsframes as wf
+    from server.shell._conn import Connection
 
     frame = wf.frame(bytes(args.size))
     rounds = args.messages // args.connections
@@ -314,12 +314,12 @@ def send_figures(n: int, wall: float, cpu: float) -> dict[str, float]:
 RECEIVE_CASES = {
     "trio-websocket get_message (4 KiB buffer)": lambda a: receive_trio_websocket(a, 4096),
     "trio-websocket get_message (64 KiB buffer)": lambda a: receive_trio_websocket(a, 65536),
-    "server._conn Connection.receive": lambda a: receive_own(a, False),
-    "server._conn + MoveBatch.add": lambda a: receive_own(a, True),
+    "server.shell._conn Connection.receive": lambda a: receive_own(a, False),
+    "server.shell._conn + MoveBatch.add": lambda a: receive_own(a, True),
 }
 SEND_CASES = {
     "trio-websocket send_message": send_trio_websocket,
-    "server._conn send_now (pre-framed)": send_own,
+    "server.shell._conn send_now (pre-framed)": send_own,
 }
 
 

@@ -39,7 +39,7 @@ from numba import njit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from server import _tickframes as tf  # noqa: E402
+from server.hunt import _tickframes as tf  # noqa: E402
 
 PERIOD_S = 0.05
 

@@ -128,7 +128,7 @@ def start_server(procs: Procs, clients: int, args: argparse.Namespace, logdir: P
            "--tick-threads", str(args.tick_threads)]
     if lift_limits:
         cmd += ["--max-connections", limit, "--max-connections-per-address", limit]
-        if (args.server_src / "server" / "_wsframes.py").read_text().count("class Bucket"):
+        if "max_players_per_address" in (args.server_src / "server" / "_config.py").read_text():
             # The per-address budgets exist only in servers since they came (--commit may
             # run an older one, to compare in the same run).
             cmd += ["--max-players-per-address", limit,

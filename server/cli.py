@@ -13,7 +13,7 @@ import os
 import sys
 from typing import NoReturn
 
-from . import bots, events, replay, serve, simulate
+from .tools import bots, events, replay, serve, simulate
 
 PROG = "treasure-hunt"
 

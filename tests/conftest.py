@@ -1,6 +1,6 @@
 """Fixtures shared by the server tests: in-process hunt servers on 127.0.0.1, port 0.
 
-``serve`` starts a real :class:`server._app.HuntServer` in the test's Trio loop
+``serve`` starts a real :class:`server.shell._app.HuntServer` in the test's Trio loop
 (real sockets, real tick) and returns once it listens: no sleeping for start-up.
 Every server started is shut down when the test ends.
 """
@@ -20,8 +20,8 @@ import trio
 class RunningServer:
     """A started in-process server: the application, its ports and shortcuts."""
 
-    app: Any  # server._app.HuntServer
-    ports: Any  # server._app.Ports
+    app: Any  # server.shell._app.HuntServer
+    ports: Any  # server.shell._app.Ports
 
     @property
     def url(self) -> str:
@@ -49,8 +49,8 @@ async def serve(nursery: trio.Nursery) -> AsyncIterator[StartServer]:
     "demo"); keyword arguments are ``[server]`` keys (ports default to 0, any
     free one; ``http_port=-1`` for none).
     """
-    from server._app import HuntServer
     from server._config import parse_serve_config
+    from server.shell._app import HuntServer
 
     started: list[Any] = []
 

@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 import trio
 
-from server import _wsframes as wf
 from server.client import connect
 from server.protocol import (
     ErrorCode,
@@ -36,6 +35,7 @@ from server.protocol import (
     decode_server_frame,
     encode,
 )
+from server.shell import _wsframes as wf
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
 

@@ -248,7 +248,7 @@ def test_no_command_shows_help_and_fails() -> None:
 
 
 def test_cli_policy_names_are_the_engines() -> None:
-    from server.sim_plan import POLICY_NAMES
+    from server.tools.sim_plan import POLICY_NAMES
     from tickengine import BOT_POLICIES
 
     assert set(POLICY_NAMES) == set(BOT_POLICIES)

@@ -21,7 +21,6 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
 from server import cli
-from server.bots import Steering
 from server.client import (
     ConnectFailed,
     ConnectionLost,
@@ -42,6 +41,7 @@ from server.protocol import (
     decode_client_frame,
     encode,
 )
+from server.tools.bots import Steering
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
 

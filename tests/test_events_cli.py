@@ -1,6 +1,6 @@
 """``treasure-hunt events`` as a real subprocess against a real redis-server (issue 6).
 
-Runs ``python -m server.events`` (the same code as ``treasure-hunt events``). The
+Runs ``python -m server.tools.events`` (the same code as ``treasure-hunt events``). The
 discoveries are written the way nodes write them: through an EventSink.
 """
 
@@ -33,7 +33,7 @@ class Log:
 
 
 def command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "server.events", *args]
+    return [sys.executable, "-m", "server.tools.events", *args]
 
 
 @contextlib.contextmanager

@@ -140,8 +140,8 @@ class Server:
 @pytest.fixture
 def server(tmp_path: Path):
     import tickengine
-    from server import _tickframes
-    from server._app import pin_threading_layer
+    from server.hunt import _tickframes
+    from server.shell._app import pin_threading_layer
 
     # Numba's cache on disk before the child starts: it must not write kernels past its limit.
     pin_threading_layer()
@@ -280,8 +280,8 @@ async def test_a_failed_hunt_stays_stopped_while_the_fault_persists(serve, tmp_p
     """A fault that survives the restart (directories where the hunt's snapshots must go:
     EISDIR, for root too) keeps the hunt stopped, retried with a growing backoff, while the
     other hunt plays on; once the fault is gone the hunt comes back from its journal."""
-    from server._placement import hunt_journals
     from server.client import ServerError
+    from server.hunt._placement import hunt_journals
 
     data = tmp_path / "data"
     srv = await serve({"name": "cave"}, {"name": "dune"}, data_dir=str(data), snapshot_every=10)
@@ -328,8 +328,8 @@ async def test_on_a_cluster_a_failed_hunt_releases_its_lease_and_players_resume(
     """Scale-out: the node whose hunt fails releases the lease at once; the hunt is placed
     again (a new lease, a new journal directory) and recovered from the failed one's last
     durable tick, and its player resumes through the entry URL with its score."""
-    from server._placement import hunt_dir_name
     from server.client import ServerError
+    from server.hunt._placement import hunt_dir_name
 
     nodes = start_nodes(tmp_path, redis_server.url, "ab")
     try:

@@ -1,4 +1,4 @@
-"""The idle timeout of a playing client (server/_poller.py moves the deadline at most once a
+"""The idle timeout of a playing client (server/shell/_poller.py moves the deadline at most once a
 second while moves arrive): a client that keeps moving outlives several timeouts, a silent
 one is told why and closed once the timeout passes."""
 

@@ -1,7 +1,7 @@
 """Issue 3: the ingest path keeps no memory per move (measured with tracemalloc).
 
 Masked client frames go through the server's frame parser and into a MoveBatch,
-as server/_app.py's read loop does; after warming up, N more frames leave no
+as server/shell/_app.py's read loop does; after warming up, N more frames leave no
 more live blocks behind than a few (transient objects are freed at once).
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import struct
 import tracemalloc
 
-from server._wsframes import OP_BINARY, FrameParser
 from server.protocol import MAX_CLIENT_FRAME_BYTES, Move, MoveBatch, Moves, encode
+from server.shell._wsframes import OP_BINARY, FrameParser
 
 
 def _masked(payload: bytes, mask: bytes = b"\x11\x22\x33\x44") -> bytes:

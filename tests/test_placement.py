@@ -11,9 +11,9 @@ import pytest
 import trio
 from test_server_ops import get_json
 
-from server._placement import hunt_dir_name, hunt_journals
 from server.client import connect
 from server.durability import Journal, token_hash
+from server.hunt._placement import hunt_dir_name, hunt_journals
 from tickengine import EngineConfig, HuntParams, World
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
@@ -43,8 +43,8 @@ async def test_each_hunt_runs_in_a_hub_of_its_own_with_a_world_sized_from_it(ser
 
 async def test_a_created_hunt_gets_its_own_hub_and_journal_and_survives_a_restart(
         serve, tmp_path: Path) -> None:
-    from server._app import HuntServer
     from server._config import parse_serve_config
+    from server.shell._app import HuntServer
 
     data = tmp_path / "data"
     config = parse_serve_config({
@@ -120,3 +120,28 @@ async def test_the_server_pins_a_threading_layer_safe_for_concurrent_callers(ser
     srv = await serve({"name": "one"}, {"name": "two"})
     assert len(srv.app.hubs()) == 2  # two worker threads call the parallel kernels at once
     assert numba.threading_layer() in ("tbb", "omp"), numba.threading_layer()
+
+
+async def test_fresh_moves_every_hunts_journal_aside(serve, tmp_path: Path) -> None:
+    from server._config import parse_serve_config
+    from server.shell._app import HuntServer
+
+    data = tmp_path / "data"
+    config = parse_serve_config({
+        "server": {"host": "127.0.0.1", "port": 0, "http_port": -1, "data_dir": str(data)},
+        "hunt": [{"name": "main"}]})
+    with trio.fail_after(30):
+        for fresh in (False, True):
+            app = HuntServer(config, fresh=fresh)
+            async with trio.open_nursery() as nursery:
+                ports = await nursery.start(app.run)
+                if not fresh:
+                    async with connect(ports.ws_url, "old", "main") as c:
+                        await c.ticks().__anext__()
+                else:
+                    assert len(app.hub.sessions) == 0, "a fresh start recovers nobody"
+                    assert app.hub.world.tick_number < 40
+                app.shutdown()
+    moved = [p for p in data.iterdir() if p.name.startswith("discarded-")]
+    assert len(moved) == 1 and (moved[0] / "hunts" / hunt_dir_name("main")).is_dir()
+    assert sorted(hunt_journals(data)) == ["main"]

@@ -27,7 +27,6 @@ from trio_websocket import (
     serve_websocket,
 )
 
-from server.bots import MAX_RETRIES, retry_delay
 from server.client import ConnectFailed, ServerError, connect
 from server.protocol import (
     CLOSE_REDIRECT,
@@ -40,6 +39,7 @@ from server.protocol import (
     decode_server_frame,
     encode,
 )
+from server.tools.bots import MAX_RETRIES, retry_delay
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
 

@@ -23,7 +23,6 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from server import _wsframes as wf
 from server.client import HuntClient, connect
 from server.protocol import (
     MAX_CLIENT_SEQ,
@@ -38,6 +37,7 @@ from server.protocol import (
     decode_server_frame,
     encode,
 )
+from server.shell import _wsframes as wf
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
 

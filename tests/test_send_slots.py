@@ -1,4 +1,4 @@
-"""The tick's claim on sockets (server/_conn.py SendSlots): the worker may write a client's
+"""The tick's claim on sockets (server/shell/_conn.py SendSlots): the worker may write a client's
 frame only while nothing else is queued or being written on that connection, so a frame
 never overtakes another; claims end for every connection at once. Real TCP sockets."""
 
@@ -10,8 +10,8 @@ import socket
 import numpy as np
 import trio
 
-from server import _wsframes as wf
-from server._conn import Connection, SendSlots
+from server.shell import _wsframes as wf
+from server.shell._conn import Connection, SendSlots
 
 
 async def _pair() -> tuple[Connection, socket.socket]:

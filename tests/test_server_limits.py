@@ -25,7 +25,6 @@ import trio
 from structlog.testing import capture_logs
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from server import _wsframes as wf
 from server.client import JoinRefused, connect
 from server.protocol import (
     MAX_CLIENT_FRAME_BYTES,
@@ -41,6 +40,7 @@ from server.protocol import (
     decode_server_frame,
     encode,
 )
+from server.shell import _wsframes as wf
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
 

@@ -1,16 +1,15 @@
-"""server._tickframes: the kernel that writes every client's TICK frame in one pass writes,
+"""server.hunt._tickframes: the kernel that writes every client's TICK frame in one pass writes,
 byte for byte, what ``server.protocol.TickMessageWriter`` writes one message at a time,
-behind the 2-, 4- or 10-byte WebSocket header of ``server._wsframes``, each frame ending
-with the tail the server's own selection (server/_tails.py) picked for that observer."""
+behind the 2-, 4- or 10-byte WebSocket header of ``server.shell._wsframes``, each frame ending
+with the tail the server's own selection (server/hunt/_tails.py) picked for that observer."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from server import _tickframes as tf
-from server import _wsframes as wf
-from server._tails import build_tails
+from server.hunt import _tickframes as tf
+from server.hunt._tails import build_tails
 from server.protocol import (
     DISCOVERY_RECORD,
     LEADER_RECORD,
@@ -22,6 +21,7 @@ from server.protocol import (
     decode_server_frame,
     encode_hunt_events,
 )
+from server.shell import _wsframes as wf
 from tickengine import LEFT, Bots, EngineConfig, HuntParams, World
 
 
@@ -70,7 +70,7 @@ def expected_events(world, result, names, hunt, keyframe):
 
 
 def server_tails(world, result, names, observer_hunts, keyframe):
-    """The server's own tail selection (server/_tails.py): the table and each observer's row."""
+    """The server's own tail selection (server/hunt/_tails.py): the table, each row."""
     tails = tf.TailTable(rows=2, nbytes=64)  # small: the table must grow
     obs_tail = np.full(len(keyframe), -1, np.int32)
 

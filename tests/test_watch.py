@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from server._watch import MAX_RECENT, watch_payload
+from server.shell._watch import MAX_RECENT, watch_payload
 from tickengine import EngineConfig, HuntParams, World
 
 STATS = {"tick": 5, "tick_ms_p50": 0.4, "tick_ms_p99": 1.2, "clients": 2}

@@ -1,4 +1,4 @@
-"""server._wsframes: the sans-IO WebSocket frame parser and writer, no sockets.
+"""server.shell._wsframes: the sans-IO WebSocket frame parser and writer, no sockets.
 
 Client frames come from wsproto's client side (an independent implementation of
 RFC 6455) where it can produce them, and are built by hand for what it refuses
@@ -17,7 +17,7 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection as WsConnection
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
-from server import _wsframes as wf
+from server.shell import _wsframes as wf
 
 LIMIT = 1028
 

@@ -87,7 +87,7 @@ def check_against_reference(data_dir: Path, log: Log) -> dict[str, int]:
     compared (ticks, visibility records, discoveries, leaderboards, leaves), so that a
     test can check the comparison was not empty.
     """
-    from server._placement import hunt_journals
+    from server.hunt._placement import hunt_journals
 
     journals = hunt_journals(data_dir)
     if not journals:

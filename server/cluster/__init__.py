@@ -2,7 +2,7 @@
 
 Several ``treasure-hunt serve`` nodes share one Redis (coredis, on Trio through
 anyio). This package is what they store there and how; the node's own loop
-(placement, failover, routing) is ``server._node``. Every key, its type, writer and
+(placement, failover, routing) is ``server.hunt._node``. Every key, its type, writer and
 TTL: docs/cluster.md.
 
 Layout (private modules, public names re-exported here):
@@ -16,7 +16,7 @@ Layout (private modules, public names re-exported here):
   every call bounded in time, :class:`ClusterUnavailable` when Redis is away.
 - ``_sink``: :class:`EventSink`, the bounded queue between the tick and Redis.
 
-``treasure-hunt events`` (server/events.py) is an example consumer of the stream.
+``treasure-hunt events`` (server/tools/events.py) is an example consumer of the stream.
 """
 
 from ._keys import Keys as Keys

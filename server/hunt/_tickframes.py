@@ -20,8 +20,8 @@ import ctypes
 import numpy as np
 from numba import njit
 
-from .protocol import TICK_HEADER_BYTES, HuntEvents
-from .protocol._constants import TICK_KEYFRAME, TICK_LEADERBOARD, MessageType
+from ..protocol import TICK_HEADER_BYTES, HuntEvents
+from ..protocol._constants import TICK_KEYFRAME, TICK_LEADERBOARD, MessageType
 
 #: Columns of the ``tails`` table: one row per encoded tail.
 TAIL_START, TAIL_END, TAIL_DISC, TAIL_LEADERS, TAIL_LEAVES, TAIL_NAMES, TAIL_NAMES_BYTES = range(7)

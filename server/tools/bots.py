@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import trio
     from rich.console import Console
 
-    from .client import HuntClient
+    from ..client import HuntClient
 
 EXAMPLES = """\
 examples:
@@ -100,7 +100,7 @@ class UsageError(Exception):
 
 def check_options(args: argparse.Namespace) -> None:
     """Raise UsageError naming the first bad option and what is allowed."""
-    from .protocol import Hello, LocalProtocolError
+    from ..protocol import Hello, LocalProtocolError
 
     if not args.url.startswith(("ws://", "wss://")):
         raise UsageError(f"--url must be a ws:// or wss:// URL, got {args.url!r}")
@@ -254,7 +254,7 @@ async def run_bot(i: int, opts: Options, stats: Stats, stop: trio.Event,
                   all_done: trio.Event) -> None:
     """One bot: join (staggered), play, resume after a lost connection, BYE at the end."""
 
-    from .client import (
+    from ..client import (
         ConnectFailed,
         ConnectionLost,
         HuntError,
@@ -263,7 +263,7 @@ async def run_bot(i: int, opts: Options, stats: Stats, stop: trio.Event,
         TickGap,
         connect,
     )
-    from .protocol import ErrorCode, RemoteProtocolError
+    from ..protocol import ErrorCode, RemoteProtocolError
 
     # Worth another try: evicted, a server hiccup, the hunt moved or failed (it restarts from
     # its journal) or the node is going away (the entry URL sends the next attempt to

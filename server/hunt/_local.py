@@ -4,7 +4,7 @@ The configured hunts, the hunts clients created in an earlier run (their
 ``hunt.json`` under ``<data_dir>/hunts/``) and those they create now
 (``allow_create_hunts``) each get a hub; a data dir of the older layout (one
 journal for all hunts) is recovered as one hub for its hunts. A hunt that fails
-is restarted here from its journal after a backoff (server/_placement.py says
+is restarted here from its journal after a backoff (server/hunt/_placement.py says
 what a failure does).
 """
 
@@ -22,6 +22,7 @@ import trio
 
 from tickengine import ConfigError, HuntParams, WorldConfig
 
+from ..protocol import ErrorCode, ErrorMessage, Redirect, Refused
 from ._placement import (
     HEALTHY_AFTER,
     LOCAL_TOKEN,
@@ -34,10 +35,9 @@ from ._placement import (
     hunt_dir_name,
     hunt_world_config,
 )
-from .protocol import ErrorCode, ErrorMessage, Redirect, Refused
 
 if TYPE_CHECKING:
-    from ._app import HuntServer
+    from ..shell._app import HuntServer
     from ._hub import Hub
 
 #: Seconds before the first restart of a failed hunt; doubled after each failure in a row.
@@ -93,12 +93,12 @@ class LocalPlacement(Placement):
     def _prepare_data_dir(self) -> Path | None:
         """Lock the data dir, move it aside with ``fresh``, list the hunts created in an
         earlier run; returns the data dir when it holds an older single journal."""
-        from .durability import discard
-        from .durability._files import list_segments, list_snapshots
+        from ..durability import discard
+        from ..durability._files import list_segments, list_snapshots
 
         if not self.cfg.data_dir:
             return None
-        from .durability._files import DIR_MODE
+        from ..durability._files import DIR_MODE
 
         data_dir = Path(self.cfg.data_dir)
         hunts = data_dir / "hunts"
@@ -109,7 +109,7 @@ class LocalPlacement(Placement):
         if self.fresh:
             moved = discard(data_dir)
             if any(hunts.iterdir()):
-                from .durability._files import DISCARDED_PREFIX, unique_dir, utc_stamp
+                from ..durability._files import DISCARDED_PREFIX, unique_dir, utc_stamp
 
                 moved = moved or unique_dir(data_dir, DISCARDED_PREFIX + utc_stamp())
                 os.replace(hunts, moved / "hunts")
@@ -129,8 +129,8 @@ class LocalPlacement(Placement):
         return None
 
     def _take_lock(self, data_dir: Path) -> None:
-        from .durability import JournalError
-        from .durability._files import FILE_MODE
+        from ..durability import JournalError
+        from ..durability._files import FILE_MODE
 
         fd = os.open(data_dir / SERVER_LOCK, os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
@@ -182,7 +182,7 @@ class LocalPlacement(Placement):
         """Worker thread: recover ``r.data_dir`` and continue its journal there."""
         import numba
 
-        from .durability import recover
+        from ..durability import recover
 
         # Replay on the tick's thread budget: all threads on a busy host stall each other.
         numba.set_num_threads(self.cfg.tick_threads)
@@ -319,7 +319,7 @@ class LocalPlacement(Placement):
 
 def _write_params(base: Path, params: HuntParams) -> None:
     """``<hunt dir>/hunt.json``: the hunt's parameters, so a restart knows created hunts."""
-    from .durability._files import DIR_MODE, FILE_MODE
+    from ..durability._files import DIR_MODE, FILE_MODE
 
     base.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     path = base / "hunt.json"

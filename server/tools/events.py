@@ -93,7 +93,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``treasure-hunt events`` on its own (``python -m server.events``)."""
+    """``treasure-hunt events`` on its own (``python -m server.tools.events``)."""
     p = _Parser(prog="treasure-hunt events", description=DESCRIPTION, epilog=EXAMPLES,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     _options(p)
@@ -115,7 +115,7 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     import trio
 
-    from .cluster import ClusterUnavailable
+    from ..cluster import ClusterUnavailable
 
     try:
         return trio.run(_run, args)
@@ -130,7 +130,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from .cluster import ClusterStore
+    from ..cluster import ClusterStore
 
     show = _printer(args.json)
     async with ClusterStore.open(args.redis, prefix=args.prefix, timeout=args.timeout) as store:
@@ -146,7 +146,7 @@ async def _follow(store: Any, args: argparse.Namespace, show: Any) -> int:
     import trio
     from coredis.exceptions import StreamConsumerGroupError
 
-    from .cluster import ClusterUnavailable
+    from ..cluster import ClusterUnavailable
 
     left = args.max_events
     pending = True  # first what this consumer read earlier and did not acknowledge

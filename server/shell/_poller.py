@@ -28,8 +28,8 @@ import trio
 from . import _wsframes as wf
 
 if TYPE_CHECKING:
+    from ..hunt._hub import Hub, Session
     from ._conn import Connection
-    from ._hub import Hub, Session
 
 _READ_BYTES = 65536
 _MOVES = 0x02

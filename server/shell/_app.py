@@ -6,7 +6,7 @@ port 0 and never sleep waiting for start-up). Start-up, in order: bind the
 ports (a clash fails at once, before anything is written), warm the kernels up
 (compiled the first time), start the hunts (recovering their journals), then
 accept clients. Where each hunt runs is the placement's business
-(server/_placement.py: here, or across a cluster); the app only routes each
+(server/hunt/_placement.py: here, or across a cluster); the app only routes each
 HELLO to the hub the placement names. ``server.shutdown()`` (SIGINT or SIGTERM
 in ``treasure-hunt serve``) stops every tick after the current one, sends every
 client ERROR ``GOING_AWAY`` and close 1001, and returns.
@@ -36,20 +36,14 @@ import trio
 
 import tickengine
 
-from . import _tickframes
-from . import _wsframes as wf
-from ._config import ServeConfig
-from ._conn import Connection, ConnectionClosed, HandshakeFailed
-from ._http import HttpServer, Request, Response, file_response, json_response
-from ._hub import Hub, JoinRequest, Session
-from ._local import LocalPlacement
-from ._log import get_logger
-from ._metrics import Metrics
-from ._placement import Placement
-from ._poller import Poller
-from ._ratelimit import AddressRates
-from ._stats import StatsCache
-from .protocol import (
+from .._config import ServeConfig
+from .._log import get_logger
+from .._metrics import Metrics
+from ..hunt import _tickframes
+from ..hunt._hub import Hub, JoinRequest, Session
+from ..hunt._local import LocalPlacement
+from ..hunt._placement import Placement
+from ..protocol import (
     CLOSE_REDIRECT,
     MAX_CLIENT_FRAME_BYTES,
     PROTOCOL_VERSION,
@@ -64,8 +58,14 @@ from .protocol import (
     decode_client_frame,
     encode,
 )
+from . import _wsframes as wf
+from ._conn import Connection, ConnectionClosed, HandshakeFailed
+from ._http import HttpServer, Request, Response, file_response, json_response
+from ._poller import Poller
+from ._ratelimit import AddressRates
+from ._stats import StatsCache
 
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).parent.parent / "static"
 
 #: The whole answer to a WebSocket connection over a socket limit, sent without reading
 #: its request: holding the socket for the handshake would let idle sockets pile up.
@@ -103,7 +103,7 @@ class HuntServer:
 
         ``fresh``: move an existing journal aside first (``--fresh``). :meth:`run` raises
         :class:`ListenError` when a port cannot be bound,
-        :class:`server._placement.StartError` when a hunt cannot start (its cause: the
+        :class:`server.hunt._placement.StartError` when a hunt cannot start (its cause: the
         data dir's OSError, :class:`server.durability.RecoveryError`, ...) and
         :class:`server.durability.JournalError` when another server uses the data dir.
         """
@@ -125,7 +125,7 @@ class HuntServer:
         self.poller = Poller(self.server.idle_timeout)
         self.placement: Placement
         if self.server.redis:
-            from ._node import RedisPlacement
+            from ..hunt._node import RedisPlacement
 
             self.placement = RedisPlacement(self)
         else:
@@ -489,7 +489,7 @@ class HuntServer:
 
     async def _hunts(self, request: Request) -> Response:
         """Every hunt and the node that runs it (the cluster's view on a scale-out node)."""
-        from .cluster import ClusterUnavailable
+        from ..cluster import ClusterUnavailable
 
         try:
             return json_response({"hunts": await self.placement.hunts_view()})
@@ -502,7 +502,7 @@ class HuntServer:
             limit = min(1000, max(1, int(request.query.get("limit", "10"))))
         except ValueError:
             return json_response({"error": "limit must be an integer"}, 400)
-        from .cluster import ClusterUnavailable
+        from ..cluster import ClusterUnavailable
 
         try:
             rows = await self.placement.leaderboard(limit)

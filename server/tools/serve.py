@@ -116,7 +116,7 @@ def build_config(args: argparse.Namespace):  # -> ServeConfig
 
     from tickengine import WorldConfig
 
-    from ._config import load_serve_config
+    from .._config import load_serve_config
 
     cfg = load_serve_config(args.config)
     server = cfg.server.replace(
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tickengine import ConfigError
 
-    from . import _log
+    from .. import _log
 
     try:
         cfg = build_config(args)
@@ -160,9 +160,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.prog}: error: {exc}", file=sys.stderr)
         return 2
     _log.configure(cfg.server.log_format)
-    from ._app import HuntServer, ListenError, ThreadingLayerError
-    from ._placement import StartError
-    from .durability import DurabilityError
+    from ..durability import DurabilityError
+    from ..hunt._placement import StartError
+    from ..shell._app import HuntServer, ListenError, ThreadingLayerError
 
     server = HuntServer(cfg, fresh=args.fresh)
 
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
                 await server.run()
                 nursery.cancel_scope.cancel()
 
-    from .cluster import ClusterUnavailable
+    from ..cluster import ClusterUnavailable
 
     known = (ListenError, StartError, DurabilityError, ConfigError, ClusterUnavailable,
              ThreadingLayerError)

@@ -1,10 +1,10 @@
 """``treasure-hunt simulate``: run hunts full of bots headless, time every tick, report.
 
-The flow: check every option (:mod:`server.sim_plan`), warm the JIT up (outside
+The flow: check every option (:mod:`server.tools.sim_plan`), warm the JIT up (outside
 the timings), build a World sized exactly for the run, then tick it with bots
 deciding before each tick. Per-tick timings go into one preallocated array and
 discoveries into preallocated counters, so the loop allocates next to nothing.
-The tables, JSON and plot are made from the result (:mod:`server.sim_report`).
+The tables, JSON and plot are made from the result (:mod:`server.tools.sim_report`).
 """
 
 from __future__ import annotations

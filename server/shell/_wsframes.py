@@ -7,7 +7,7 @@ channel to another task, a cost per small message that dominates at game rates
 server receives tens of thousands of 20-byte MOVES frames per second, so the
 server parses client frames here: one pass over the received bytes, one
 ``int.from_bytes`` XOR to unmask a small payload. The handshake stays on
-wsproto (``server/_conn.py``) and the Python client stays on trio-websocket.
+wsproto (``server/shell/_conn.py``) and the Python client stays on trio-websocket.
 
 Server frames are never masked, so their header is 2, 4 or 10 bytes:
 :func:`frame_header` lays it in front of a pre-encoded message, which is then

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._metrics import TICK_PHASES
+from .._metrics import TICK_PHASES
 
 if TYPE_CHECKING:
-    from ._hub import Hub
+    from ..hunt._hub import Hub
 
 #: Ticks summarised by the answer without ``?ticks``.
 SUMMARY_TICKS = 200

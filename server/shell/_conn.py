@@ -2,7 +2,7 @@
 
 The handshake is wsproto's (``H11Handshake``: the HTTP/1.1 upgrade, header
 checks, the accept token). After it, frames are parsed by
-:class:`server._wsframes.FrameParser` and written pre-framed.
+:class:`server.shell._wsframes.FrameParser` and written pre-framed.
 
 Sending: every byte a connection sends after the handshake leaves through one
 ordered queue (:attr:`Connection.outbox`), whoever sends it: the tick's bulk
@@ -45,8 +45,8 @@ from wsproto.events import AcceptConnection, RejectConnection, Request
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError as WsHandshakeError
 
+from ..protocol import ErrorCode, ErrorMessage, encode
 from . import _wsframes as wf
-from .protocol import ErrorCode, ErrorMessage, encode
 
 _RECEIVE_BYTES = 65536
 

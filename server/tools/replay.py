@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from .durability import Recovered
+    from ..durability import Recovered
 
 SCHEMA = "treasure-hunt/replay/1"
 #: Rows shown per leaderboard and hunts whose leaderboard is shown (all are in --json).
@@ -102,7 +102,7 @@ def run_command(args: argparse.Namespace) -> int:
     if not data_dir.is_dir():
         return _fail(args, f"no data dir {str(data_dir)!r} (give the server's --data-dir)")
 
-    from ._placement import hunt_journals
+    from ..hunt._placement import hunt_journals
 
     journals = hunt_journals(data_dir)
     if args.hunt is not None or (journals and not any(data_dir.glob("journal-*.log"))):
@@ -133,7 +133,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     from tickengine import warm_up
 
-    from .durability import HashMismatchError, RecoveryError, recover
+    from ..durability import HashMismatchError, RecoveryError, recover
 
     color = not args.no_color and "NO_COLOR" not in os.environ
     out = Console(no_color=not color, highlight=False)

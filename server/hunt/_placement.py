@@ -1,14 +1,14 @@
 """Where hunts run: the placement interface, its one-server implementation, and supervision.
 
 A server runs every hunt in a hub of its own (one World, one journal, one
-ticker: server/_hub.py). What decides where a hunt runs, who owns it and when
+ticker: server/hunt/_hub.py). What decides where a hunt runs, who owns it and when
 it moves is a :class:`Placement`; the application asks it only where a HELLO
 goes (:meth:`Placement.route`) and what runs here (:meth:`Placement.hubs`).
 Two implementations, one code path:
 
-- :class:`server._local.LocalPlacement`: a single server is a cluster of one;
+- :class:`server.hunt._local.LocalPlacement`: a single server is a cluster of one;
   every hunt runs here, always.
-- :class:`server._node.RedisPlacement` (``serve --redis``): hunts are placed
+- :class:`server.hunt._node.RedisPlacement` (``serve --redis``): hunts are placed
   across nodes by leases in Redis, and move when a node dies or leaves.
 
 **Supervision.** Each hunt's ticker runs in a task of its own that catches what
@@ -46,11 +46,11 @@ import trio
 
 from tickengine import EngineConfig, HuntParams, WorldConfig
 
-from . import _wsframes as wf
-from .protocol import MAX_MESSAGE_BYTES, ErrorCode, ErrorMessage, Redirect, encode
+from ..protocol import MAX_MESSAGE_BYTES, ErrorCode, ErrorMessage, Redirect, encode
+from ..shell import _wsframes as wf
 
 if TYPE_CHECKING:
-    from ._app import HuntServer
+    from ..shell._app import HuntServer
     from ._hub import Hub
 
 #: Seconds a restarted hunt must tick before its failures in a row are forgotten.
@@ -205,8 +205,8 @@ class Placement:
     def _new_hub(self, r: Running, world: WorldConfig, recovered: Any) -> Hub:
         """The hub of ``r`` over ``world`` (or the recovered world), with a journal in
         ``r.data_dir`` not yet started (none without a data dir)."""
+        from ..durability import Journal
         from ._hub import Hub
-        from .durability import Journal
 
         app = self.app
         server = app.server

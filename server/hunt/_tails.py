@@ -3,7 +3,7 @@
 A TICK ends with its hunt's events (discoveries, leaves, the names of who joined,
 the leaderboard when it changed: docs/protocol.md). They are the same for every
 observer of a hunt, so each hunt's tail is encoded once per tick into a
-:class:`~server._tickframes.TailTable`, plus a keyframe variant (the leaderboard
+:class:`~server.hunt._tickframes.TailTable`, plus a keyframe variant (the leaderboard
 and every player's name) when one of its observers gets a keyframe; the frame
 kernel then appends row ``obs_tail[i]`` to observer i's TICK.
 """
@@ -17,8 +17,8 @@ import numpy as np
 
 from tickengine import LEFT
 
+from ..protocol import NameEntry, encode_hunt_events
 from ._tickframes import TailTable
-from .protocol import NameEntry, encode_hunt_events
 
 
 def build_tails(world: Any, result: Any, tails: TailTable, obs_hunt: np.ndarray,

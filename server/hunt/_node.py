@@ -1,7 +1,7 @@
 """The Redis placement: this server as one node of a cluster (``serve --redis URL``).
 
-Like a single server (server/_placement.py), a node runs one
-:class:`~server._hub.Hub` (one World, one journal) per hunt, so that a hunt can
+Like a single server (server/hunt/_placement.py), a node runs one
+:class:`~server.hunt._hub.Hub` (one World, one journal) per hunt, so that a hunt can
 move between nodes on its own. Redis holds who runs what
 (server/cluster: node heartbeats, the hunt catalogue, one lease per hunt with a
 fencing token); this module is the node's side of it:
@@ -45,6 +45,8 @@ import trio
 
 from tickengine import LEFT, ConfigError, HuntParams
 
+from ..cluster import ClusterStore, ClusterUnavailable, EventSink, Lease, NodeInfo, least_loaded
+from ..protocol import ErrorCode, ErrorMessage, Redirect, Refused
 from ._placement import (
     HEALTHY_AFTER,
     Placement,
@@ -53,11 +55,9 @@ from ._placement import (
     hunt_dir_name,
     hunt_world_config,
 )
-from .cluster import ClusterStore, ClusterUnavailable, EventSink, Lease, NodeInfo, least_loaded
-from .protocol import ErrorCode, ErrorMessage, Redirect, Refused
 
 if TYPE_CHECKING:
-    from ._app import HuntServer
+    from ..shell._app import HuntServer
     from ._hub import Hub
 
 #: Part of the lease kept as a safety margin on the node's side (clock rate drift, jitter).
@@ -453,7 +453,7 @@ def _recover_latest(base: Path, token: int, cursor: int | None
     have journaled them without publishing them. When the newest snapshot is
     already past ``cursor``, the replay starts from the oldest kept snapshot.
     """
-    from .durability import recover
+    from ..durability import recover
 
     if not base.is_dir():
         return None, None, []
