@@ -61,7 +61,7 @@ from ..protocol import (
 from . import _wsframes as wf
 from ._conn import Connection, ConnectionClosed, HandshakeFailed
 from ._http import HttpServer, Request, Response, file_response, json_response
-from ._poller import Poller
+from ._poller import Poller, idle_step
 from ._ratelimit import AddressRates
 from ._stats import StatsCache
 
@@ -326,8 +326,8 @@ class HuntServer:
     async def _read_loop(self, conn: Connection, hub: Hub, s: Session) -> None:
         idle = self.server.idle_timeout
         # One cancel scope for the whole loop, its deadline pushed back at most once a
-        # second: updating a scope per message is a measurable share of the server's CPU
-        # under load (perf/README.md, "Figures behind the code's choices").
+        # step (idle_step): updating a scope per message is a measurable share of the
+        # server's CPU under load (perf/README.md, "Figures behind the code's choices").
         with trio.CancelScope(deadline=trio.current_time() + idle) as scope:
             await self._read_messages(conn, hub, s, scope)
         if scope.cancelled_caught:
@@ -338,6 +338,7 @@ class HuntServer:
     async def _read_messages(self, conn: Connection, hub: Hub, s: Session,
                              scope: trio.CancelScope) -> None:
         idle = self.server.idle_timeout
+        step = idle_step(idle)
         bumped = trio.current_time()
         poller = self.poller
         while True:
@@ -353,9 +354,9 @@ class HuntServer:
                     raise conn.closed
                 conn.lost()
             now = trio.current_time()
-            if now - bumped > 1.0:  # any frame counts, a ping or pong too (keep-alives)
+            if now - bumped > step:  # any frame counts, a ping or pong too (keep-alives)
                 bumped = now
-                scope.deadline = now + idle
+                scope.deadline = now + idle + step
             if await conn.take_control(msg):
                 continue
             try:

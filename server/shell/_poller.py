@@ -18,6 +18,7 @@ the socket back (:meth:`Poller.wait`). Everything runs on the Trio thread.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import select
 from collections.abc import Callable
@@ -33,6 +34,15 @@ if TYPE_CHECKING:
 
 _READ_BYTES = 65536
 _MOVES = 0x02
+
+
+def idle_step(idle_timeout: float) -> float:
+    """How often a connection's idle deadline may move, in seconds: at most once a second (a
+    cancel-scope update per message is a measurable share of the CPU under load), and often
+    enough for a short ``idle_timeout``. The deadline is set ``idle_timeout + step`` ahead of
+    the frame that moves it, so a client that sends a frame at least every ``idle_timeout``
+    seconds is never closed, and a silent one is closed within one step after it."""
+    return min(1.0, idle_timeout / 4)
 
 
 class _Entry:
@@ -55,7 +65,7 @@ class _Entry:
         self.hub = hub
         self.session = session
         self.scope = scope
-        self.bump_after = trio.current_time() + 1.0
+        self.bump_after = -math.inf  # the first move moves the idle deadline
         self.event = trio.Event()
         self.message: wf.Message | None = None
         self.error: wf.FrameError | None = None
@@ -68,6 +78,7 @@ class Poller:
 
     def __init__(self, idle_timeout: float) -> None:
         self.idle = idle_timeout
+        self.step = idle_step(idle_timeout)
         self._ep = select.epoll()
         self._entries: dict[int, _Entry] = {}
 
@@ -128,11 +139,10 @@ class Poller:
                 if self._drain(e, now):
                     self._release(e)
                 elif now > e.bump_after:
-                    # The idle deadline moves at most once a second: a scope update per
-                    # message is a measurable share of the server's CPU under load. A
+                    # The idle deadline moves at most once a step (idle_step). A
                     # comparison, not a subtraction: no float is made per read.
-                    e.bump_after = now + 1.0
-                    e.scope.deadline = now + self.idle
+                    e.bump_after = now + self.step
+                    e.scope.deadline = now + self.idle + self.step
             # No checkpoint here: wait_readable always parks the task until Trio's next
             # I/O poll, so every pass already yields to the other tasks.
 

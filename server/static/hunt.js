@@ -35,6 +35,10 @@ const DEFAULTS = {
   // No message for this long while playing: the connection is dead even if the socket does
   // not know it yet (a phone that lost its network); close it and resume.
   stallTimeoutMs: 4000,
+  // Nothing sent for this long while playing (a player standing still): the current move is
+  // sent again with the next seq. Browsers cannot send WebSocket pings, and the server closes
+  // a connection that sent no frame for its idle_timeout (docs/protocol.md, message flow 9).
+  keepAliveMs: 60000,
   WebSocket: globalThis.WebSocket,
 };
 
@@ -338,11 +342,15 @@ export class HuntClient {
 
   _checkStall() {
     const ws = this._ws;
-    if (ws && ws.readyState === 1 && this.state === "playing" &&
-        performance.now() - this._lastMessageMs > this.options.stallTimeoutMs) {
+    if (!ws || ws.readyState !== 1 || this.state !== "playing") return;
+    const now = performance.now();
+    if (now - this._lastMessageMs > this.options.stallTimeoutMs) {
       ws.close(4000, "no message from the server; resuming");
       // A dead network may never deliver the close handshake: stop waiting for it.
       this._closed(ws, 4000, "stalled");
+    } else if (now - this._lastSendMs > this.options.keepAliveMs && this._flushTimer === null) {
+      this._sentDirection = null;  // the same direction again: a keep-alive the tick ignores
+      this._flush();
     }
   }
 }
