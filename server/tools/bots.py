@@ -54,6 +54,11 @@ BYE_GRACE_S = 3.0
 #: before it gives up; the delays double from RETRY_FIRST_S up to RETRY_MAX_S (jittered
 #: down by up to a quarter), so 10 tries span about 10 s: a node's failover fits in it.
 MAX_RETRIES = 10
+#: What to do when one address may not hold that many players (all bots share one address).
+ADDRESS_HINT = (" (every bot comes from this machine's address: run fewer bots per hunt, or "
+                "start your server with a larger --max-players-per-address, and "
+                "--hellos-per-second-per-address and --connections-per-second-per-address "
+                "for a faster start)")
 RETRY_FIRST_S = 0.25
 RETRY_MAX_S = 1.25
 #: Seconds between two refreshes of the live line.
@@ -86,7 +91,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="moves each bot sends per second, its current heading, at most one "
                         "per tick; a new heading waits for the next slot (default 5)")
     p.add_argument("--connect-rate", type=float, default=50.0, metavar="N",
-                   help="bots connecting per second at the start (default 50)")
+                   help="bots connecting per second at the start (default 50). All bots come "
+                        "from one address, and a server's defaults admit from one address 64 "
+                        "players per hunt, 5 joins and 10 connections a second after a burst "
+                        "of 50 and 60: bots refused for pace retry; for more bots, raise the "
+                        "server's --max-players-per-address (docs/server.md, Limits)")
     p.add_argument("--name-prefix", default="bot", metavar="TEXT",
                    help="bot names are TEXT-0, TEXT-1, ... (default bot)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bots' steering (default 0)")
@@ -325,9 +334,14 @@ async def run_bot(i: int, opts: Options, stats: Stats, stop: trio.Event,
                 if token is not None and exc.code == ErrorCode.RESUME_INVALID:
                     token = None  # the grace period is over: join anew
                     continue
-                settle(repaired=False)
-                stats.error(exc.name, f"{name}: {exc}")
-                return
+                if exc.code == ErrorCode.TOO_MANY_JOINS:
+                    # The address's join budget: wait and try again, like a refused connect.
+                    fail(exc.name, f"{name}: {exc}")
+                else:
+                    settle(repaired=False)
+                    hint = ADDRESS_HINT if exc.code == ErrorCode.ADDRESS_FULL else ""
+                    stats.error(exc.name, f"{name}: {exc}{hint}")
+                    return
             except ServerError as exc:
                 if exc.code in expected_codes:
                     fail(exc.name, f"{name}: {exc}")
