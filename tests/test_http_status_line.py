@@ -1,5 +1,6 @@
-"""The HTTP routes answer with a full status line: code and reason phrase (RFC 9112 allows an
-empty reason, but curl -i, browsers' devtools and proxies' logs print it)."""
+"""The HTTP routes, and the WebSocket port's refusal of a request that is no upgrade, answer
+with a full status line: code and reason phrase (RFC 9112 allows an empty reason, but curl -i,
+browsers' devtools and proxies' logs print it)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,5 @@ async def test_status_lines_carry_the_reason_phrase(serve) -> None:
         assert await status_line(srv.ports.http, "/no/such/page") == "HTTP/1.1 404 Not Found"
         assert (await status_line(srv.ports.http, "/api/stats?ticks=x")
                 == "HTTP/1.1 400 Bad Request")
+        # The WebSocket port answers a plain GET (no upgrade) with 400, reason included.
+        assert await status_line(srv.ports.ws, "/") == "HTTP/1.1 400 Bad Request"

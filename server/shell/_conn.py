@@ -36,6 +36,7 @@ import collections
 import contextlib
 import os
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import NoReturn
 
 import numpy as np
@@ -165,7 +166,7 @@ class Connection:
                 if not isinstance(hint, RejectConnection):
                     hint = RejectConnection(status_code=400)
                 with contextlib.suppress(Exception):
-                    await self.stream.send_all(hs.send(hint))
+                    await self.stream.send_all(_with_reason(hs.send(hint)))
                 raise HandshakeFailed(str(exc)) from None
 
     # ------------------------------------------------------------------ receiving
@@ -424,3 +425,18 @@ def _peer(stream: trio.SocketStream) -> str:
     except OSError:
         return "?"
     return str(host)
+
+
+def _with_reason(response: bytes) -> bytes:
+    """The status line with its reason phrase: wsproto's ``RejectConnection`` has no field for
+    one, so h11 writes ``HTTP/1.1 400 `` (valid, but curl -i and proxies' logs print it)."""
+    line, sep, rest = response.partition(b"\r\n")
+    version, _, tail = line.partition(b" ")
+    code, _, reason = tail.partition(b" ")
+    if reason or not code.isdigit():
+        return response
+    try:
+        phrase = HTTPStatus(int(code)).phrase.encode()
+    except ValueError:
+        return response
+    return b"%s %s %s%s%s" % (version, code, phrase, sep, rest)
