@@ -131,10 +131,12 @@ def start_server(procs: Procs, clients: int, args: argparse.Namespace, logdir: P
         if "max_players_per_address" in (args.server_src / "server" / "_config.py").read_text():
             # The per-address budgets exist only in servers since they came (--commit may
             # run an older one, to compare in the same run).
+            # The rates refill the (default) bursts within milliseconds: the load
+            # generator's connects come in clumps faster than their mean rate.
+            rate = str(max(10.0 * clients, 2 * args.connect_rate))
             cmd += ["--max-players-per-address", limit,
-                    "--hellos-per-second-per-address", str(max(5.0, 2 * args.connect_rate)),
-                    "--connections-per-second-per-address",
-                    str(max(10.0, 2 * args.connect_rate))]
+                    "--hellos-per-second-per-address", rate,
+                    "--connections-per-second-per-address", rate]
     if args.max_players:
         cmd += ["--max-players", str(args.max_players)]
     if args.send_threads:
