@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_browser_support import ServerProcess, capture_errors, launched_browser
+from test_browser_support import ServerProcess, capture_errors, launched_browser, serving
 
 IDLE_TIMEOUT = 1.0
 CONFIG = f"""
@@ -41,13 +41,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    config = tmp_path_factory.mktemp("serve") / "still.toml"
-    config.write_text(CONFIG, encoding="utf-8")
-    process = ServerProcess(config)
-    try:
+    with serving(tmp_path_factory, "still", CONFIG) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")

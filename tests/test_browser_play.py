@@ -19,6 +19,7 @@ from test_browser_support import (
     capture_errors,
     launched_browser,
     screenshot,
+    serving,
 )
 
 ADMIN_TOKEN = "watch-me"
@@ -56,13 +57,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    config = tmp_path_factory.mktemp("serve") / "meadow.toml"
-    config.write_text(CONFIG, encoding="utf-8")
-    process = ServerProcess(config)
-    try:
+    with serving(tmp_path_factory, "meadow", CONFIG) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")

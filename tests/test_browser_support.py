@@ -163,3 +163,15 @@ class ServerProcess:
         self._reader.join(timeout=5)
         if self.process.stdout is not None:
             self.process.stdout.close()
+
+
+@contextlib.contextmanager
+def serving(tmp_path_factory: object, name: str, config: str) -> Iterator[ServerProcess]:
+    """A :class:`ServerProcess` of ``config`` (TOML text) for a module's tests, stopped after."""
+    path = tmp_path_factory.mktemp("serve") / f"{name}.toml"  # type: ignore[attr-defined]
+    path.write_text(config, encoding="utf-8")
+    process = ServerProcess(path)
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -15,18 +15,18 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection
+from ws_support import raw_ws
 
 from server.client import HuntClient, connect
 from server.protocol import (
     MAX_CLIENT_SEQ,
-    MAX_SERVER_FRAME_BYTES,
     ErrorCode,
     ErrorMessage,
     Hello,
@@ -49,18 +49,6 @@ STEP = 250.0 / 25
 ONE_ADDRESS = {"max_players_per_address": 1000, "hellos_per_second_per_address": 1000.0,
                "hello_burst_per_address": 1000, "connections_per_second_per_address": 1000.0,
                "connection_burst_per_address": 1000}
-
-
-@asynccontextmanager
-async def raw_ws(url: str) -> AsyncIterator[WebSocketConnection]:
-    """A bare trio-websocket connection (its socket closed afterwards: see server.client)."""
-    ws = None
-    try:
-        async with open_websocket_url(url, max_message_size=MAX_SERVER_FRAME_BYTES) as ws:
-            yield ws
-    finally:
-        if ws is not None:
-            await ws._stream.aclose()
 
 
 async def raw_join(ws: WebSocketConnection, name: str, hunt: str = "arena",

@@ -16,19 +16,18 @@ import os
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
 import trio
 from structlog.testing import capture_logs
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection
+from ws_support import raw_ws
 
 from server.client import JoinRefused, connect
 from server.protocol import (
     MAX_CLIENT_FRAME_BYTES,
-    MAX_SERVER_FRAME_BYTES,
     ErrorCode,
     ErrorMessage,
     Hello,
@@ -52,18 +51,6 @@ def hello_frame(name: bytes = b"raw", hunt: bytes = b"demo", version: int = 1,
     """A HELLO built by hand: it may break rules the Hello event would refuse to encode."""
     return HELLO.pack(1, version, 1 if token else 0, len(name), len(hunt), 0,
                       token or bytes(16)) + name + hunt
-
-
-@asynccontextmanager
-async def raw_ws(url: str) -> AsyncIterator[WebSocketConnection]:
-    """A bare trio-websocket connection (and its socket closed afterwards: see server.client)."""
-    ws = None
-    try:
-        async with open_websocket_url(url, max_message_size=MAX_SERVER_FRAME_BYTES) as ws:
-            yield ws
-    finally:
-        if ws is not None:
-            await ws._stream.aclose()
 
 
 async def error_then_close(ws: WebSocketConnection) -> tuple[Any, int | None, list[Any]]:
