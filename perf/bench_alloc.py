@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from loadtest import PY, ROOT, Procs, metrics, tail
+from loadtest import PY, ROOT, Procs, metrics, wait_serving
 
 HERE = Path(__file__).resolve().parent
 COUNTERS = ("c_main", "c_other", "py_main", "py_other")
@@ -96,16 +96,7 @@ def start_server(procs: Procs, shim: Path, counts: Counts, clients: int,
     log = logdir / "server.log"
     with open(log, "wb") as err:
         p = procs.start(cmd, stdout_lines=False, stderr=err, env=env)
-    deadline = time.monotonic() + 120  # the first run compiles the kernels
-    while time.monotonic() < deadline:
-        for line in log.read_text(errors="replace").splitlines():
-            if '"serving"' in line:
-                info = json.loads(line)
-                return p, info["ws_url"], info["http_url"]
-        if p.poll() is not None:
-            raise RuntimeError(f"the server exited ({p.returncode}):\n{tail(log)}")
-        time.sleep(0.1)
-    raise RuntimeError(f"no 'serving' line from the server within 120 s:\n{tail(log)}")
+    return p, *wait_serving(p, log)
 
 
 def run(clients: int, rate: float, shim: Path, args: argparse.Namespace) -> dict[str, Any]:

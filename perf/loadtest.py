@@ -148,12 +148,17 @@ def start_server(procs: Procs, clients: int, args: argparse.Namespace, logdir: P
     with open(log, "wb") as err:
         p = procs.start(cmd, stdout_lines=False, stderr=err, cwd=args.server_src,
                         env={**os.environ, "PYTHONPATH": str(args.server_src)})
+    return p, *wait_serving(p, log)
+
+
+def wait_serving(p: subprocess.Popen, log: Path) -> tuple[str, str]:
+    """The (ws_url, http_url) of the server ``p`` once its log ``log`` has the 'serving' line."""
     deadline = time.monotonic() + 120  # the first run compiles the kernels
     while time.monotonic() < deadline:
         for line in log.read_text(errors="replace").splitlines():
             if '"serving"' in line:
                 info = json.loads(line)
-                return p, info["ws_url"], info["http_url"]
+                return info["ws_url"], info["http_url"]
         if p.poll() is not None:
             raise RuntimeError(f"the server exited ({p.returncode}):\n{tail(log)}")
         time.sleep(0.1)

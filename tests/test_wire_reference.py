@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from test_crash_recovery import _stop
 from wire_support import Log, check_against_reference, steer
 
 from server.client import HuntError, connect
@@ -235,12 +236,3 @@ def _start(data_dir: Path, config: Path) -> tuple[subprocess.Popen[str], str]:
     proc.kill()
     raise AssertionError(f"server did not start: {''.join(other)}{proc.stderr.read()}")
 
-
-def _stop(proc: subprocess.Popen[str], signum: int) -> int:
-    proc.send_signal(signum)
-    try:
-        return proc.wait(20)
-    finally:
-        proc.kill()
-        if proc.stderr is not None:
-            proc.stderr.close()
