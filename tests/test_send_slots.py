@@ -147,3 +147,40 @@ async def test_abort_waits_for_the_claim_so_the_fd_is_not_reused_under_the_worke
         slots.end()
     assert closed_at and closed_at[0] >= ended
     client.close()
+
+
+async def test_a_close_asked_while_the_writer_is_blocked_keeps_its_error() -> None:
+    """The writer task is inside a write the client does not read yet; a close asked then
+    (bad input, an eviction) must still send the frame in flight, its ERROR, then the close
+    frame: the queued frames nobody began are the only ones dropped."""
+    conn, client = await _pair()
+    conn.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+    tick = wf.frame(b"\x83" + bytes(4000))
+    error = wf.frame(b"\x84" + b"error")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run_writer)
+        for _ in range(8):  # more than the socket buffers hold: the writer blocks
+            assert conn.send_now(tick)
+        await trio.sleep(0.2)
+        assert conn._pumping and conn.backlog < 8  # a frame is in flight, the rest wait
+        assert conn.begin_close(1002, "bad", error)
+
+        def read_until_close() -> bytes:
+            client.settimeout(5)
+            data = b""
+            while not data.endswith(wf.close_frame(1002, "bad")):
+                chunk = client.recv(1 << 20)
+                assert chunk, data[-64:]
+                data += chunk
+            return data
+
+        data = await trio.to_thread.run_sync(read_until_close)
+        nursery.cancel_scope.cancel()
+    # Whole frames only, the ERROR right before the close frame.
+    assert data.endswith(error + wf.close_frame(1002, "bad"))
+    body = data[: -len(error + wf.close_frame(1002, "bad"))]
+    assert len(body) % len(tick) == 0 and body == tick * (len(body) // len(tick))
+    assert len(body) >= len(tick)  # the frame in flight was finished, not cut
+    client.close()
+    await conn.abort()

@@ -340,9 +340,12 @@ class Connection:
             await self._claim_ended()
             outbox = self.outbox
             while outbox and self.closed is None:
-                await self._send_all(outbox[0])
-                outbox.popleft()
+                # Out of the queue before the await: a close asked for meanwhile
+                # (begin_close) then finds only frames nobody began, and the final
+                # ERROR it queues cannot be taken for this one and dropped.
+                data = outbox.popleft()
                 self._head_partial = False
+                await self._send_all(data)
             if self._close_frame is not None and self.closed is None:
                 with contextlib.suppress(ConnectionClosed):
                     await self._send_all(self._close_frame)
