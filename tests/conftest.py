@@ -66,7 +66,9 @@ async def serve(nursery: trio.Nursery) -> AsyncIterator[StartServer]:
             data["defaults"] = defaults
         app = HuntServer(parse_serve_config(data))
         started.append(app)
-        with trio.fail_after(30):  # the first start may compile kernels
+        # The first start of a fresh clone compiles the kernels: about 20 s on a quiet
+        # machine, a minute or more on a busy one (test_adversarial.py runs first).
+        with trio.fail_after(240):
             ports = await nursery.start(app.run)
         return RunningServer(app, ports)
 
