@@ -18,6 +18,7 @@ not exist.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -244,3 +245,18 @@ def discard(data_dir: str | os.PathLike[str]) -> Path | None:
     fsync_dir(target)
     fsync_dir(data_dir)
     return target
+
+
+def hold_lock(path: Path, busy: str) -> int:
+    """Take the exclusive ``flock`` of ``path`` (created owner-only) and return its fd; the
+    lock lasts until the fd is closed. Raises :class:`JournalError` with ``busy`` when
+    another process holds it."""
+    from ._errors import JournalError
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise JournalError(busy) from None
+    return fd

@@ -18,7 +18,6 @@ the kernel); fsynced means safe from a crash of the machine.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -35,6 +34,7 @@ from ._files import (
     QUARANTINE,
     TMP_SUFFIX,
     fsync_dir,
+    hold_lock,
     list_segments,
     list_snapshots,
     segment_path,
@@ -207,14 +207,9 @@ class Journal:
         self._last_sync = time.monotonic()
 
     def _take_lock(self) -> None:
-        fd = os.open(self.data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise JournalError(f"{self.data_dir} is in use by another process (its LOCK is "
-                               "held): one server per data dir") from None
-        self._lock_fd = fd
+        self._lock_fd = hold_lock(self.data_dir / LOCK_NAME,
+                                  f"{self.data_dir} is in use by another process (its LOCK "
+                                  "is held): one server per data dir")
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:

@@ -11,7 +11,6 @@ what a failure does).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -129,17 +128,11 @@ class LocalPlacement(Placement):
         return None
 
     def _take_lock(self, data_dir: Path) -> None:
-        from ..durability import JournalError
-        from ..durability._files import FILE_MODE
+        from ..durability._files import hold_lock
 
-        fd = os.open(data_dir / SERVER_LOCK, os.O_RDWR | os.O_CREAT, FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise JournalError(f"{data_dir} is in use by another server (its {SERVER_LOCK} "
-                               "is held): one server per data dir, or give --data-dir") from None
-        self._lock_fd = fd
+        self._lock_fd = hold_lock(data_dir / SERVER_LOCK,
+                                  f"{data_dir} is in use by another server (its {SERVER_LOCK} "
+                                  "is held): one server per data dir, or give --data-dir")
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
