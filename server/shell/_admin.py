@@ -52,6 +52,9 @@ MAX_BODY = 65_536
 RUN_TIMEOUT = 30.0
 #: Seconds a forwarded call may wait for the owner's answer.
 FORWARD_TIMEOUT = 20.0
+#: The same for the call that makes the owner stop a hunt now: the stop is marked in
+#: Redis already, and an owner that does not answer stops it at its next loop.
+STOP_FORWARD_TIMEOUT = 3.0
 _ROUTES = ("GET /api/admin/hunts, POST /api/admin/hunts, GET /api/admin/hunts/<name>, "
            "POST /api/admin/hunts/<name>/stop")
 
@@ -250,7 +253,7 @@ class AdminApi:
             # call does not reach it; the call makes it stop now.
             try:
                 await forward(loc.node.http_url, request, self.app.placement.node_id,
-                              FORWARD_TIMEOUT)
+                              STOP_FORWARD_TIMEOUT)
             except ForwardError as exc:
                 self.log.warning("admin_forward_failed", node=loc.node.node_id, hunt=name,
                                  error=str(exc))
