@@ -65,6 +65,13 @@ async def test_refusals_say_what_is_wrong_with_the_status_of_each(serve, tmp_pat
         ({"name": "cup", "params": {"width": -5}}, 422, "params.width"),
         ({"name": "cup", "params": {"treasures": 2.5}}, 422, "params.treasures"),
         ({"name": "cup", "params": {"speed": 3}}, 422, "params.speed"),
+        ({"name": "cup", "rounds": 3}, 422, "rounds"),
+        ({"name": "cup", "rounds": {"lobby_ticks": 0}}, 422, "rounds.lobby_ticks"),
+        ({"name": "cup", "rounds": {"laps": 2}}, 422, "rounds.laps"),
+        ({"name": "cup", "rounds": {"round": [{"end": "never"}]}}, 422, "rounds.round.end"),
+        ({"name": "cup", "rounds": {"round": [{"treasures": 999}]}}, 422,
+         "rounds.round.treasures"),
+        ({"name": "cup", "rounds": {}, "params": {"rounds": {}}}, 422, "rounds"),
         ({"name": "demo"}, 409, "name"),
     ]
     for body_in, want, field in cases:
@@ -138,6 +145,20 @@ async def test_create_play_stop_with_real_clients(serve, tmp_path: Path):
     assert [(x["action"], x["hunt"], x["by"]) for x in lines] == [
         ("create", "spring cup/1", "admin_token"), ("stop", "spring cup/1", "admin_token")]
     assert lines[0]["params"]["width"] == 300.0 and lines[1]["reason"] == "the cup is over"
+
+
+async def test_a_hunt_created_with_a_round_plan_keeps_it(serve, tmp_path: Path):
+    srv = await _server(serve, tmp_path)
+    plan = {"count": 2, "lobby_ticks": 40, "running_ticks": 200, "results_ticks": 20,
+            "round": [{"treasures": 5, "respawn": False, "end": "all_found"}]}
+    status, _, row = await admin_call(srv.ports.http, "POST", "/api/admin/hunts",
+                                      {"name": "cup", "params": {"treasures": 10},
+                                       "rounds": plan})
+    assert status == 201, row
+    got = row["params"]["rounds"]
+    assert (got["count"], got["lobby_ticks"], got["running_ticks"]) == (2, 40, 200)
+    assert got["round"][0]["treasures"] == 5 and got["round"][0]["end"] == "all_found"
+    assert srv.app.placement.hub_named("cup").world.hunt_params[0].rounds.count == 2
 
 
 async def test_created_hunts_are_capped_by_max_created_hunts(serve, tmp_path: Path):

@@ -36,7 +36,7 @@ class AdminError(Exception):
 
 
 #: Keys of the body of ``POST /api/admin/hunts``.
-CREATE_KEYS = ("name", "params")
+CREATE_KEYS = ("name", "params", "rounds")
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,10 @@ def json_object(body: bytes) -> dict[str, Any]:
 
 
 def parse_create(body: bytes, defaults: dict[str, Any]) -> CreateHunt:
-    """``{"name": "cup", "params": {...}}``: the hunt's name and its parameters, each
-    ``HuntParams`` field (tickengine/_config.py) over the config's ``[defaults]``."""
+    """``{"name": "cup", "params": {...}, "rounds": {...}}``: the hunt's name, its
+    parameters (each ``HuntParams`` field, tickengine/_config.py, over the config's
+    ``[defaults]``) and its round plan (``RoundPlan``, tickengine/_roundplan.py; also
+    accepted as ``params.rounds``; none: the hunt plays without rounds)."""
     data = json_object(body)
     unknown = sorted(set(data) - set(CREATE_KEYS))
     if unknown:
@@ -79,8 +81,17 @@ def parse_create(body: bytes, defaults: dict[str, Any]) -> CreateHunt:
     if "name" in params:
         raise AdminError(422, "give the hunt's name at the top of the body, not in params",
                          "params.name")
+    fields = {**defaults, **params, "name": name}
+    if "rounds" in data:
+        if "rounds" in params:
+            raise AdminError(422, "give the round plan once: rounds or params.rounds",
+                             "rounds")
+        fields["rounds"] = data["rounds"]
+    if fields.get("rounds") is not None and not isinstance(fields["rounds"], dict):
+        raise AdminError(422, "rounds must be an object (count, lobby_ticks, running_ticks, "
+                         "results_ticks, round: [...]) or null", "rounds")
     try:
-        hunt = HuntParams.from_dict({**defaults, **params, "name": name}, where="params")
+        hunt = HuntParams.from_dict(fields, where="params")
     except ConfigError as exc:
         raise AdminError(422, str(exc), _field_of(str(exc))) from None
     except (TypeError, ValueError) as exc:
@@ -89,7 +100,15 @@ def parse_create(body: bytes, defaults: dict[str, Any]) -> CreateHunt:
 
 
 def _field_of(message: str) -> str:
-    """The body's field a ConfigError names ("hunt.width must ..." -> "params.width")."""
+    """The body's field a ConfigError names: "hunt.width must ..." -> "params.width",
+    "rounds.round.end must ..." -> "rounds.round.end", "params rounds: unknown key(s)
+    x" -> "rounds.x"."""
+    m = re.match(r"(?:hunt\.)?(rounds(?:\.\w+)*)", message)
+    if m:
+        return m.group(1)
+    m = re.match(r"params (rounds(?:\.round)?)[^:]*: unknown key\(s\) ([^,;]+)", message)
+    if m:
+        return f"{m.group(1)}.{m.group(2).strip()}"
     m = re.match(r"hunt\.(\w+)", message)
     if m:
         return "name" if m.group(1) == "name" else f"params.{m.group(1)}"
