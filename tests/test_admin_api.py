@@ -167,3 +167,37 @@ async def test_created_hunts_are_capped_by_max_created_hunts(serve, tmp_path: Pa
     assert (await admin_call(port, "POST", "/api/admin/hunts", {"name": "a"}))[0] == 201
     status, _, body = await admin_call(port, "POST", "/api/admin/hunts", {"name": "b"})
     assert status == 409 and "max_created_hunts" in body["error"]
+
+
+async def test_admin_tickets_in_ticket_mode(serve, tmp_path: Path):
+    """In ticket mode an admin ticket opens the API (its hunts claim limits it); a player's,
+    an expired or a forged ticket is 403; the admin token still works beside them."""
+    from auth_support import AUDIENCE, SECRET, jwt_server
+
+    from server.auth import mint_ticket
+
+    srv = await serve({"name": "demo", **SMALL}, {"name": "other", **SMALL},
+                      admin_token=TOKEN, data_dir=str(tmp_path / "data"),
+                      **jwt_server(tmp_path))
+    port = srv.ports.http
+
+    def ticket(**kw: Any) -> str:
+        return mint_ticket(SECRET, user="op-7", name="Operator", audience=AUDIENCE, **kw)
+
+    admin = ticket(role="admin")
+    status, _, body = await admin_call(port, "GET", "/api/admin/hunts", token=admin)
+    assert status == 200 and {h["name"] for h in body["hunts"]} == {"demo", "other"}
+    scoped = ticket(role="admin", hunts=["demo"])
+    status, _, body = await admin_call(port, "GET", "/api/admin/hunts", token=scoped)
+    assert [h["name"] for h in body["hunts"]] == ["demo"]
+    status, _, body = await admin_call(port, "POST", "/api/admin/hunts/other/stop",
+                                       token=scoped)
+    assert status == 403 and "'other'" in body["error"]
+    for bad, why in [(ticket(), "role"), (ticket(role="admin", ttl=-120), "expired"),
+                     (admin[:-4] + "AAAA", "signature")]:
+        status, _, body = await admin_call(port, "GET", "/api/admin/hunts", token=bad)
+        assert status == 403, (why, body)
+    status, _, row = await admin_call(port, "POST", "/api/admin/hunts/demo/stop", token=scoped)
+    assert status == 200 and row["stopped"]["by"] == "user:op-7"
+    status, _, _ = await admin_call(port, "GET", "/api/admin/hunts")  # the admin token
+    assert status == 200

@@ -8,8 +8,11 @@ Routes, on the HTTP port, JSON in and out::
     POST /api/admin/hunts/<name>/stop          stop it for good                      -> 200
 
 ``<name>`` is the hunt's name, percent-encoded (a "/" in it is ``%2F``). Every
-call needs ``Authorization: Bearer <admin_token>``: none (or not Bearer) is 401,
-a wrong one 403 (so is every call while the server has no admin token). A body
+call needs ``Authorization: Bearer <credential>``: the server's ``admin_token``,
+or, in ticket mode (``auth = "jwt"``, server/auth), a ticket whose role is
+``admin`` (its ``hunts`` claim, if any, limits it to those hunts). None (or not
+Bearer) is 401, a wrong, expired or player's one 403 (so is every call while the
+server has neither an admin token nor ticket mode). A body
 is a JSON object of at most :data:`MAX_BODY` bytes (413 beyond); a bad body is
 400 (not JSON) or 422 (a field, named in ``field``); an unknown hunt is 404; a
 change that conflicts with the hunt's state is 409. Errors are
@@ -31,6 +34,7 @@ from __future__ import annotations
 import hmac
 import json
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -84,26 +88,38 @@ class AdminApi:
 
     # ------------------------------------------------------------------ auth
 
-    def _authenticate(self, request: Request) -> str:
+    def _authenticate(self, request: Request) -> Caller:
         """Who calls (for the log and the audit trail), or 401 / 403."""
         header = request.headers.get("authorization", "").strip()
         scheme, _, credential = header.partition(" ")
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential:
-            raise AdminError(401, "an admin token is needed: send the header "
-                             "'Authorization: Bearer TOKEN' with the server's admin_token",
+            raise AdminError(401, "an admin credential is needed: send the header "
+                             "'Authorization: Bearer TOKEN' with the server's admin_token "
+                             "(or, in ticket mode, an admin ticket)",
                              headers=[("WWW-Authenticate", 'Bearer realm="admin"')])
         token = self.app.server.admin_token
-        if not token:
+        verifier = getattr(self.app, "verifier", None)
+        if token and hmac.compare_digest(credential.encode(), token.encode()):
+            return Caller("admin_token")
+        if verifier is not None and credential.count(".") == 2:
+            from ..auth import TicketError, verify_admin_ticket
+
+            try:
+                identity = verify_admin_ticket(verifier, credential)
+            except TicketError as exc:
+                raise AdminError(403, f"this admin ticket is refused: {exc.message}") from None
+            return Caller(f"user:{identity.user}", identity.hunts)
+        if not token and verifier is None:
             raise AdminError(403, "the admin API is disabled on this server: start it with "
-                             "--admin-token TOKEN (or admin_token in [server])")
-        if hmac.compare_digest(credential.encode(), token.encode()):
-            return "admin_token"
-        raise AdminError(403, "this admin token is not valid: use the server's admin_token")
+                             "--admin-token TOKEN (or admin_token in [server]), or in ticket "
+                             "mode for admin tickets")
+        raise AdminError(403, "this admin credential is not valid: use the server's "
+                         "admin_token" + (" or an admin ticket" if verifier else ""))
 
     # ------------------------------------------------------------------ routing
 
-    async def _route(self, request: Request, who: str) -> Response:
+    async def _route(self, request: Request, who: Caller) -> Response:
         parts = [unquote(p, errors="strict") for p in request.path[len(PREFIX):].split("/")]
         method = "GET" if request.method == "HEAD" else request.method
         if parts and parts[-1] == "" and len(parts) > 1:
@@ -112,9 +128,10 @@ class AdminApi:
             raise AdminError(404, f"no admin route {request.path}; routes: {_ROUTES}")
         if len(parts) == 1:
             if method == "GET":
-                return await self._list(request)
+                return await self._list(request, who)
             return await self._create(request, who)
         name = parts[1]
+        who.check(name)
         if len(parts) == 2:
             _allow(method, "GET")
             return await self._show(request, name)
@@ -125,10 +142,11 @@ class AdminApi:
 
     # ------------------------------------------------------------------ reads
 
-    async def _list(self, request: Request) -> Response:
-        """Every hunt. On a cluster node, with the phase of each from the node that runs
-        it (one forwarded ``?here=1`` call per such node); ``?here=1``: only this node's."""
-        rows = await self._rows()
+    async def _list(self, request: Request, who: Caller) -> Response:
+        """Every hunt (those of an admin ticket's ``hunts`` claim). On a cluster node, with
+        the phase of each from the node that runs it (one forwarded ``?here=1`` call per
+        such node); ``?here=1``: only this node's."""
+        rows = [r for r in await self._rows() if who.hunts is None or r["name"] in who.hunts]
         if request.query.get("here") == "1":
             rows = [r for r in rows if r["here"]]
         elif self.app.placement.node_id is not None and FORWARDED_BY not in request.headers:
@@ -210,11 +228,12 @@ class AdminApi:
 
     # ------------------------------------------------------------------ changes
 
-    async def _create(self, request: Request, who: str) -> Response:
+    async def _create(self, request: Request, who: Caller) -> Response:
         from ..cluster import ClusterUnavailable
 
         checked = parse_create(request.body, self.app.config.hunt_defaults)
         params = checked.params
+        who.check(params.name)
         try:
             outcome = await self.app.placement.create_hunt(params)
         except ClusterUnavailable as exc:
@@ -230,7 +249,7 @@ class AdminApi:
         loc = await self._locate(params.name)
         return json_response(self._row(params.name, loc), 201)
 
-    async def _stop(self, request: Request, name: str, who: str) -> Response:
+    async def _stop(self, request: Request, name: str, who: Caller) -> Response:
         from ..cluster import ClusterUnavailable
 
         loc = await self._locate(name)
@@ -241,7 +260,7 @@ class AdminApi:
         if not isinstance(reason, str) or len(reason) > 500:
             raise AdminError(422, "reason must be a string of at most 500 characters",
                              "reason")
-        info = {"at": round(time.time(), 3), "by": who, "reason": reason}
+        info = {"at": round(time.time(), 3), "by": who.who, "reason": reason}
         try:
             await self.app.placement.stop_hunt(name, info)
         except ValueError as exc:
@@ -286,10 +305,11 @@ class AdminApi:
             raise AdminError(503, f"node {loc.node.node_id!r}, which runs hunt {name!r}, "
                              f"did not answer ({exc}): retry in a few seconds") from None
 
-    async def _changed(self, action: str, hunt: str, who: str,
+    async def _changed(self, action: str, hunt: str, caller: Caller,
                        details: dict[str, Any]) -> None:
         """Log a change and append it to the hunt's audit trail (with a data dir)."""
         node = self.app.placement.node_id
+        who = caller.who
         self.log.info("admin", action=action, hunt=hunt, by=who, node=node)
         data_dir = self.app.server.data_dir
         if not data_dir:
@@ -302,6 +322,21 @@ class AdminApi:
             await trio.to_thread.run_sync(append_audit, data_dir, hunt, record)
         except OSError as exc:  # the change itself is kept; only its trail line is lost
             self.log.warning("admin_audit_failed", hunt=hunt, action=action, error=str(exc))
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes an admin call: ``who`` ("admin_token", or "user:<id>" for an admin
+    ticket) and the hunts it may change (None: all; an admin ticket's ``hunts`` claim)."""
+
+    who: str
+    hunts: frozenset[str] | None = None
+
+    def check(self, hunt: str) -> None:
+        """403 unless this caller may act on ``hunt``."""
+        if self.hunts is not None and hunt not in self.hunts:
+            raise AdminError(403, f"this admin ticket does not cover hunt {hunt!r} (its "
+                             "hunts claim): use a ticket for it, or the admin token")
 
 
 def _allow(method: str, allowed: str) -> None:
