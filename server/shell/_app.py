@@ -39,6 +39,7 @@ import tickengine
 from .._config import ServeConfig
 from .._log import get_logger
 from .._metrics import Metrics
+from ..auth import Identity, TicketError, verifier_from_config
 from ..hunt import _tickframes
 from ..hunt._hub import Hub, JoinRequest, Session
 from ..hunt._local import LocalPlacement
@@ -119,6 +120,11 @@ class HuntServer:
                                         cfg.hello_burst_per_address)
         self.connect_rates = AddressRates(cfg.connections_per_second_per_address,
                                           cfg.connection_burst_per_address)
+        #: Ticket mode's verifier (None in anonymous mode): keys are read now, so a bad
+        #: key file stops the server before it binds anything.
+        self.verifier = verifier_from_config(cfg)
+        self.user_hello_rates = AddressRates(cfg.hellos_per_second_per_user,
+                                             cfg.hello_burst_per_user)
         self.stats_cache = StatsCache()
         self.ports: Ports | None = None
         self._stop = trio.Event()
@@ -297,6 +303,11 @@ class HuntServer:
                           code="TOO_MANY_JOINS", reason=refusal.message)
             await self._fail(conn, refusal)
             return None
+        identity = None
+        if self.verifier is not None:
+            identity = await self._check_ticket(conn, hello)
+            if identity is False:
+                return None
         target = await self.placement.route(hello.hunt, hello.resume_token)
         if isinstance(target, Redirect):
             self.metrics.events.labels("redirect").inc()
@@ -311,7 +322,8 @@ class HuntServer:
             await self._fail(conn, target)
             return None
         hub = target
-        req = JoinRequest(conn, hello.name, hello.hunt, hello.resume_token)
+        name = identity.name if identity else hello.name
+        req = JoinRequest(conn, name, hello.hunt, hello.resume_token)
         hub.requests.append(req)
         await req.done.wait()
         if req.refusal is not None:
@@ -322,6 +334,33 @@ class HuntServer:
             return None
         self.metrics.events.labels("resume" if hello.resume_token else "join").inc()
         return hub, req.session
+
+    async def _check_ticket(self, conn: Connection, hello: Hello) -> Identity | bool | None:
+        """Ticket mode: the HELLO's identity; None for a resume without a ticket (its token
+        is the proof); False when refused (REFUSED sent, the connection closing). The
+        ticket itself is never logged."""
+        if not hello.ticket and hello.resume_token is not None:
+            return None
+        try:
+            identity = self.verifier.verify(hello.ticket, hello.hunt)
+        except TicketError as exc:
+            refusal = Refused(exc.code, exc.message)
+        else:
+            refusal = None
+            if not self.user_hello_rates.allow(identity.user):
+                self.metrics.limits.labels("hellos_per_user").inc()
+                refusal = Refused(ErrorCode.TOO_MANY_JOINS, (
+                    f"more than {self.server.hellos_per_second_per_user:g} HELLOs per second "
+                    f"for user {identity.user}: retry in a second or more"))
+        result = "ok" if refusal is None else ErrorCode(refusal.code).name
+        self.metrics.tickets.labels(result).inc()
+        if refusal is None:
+            return identity
+        self.metrics.events.labels("refused").inc()
+        self.log.info("refused", remote=conn.remote, hunt=hello.hunt, code=result,
+                      reason=refusal.message)
+        await self._fail(conn, refusal)
+        return False
 
     async def _read_loop(self, conn: Connection, hub: Hub, s: Session) -> None:
         idle = self.server.idle_timeout
@@ -425,6 +464,9 @@ class HuntServer:
         http.route("/api/stats", self._stats)
         http.route("/hunts", self._hunts)
         http.route("/leaderboard", self._leaderboard)
+        from ._admin import AdminApi
+
+        AdminApi(self).install(http)
         return http
 
     def _metrics(self, request: Request) -> Response:
