@@ -23,6 +23,11 @@ state hash) then raw arrays, each ``count`` items long, in this order: move ids
 bytes each: :func:`token_hash`; segment format 1 held the tokens themselves), join
 names (UTF-8, concatenated), leaves (i8 player ids), hunts added (a
 JSON list of ``HuntParams.to_dict()``), server events (a JSON list).
+
+A round request (``World.request_round``, an operator's "start the next round now" or
+"end the round now") travels in the events list as ``{"round": "start" | "end",
+"hunt": <hunt index>}``; recovery and replay apply it before the tick's moves. A
+journal without any (every older one) replays as before.
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ MAX_PAYLOAD = 1 << 30
 #: hashed on the way in, so a data dir of an older server recovers).
 SEGMENT_FORMAT = 2
 READABLE_FORMATS = (1, 2)
+
+#: The key of a round request event (see the module docstring).
+ROUND_EVENT = "round"
 
 _I8, _I4, _U4, _F8 = np.dtype("<i8"), np.dtype("<i4"), np.dtype("<u4"), np.dtype("<f8")
 
