@@ -28,7 +28,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
@@ -39,7 +39,6 @@ import tickengine
 from .._config import ServeConfig
 from .._log import get_logger
 from .._metrics import Metrics
-from ..auth import Identity, TicketError, verifier_from_config
 from ..hunt import _tickframes
 from ..hunt._hub import Hub, JoinRequest, Session
 from ..hunt._local import LocalPlacement
@@ -65,6 +64,9 @@ from ._http import HttpServer, Request, Response, file_response, json_response
 from ._poller import Poller, idle_step
 from ._ratelimit import AddressRates
 from ._stats import StatsCache
+
+if TYPE_CHECKING:
+    from ..auth import Identity, TicketVerifier
 
 STATIC = Path(__file__).parent.parent / "static"
 
@@ -122,7 +124,11 @@ class HuntServer:
                                           cfg.connection_burst_per_address)
         #: Ticket mode's verifier (None in anonymous mode): keys are read now, so a bad
         #: key file stops the server before it binds anything.
-        self.verifier = verifier_from_config(cfg)
+        self.verifier: TicketVerifier | None = None
+        if cfg.auth != "none":  # PyJWT and its crypto are loaded by ticket mode only
+            from ..auth import verifier_from_config
+
+            self.verifier = verifier_from_config(cfg)
         self.user_hello_rates = AddressRates(cfg.hellos_per_second_per_user,
                                              cfg.hello_burst_per_user)
         self.stats_cache = StatsCache()
@@ -339,6 +345,8 @@ class HuntServer:
         """Ticket mode: the HELLO's identity; None for a resume without a ticket (its token
         is the proof); False when refused (REFUSED sent, the connection closing). The
         ticket itself is never logged."""
+        from ..auth import TicketError
+
         if not hello.ticket and hello.resume_token is not None:
             return None
         try:
