@@ -27,6 +27,11 @@ class Keys:
     def hunts(self) -> str:
         return f"{self.prefix}:hunts"
 
+    @property
+    def stopped(self) -> str:
+        """Hunts an operator stopped: name -> JSON of when and who (they never run again)."""
+        return f"{self.prefix}:stopped"
+
     def lease(self, hunt: str) -> str:
         return f"{self.prefix}:lease:{hunt}"
 

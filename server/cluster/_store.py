@@ -185,6 +185,18 @@ class ClusterStore:
         body = await self._call("hunt", lambda: self.client.hget(self.keys.hunts, name))
         return None if body is None else json.loads(body)
 
+    async def mark_stopped(self, name: str, info: dict[str, Any]) -> None:
+        """Mark hunt ``name`` stopped by an operator (``info``: when, who): no node places
+        or adopts it again, and a node running it stops it."""
+        body = json.dumps(info, sort_keys=True, separators=(",", ":"))
+        await self._call("mark_stopped", lambda: self.client.hset(
+            self.keys.stopped, {name: body}))
+
+    async def stopped(self) -> dict[str, dict[str, Any]]:
+        """Every hunt an operator stopped: name -> what :meth:`mark_stopped` was given."""
+        raw = await self._call("stopped", lambda: self.client.hgetall(self.keys.stopped))
+        return {name: json.loads(body) for name, body in raw.items()}
+
     # ------------------------------------------------------------------ leases
 
     async def acquire(self, hunt: str, node_id: str, ttl_ms: int) -> Lease | None:

@@ -472,6 +472,9 @@ class HuntServer:
         http.route("/api/stats", self._stats)
         http.route("/hunts", self._hunts)
         http.route("/leaderboard", self._leaderboard)
+        from ._admin import AdminApi
+
+        AdminApi(self).install(http)
         return http
 
     def _metrics(self, request: Request) -> Response:

@@ -123,7 +123,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     help="HELLOs with tickets of one user per second, after a burst of "
                          "hello_burst_per_user (default 1)")
     ops = p.add_argument_group("operations")
-    ops.add_argument("--admin-token", help="token of the watch view (/watch) and /api/watch")
+    ops.add_argument("--admin-token", help="token of the watch view (/watch, /api/watch) and of "
+                     "the admin API (/api/admin/...: create, stop and list hunts)")
     ops.add_argument("--tick-threads", type=int,
                      help="Numba threads of the tick (default 1: the other core serves sockets)")
     ops.add_argument("--send-threads", type=int, choices=(1, 2),
