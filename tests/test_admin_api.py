@@ -159,6 +159,13 @@ async def test_a_hunt_created_with_a_round_plan_keeps_it(serve, tmp_path: Path):
     assert (got["count"], got["lobby_ticks"], got["running_ticks"]) == (2, 40, 200)
     assert got["round"][0]["treasures"] == 5 and got["round"][0]["end"] == "all_found"
     assert srv.app.placement.hub_named("cup").world.hunt_params[0].rounds.count == 2
+    assert row["phase"] == "lobby" and row["round"] == 1
+    clock = row["clock"]
+    assert clock["count"] == 2 and clock["end"] == "all_found" and clock["treasures"] == 5
+    assert 0 <= clock["ticks_left"] <= 41 and clock["phase_end"] == clock["phase_start"] + 40
+    _, _, listed = await admin_call(srv.ports.http, "GET", "/api/admin/hunts")
+    phases = {h["name"]: (h["phase"], h["round"]) for h in listed["hunts"]}
+    assert phases == {"demo": (None, None), "cup": ("lobby", 1)}
 
 
 async def test_created_hunts_are_capped_by_max_created_hunts(serve, tmp_path: Path):

@@ -250,3 +250,33 @@ def test_the_ticket_command_prints_a_ticket_the_server_accepts(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "server", "ticket", "--user", "u", "--name",
                           "n"], capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 2 and "TREASURE_HUNT_AUTH_SECRET" in bad.stderr
+
+
+async def test_the_watch_view_takes_an_admin_ticket_beside_the_admin_token(serve, tmp_path):
+    import urllib.error
+    import urllib.request
+
+    srv = await serve(**jwt_server(tmp_path, admin_token="tok"))
+    base = f"http://127.0.0.1:{srv.ports.http}"
+
+    def status(credential: str, hunt: str = "demo") -> int:
+        req = urllib.request.Request(f"{base}/api/watch?hunt={hunt}",
+                                     headers={"Authorization": f"Bearer {credential}"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as answer:
+                assert json.loads(answer.read())["hunt"] == hunt
+                return answer.status
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            return exc.code
+
+    async def check(credential: str) -> int:
+        return await trio.to_thread.run_sync(status, credential)
+
+    assert await check("tok") == 200
+    assert await check(ticket(role="admin")) == 200
+    assert await check(ticket(role="admin", hunts=["demo"])) == 200
+    assert await check(ticket(role="admin", hunts=["forest"])) == 401
+    assert await check(ticket()) == 401  # a player's ticket
+    assert await check(ticket(role="admin", now=time.time() - 400)) == 401
+    assert await check("wrong") == 401

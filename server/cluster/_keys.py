@@ -47,6 +47,16 @@ class Keys:
         return f"{self.prefix}:names"
 
     @property
+    def user_leaderboard(self) -> str:
+        """Users (ticket mode) by their best score in any hunt (sorted set, member: user id)."""
+        return f"{self.prefix}:users:leaderboard"
+
+    @property
+    def user_names(self) -> str:
+        """Each user's display name from their latest ticket (hash, field: user id)."""
+        return f"{self.prefix}:users:names"
+
+    @property
     def discoveries(self) -> str:
         return f"{self.prefix}:discoveries"
 

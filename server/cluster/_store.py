@@ -41,13 +41,14 @@ def parse_discovery(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
     """A stream entry of ``<prefix>:discoveries`` as a dict with typed values.
 
     Keys: id, time_ms (when Redis appended it), hunt, tick, player_id, name, value,
-    x, y (world units), node.
+    x, y (world units), user (the finder's user id in ticket mode, else ""), node.
     """
     return {"id": entry_id, "time_ms": int(entry_id.partition("-")[0]),
             "hunt": fields.get("hunt", ""), "tick": int(fields.get("tick", 0)),
             "player_id": int(fields.get("player_id", 0)), "name": fields.get("name", ""),
             "value": int(fields.get("value", 0)), "x": float(fields.get("x", 0.0)),
-            "y": float(fields.get("y", 0.0)), "node": fields.get("node", "")}
+            "y": float(fields.get("y", 0.0)), "user": fields.get("user", ""),
+            "node": fields.get("node", "")}
 
 
 class ClusterStore:
@@ -253,6 +254,18 @@ class ClusterStore:
                          "score": int(float(flat[i + 1]))})
         return rows
 
+    async def user_leaderboard(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The best ``limit`` users (ticket mode) of all hunts, highest first: dicts with
+        user, name (from the user's latest ticket) and score (the user's best in any hunt,
+        kept after the player leaves)."""
+        if limit <= 0:
+            return []
+        k = self.keys
+        flat = await self._call("leaderboard", lambda: self._leaderboard(
+            keys=[k.user_leaderboard, k.user_names], args=[str(int(limit))], readonly=True))
+        return [{"user": flat[i], "name": flat[i + 2], "score": int(float(flat[i + 1]))}
+                for i in range(0, len(flat), 3)]
+
     async def exported(self, hunts: Sequence[str]) -> dict[str, int]:
         """Per hunt, the last tick whose events reached Redis (hunts never exported are
         left out)."""
@@ -351,7 +364,8 @@ class ClusterStore:
         the mark shows it was written already. For :class:`EventSink`."""
         k = self.keys
         done = await self._call("the event batch", lambda: self._write_batch(
-            keys=[k.discoveries, k.leaderboard, k.names, k.exported, mark_key],
+            keys=[k.discoveries, k.leaderboard, k.names, k.exported, mark_key,
+                  k.user_leaderboard, k.user_names],
             args=[str(seq), str(mark_ttl_ms), *args]))
         return bool(done)
 

@@ -55,6 +55,8 @@ class Join:
     hunt: int
     name: str
     token: bytes
+    #: The player's user id (ticket mode), "" for an anonymous player or an older journal.
+    user: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,10 +328,11 @@ def _replay(rec: Recovered, chain: list[_Entry], verify: bool,
         t = record.tick
         # Joins carry token hashes, whatever the segment's format stored.
         rec.joins += [Join(t, int(pid), int(h), name,
-                           token if entry.hashed else token_hash(token))
-                      for pid, h, name, token in zip(
+                           token if entry.hashed else token_hash(token), user)
+                      for pid, h, name, token, user in zip(
                           record.join_ids.tolist(), record.join_hunts.tolist(),
-                          record.join_names, record.join_tokens, strict=True)]
+                          record.join_names, record.join_tokens, record.join_users,
+                          strict=True)]
         # A left player's slot keeps its hunt and score until a later tick's join reuses it.
         P = rec.world.players
         rec.leaves += [Leave(t, pid, int(P.hunt[s]), int(P.score[s]), int(P.score_tick[s]))

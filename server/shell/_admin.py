@@ -213,8 +213,8 @@ class AdminApi:
         for r in rows:
             got = answers.get(r["name"])
             if got is not None and not r["here"]:
-                r.update({k: got[k] for k in ("status", "phase", "round", "players", "tick")
-                          if k in got})
+                r.update({k: got[k] for k in ("status", "phase", "round", "clock", "players",
+                                              "tick") if k in got})
 
     def _row(self, name: str, loc: Location) -> dict[str, Any]:
         placement = self.app.placement
@@ -352,6 +352,12 @@ def _status_row(name: str, hub: Hub | None, stopped: Any, failed: bool) -> dict[
     row: dict[str, Any] = {"name": name, "status": status, "phase": None, "round": None,
                            "players": None, "tick": None}
     if hub is not None:
-        row["players"] = len(hub.sessions)
-        row["tick"] = hub.world.tick_number
+        from ._watch import round_view
+
+        world = hub.world
+        row["players"] = int(world.hunts.players[world.hunt_index(name)])
+        row["tick"] = world.tick_number
+        clock = round_view(world, name)
+        if clock is not None:
+            row.update(phase=clock["phase"], round=clock["number"], clock=clock)
     return row
