@@ -61,6 +61,16 @@ class Keys:
         return f"{self.prefix}:discoveries"
 
     @property
+    def results(self) -> str:
+        """The stream of round results (one entry per ended round, field ``key``)."""
+        return f"{self.prefix}:results"
+
+    @property
+    def results_published(self) -> str:
+        """The keys (``<hunt>#<round>``) of the rounds already in the results stream."""
+        return f"{self.prefix}:results:published"
+
+    @property
     def exported(self) -> str:
         return f"{self.prefix}:exported"
 

@@ -147,3 +147,13 @@ end
 redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[2])
 return 1
 """
+
+#: KEYS: results stream, published set. ARGV: key, maxlen, field, value, ... Adds one
+#: round's results to the stream unless its key is in the set already; returns the new
+#: entry's id, or false for a round published before.
+PUBLISH_RESULT = """
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then
+  return false
+end
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+"""

@@ -71,6 +71,7 @@ class ClusterStore:
         self._leaderboard = s(lua.LEADERBOARD)
         self._write_batch = s(lua.WRITE_BATCH)
         self._read_pending = s(lua.READ_PENDING)
+        self._publish_result = s(lua.PUBLISH_RESULT)
 
     @classmethod
     @asynccontextmanager
@@ -282,6 +283,32 @@ class ClusterStore:
         entries = await self._call("recent_discoveries", lambda: self.client.xrevrange(
             self.keys.discoveries, end="+", start="-", count=count))
         return [parse_discovery(e.identifier, dict(e.field_values)) for e in entries]
+
+    # ------------------------------------------------------------------ round results
+
+    async def publish_result(self, record: dict[str, Any], maxlen: int = 100_000) -> str | None:
+        """Add one round's results (server/hunt/_rounds.py's record) to the results stream,
+        once: fields ``key`` (``<hunt>#<round>``, unique), ``hunt``, ``round``,
+        ``ended_tick``, ``players`` and ``results`` (the record as JSON). Returns the
+        entry's id, or None when that key was published before (by any node). A consumer
+        de-duplicates by ``key`` all the same: a reply lost after the write makes the
+        caller retry, and the retry finds the key and adds nothing."""
+        k = self.keys
+        fields = ["key", record["key"], "hunt", record["hunt"], "round", str(record["round"]),
+                  "ended_tick", str(record["ended_tick"]), "players", str(record["players"]),
+                  "results", json.dumps(record, sort_keys=True)]
+        got = await self._call("the results stream", lambda: self._publish_result(
+            keys=[k.results, k.results_published], args=[record["key"], str(maxlen), *fields]))
+        return str(got) if got else None
+
+    async def read_results(self, after: str = "0", count: int = 100) -> list[dict[str, Any]]:
+        """Entries of the results stream after id ``after`` (oldest first): each the
+        record itself, with the entry ``id``."""
+        entries = await self._call("XRANGE results", lambda: self.client.xrange(
+            self.keys.results, start=f"({after}" if after != "0" else "-", end="+",
+            count=count))
+        return [{**json.loads(dict(e.field_values)["results"]), "id": e.identifier}
+                for e in entries]
 
     # ------------------------------------------------------------------ stream consumers
 

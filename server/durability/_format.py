@@ -24,6 +24,11 @@ bytes each: :func:`token_hash`; segment format 1 held the tokens themselves), jo
 names (UTF-8, concatenated), leaves (i8 player ids), hunts added (a
 JSON list of ``HuntParams.to_dict()``), server events (a JSON list).
 
+A round request (``World.request_round``, an operator's "start the next round now" or
+"end the round now") travels in the events list as ``{"round": "start" | "end",
+"hunt": <hunt index>}``; recovery and replay apply it before the tick's moves. A
+journal without any (every older one) replays as before.
+
 The joins' user ids (ticket mode, server/auth) travel in the events list, as one event
 ``{"join_users": [user of join 0, user of join 1, ...]}`` ("" for an anonymous join),
 written only when some join has a user: a journal without it (every older one) reads
@@ -61,6 +66,8 @@ MAX_PAYLOAD = 1 << 30
 SEGMENT_FORMAT = 2
 READABLE_FORMATS = (1, 2)
 
+#: The key of a round request event (see the module docstring).
+ROUND_EVENT = "round"
 #: The key of the event that carries the joins' user ids (see the module docstring).
 JOIN_USERS = "join_users"
 
