@@ -77,7 +77,7 @@ def test_replay_reports_every_round_as_the_live_run_ended_it(tmp_path: Path) -> 
     import subprocess
     import sys
 
-    world, hashes, results = live(tmp_path, 140, {10: "start", 60: "end"})
+    _, hashes, results = live(tmp_path, 140, {10: "start", 60: "end"})
     out = tmp_path / "replay.json"
     exe = Path(sys.executable).parent / "treasure-hunt"
     proc = subprocess.run([str(exe), "replay", str(tmp_path), "--verify", "--quiet",
