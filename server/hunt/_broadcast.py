@@ -112,6 +112,8 @@ class Broadcaster:
             view_radius=p.view_radius, hint_levels=p.hint_levels,
             spawn_x=float(P.x[s.slot]), spawn_y=float(P.y[s.slot]), resumed=s.resumed)
         conn.send_now(wf.frame(encode(welcome)))
+        for frame in self.rounds.greet(s, tick):  # round-based hunts: ROUND [, RESULTS]
+            conn.send_now(frame)
         s.welcome_pending = False
         conn.bind(self.send_slots, s.slot)  # from the next tick, the worker writes its frames
         return True

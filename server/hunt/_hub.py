@@ -41,6 +41,7 @@ from .._metrics import TICK_PHASES, Metrics
 from ..protocol import ErrorCode, ErrorMessage
 from ._broadcast import RING, Broadcaster
 from ._pipeline import TickPipeline, _Fenced
+from ._rounds_stage import HubRounds
 from ._sessions import JoinRequest as JoinRequest
 from ._sessions import Session as Session
 from ._sessions import Sessions
@@ -67,6 +68,8 @@ class Hub(Sessions, TickPipeline, Broadcaster):
         self.tick_hunts: list[HuntParams] = []
         self.tick_joins: list[tuple[int, int, str, bytes]] = []
         self.tick_leaves: list[int] = []
+        #: Server events journaled with the coming tick (round requests).
+        self.tick_events: list[dict[str, Any]] = []
         if recovered is None:
             self.world = World(config.world.engine, config.world.hunts)
             self.created_hunts = 0
@@ -105,6 +108,9 @@ class Hub(Sessions, TickPipeline, Broadcaster):
         #: Per-hunt figures and move arrival times for the metrics (server/_hunt_metrics.py).
         self.report = metrics.hub_report(self)
         self._observers_dirty = True
+        #: The round stage (server/hunt/_rounds_stage.py): control, results, ROUND/RESULTS.
+        self.rounds = HubRounds(self.world, self.server.data_dir, log, self.report,
+                                self._joined_name, self._user_of)
         self._on_tick: list[Callable[[Hub, Any], None]] = []
         #: ``time.monotonic()`` after which this node may no longer tick the hunt (scale-out:
         #: its lease in Redis may have expired). inf: no lease (one node). See server/hunt/_node.py.
@@ -157,6 +163,7 @@ class Hub(Sessions, TickPipeline, Broadcaster):
         t0 = time.perf_counter()
         now = trio.current_time()
         accepted = self._apply_requests(now)
+        self.rounds.before_tick(self.tick_events)
         if self._observers_dirty:
             self._rebuild_observers()
         obs = self.obs_sessions
@@ -194,6 +201,7 @@ class Hub(Sessions, TickPipeline, Broadcaster):
         self.tick_hunts.clear()
         self.tick_joins.clear()
         self.tick_leaves.clear()
+        self.tick_events.clear()
         t_send = time.perf_counter()
         phases["prepare"] = t_call - t0
         phases["handoff"] = (phases.pop("_c0") - t_call) + (t_send - phases.pop("_c4"))
@@ -206,8 +214,26 @@ class Hub(Sessions, TickPipeline, Broadcaster):
         self.report.tick(world.hunt_params, world.hunts.players, self.obs_hunt[:n_obs],
                          result.discoveries["hunt"], vis.truncated if vis.dropped else None,
                          phases["total"], clock, n_moves, trio.current_time())
+        self.rounds.after_tick(result, self.obs_sessions)
         for hook in self._on_tick:
             hook(self, result)
+
+    async def control_round(self, hunt: str, action: str, timeout: float = 10.0) -> Any:
+        """Start the next round now (``action`` "start") or end the running round now
+        ("end") in round-based hunt ``hunt`` (docs/server.md, "Rounds"): queued for the next
+        tick, journaled with it, answered once that tick is journaled. Returns the request
+        (server/hunt/_rounds.py's RoundRequest): ``error`` (why the engine refused; nothing
+        changed), else ``state`` (the round clock after that tick) and ``tick``. Raises
+        ``trio.TooSlowError`` after ``timeout`` seconds without a tick (the hub stopped)."""
+        return await self.rounds.request(hunt, action, timeout)
+
+    def round_results(self, hunt: str) -> list[dict[str, Any]]:
+        """Every ended round's record of ``hunt``, oldest first (``GET .../rounds``)."""
+        return self.rounds.results(hunt)
+
+    def _user_of(self, slot: int) -> str | None:
+        s = self.sessions.get(slot)
+        return getattr(s, "user", None) or None if s is not None else None
 
     def _fence(self, accepted: list[JoinRequest] = ()) -> None:
         """The lease is gone: stop ticking at once, answer waiting HELLOs with HUNT_MOVED."""
@@ -232,6 +258,7 @@ class Hub(Sessions, TickPipeline, Broadcaster):
 
     def close(self) -> None:
         """Release the hub's threads (after its ticker ended). Idempotent."""
+        self.rounds.control.refuse_all("the hunt stopped ticking here")
         if self._send_pool is not None:
             self._send_pool.shutdown(wait=False)
             self._send_pool = None

@@ -187,8 +187,11 @@ class LocalPlacement(Placement):
         numba.set_num_threads(self.cfg.tick_threads)
         if r.data_dir is not None and not r.legacy:
             _write_params(r.data_dir.parent, world.hunts[0])
-        recovered = recover(r.data_dir) if r.data_dir is not None else None
+        ended: list[tuple[int, Any]] = []  # rounds that ended in the replayed ticks
+        recovered = (recover(r.data_dir, on_result=lambda res: _keep_results(ended, res))
+                     if r.data_dir is not None else None)
         hub = self._new_hub(r, world, recovered)
+        hub.rounds.replayed(ended)  # their results files, where a crash left them unwritten
         if hub.journal is not None:
             hub.journal.start(hub.world, hub.journal_meta(), recovered=recovered)
         return hub, recovered
@@ -362,6 +365,12 @@ class LocalPlacement(Placement):
                              "name": s.name, "score": int(world.players.score[s.slot])})
         rows.sort(key=lambda r: (-r["score"], r["hunt"], r["player_id"]))
         return rows[:limit]
+
+
+def _keep_results(ended: list[tuple[int, Any]], result: Any) -> None:
+    """Recovery's ``on_result``: the results of the rounds a replayed tick ended."""
+    if len(result.results):
+        ended.append((result.tick, result.results.copy()))
 
 
 def _write_params(base: Path, params: HuntParams) -> None:

@@ -81,8 +81,13 @@ class TickPipeline:
             t = result.tick
             journal.append_tick(t, hunts=self.tick_hunts, joins=self.tick_joins,
                                 leaves=self.tick_leaves, moves=moves,
-                                state_hash=world.state_hash() if journal.wants_hash(t) else None)
+                                state_hash=world.state_hash() if journal.wants_hash(t) else None,
+                                events=self.tick_events)
+            # A round's results file before a snapshot could skip the tick that made it.
+            self.rounds.after_journal(result)
             journal.maybe_snapshot(world, self.journal_meta)
+        else:
+            self.rounds.after_journal(result)
         c1 = time.perf_counter()
         slots = self.obs_slots[:n_obs]
         vis = world.visibility(slots, self.obs_keyframe)
