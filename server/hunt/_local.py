@@ -37,6 +37,7 @@ from ._placement import (
     hunt_world_config,
     stopped_message,
 )
+from ._rounds import ended_rounds
 
 if TYPE_CHECKING:
     from ..shell._app import HuntServer
@@ -369,8 +370,8 @@ class LocalPlacement(Placement):
 
 def _keep_results(ended: list[tuple[int, Any]], result: Any) -> None:
     """Recovery's ``on_result``: the results of the rounds a replayed tick ended."""
-    if len(result.results):
-        ended.append((result.tick, result.results.copy()))
+    if len(result.rounds_ended):
+        ended.append((result.tick, ended_rounds(result)))
 
 
 def _write_params(base: Path, params: HuntParams) -> None:

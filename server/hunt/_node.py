@@ -57,6 +57,7 @@ from ._placement import (
     hunt_world_config,
     stopped_message,
 )
+from ._rounds import ended_rounds
 from ._rounds_publish import ResultsPublisher
 
 if TYPE_CHECKING:
@@ -535,8 +536,8 @@ def _recover_latest(base: Path, token: int, cursor: int | None
                  ended: list[tuple[int, Any]] = ended) -> None:
             if (cursor is None or result.tick > cursor) and len(result.discoveries):
                 missed.append((result.tick, result.discoveries.copy()))
-            if len(result.results):
-                ended.append((result.tick, result.results.copy()))
+            if len(result.rounds_ended):
+                ended.append((result.tick, ended_rounds(result)))
 
         rec = recover(d, on_result=keep)
         if rec is None:

@@ -33,10 +33,10 @@ from ._rounds import (
     ResultsStore,
     RoundControl,
     RoundRequest,
+    ended_rounds,
     results_frames,
     round_message,
     round_record,
-    split_results,
 )
 
 #: Phases (as ROUND carries them) during which a joining client also gets the last RESULTS.
@@ -63,7 +63,7 @@ class HubRounds:
         self.stores: dict[str, ResultsStore] = {}
         #: Per hunt index: the RESULTS of its last ended round (for clients joining later).
         self.last: dict[int, ResultsFrames] = {}
-        #: Records written by the worker this tick, for the Trio thread: (hunt, record, rows).
+        #: Rounds the worker saw end this tick, for the Trio thread: (hunt, record, rows).
         self._ended: list[tuple[int, dict[str, Any], np.ndarray]] = []
         self.listeners: list[Listener] = []
 
@@ -100,14 +100,16 @@ class HubRounds:
 
     def after_journal(self, result: Any) -> None:
         """Worker, after ``append_tick``: write the record of each round that ended."""
-        if not len(result.results):
+        if not len(result.rounds_ended):
             return
-        for rows in split_results(result.results):
-            h, record, _ = self._save(rows.copy(), result.tick)
-            self._ended.append((h, record, rows.copy()))
+        for h, number, rows in ended_rounds(result):
+            record, _ = self._save(h, number, rows, result.tick)
+            self._ended.append((h, record, rows))
 
-    def _save(self, rows: np.ndarray, tick: int) -> tuple[int, dict[str, Any], bool]:
-        """The record of one round (``rows``), kept and written; True if its file is new."""
+    def _save(self, h: int, number: int, rows: np.ndarray, tick: int
+              ) -> tuple[dict[str, Any], bool]:
+        """The record of round ``number`` of hunt ``h``, kept and written; True if its file
+        is new."""
         slots = rows["slot"].tolist()
         gens = rows["gen"].tolist()
         names, users = {}, {}
@@ -117,19 +119,18 @@ class HubRounds:
             user = self.user_of(s)
             if user:
                 users[pid] = user
-        record = round_record(self.world, rows, tick, names=names, users=users)
-        h = int(rows["hunt"][0])
-        return h, record, self.store(h).save(record)
+        record = round_record(self.world, h, number, rows, tick, names=names, users=users)
+        return record, self.store(h).save(record)
 
-    def replayed(self, ended: Iterable[tuple[int, np.ndarray]]) -> int:
+    def replayed(self, ended: Iterable[tuple[int, list[tuple[int, int, np.ndarray]]]]) -> int:
         """After recovery: the rounds that ended in the replayed ticks (``(tick,
-        TickResult.results)``), their files written where missing (a crash between the
+        ended_rounds(result))``), their files written where missing (a crash between the
         journal and the file). Returns how many were written."""
         written = 0
-        for tick, results in ended:
-            for rows in split_results(results):
-                h, _, new = self._save(rows, tick)
-                self.last[h] = results_frames(rows, tick, self._top(h))
+        for tick, rounds in ended:
+            for h, number, rows in rounds:
+                _, new = self._save(h, number, rows, tick)
+                self.last[h] = results_frames(number, rows, tick, self._top(h))
                 written += new
         return written
 
@@ -150,7 +151,8 @@ class HubRounds:
         rounds = {h: wf.frame(encode(round_message(world, h, tick))) for h in changed.tolist()}
         results = {}
         for h, record, rows in ended:
-            results[h] = self.last[h] = results_frames(rows, tick, self._top(h))
+            results[h] = self.last[h] = results_frames(record["round"], rows, tick,
+                                                       self._top(h))
             self.log.info("round_ended", hunt=record["hunt"], round=record["round"],
                           tick=tick, players=record["players"],
                           winner=record["standings"][0]["name"] if record["standings"] else None)
