@@ -66,6 +66,8 @@ class HubRounds:
         #: Rounds the worker saw end this tick, for the Trio thread: (hunt, record, rows).
         self._ended: list[tuple[int, dict[str, Any], np.ndarray]] = []
         self.listeners: list[Listener] = []
+        #: Hunts whose round figures the metrics have (see :meth:`after_tick`).
+        self._reported = 0
 
     # ------------------------------------------------------------------ control
 
@@ -145,6 +147,9 @@ class HubRounds:
         self.control.settle(world)
         changed = result.round_changed
         if not len(changed) and not self._ended:
+            if world.has_rounds and len(world.hunt_params) != self._reported:
+                self.report.rounds(world, changed, 0)  # the phase of a hunt new here
+                self._reported = len(world.hunt_params)
             return
         ended, self._ended = self._ended, []
         tick = result.tick
