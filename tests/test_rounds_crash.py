@@ -178,3 +178,47 @@ def test_killed_mid_round_recovers_the_same_round_and_the_same_results(tmp_path:
             sent = p.results[n]
             assert (sent.your_rank, sent.your_score, sent.players) == (
                 mine["rank"], mine["score"], files[n]["players"])
+
+
+def test_a_restart_during_the_results_phase_still_shows_the_results(tmp_path: Path) -> None:
+    """The round ended before the restart (and before its last snapshot): clients that come
+    in or resume during the results phase still get the RESULTS after their ROUND."""
+    config = tmp_path / "cup.toml"
+    # Snapshots every 5 ticks: recovery starts after the round's end, it is not replayed.
+    config.write_text(CONFIG.replace("results_ticks = 20", "results_ticks = 100000")
+                      .replace("[server]\n", "[server]\nsnapshot_every = 5\n"))
+    data_dir = tmp_path / "data"
+    ada = Player("ada")
+
+    async def until_results(url: str) -> None:
+        with trio.fail_after(60):
+            # 12 ticks into the results phase: a snapshot after the round's end is taken.
+            await ada.play(url, lambda p, c: c.round is not None and c.round.phase == 3
+                           and c.tick >= c.round.phase_start + 12)
+
+    async def after(url: str) -> tuple[Results | None, list, Results | None]:
+        with trio.fail_after(60):
+            async with connect(url, "late", "cup") as late:
+                await late.next_tick()
+                kinds = [type(e) for e in late.round_events]
+                late_results = late.results
+            async with connect(url, "ada", "cup", resume_token=ada.token) as again:
+                await again.next_tick()
+                return late_results, kinds, again.results
+
+    proc, url, _ = _start(data_dir, config)
+    try:
+        trio.run(until_results, url)
+    finally:
+        assert _stop(proc, signal.SIGTERM) == 0
+    proc, url, _ = _start(data_dir, config)
+    try:
+        late, kinds, again = trio.run(after, url)
+    finally:
+        _stop(proc, signal.SIGTERM)
+    told = ada.results[1]
+    assert kinds == [Round, Results]
+    assert (late.round, late.players, late.your_rank) == (1, 1, 0)
+    assert late.standings.tobytes() == told.standings.tobytes()
+    assert (again.your_rank, again.your_score) == (told.your_rank, told.your_score) == (
+        1, told.your_score)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from tickengine import World
+from tickengine import RESULT_DTYPE, World
 
 from ..protocol import encode
 from ..shell import _wsframes as wf
@@ -180,7 +180,26 @@ class HubRounds:
         if message is None:
             return []
         frames = [wf.frame(encode(message))]
-        last = self.last.get(s.hunt)
-        if last is not None and message.phase in _SHOWING_RESULTS and last.round == message.round:
-            frames.append(wf.frame(last.frame(s.player_id)))
+        if message.phase in _SHOWING_RESULTS:
+            last = self.last.get(s.hunt)
+            if last is None or last.round != message.round:
+                last = self._from_store(s.hunt, message.round)
+            if last is not None:
+                frames.append(wf.frame(last.frame(s.player_id)))
         return frames
+
+    def _from_store(self, h: int, number: int) -> ResultsFrames | None:
+        """The RESULTS of round ``number`` rebuilt from its record (a round that ended
+        before this process took the hunt over, and before its last snapshot)."""
+        record = next((r for r in reversed(self.store(h).list()) if r["round"] == number), None)
+        if record is None:
+            return None
+        rows = np.zeros(len(record["standings"]), RESULT_DTYPE)
+        for row, x in zip(rows, record["standings"], strict=True):
+            pid = x["player_id"]
+            row["hunt"], row["round"], row["rank"] = h, number, x["rank"]
+            row["slot"], row["gen"] = pid & 0xFFFFFFFF, pid >> 32
+            row["found"], row["score"] = x["found"], x["score"]
+            row["last_tick"] = -1 if x["last_tick"] is None else x["last_tick"]
+        self.last[h] = results_frames(number, rows, record["ended_tick"], self._top(h))
+        return self.last[h]
