@@ -7,6 +7,7 @@ and replay names the users."""
 from __future__ import annotations
 
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -181,3 +182,40 @@ async def test_the_cluster_leaderboard_ranks_users_by_their_best_hunt(
         assert found and {d["user"] for d in found} == {"u-ada", "u-bo"}
     finally:
         node.kill()
+
+
+async def test_ticks_of_ticket_players_and_a_takeover_equal_the_reference(serve,
+                                                                          tmp_path: Path):
+    """Ticket mode changes who holds a player, never the rules: every TICK the clients
+    decode, across a takeover by a fresh ticket of a dropped player, equals the pure-Python
+    reference run on the journal."""
+    from test_wire_reference import END, HUNT
+    from wire_support import Log, check_against_reference, steer
+
+    data_dir = tmp_path / "data"
+    srv = await serve(HUNT, engine={"max_players": 16, "max_treasures": 64}, http_port=-1,
+                      data_dir=str(data_dir), fsync="off", snapshot_every=0,
+                      **jwt_server(tmp_path))
+    log = Log()
+
+    async def player(user: str, seed: int, drop_at: int | None = None) -> None:
+        rng = random.Random(seed)
+        async with connect(srv.url, "x", "glade", ticket=ticket(user)) as hunt:
+            await steer(hunt, rng, log, drop_at or END)
+            first = hunt.player_id
+        if drop_at is None:
+            return
+        with trio.fail_after(20):
+            while srv.hub.world.tick_number < drop_at + 5:
+                await trio.sleep(0.02)
+        async with connect(srv.url, "x", "glade", ticket=ticket(user)) as hunt:  # no token
+            assert hunt.welcome.resumed and hunt.player_id == first
+            await steer(hunt, rng, log, END)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(player, "u-ana", 1)
+            nursery.start_soon(player, "u-bo", 2)
+            nursery.start_soon(player, "u-cy", 3, 20)
+    seen = check_against_reference(data_dir, log)
+    assert seen["ticks"] > 3 * END - 30 and seen["keyframes"] >= 4, seen
