@@ -90,7 +90,7 @@ class TickPipeline:
             journal.append_tick(t, hunts=inputs.hunts, joins=inputs.joins,
                                 leaves=inputs.leaves, moves=moves,
                                 state_hash=world.state_hash() if journal.wants_hash(t) else None,
-                                events=inputs.events)
+                                events=inputs.events or None)
             # Before a snapshot, which could skip the tick that made a round's results.
             self.after_journal(result)
             journal.maybe_snapshot(world, self.journal_meta)

@@ -49,6 +49,8 @@ class Session:
     max_seq: int = 0
     #: IP address the player joined from ("" for players recovered from the journal).
     address: str = ""
+    #: The user of the join ticket (ticket mode; server/auth), "" for an anonymous player.
+    user: str = ""
 
 
 @dataclass(eq=False)
@@ -62,18 +64,23 @@ class JoinRequest:
     done: trio.Event = field(default_factory=trio.Event)
     session: Session | None = None
     refusal: ErrorMessage | None = None  # Refused, or ERROR HUNT_MOVED
+    #: The ticket's user (ticket mode): the user's player in the hunt is taken over, else a
+    #: new one joins for the user; "" for an anonymous HELLO.
+    user: str = ""
 
 
 @dataclass(eq=False)
 class TickInputs:
     """What the coming tick changes besides moves, as the journal records it (its
-    durability contract): hunts added, joins (player id, hunt index, name, token hash),
-    leaves (player ids) and server events (round requests: server/hunt/_rounds.py)."""
+    durability contract): hunts added, joins (player id, hunt index, name, token hash,
+    user id), leaves (player ids) and server events (JSON-able, e.g. a player's new token
+    hash after a takeover: ``{"retoken": [player id, hex]}``, or an operator's round request:
+    ``{"round": "start", "hunt": 0}``)."""
 
     hunts: list[HuntParams] = field(default_factory=list)
-    joins: list[tuple[int, int, str, bytes]] = field(default_factory=list)
+    joins: list[tuple[int, int, str, bytes, str]] = field(default_factory=list)
     leaves: list[int] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)
 
     def clear(self) -> None:
         self.hunts.clear()
