@@ -123,7 +123,7 @@ def test_frames_split_anywhere_give_the_decoders_rows() -> None:
             r.run(rate=1e12)
         assert r.rows() == want
         assert r.row[ik.HAVE] == 0
-        assert r.rates.i[3, ik.MAX_SEQ] == seq
+        assert r.rates.i[3, ik.HIGH_SEQ] == seq
 
 
 @pytest.mark.parametrize(("name", "frame"), [
@@ -185,7 +185,7 @@ def test_rate_limit_keeps_the_newest_move_and_warns_once_a_second() -> None:
         r.send(masked(moves((115, 0, 0))))
         r.run(now=1.5)
         assert [s for s, _, _ in r.rows()] == seqs
-        assert r.rates.i[3, ik.MAX_SEQ] == 120
+        assert r.rates.i[3, ik.HIGH_SEQ] == 120
 
 
 def test_a_frame_over_the_limit_takes_a_row_when_none_is_pending() -> None:
