@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 #: Seconds between two passes over the sockets (the hub's own pass before each tick
 #: aside): how long a ping, a BYE or a bad frame may wait to be read.
-PASS_INTERVAL = 0.01
+PASS_INTERVAL = 0.02
 _READ_BYTES = 65536
 
 
