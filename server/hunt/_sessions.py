@@ -69,6 +69,8 @@ class Sessions:
         self.by_slot: dict[int, Session] = {}
         #: Sessions by token hash.
         self.by_token: dict[bytes, Session] = {}
+        #: Ticket mode: each user's player, by (hunt index, user id): one per user per hunt.
+        self.by_user: dict[tuple[int, str], Session] = {}
         #: Sessions without a connection (in their resume grace).
         self.lost: set[Session] = set()
         #: Players per (hunt index, IP address), connected or within their grace.
@@ -130,19 +132,29 @@ class Sessions:
         self.created_hunts = int(meta.get("created_hunts", 0))
         # Snapshots of an older server hold the tokens themselves: hash them on the way in.
         plain = meta.get("tokens") != TOKENS_HASHED
-        players = {int(pid): (int(h), name, token_hash(bytes.fromhex(tok)) if plain
-                              else bytes.fromhex(tok))
-                   for pid, h, name, tok in meta.get("players", [])}
+        # Rows [id, hunt, name, token (hash)] and, from ticket mode on, the user id.
+        players = {int(row[0]): (int(row[1]), row[2], token_hash(bytes.fromhex(row[3]))
+                                 if plain else bytes.fromhex(row[3]),
+                                 str(row[4]) if len(row) > 4 else "")
+                   for row in meta.get("players", [])}
         for j in rec.joins:
-            players[j.player_id] = (j.hunt, j.name, bytes(j.token))
+            players[j.player_id] = (j.hunt, j.name, bytes(j.token), j.user)
+        for _tick, event in rec.events:  # a takeover gave the player a new token
+            if isinstance(event, dict) and "retoken" in event:
+                pid, digest = event["retoken"]
+                if pid in players:
+                    players[pid] = (*players[pid][:2], bytes.fromhex(digest), players[pid][3])
         for leave in rec.leaves:
             players.pop(leave.player_id, None)
-        for pid, (h, name, token) in players.items():
+        for pid, (h, name, token, user) in players.items():
             if not self.world.is_live(pid):
                 continue
-            s = Session(pid, pid & 0xFFFFFFFF, h, name, b"", token, welcome_pending=False)
+            s = Session(pid, pid & 0xFFFFFFFF, h, name, b"", token, welcome_pending=False,
+                        user=user)
             self.by_slot[s.slot] = s
             self.by_token[token] = s
+            if user:
+                self.by_user[h, user] = s
             self.lost.add(s)
 
     def holds(self, token: bytes) -> bool:
@@ -150,9 +162,9 @@ class Sessions:
         return token_hash(token) in self.by_token
 
     def journal_meta(self) -> dict[str, Any]:
-        """What a snapshot keeps beside the world: players' names and tokens."""
+        """What a snapshot keeps beside the world: players' names, token hashes and users."""
         return {"created_hunts": self.created_hunts, "tokens": TOKENS_HASHED,
-                "players": [[s.player_id, s.hunt, s.name, s.token_hash.hex()]
+                "players": [[s.player_id, s.hunt, s.name, s.token_hash.hex(), s.user]
                             for s in self.by_slot.values() if not s.leaving]}
 
     def new_token(self) -> bytes:
@@ -168,7 +180,12 @@ class Sessions:
         accepted = []
         for req in self.requests:
             try:
-                req.session = self._resume(req) if req.token is not None else self._join(req)
+                if req.user:  # ticket mode: the user's player, whatever token came along
+                    req.session = self._take_over(req) or self._join(req)
+                elif req.token is not None:
+                    req.session = self._resume(req)
+                else:
+                    req.session = self._join(req)
             except _Refusal as exc:
                 req.refusal = Refused(exc.code, exc.message)
                 req.done.set()
@@ -192,6 +209,8 @@ class Sessions:
         self.inputs.leaves.append(s.player_id)
         self.by_token.pop(s.token_hash, None)
         self.by_slot.pop(s.slot, None)
+        if s.user and self.by_user.get((s.hunt, s.user)) is s:
+            del self.by_user[s.hunt, s.user]
         key = (s.hunt, s.address)
         if s.address and key in self.address_players:
             self.address_players[key] -= 1
@@ -224,16 +243,18 @@ class Sessions:
         slot = pid & 0xFFFFFFFF
         token = self.new_token()
         s = Session(pid, slot, h, req.name, token, token_hash(token), conn=req.conn,
-                    address=address)
+                    address=address, user=req.user)
         self.address_players[h, address] = self.address_players.get((h, address), 0) + 1
-        self.inputs.joins.append((pid, h, req.name, s.token_hash))
+        self.inputs.joins.append((pid, h, req.name, s.token_hash, req.user))
+        if req.user:
+            self.by_user[h, req.user] = s
         self._fresh_bucket(slot, joined=True)
         self.by_slot[slot] = s
         self.by_token[s.token_hash] = s
         self._names_blob.pop(h, None)
         self._observers_dirty = True
         self.log.info("join", player=pid, name=req.name, hunt=world.hunt_params[h].name,
-                      remote=req.conn.remote)
+                      remote=req.conn.remote, user=req.user or None)
         return s
 
     def _add_hunt(self, params: HuntParams) -> int:
@@ -265,23 +286,49 @@ class Sessions:
         if s is None or s.leaving or not hmac.compare_digest(s.token_hash, digest):
             raise _Refusal(ErrorCode.RESUME_INVALID, "this resume token is unknown, expired or "
                            "its player left; join again without it")
+        return self._attach(s, req, req.token or b"", "another connection resumed this player")
+
+    def _take_over(self, req: JoinRequest) -> Session | None:
+        """Ticket mode: the player the request's user already has in its hunt, attached to
+        the request's connection (its other connection replaced, as by a resume), or None.
+        The client gets the player's token; a player recovered from disk, whose token only
+        the client knew, gets a new one, journaled (``retoken``) so that a restart keeps it."""
+        try:
+            h = self.world.hunt_index(req.hunt)
+        except UnknownHuntError:
+            return None
+        s = self.by_user.get((h, req.user))
+        if s is None or s.leaving:
+            return None
+        token = s.token
+        if not token:
+            token = self.new_token()
+            self.by_token.pop(s.token_hash, None)
+            s.token_hash = token_hash(token)
+            self.by_token[s.token_hash] = s
+            self.inputs.events.append({"retoken": [s.player_id, s.token_hash.hex()]})
+        return self._attach(s, req, token, "another connection of this user took this "
+                            "player over")
+
+    def _attach(self, s: Session, req: JoinRequest, token: bytes, why: str) -> Session:
+        """Give player ``s`` the request's connection (a resume or a takeover)."""
         old = s.conn
         if old is not None:
             old.unbind()  # no TICK before the new WELCOME
         if old is not None and old is not req.conn:
             self.log.info("replaced", player=s.player_id, name=s.name)
-            frame = wf.frame(encode(ErrorMessage(ErrorCode.REPLACED, "another connection "
-                                                 "resumed this player")))
+            frame = wf.frame(encode(ErrorMessage(ErrorCode.REPLACED, why)))
             self.close_soon(old, 4007, "replaced", frame)
             # Like any connection that ends: the player stands still until the new
             # connection moves it (this tick applies the stop; WELCOME's ack counts it).
             self._stop_move(s)
-        s.conn, s.lost_at, s.token = req.conn, None, req.token
+        s.conn, s.lost_at, s.token = req.conn, None, token
         self.lost.discard(s)
         s.welcome_pending = s.resumed = True
         self._fresh_bucket(s.slot)
         self._observers_dirty = True
-        self.log.info("resume", player=s.player_id, name=s.name, remote=req.conn.remote)
+        self.log.info("resume", player=s.player_id, name=s.name, remote=req.conn.remote,
+                      user=s.user or None)
         return s
 
     def _fresh_bucket(self, slot: int, joined: bool = False) -> None:

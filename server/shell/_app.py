@@ -331,7 +331,8 @@ class HuntServer:
             return None
         hub = target
         name = identity.name if identity else hello.name
-        req = JoinRequest(conn, name, hello.hunt, hello.resume_token)
+        req = JoinRequest(conn, name, hello.hunt, hello.resume_token,
+                          user=identity.user if identity else "")
         hub.requests.append(req)
         await req.done.wait()
         if req.refusal is not None:
