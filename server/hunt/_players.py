@@ -8,7 +8,6 @@ to). server/hunt/_sessions.py makes them; the pipeline and the broadcaster read 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,13 +39,7 @@ class Session:
     #: WELCOME not sent yet on the current connection.
     welcome_pending: bool = True
     resumed: bool = False
-    #: Token bucket of the move rate limit (moves) and its last refill time (seconds).
-    bucket: float = 0.0
-    bucket_t: float = 0.0
-    last_rate_warning: float = -math.inf
     leaving: bool = False
-    #: Highest move seq received from the client (a stop move on disconnect goes above it).
-    max_seq: int = 0
     #: IP address the player joined from ("" for players recovered from the journal).
     address: str = ""
     #: The user of the join ticket (ticket mode; server/auth), "" for an anonymous player.

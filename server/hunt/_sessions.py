@@ -15,8 +15,9 @@ to know about a player (a fresh WELCOME, a keyframe) the hub passes on from what
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
-from collections.abc import ItemsView, Iterator, ValuesView
+from collections.abc import Callable, ItemsView, Iterator, ValuesView
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from ..durability import token_hash
 from ..protocol import MAX_SEQ, ErrorCode, ErrorMessage, MoveBatch, NameEntry, Refused, encode
 from ..shell import _wsframes as wf
 from ..shell._conn import Connection
+from ..shell._intake import BUCKET, BUCKET_T, HIGH_SEQ, R_GEN, WARNED, new_rates
 from ._players import CloseSoon, JoinRequest, Observers, Session, TickInputs
 
 #: Snapshot meta: its players' tokens are stored as token hashes (older snapshots: plaintext).
@@ -88,6 +90,11 @@ class Sessions:
         #: Stop moves the server put in the current batch (not received: see take_batch).
         self.stop_moves = 0
         self.observers = Observers(world.players.capacity)
+        #: The move rate limit per player slot, as the poller's kernel reads and writes it.
+        self.move_rates = new_rates(world.players.capacity)
+        #: Called first thing in :meth:`take_batch`: the poller's pass over this hub's
+        #: sockets, so that no move read before the tick waits for the next one.
+        self.before_batch: Callable[[], None] | None = None
         self._observers_dirty = True
         self._names_blob: dict[int, list[NameEntry]] = {}
         if recovered is not None:
@@ -241,7 +248,7 @@ class Sessions:
         self.inputs.joins.append((pid, h, req.name, s.token_hash, req.user))
         if req.user:
             self.by_user[h, req.user] = s
-        s.bucket, s.bucket_t = self.server.moves_per_second, trio.current_time()
+        self._fresh_bucket(slot, joined=True)
         self.by_slot[slot] = s
         self.by_token[s.token_hash] = s
         self._names_blob.pop(h, None)
@@ -318,11 +325,30 @@ class Sessions:
         s.conn, s.lost_at, s.token = req.conn, None, token
         self.lost.discard(s)
         s.welcome_pending = s.resumed = True
-        s.bucket, s.bucket_t = self.server.moves_per_second, trio.current_time()
+        self._fresh_bucket(s.slot)
         self._observers_dirty = True
         self.log.info("resume", player=s.player_id, name=s.name, remote=req.conn.remote,
                       user=s.user or None)
         return s
+
+    def _fresh_bucket(self, slot: int, joined: bool = False) -> None:
+        """A connection takes the player over (a join or a resume): a full token bucket,
+        and the moves of any connection it had before are no longer the player's."""
+        f, i = self.move_rates
+        f[slot, BUCKET], f[slot, BUCKET_T] = self.server.moves_per_second, trio.current_time()
+        if joined:  # a new player in the slot
+            f[slot, WARNED] = -math.inf
+            i[slot, HIGH_SEQ] = 0
+        i[slot, R_GEN] += 1
+
+    def rate_warning_due(self, s: Session, now: float) -> bool:
+        """A frame of ``s`` was over the rate limit: True (and noted) when its client is to
+        be warned, at most once a second (docs/protocol.md, "Move rate limit")."""
+        f = self.move_rates.f
+        if now - f[s.slot, WARNED] < 1.0:
+            return False
+        f[s.slot, WARNED] = now
+        return True
 
     def refresh_observers(self) -> Observers:
         """Who is sent the coming tick: every connected player not leaving (rebuilt only
@@ -337,6 +363,8 @@ class Sessions:
         """At the tick: the batch of moves to tick, and how many of them clients sent
         (the rest are the server's stop moves). Moves go into the spare batch meanwhile
         (double buffering); hand the batch back with :meth:`batch_done`."""
+        if self.before_batch is not None:
+            self.before_batch()
         batch, self.batch = self.batch, self.spare
         # Received moves are counted per tick, not per frame (an int above 256 is an
         # allocation): the batch holds them and the server's own stop moves.
@@ -392,43 +420,47 @@ class Sessions:
         if b.room < 1:  # the batch is full: the stop goes into the next tick's batch
             self.deferred_stops.append(s)
             return
-        seq = max(s.max_seq, int(self.world.players.last_seq[s.slot])) + 1
+        rates = self.move_rates.i[s.slot]
+        seq = max(int(rates[HIGH_SEQ]), int(self.world.players.last_seq[s.slot])) + 1
         if seq > MAX_SEQ:  # after 2**62 stops in a row: the player stood still since
             return
         c = b.count
         b.ids[c], b.seqs[c], b.dx[c], b.dy[c] = s.player_id, seq, 0.0, 0.0
         b.count = c + 1
         self.stop_moves += 1
-        s.max_seq = seq
+        rates[HIGH_SEQ] = seq
 
     def take_moves(self, s: Session, payload: bytes | str, now: float) -> int:
         """Rate-limit and decode one MOVES frame into the current batch (raises
         RemoteProtocolError for a bad frame). Returns the moves taken, 0 when the frame
         was over the rate limit (the caller warns the client).
 
-        The limit is a token bucket (``moves_per_second``, a burst of one second's worth).
-        Over it, a frame adds no row: its highest-seq move replaces the player's newest
-        row of this tick's batch (or takes one row if it has none), so the latest
-        direction always wins and an older move is what is dropped."""
+        The limit is a token bucket (``moves_per_second``, a burst of one second's worth)
+        per player slot in :attr:`move_rates`, shared with the poller's kernel
+        (server/shell/_intake.py), which takes binary frames by the same rule. Over it,
+        a frame adds no row: its highest-seq move replaces the player's newest row of
+        this tick's batch (or takes one row if it has none), so the latest direction
+        always wins and an older move is what is dropped."""
         rate = self.server.moves_per_second
-        bucket = min(rate, s.bucket + (now - s.bucket_t) * rate)
-        s.bucket_t = now
+        f, i = self.move_rates.f[s.slot], self.move_rates.i[s.slot]
+        bucket = min(rate, float(f[BUCKET]) + (now - float(f[BUCKET_T])) * rate)
+        f[BUCKET_T] = now
         batch = self.batch
         if batch.room < 64:  # the tick's batch is full (server-wide): drop the frame
-            s.bucket = bucket
+            f[BUCKET] = bucket
             self.moves_dropped += 1
             self.report.drop_move(s.hunt)
             return 0
         n = batch.add(payload, s.player_id)
         c = batch.count
         top = int(batch.seqs[c - 1] if n == 1 else batch.seqs[c - n:c].max())
-        if top > s.max_seq:
-            s.max_seq = top
+        if top > i[HIGH_SEQ]:
+            i[HIGH_SEQ] = top
         if bucket >= 1.0:
             self.report.clock.mark(c, n, now)
-            s.bucket = bucket - n
+            f[BUCKET] = bucket - n
             return n
-        s.bucket = bucket
+        f[BUCKET] = bucket
         self._keep_newest(s, batch, n, top, now)
         return 0
 
