@@ -58,7 +58,7 @@ async def test_results_stream_and_routes_across_nodes_and_a_failover(
         owner = node_of(nodes, owner_id)
         await until(lambda: "cup" in owner.running(), 20, "the hunt to tick")
         other = node_of(nodes, "b" if owner.node_id == "a" else "a")
-        with trio.fail_after(60):
+        with trio.fail_after(120):
             async with connect(other.ws_url, "ada", "cup") as ada:
                 token = ada.resume_token
                 await play_until(ada, 3, PHASE_RUNNING, rng)  # rounds 1 and 2 ended
@@ -70,7 +70,7 @@ async def test_results_stream_and_routes_across_nodes_and_a_failover(
             # The other node takes the hunt over; the player resumes there, round 3 goes on
             # and ends there.
             await until(lambda: "cup" in other.running(), 20, "the takeover")
-            with trio.fail_after(60):
+            with trio.fail_after(120):
                 async with connect(other.ws_url, "ada", "cup", resume_token=token) as ada:
                     await ada.next_tick()
                     assert ada.round.round == 3, "the same round goes on after the failover"

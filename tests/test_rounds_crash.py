@@ -115,7 +115,7 @@ def test_killed_mid_round_recovers_the_same_round_and_the_same_results(tmp_path:
     players = [Player(f"p{i}") for i in range(CLIENTS)]
 
     async def until_killed(url: str, proc: subprocess.Popen) -> None:
-        with trio.fail_after(90):
+        with trio.fail_after(150):
             async with trio.open_nursery() as nursery:
                 for p in players[1:]:
                     nursery.start_soon(p.play, url, lambda p, c: False)
@@ -125,7 +125,7 @@ def test_killed_mid_round_recovers_the_same_round_and_the_same_results(tmp_path:
                 nursery.cancel_scope.deadline = trio.current_time() + 10
 
     async def after_restart(url: str) -> None:
-        with trio.fail_after(90):
+        with trio.fail_after(150):
             async with trio.open_nursery() as nursery:
                 for p in players:
                     nursery.start_soon(p.play, url, running(3, 5))

@@ -66,7 +66,7 @@ async def play(seen: Seen) -> None:
 
 async def test_clients_follow_lobby_running_results_and_the_end(serve, tmp_path: Path) -> None:
     srv = await serve(CUP, data_dir=str(tmp_path))
-    with trio.fail_after(60):
+    with trio.fail_after(120):  # 170 ticks at 20 Hz, with room for a loaded machine
         async with connect(srv.url, "ada", "cup") as a, connect(srv.url, "bob", "cup") as b, \
                 connect(srv.url, "cy", "cup") as c:
             seen = [Seen(x) for x in (a, b, c)]
