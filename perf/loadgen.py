@@ -27,6 +27,12 @@ Control (driven by perf/loadtest.py), JSON lines on stdout:
   - with ``--repeat``, the process stays after a result: the next ``start`` opens
     a new window (counters start again from zero); ``quit`` or stdin closed ends it.
 
+``--hunt a,b,c`` spreads the clients over several hunts, round robin (client i joins
+hunt ``(i + --index-offset) % 3``). Tick fan-out: for each hunt's tick, the time from
+the first of this process's clients of that hunt to receive it to the last
+(kernel receive timestamps); what a client waits because others of its hunt
+were written before it.
+
 ``--source-prefix 127.0.5. --per-address 25`` spreads the clients over source
 addresses 127.0.5.1, 127.0.5.2, ... (Linux: all of 127/8 is loopback), so that
 a server's per-address limits see many players behind a few addresses, not
@@ -103,12 +109,13 @@ def move_frame(seq: int, direction: int) -> bytes:
 
 
 class Client:
-    __slots__ = ("buf", "close_code", "fd", "gaps", "hello", "index", "last_tick", "out",
-                 "pending", "seq", "sock", "state", "wticks")
+    __slots__ = ("buf", "close_code", "fd", "gaps", "hello", "hunt", "index", "last_tick",
+                 "out", "pending", "seq", "sock", "state", "wticks")
 
-    def __init__(self, index: int, hello: bytes) -> None:
+    def __init__(self, index: int, hello: bytes, hunt: int = 0) -> None:
         self.index = index
         self.hello = hello
+        self.hunt = hunt  # index in --hunt's list
         self.sock: socket.socket | None = None
         self.fd = -1
         self.state = CONNECTING
@@ -134,8 +141,11 @@ class LoadGen:
                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                         "Sec-WebSocket-Version: 13\r\n\r\n").encode()
         self.args = args
-        self.clients = [Client(i, hello_frame(f"{args.name_prefix}{i}", args.hunt))
-                        for i in range(args.clients)]
+        hunts = args.hunt.split(",")
+        self.clients = []
+        for i in range(args.clients):
+            h = (i + args.index_offset) % len(hunts)
+            self.clients.append(Client(i, hello_frame(f"{args.name_prefix}{i}", hunts[h]), h))
         self.by_fd: dict[int, Client] = {}
         self.ep = select.epoll()
         self.rng = random.Random(args.seed)
@@ -149,6 +159,8 @@ class LoadGen:
         self.latencies = array.array("d")  # move sent -> its ack read by this process
         self.lat_arrival = array.array("d")  # move sent -> its ack reached the socket
         self.send_lag = array.array("d")
+        #: (hunt, tick) -> [first, last] arrival of that TICK at this process's clients.
+        self.fanout: dict[tuple[int, int], list[float]] = {}
         self.moves_window = 0
         self.bytes_window = 0
         self.msgs_window = 0
@@ -315,6 +327,13 @@ class LoadGen:
             c.wticks += 1
             if c.last_tick and tick != c.last_tick + 1:
                 c.gaps += max(0, tick - c.last_tick - 1)
+            span = self.fanout.get((c.hunt, tick))
+            if span is None:
+                self.fanout[(c.hunt, tick)] = [arrived, arrived]
+            elif arrived > span[1]:
+                span[1] = arrived
+            elif arrived < span[0]:
+                span[0] = arrived
         c.last_tick = tick
         pend = c.pending
         while pend and pend[0][0] <= ack:
@@ -458,6 +477,7 @@ class LoadGen:
         self.latencies = array.array("d")
         self.lat_arrival = array.array("d")
         self.send_lag = array.array("d")
+        self.fanout = {}
         self.moves_window = self.bytes_window = self.msgs_window = 0
         self.errors.clear()
         self.refused.clear()
@@ -479,6 +499,7 @@ class LoadGen:
         ru_end = resource.getrusage(resource.RUSAGE_SELF)
         window = (self.wend - self.wstart) if self.wstart < self.wend < float("inf") else 0.0
         lag = sorted(self.send_lag)
+        fanout = [(last - first) * 1e3 for first, last in self.fanout.values()]
         return {
             "event": "result", "clients": len(self.clients), "playing": self.playing,
             "welcomed": self.welcomed, "window_s": window,
@@ -495,6 +516,7 @@ class LoadGen:
             "closes": dict(self.closes), "connect_failures": dict(self.connect_failures),
             "send_stalls": self.send_stalls,
             "send_lag_ms": {"p99": pct(lag, 99) * 1e3, "max": (lag[-1] if lag else 0) * 1e3},
+            "fanout_ms": summary(fanout),
             "cpu_s_window": (cpu(ru1) - cpu(ru0)) if ru0 else 0.0,
             "cpu_s_total": cpu(ru_end),
         }
@@ -529,7 +551,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--url", required=True, help="the server's WebSocket URL, ws://host:port/")
     p.add_argument("--clients", type=int, default=100, help="players in this process")
     p.add_argument("--rate", type=float, default=10.0, help="moves per second per client")
-    p.add_argument("--hunt", default="demo", help="hunt to join")
+    p.add_argument("--hunt", default="demo",
+                   help="hunt to join; several, comma separated: the clients round robin")
+    p.add_argument("--index-offset", type=int, default=0,
+                   help="with several hunts, client i joins hunt number (i + OFFSET) % hunts")
     p.add_argument("--name-prefix", default="lg-", help="player names are PREFIX + index")
     p.add_argument("--connect-rate", type=float, default=500.0,
                    help="new connections per second (the ramp)")

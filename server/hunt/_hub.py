@@ -114,9 +114,17 @@ class Hub(Sessions, TickPipeline, Broadcaster):
         #: True while :meth:`run_ticker` runs; ``ticker_done`` is set when it returns.
         self.ticking = False
         self.ticker_done = trio.Event()
+        #: Runs the tick's worker part in a thread (the placement shares one among hubs:
+        #: server/hunt/_groups.py BatchedOffload).
+        self.offload: Callable[..., Any] = trio.to_thread.run_sync
 
-    async def run_ticker(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """The fixed-rate tick loop; returns when :attr:`running` turns False."""
+    async def run_ticker(self, task_status: Any = trio.TASK_STATUS_IGNORED,
+                         schedule: Callable[[float], float] | None = None) -> None:
+        """The fixed-rate tick loop; returns when :attr:`running` turns False.
+
+        ``schedule(deadline)``: the deadline of the tick after the one due at ``deadline``
+        (``trio.current_time()`` seconds; its tick group's phase: server/hunt/_groups.py);
+        default one period later."""
         rate = self.world.tick_rate or 20
         period = 1.0 / rate
         start = trio.current_time()
@@ -126,21 +134,20 @@ class Hub(Sessions, TickPipeline, Broadcaster):
         self.ticking = True
         task_status.started()
         try:
-            await self._tick_loop(start, period)
+            await self._tick_loop(start, period, schedule or (lambda t: t + period))
         finally:
             self.ticking = False
             self.report.release()
             self.ticker_done.set()
 
-    async def _tick_loop(self, start: float, period: float) -> None:
-        n = 0
+    async def _tick_loop(self, start: float, period: float,
+                         schedule: Callable[[float], float]) -> None:
+        deadline = start
         while self.running:
-            n += 1
-            deadline = start + n * period
+            deadline = schedule(deadline)
             now = trio.current_time()
             if now > deadline + period:  # overran by more than a whole period: skip ahead
                 missed = int((now - deadline) / period)
-                n += missed
                 deadline += missed * period
                 self.metrics.overruns.inc(missed)
                 self.report.overran(missed)
@@ -181,8 +188,7 @@ class Hub(Sessions, TickPipeline, Broadcaster):
                     self._stop_move(s)
         t_call = time.perf_counter()
         try:
-            result, vis, _total, phases = await trio.to_thread.run_sync(
-                self._compute, batch, n_obs)
+            result, vis, _total, phases = await self.offload(self._compute, batch, n_obs)
         except BaseException as exc:
             send.end()
             if isinstance(exc, _Fenced):

@@ -100,6 +100,7 @@ class RedisPlacement(Placement):
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 nursery.start_soon(self.sink.run)
+                nursery.start_soon(self.groups.run, self.log)
                 await self._step()
                 self.log.info("cluster_joined", node=self.node_id, redis=self.cfg.redis,
                               public_url=self.public_url, lease_s=self.cfg.lease_seconds)
