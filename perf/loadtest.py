@@ -188,7 +188,7 @@ def hunts_config(clients: int, args: argparse.Namespace) -> str:
 
 def wait_serving(p: subprocess.Popen, log: Path) -> tuple[str, str]:
     """The (ws_url, http_url) of the server ``p`` once its log ``log`` has the 'serving' line."""
-    deadline = time.monotonic() + 120  # the first run compiles the kernels
+    deadline = time.monotonic() + 300  # the first run compiles the kernels (minutes when busy)
     while time.monotonic() < deadline:
         for line in log.read_text(errors="replace").splitlines():
             if '"serving"' in line:
@@ -197,7 +197,7 @@ def wait_serving(p: subprocess.Popen, log: Path) -> tuple[str, str]:
         if p.poll() is not None:
             raise RuntimeError(f"the server exited ({p.returncode}):\n{tail(log)}")
         time.sleep(0.1)
-    raise RuntimeError(f"no 'serving' line from the server within 120 s:\n{tail(log)}")
+    raise RuntimeError(f"no 'serving' line from the server within 300 s:\n{tail(log)}")
 
 
 def server_source(commit: str | None) -> tuple[Path, str]:
