@@ -35,6 +35,7 @@ from server.protocol import (
     MAX_MOVES_PER_FRAME,
     MAX_SEQ,
     MOVE_RECORD,
+    RESULT_RECORD,
     TICK_HEADER_BYTES,
     VISIBLE_RECORD,
     Bye,
@@ -51,6 +52,8 @@ from server.protocol import (
     Redirect,
     Refused,
     RemoteProtocolError,
+    Results,
+    Round,
     TickMessageWriter,
     TickUpdate,
     Welcome,
@@ -68,11 +71,13 @@ VECTORS = json.loads((ROOT / "tests" / "protocol_vectors.json").read_text(encodi
 DOC = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
 
 EVENTS = {"HELLO": Hello, "WELCOME": Welcome, "REFUSED": Refused, "ERROR": ErrorMessage,
-          "MOVES": Moves, "BYE": Bye, "TICK": TickUpdate, "REDIRECT": Redirect}
+          "MOVES": Moves, "BYE": Bye, "TICK": TickUpdate, "REDIRECT": Redirect,
+          "ROUND": Round, "RESULTS": Results}
 RECORDS = {"visible": VISIBLE_RECORD, "discoveries": DISCOVERY_RECORD,
-           "leaderboard": LEADER_RECORD, "leaves": LEAVE_RECORD}
+           "leaderboard": LEADER_RECORD, "leaves": LEAVE_RECORD, "standings": RESULT_RECORD}
 #: 64-bit integers travel in the vectors file as decimal strings (JavaScript numbers stop at 2**53).
-BIG = {"player_id", "tick", "ack", "score", "seq", "value"}
+BIG = {"player_id", "tick", "ack", "score", "seq", "value", "phase_start", "phase_end",
+       "target_score", "your_score", "last_tick"}
 STRUCT_CODES = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q", "i32": "i", "i64": "q",
                 "f32": "f", "f64": "d", "bytes16": "16s"}
 
@@ -135,11 +140,14 @@ INVALID = VECTORS["invalid"]
 
 PUBLIC = {
     "Bye", "CLOSE_CODES", "CLOSE_REDIRECT", "DISCOVERY_RECORD", "ErrorCode", "ErrorMessage",
-    "Hello", "HuntEvents",
+    "Hello", "HuntEvents", "END_ALL_FOUND", "END_SCORE", "END_TIME", "MAX_RESULT_ROWS",
+    "PHASES", "PHASE_LOBBY", "PHASE_OVER", "PHASE_RESULTS", "PHASE_RUNNING", "RESULT_RECORD",
+    "Results", "Round", "results_header",
     "LEADER_RECORD", "LEAVE_RECORD", "LocalProtocolError", "MAX_CLIENT_FRAME_BYTES",
     "MAX_CLIENT_SEQ",
     "MAX_HUNT_BYTES", "MAX_JSON_MOVE_CHARS", "MAX_MESSAGE_BYTES", "MAX_MOVES_PER_FRAME",
-    "MAX_NAME_BYTES", "MAX_NODE_BYTES", "MAX_SEQ", "MAX_SERVER_FRAME_BYTES", "MAX_URL_BYTES",
+    "MAX_NAME_BYTES", "MAX_NODE_BYTES", "MAX_SEQ", "MAX_SERVER_FRAME_BYTES", "MAX_TICKET_BYTES",
+    "MAX_URL_BYTES",
     "MOVE_RECORD", "MessageType", "Move", "MoveBatch", "Moves", "NOT_FATAL", "NO_EVENTS",
     "NameEntry", "PROTOCOL_VERSION", "ProtocolError", "REFUSAL_CODES", "RESUME_TOKEN_BYTES",
     "Redirect", "Refused", "RemoteProtocolError",
@@ -174,11 +182,12 @@ def test_records_match_the_engine_buffers():
 
 
 def test_struct_sizes_are_the_documented_ones():
-    from server.protocol import _codec, _tick
+    from server.protocol import _codec, _rounds, _tick
 
     sizes = [s.size for s in (_codec.HELLO, _codec.WELCOME, _codec.NOTICE, _codec.MOVES_HEADER,
-                              _tick.TICK_HEADER, _tick.NAME_ENTRY, _codec.REDIRECT)]
-    assert sizes == [24, 112, 8, 4, TICK_HEADER_BYTES, 9, 8] and TICK_HEADER_BYTES == 64
+                              _tick.TICK_HEADER, _tick.NAME_ENTRY, _codec.REDIRECT,
+                              _rounds.ROUND, _rounds.RESULTS)]
+    assert sizes == [24, 112, 8, 4, TICK_HEADER_BYTES, 9, 8, 48, 40] and TICK_HEADER_BYTES == 64
     assert 4 + MOVE_RECORD.itemsize * MAX_MOVES_PER_FRAME == sp.MAX_CLIENT_FRAME_BYTES
 
 
@@ -285,7 +294,8 @@ def test_doc_error_table_matches_the_codes():
 def test_doc_names_the_limits():
     for name in ("MAX_NAME_BYTES", "MAX_HUNT_BYTES", "MAX_MOVES_PER_FRAME", "MAX_MESSAGE_BYTES",
                  "MAX_CLIENT_FRAME_BYTES", "MAX_SERVER_FRAME_BYTES", "MAX_JSON_MOVE_CHARS",
-                 "MAX_URL_BYTES", "MAX_NODE_BYTES", "MAX_CLIENT_SEQ", "MAX_SEQ"):
+                 "MAX_URL_BYTES", "MAX_NODE_BYTES", "MAX_CLIENT_SEQ", "MAX_SEQ",
+                 "MAX_TICKET_BYTES"):
         assert re.search(rf"`{name}` *\| *{getattr(sp, name)} *\|", DOC), name
 
 
@@ -307,8 +317,10 @@ u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)
 tokens = st.binary(min_size=16, max_size=16)
 
+tickets = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E),
+                  max_size=sp.MAX_TICKET_BYTES)
 hellos = st.builds(Hello, player_names, hunt_names, st.just(sp.PROTOCOL_VERSION),
-                   st.none() | tokens)
+                   st.none() | tokens, tickets)
 welcomes = st.builds(Welcome, u64, tokens, u64, st.integers(0, MAX_SEQ), positive, positive,
                      st.floats(0, 1e5), st.integers(1, 240), positive, positive, positive,
                      st.integers(1, 15), f64, f64, st.booleans())
@@ -345,8 +357,30 @@ ticks = st.builds(
     st.integers(0, 15), raw_records(VISIBLE_RECORD), st.booleans(),
     raw_records(DISCOVERY_RECORD, 3), st.none() | raw_records(LEADER_RECORD),
     raw_records(LEAVE_RECORD), st.lists(name_entries, max_size=4).map(tuple))
+
+
+@st.composite
+def rounds(draw) -> Round:
+    phase = draw(st.integers(1, 4))
+    start = draw(st.integers(0, 2**40))
+    end = 0 if phase == 4 else draw(st.integers(start + 1, 2**41))
+    kind = draw(st.integers(0, 2))
+    return Round(draw(st.integers(1, 2**32 - 1)), phase, draw(st.integers(start, 2**42)), start,
+                 end, draw(u32), draw(u32), draw(st.booleans()), kind,
+                 draw(st.integers(1, 2**62)) if kind == 2 else 0)
+
+
+@st.composite
+def results(draw) -> Results:
+    rows = draw(raw_records(RESULT_RECORD, 5))
+    players = draw(st.integers(len(rows), 2**32 - 1))
+    return Results(draw(st.integers(1, 2**32 - 1)), draw(st.integers(1, 2**62)), players,
+                   draw(st.integers(0, players)), draw(st.integers(-(2**63), 2**63 - 1)),
+                   draw(u32), rows)
+
+
 client_events = st.one_of(hellos, moves_events, st.just(Bye()))
-server_events = st.one_of(welcomes, notices, ticks, redirects)
+server_events = st.one_of(welcomes, notices, ticks, redirects, rounds(), results())
 
 
 # ------------------------------------------------------------------ round trips
@@ -498,6 +532,8 @@ def test_errors_say_whose_fault_and_which_close_code():
 @pytest.mark.parametrize("make", [
     lambda: Hello("", "demo"), lambda: Hello(" padded", "demo"), lambda: Hello("x" * 33, "demo"),
     lambda: Hello("ok", ""), lambda: Hello("ok", "demo", resume_token=b"short"),
+    lambda: Hello("ok", "demo", ticket="a b"), lambda: Hello("ok", "demo", ticket="x" * 717),
+    lambda: Hello("ok", "demo", ticket=b"bytes"),
     lambda: Move(0, 0, 0), lambda: Move(2**63, 0, 0), lambda: Move(2**62, 0, 0),
     lambda: Move(1, float("nan"), 0),
     lambda: Move(1, 0, float("inf")), lambda: Move(1, 1e39, 0), lambda: Move(True, 0, 0),

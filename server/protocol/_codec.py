@@ -30,6 +30,7 @@ from ._messages import (
     Welcome,
 )
 from ._records import MOVE_RECORD
+from ._rounds import Results, Round, decode_results, decode_round, encode_results, encode_round
 from ._tick import decode_tick, encode_tick
 
 HELLO = struct.Struct("<BBBBHH16s")
@@ -41,7 +42,7 @@ _NO_TOKEN = bytes(K.RESUME_TOKEN_BYTES)
 
 Frame = bytes | bytearray | memoryview
 ClientEvent = Hello | Moves | Bye
-ServerEvent = Welcome | Refused | Redirect | ErrorMessage | TickUpdate
+ServerEvent = Welcome | Refused | Redirect | ErrorMessage | TickUpdate | Round | Results
 
 
 def byte_view(frame: Frame, limit: int | None = None) -> memoryview:
@@ -70,8 +71,9 @@ def check_length(view: bytes | memoryview, expected: int, what: str) -> None:
 def encode_hello(e: Hello) -> bytes:
     name, hunt = e.name.encode(), e.hunt.encode()
     flags = K.HELLO_RESUME if e.resume_token is not None else 0
-    return HELLO.pack(MessageType.HELLO, e.version, flags, len(name), len(hunt), 0,
-                      e.resume_token or _NO_TOKEN) + name + hunt
+    ticket = e.ticket.encode("ascii")
+    return HELLO.pack(MessageType.HELLO, e.version, flags, len(name), len(hunt), len(ticket),
+                      e.resume_token or _NO_TOKEN) + name + hunt + ticket
 
 
 def decode_hello(view: memoryview) -> Hello:
@@ -83,16 +85,20 @@ def decode_hello(view: memoryview) -> Hello:
                                   f"speaks {sorted(K.SUPPORTED_VERSIONS)}", ErrorCode.BAD_VERSION)
     if len(view) < HELLO.size:
         raise malformed(f"HELLO needs at least {HELLO.size} bytes, got {len(view)}")
-    _, _, flags, name_len, hunt_len, reserved, token = HELLO.unpack_from(view)
-    if flags & ~K.HELLO_RESUME or reserved:
+    _, _, flags, name_len, hunt_len, ticket_len, token = HELLO.unpack_from(view)
+    if flags & ~K.HELLO_RESUME:
         raise malformed("HELLO has reserved bits set")
     if not flags & K.HELLO_RESUME and token != _NO_TOKEN:
         raise malformed("HELLO carries a resume token without the resume flag")
-    check_length(view, HELLO.size + name_len + hunt_len, "this HELLO")
-    name = utf8(view[HELLO.size:HELLO.size + name_len], "the player name", ErrorCode.BAD_NAME)
-    hunt = utf8(view[HELLO.size + name_len:], "the hunt name", ErrorCode.UNKNOWN_HUNT)
+    check_length(view, HELLO.size + name_len + hunt_len + ticket_len, "this HELLO")
+    at = HELLO.size + name_len
+    name = utf8(view[HELLO.size:at], "the player name", ErrorCode.BAD_NAME)
+    hunt = utf8(view[at:at + hunt_len], "the hunt name", ErrorCode.UNKNOWN_HUNT)
+    # Latin-1 never fails: Hello refuses what is not visible ASCII (TICKET_INVALID), after
+    # the name and the hunt, the order docs/protocol.md gives.
+    ticket = bytes(view[at + hunt_len:]).decode("latin-1")
     with remote_errors():
-        return Hello(name, hunt, version, token if flags else None)
+        return Hello(name, hunt, version, token if flags else None, ticket)
 
 
 def encode_welcome(e: Welcome) -> bytes:
@@ -205,14 +211,16 @@ def decode_bye(view: memoryview) -> Bye:
 _ENCODERS: dict[type, Callable[[Any], bytes]] = {
     Hello: encode_hello, Moves: encode_moves, Bye: lambda e: bytes([MessageType.BYE]),
     Welcome: encode_welcome, Refused: encode_notice, ErrorMessage: encode_notice,
-    TickUpdate: encode_tick, Redirect: encode_redirect,
+    TickUpdate: encode_tick, Redirect: encode_redirect, Round: encode_round,
+    Results: encode_results,
 }
 _DECODERS: dict[str, dict[int, Callable[[memoryview], Any]]] = {
     "client": {MessageType.HELLO: decode_hello, MessageType.MOVES: decode_moves,
                MessageType.BYE: decode_bye},
     "server": {MessageType.WELCOME: decode_welcome, MessageType.REFUSED: decode_notice,
                MessageType.ERROR: decode_notice, MessageType.TICK: decode_tick,
-               MessageType.REDIRECT: decode_redirect},
+               MessageType.REDIRECT: decode_redirect, MessageType.ROUND: decode_round,
+               MessageType.RESULTS: decode_results},
 }
 
 
@@ -259,7 +267,8 @@ def decode_client_frame(frame: Frame | str) -> ClientEvent:
 
 
 def decode_server_frame(frame: Frame | str) -> ServerEvent:
-    """Decode what the server sent: WELCOME, REFUSED, REDIRECT, ERROR or TICK (binary only)."""
+    """Decode what the server sent: WELCOME, REFUSED, REDIRECT, ERROR, TICK, ROUND or RESULTS
+    (binary only)."""
     if isinstance(frame, str):
         raise RemoteProtocolError("the server sends binary frames only", ErrorCode.UNKNOWN_TYPE)
     return _route(frame, "server", K.MAX_SERVER_FRAME_BYTES)

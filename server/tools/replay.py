@@ -195,7 +195,7 @@ def _progress(err: Console, *, disable: bool) -> tuple[Any, Any]:
 def summarize(rec: Recovered, *, verified: bool) -> dict[str, Any]:
     """Every number of the report, JSON-ready."""
     world, r = rec.world, rec.report
-    names = _names(rec)
+    names, users = _names(rec), _users(rec)
     tick_rate = world.tick_rate
     tps = r.ticks_replayed / r.replay_seconds if r.replay_seconds > 0 else None
     hunts = []
@@ -206,9 +206,10 @@ def summarize(rec: Recovered, *, verified: bool) -> dict[str, Any]:
             slot, gen, score = (int(v) for v in row)
             pid = (gen << 32) | slot
             leaders.append({"rank": rank, "player_id": pid, "name": names.get(pid),
-                            "score": score})
+                            "user": users.get(pid), "score": score})
         hunts.append({"index": h, "name": params.name, "players": int(world.hunts.players[h]),
-                      "leaderboard": leaders, "standings": _standings(rec, h, names)})
+                      "leaderboard": leaders,
+                      "standings": _standings(rec, h, names, users)})
     return {
         "schema": SCHEMA,
         "data_dir": r.data_dir,
@@ -223,7 +224,8 @@ def summarize(rec: Recovered, *, verified: bool) -> dict[str, Any]:
     }
 
 
-def _standings(rec: Recovered, h: int, names: dict[int, str]) -> list[dict[str, Any]]:
+def _standings(rec: Recovered, h: int, names: dict[int, str],
+               users: dict[int, str]) -> list[dict[str, Any]]:
     """Hunt ``h``'s players, best first (score, then who reached it first, as the
     leaderboard ranks): those in it now, and those who left during the replayed ticks
     with the score they had as they left (``left_tick``). Top :data:`TOP` only."""
@@ -232,8 +234,8 @@ def _standings(rec: Recovered, h: int, names: dict[int, str]) -> list[dict[str, 
             for s in rec.world.active_slots(h).tolist()]
     rows += [(x.score, x.score_tick, x.player_id, x.tick) for x in rec.leaves if x.hunt == h]
     rows.sort(key=lambda r: (-r[0], r[1], r[2]))
-    return [{"rank": rank, "player_id": pid, "name": names.get(pid), "score": score,
-             "left_tick": left}
+    return [{"rank": rank, "player_id": pid, "name": names.get(pid), "user": users.get(pid),
+             "score": score, "left_tick": left}
             for rank, (score, _, pid, left) in enumerate(rows[:TOP], 1)]
 
 
@@ -257,6 +259,18 @@ def _names(rec: Recovered) -> dict[int, str]:
             continue
     names.update((j.player_id, j.name) for j in rec.joins)
     return names
+
+
+def _users(rec: Recovered) -> dict[int, str]:
+    """The user ids of ticket-mode players (the others have none): from the snapshot's meta
+    (``players`` rows ``[player id, hunt, name, token hash, user]``), then from the joins."""
+    users: dict[int, str] = {}
+    rows = (rec.meta if isinstance(rec.meta, dict) else {}).get("players")
+    for row in rows if isinstance(rows, list) else ():
+        if isinstance(row, list) and len(row) > 4 and row[4]:
+            users[int(row[0])] = str(row[4])
+    users.update((j.player_id, j.user) for j in rec.joins if j.user)
+    return users
 
 
 def print_report(console: Console, report: dict[str, Any]) -> None:
@@ -298,6 +312,8 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
         board.add_column("left at tick", justify="right")
         for row in h["standings"]:
             who = row["name"] or f"id {row['player_id']}"
+            if row.get("user"):
+                who += f" (user {row['user']})"
             left = "-" if row["left_tick"] is None else f"{row['left_tick']:,}"
             board.add_row(str(row["rank"]), who, f"{row['score']:,}", left)
         if not h["standings"]:
