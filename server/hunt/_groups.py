@@ -94,6 +94,8 @@ def imbalanced(loads: Mapping[str, int], assignment: Mapping[str, int], groups: 
 class _Member:
     name: str
     players: Callable[[], int]
+    #: The hunt's tick period (seconds).
+    period: float
     group: int = 0
 
 
@@ -109,14 +111,15 @@ class TickGroups:
         self.configured = configured
         self.epoch = epoch
         self.members: dict[str, _Member] = {}
-        #: The period (seconds) the automatic count is computed for (the shortest seen).
-        self.period = 0.05
         self.rebalances = 0
 
     @property
     def count(self) -> int:
-        """Groups in use now."""
-        return self.configured or auto_groups(len(self.members), self.period)
+        """Groups in use now (automatic: for the shortest tick period of the hunts)."""
+        if self.configured or not self.members:
+            return self.configured or 1
+        period = min(m.period for m in self.members.values())
+        return auto_groups(len(self.members), period)
 
     def phase(self, name: str) -> float:
         """The fraction of the period at which hunt ``name`` ticks (group / groups)."""
@@ -136,8 +139,7 @@ class TickGroups:
         """Add hunt ``name`` (``players()``: its players now) to the lightest group; returns
         its ticker's schedule: the deadline that follows a given deadline (seconds,
         ``trio.current_time()``), ``epoch + (k + phase) * period`` at least half a period on."""
-        m = self.members[name] = _Member(name, players)
-        self.period = min(self.period, period)
+        m = self.members[name] = _Member(name, players, period)
         load = [0] * self.count
         hunts = [0] * self.count
         for other in self.members.values():
