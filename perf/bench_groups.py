@@ -11,15 +11,25 @@ figures (perf/README.md, "Tick groups").
 
     python perf/bench_groups.py                       # 50 hunts of 20 players
     python perf/bench_groups.py --hunts 50 --players 20 --ticks 400
+    python perf/bench_groups.py --idle --commit 3d11edd  # + serve's CPU with 50 idle hunts,
+                                                        #   this tree and that commit
+
+``--idle``: ``treasure-hunt serve`` with ``--hunts`` hunts and no client, its CPU over
+``--seconds``: what ticking them costs before any client (the hand-offs and each World's
+fixed cost per tick), for each ``--tick-groups`` value asked and for ``--commit``'s server.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import trio
@@ -100,13 +110,59 @@ def handoffs(count: int, rounds: int) -> dict[str, float]:
     return trio.run(main)
 
 
+def idle_cpu(src: Path, hunts: int, seconds: float, flags: list[str]) -> float:
+    """CPU % (of one core) of ``serve`` from ``src`` ticking ``hunts`` hunts, no client."""
+    from loadtest import cpu_seconds, wait_serving
+
+    with tempfile.TemporaryDirectory(prefix="bench-groups-") as tmp:
+        config = Path(tmp) / "hunts.toml"
+        config.write_text("\n".join(f'[[hunt]]\nname = "h{k:03d}"\nmax_players = 64\n'
+                                    for k in range(hunts)))
+        log = Path(tmp) / "server.log"
+        cmd = [sys.executable, "-c", "import sys; from server.cli import main; sys.exit(main())",
+               "serve", "--config", str(config), "--port", "0", "--http-port", "0",
+               "--data-dir", "", "--log-format", "json", *flags]
+        with open(log, "wb") as err:
+            p = subprocess.Popen(cmd, cwd=src, stdout=subprocess.DEVNULL, stderr=err,
+                                 env={**os.environ, "PYTHONPATH": str(src)})
+        try:
+            wait_serving(p, log)
+            time.sleep(2.0)
+            c0, t0 = cpu_seconds(p.pid)["all"], time.monotonic()
+            time.sleep(seconds)
+            return (cpu_seconds(p.pid)["all"] - c0) / (time.monotonic() - t0) * 100
+        finally:
+            p.terminate()
+            p.wait(timeout=30)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hunts", type=int, default=50)
     p.add_argument("--players", type=int, default=20, help="players per hunt")
     p.add_argument("--ticks", type=int, default=300, help="timed ticks of each variant")
     p.add_argument("--tick-rate", type=int, default=20)
+    p.add_argument("--idle", action="store_true",
+                   help="also time serve's CPU with --hunts idle hunts (see above)")
+    p.add_argument("--tick-groups", default="1,4,0",
+                   help="--idle: the server's --tick-groups values to run (0: automatic)")
+    p.add_argument("--commit", help="--idle: also run the server of this git commit")
+    p.add_argument("--seconds", type=float, default=5.0, help="--idle: measuring window")
     args = p.parse_args(argv)
+    if args.idle:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from loadtest import ROOT, server_source
+
+        idle = {}
+        if args.commit:
+            src, rev = server_source(args.commit)
+            idle[rev] = idle_cpu(src, args.hunts, args.seconds, [])
+        for g in args.tick_groups.split(","):
+            idle[f"this tree, --tick-groups {g}"] = idle_cpu(
+                ROOT, args.hunts, args.seconds, ["--tick-groups", g])
+        for k, v in idle.items():
+            print(f"serve, {args.hunts} idle hunts at 20 Hz, {k}: CPU {v:.1f}% of a core")
+        print(json.dumps({"idle_cpu_pct": idle}))
     warm_up()
     eng = engine(args.hunts, args.players, args.ticks)
     hand = handoffs(args.hunts, max(20, args.ticks // 5))
