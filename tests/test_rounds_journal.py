@@ -70,3 +70,26 @@ def test_recovery_applies_the_journaled_round_requests(tmp_path: Path) -> None:
     assert oldest.report.snapshot_tick == 0 and oldest.report.hashes_verified == 140
     assert oldest.state_hash == hashes[140]
     assert replayed == results, "replay reproduces every round's results"
+
+
+def test_replay_reports_every_round_as_the_live_run_ended_it(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    _, hashes, results = live(tmp_path, 140, {10: "start", 60: "end"})
+    out = tmp_path / "replay.json"
+    exe = Path(sys.executable).parent / "treasure-hunt"
+    proc = subprocess.run([str(exe), "replay", str(tmp_path), "--verify", "--quiet",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300,
+                          env={"COLUMNS": "160", "NO_COLOR": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert "Rounds ended in the replayed ticks: hunt 'cup'" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["state_hash"] == hashes[140]
+    rounds = report["hunts"][0]["rounds"]
+    live_rows = [(r[1], r[2], r[3] | r[4] << 32, r[6]) for r in results]
+    replayed = [(r["round"], s["rank"], s["player_id"], s["score"])
+                for r in rounds for s in r["standings"]]
+    assert replayed == live_rows
+    assert rounds[0]["key"] == "cup#1" and rounds[0]["standings"][0]["name"].startswith("p")

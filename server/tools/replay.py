@@ -8,7 +8,9 @@ the players still in the hunt with those who left during the replayed ticks, at
 the score they had when they left: a finished hunt everyone has left still shows
 who won it. ``--verify``
 recomputes the state hash at every tick the journal recorded one and stops at
-the first difference (exit status 1).
+the first difference (exit status 1). Round-based hunts: the results of every round
+that ended in the replayed ticks, as the server's results files hold them (the
+winner in the tables, every standing in ``--json``).
 """
 
 from __future__ import annotations
@@ -143,10 +145,16 @@ def run_command(args: argparse.Namespace) -> int:
     with err.status("JIT warm-up..."):
         warm_up()
     progress, on_tick = _progress(err, disable=args.quiet or not err.is_terminal)
+    ended: list[tuple[int, Any]] = []  # (tick, results) of the rounds that ended
+
+    def on_result(result: Any) -> None:
+        if len(result.results):
+            ended.append((result.tick, result.results.copy()))
+
     try:
         with progress:
             rec = recover(data_dir, verify=args.verify, until=until, earliest=not args.latest,
-                          on_tick=on_tick)
+                          on_tick=on_tick, on_result=on_result)
     except HashMismatchError as exc:
         return _fail(args, f"verification failed: {exc}", status=1)
     except RecoveryError as exc:
@@ -157,7 +165,7 @@ def run_command(args: argparse.Namespace) -> int:
     if rec is None:
         return _fail(args, f"{str(data_dir)!r} holds no journal and no snapshot: nothing "
                            "to replay")
-    report = summarize(rec, verified=args.verify)
+    report = summarize(rec, verified=args.verify, ended=ended)
     report["threads"] = threads
     status = 0
     if args.json is not None:
@@ -192,10 +200,20 @@ def _progress(err: Console, *, disable: bool) -> tuple[Any, Any]:
     return progress, on_tick
 
 
-def summarize(rec: Recovered, *, verified: bool) -> dict[str, Any]:
-    """Every number of the report, JSON-ready."""
+def summarize(rec: Recovered, *, verified: bool,
+              ended: list[tuple[int, Any]] = ()) -> dict[str, Any]:
+    """Every number of the report, JSON-ready. ``ended``: ``(tick, TickResult.results)``
+    of the replayed ticks where rounds ended (their records go under each hunt's
+    ``rounds``, as the server's results files hold them)."""
+    from ..hunt._rounds import round_record, split_results
+
     world, r = rec.world, rec.report
     names, users = _names(rec), _users(rec)
+    rounds: dict[int, list[dict[str, Any]]] = {}
+    for tick, results in ended:
+        for rows in split_results(results):
+            rounds.setdefault(int(rows["hunt"][0]), []).append(
+                round_record(world, rows, tick, names=names, users=users))
     tick_rate = world.tick_rate
     tps = r.ticks_replayed / r.replay_seconds if r.replay_seconds > 0 else None
     hunts = []
@@ -209,7 +227,8 @@ def summarize(rec: Recovered, *, verified: bool) -> dict[str, Any]:
                             "user": users.get(pid), "score": score})
         hunts.append({"index": h, "name": params.name, "players": int(world.hunts.players[h]),
                       "leaderboard": leaders,
-                      "standings": _standings(rec, h, names, users)})
+                      "standings": _standings(rec, h, names, users),
+                      "rounds": rounds.get(h, [])})
     return {
         "schema": SCHEMA,
         "data_dir": r.data_dir,
@@ -319,5 +338,23 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
         if not h["standings"]:
             board.add_row("-", "(nobody played in the replayed ticks)", "-", "-")
         console.print(board)
+        if h.get("rounds"):
+            _print_rounds(console, h)
     if len(hunts) > LEADERBOARDS_SHOWN:
         console.print(f"({len(hunts) - LEADERBOARDS_SHOWN} more hunts in --json)")
+
+
+def _print_rounds(console: Console, hunt: dict[str, Any]) -> None:
+    """The rounds that ended in the replayed ticks: each one's winner."""
+    from rich.table import Table
+
+    table = Table(title=f"Rounds ended in the replayed ticks: hunt {hunt['name']!r}",
+                  title_justify="left", min_width=60)
+    for col in ("round", "ended at tick", "players", "winner", "score"):
+        table.add_column(col, justify="left" if col == "winner" else "right")
+    for r in hunt["rounds"]:
+        top = r["standings"][0] if r["standings"] else None
+        who = "-" if top is None else (top["name"] or f"id {top['player_id']}")
+        table.add_row(str(r["round"]), f"{r['ended_tick']:,}", str(r["players"]), who,
+                      "-" if top is None else f"{top['score']:,}")
+    console.print(table)
