@@ -146,11 +146,12 @@ def start_server(procs: Procs, clients: int, args: argparse.Namespace, logdir: P
                     "--connections-per-second-per-address", rate]
     if args.max_players:
         cmd += ["--max-players", str(args.max_players)]
-    if args.hunts > 1:
+    # perf/attacks.py passes its own arguments: one hunt, the server's groups.
+    if getattr(args, "hunts", 1) > 1:
         config = logdir / "hunts.toml"
         config.write_text(hunts_config(clients, args))
         cmd += ["--config", str(config)]
-    if args.tick_groups is not None:
+    if getattr(args, "tick_groups", None) is not None:
         cmd += ["--tick-groups", str(args.tick_groups)]
     if args.send_threads:
         cmd += ["--send-threads", str(args.send_threads)]

@@ -127,8 +127,15 @@ async def test_ticks_due_at_one_instant_share_one_handoff() -> None:
     assert len(set(threads)) == 1 and threads[0] != __import__("threading").get_ident()
     assert results[0] == 0 and results[1] == 10 and results[3] == 30
     assert isinstance(results[2], ValueError)  # the failure goes to its caller only
-    # Calls at different instants get hand-offs of their own.
+    # Calls at different instants get hand-offs of their own; a hunt alone in its group
+    # goes to the thread without waiting for others.
     assert await offload(work, 5) == 50 and offload.handoffs == 2
+    alone = offload.for_hunt(lambda: 1)
+    assert await alone(work, 6) == 60 and offload.handoffs == 3
+    groups = TickGroups(2)
+    for name in ("a", "b", "c"):
+        groups.schedule(name, lambda: 0, 0.05)
+    assert sorted(groups.together(n) for n in "abc") == [1, 2, 2]
 
 
 # ---------------------------------------------------------------------- a real server

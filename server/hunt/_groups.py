@@ -24,7 +24,7 @@ once a fraction of a period early or late, then at its new phase).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,6 +158,15 @@ class TickGroups:
         """Hunt ``name`` no longer ticks here."""
         self.members.pop(name, None)
 
+    def together(self, name: str) -> int:
+        """Hunts that tick at the same instant as hunt ``name`` (itself included)."""
+        m = self.members.get(name)
+        if m is None:
+            return 1
+        groups = self.count
+        g = m.group % groups
+        return sum(1 for other in self.members.values() if other.group % groups == g)
+
     def rebalance(self, force: bool = False) -> bool:
         """Rebalance by players if the groups are out of balance (or ``force``); True if
         any hunt changed group."""
@@ -220,7 +229,18 @@ class BatchedOffload:
         self.handoffs = 0
         self.calls = 0
 
+    def for_hunt(self, together: Callable[[], int]) -> Callable[..., Awaitable[Any]]:
+        """The offload of one hunt; ``together()``: the hunts due at the same instant as
+        it (1: it ticks alone, so its call goes to the thread at once)."""
+        async def offload(fn: Callable[..., Any], *args: Any) -> Any:
+            return await self._call(fn, args, together())
+        return offload
+
     async def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self._call(fn, args, 0)
+
+    async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], together: int
+                    ) -> Any:
         job = _Job(fn, args)
         pending = self._pending
         pending.append(job)
@@ -228,8 +248,9 @@ class BatchedOffload:
             if len(pending) > 1:  # the first call of this instant carries this one
                 await job.done.wait()
             else:
-                # One trip through the scheduler: the other ticks due now add theirs.
-                await trio.lowlevel.checkpoint()
+                if together != 1:
+                    # One trip through the scheduler: the other ticks due now add theirs.
+                    await trio.lowlevel.checkpoint()
                 jobs, self._pending = self._pending, []
                 self.handoffs += 1
                 self.calls += len(jobs)

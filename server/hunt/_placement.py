@@ -281,7 +281,7 @@ class Placement:
         r.hub = hub
         hub.lease_deadline = r.deadline
         hub.nursery = self.app.nursery
-        hub.offload = self.offload
+        hub.offload = self.offload.for_hunt(lambda: self.groups.together(r.name))
         self._on_started(r, hub)
         async with trio.open_nursery() as nursery:  # this hunt's own: its failure stays here
             await nursery.start(self._tick, r, hub)
