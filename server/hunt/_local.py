@@ -37,6 +37,7 @@ from ._placement import (
     hunt_world_config,
     stopped_message,
 )
+from ._rounds import ended_rounds
 
 if TYPE_CHECKING:
     from ..shell._app import HuntServer
@@ -188,8 +189,11 @@ class LocalPlacement(Placement):
         numba.set_num_threads(self.cfg.tick_threads)
         if r.data_dir is not None and not r.legacy:
             _write_params(r.data_dir.parent, world.hunts[0])
-        recovered = recover(r.data_dir) if r.data_dir is not None else None
+        ended: list[tuple[int, Any]] = []  # rounds that ended in the replayed ticks
+        recovered = (recover(r.data_dir, on_result=lambda res: _keep_results(ended, res))
+                     if r.data_dir is not None else None)
         hub = self._new_hub(r, world, recovered)
+        hub.rounds.replayed(ended)  # their results files, where a crash left them unwritten
         if hub.journal is not None:
             hub.journal.start(hub.world, hub.journal_meta(), recovered=recovered)
         return hub, recovered
@@ -355,6 +359,8 @@ class LocalPlacement(Placement):
         return rows
 
     async def leaderboard(self, limit: int) -> list[dict[str, Any]]:
+        if self.app.server.auth != "none":
+            return self._user_leaderboard(limit)
         rows = []
         for hub in self.hubs():
             world = hub.world
@@ -363,6 +369,28 @@ class LocalPlacement(Placement):
                              "name": s.name, "score": int(world.players.score[s.slot])})
         rows.sort(key=lambda r: (-r["score"], r["hunt"], r["player_id"]))
         return rows[:limit]
+
+    def _user_leaderboard(self, limit: int) -> list[dict[str, Any]]:
+        """Ticket mode: users, each with the best score of their players in any hunt here
+        (one node keeps no history: players who left are gone; a scale-out node's
+        leaderboard keeps users' bests in Redis)."""
+        best: dict[str, dict[str, Any]] = {}
+        for hub in self.hubs():
+            scores = hub.world.players.score
+            for s in hub.sessions.values():
+                if not s.user:
+                    continue
+                score = int(scores[s.slot])
+                row = best.get(s.user)
+                if row is None or score > row["score"]:
+                    best[s.user] = {"user": s.user, "name": s.name, "score": score}
+        return sorted(best.values(), key=lambda r: (-r["score"], r["user"]))[:limit]
+
+
+def _keep_results(ended: list[tuple[int, Any]], result: Any) -> None:
+    """Recovery's ``on_result``: the results of the rounds a replayed tick ended."""
+    if len(result.rounds_ended):
+        ended.append((result.tick, ended_rounds(result)))
 
 
 def _write_params(base: Path, params: HuntParams) -> None:

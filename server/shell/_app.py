@@ -58,6 +58,7 @@ from ..protocol import (
     decode_client_frame,
     encode,
 )
+from . import _intake
 from . import _wsframes as wf
 from ._conn import Connection, ConnectionClosed, HandshakeFailed
 from ._http import HttpServer, Request, Response, file_response, json_response
@@ -134,7 +135,7 @@ class HuntServer:
         self.stats_cache = StatsCache()
         self.ports: Ports | None = None
         self._stop = trio.Event()
-        self.poller = Poller(self.server.idle_timeout)
+        self.poller = Poller(self.server.idle_timeout, self.server.moves_per_second)
         self.placement: Placement
         if self.server.redis:
             from ..hunt._node import RedisPlacement
@@ -208,6 +209,7 @@ class HuntServer:
         numba.set_num_threads(self.server.tick_threads)
         report = tickengine.warm_up()
         _tickframes.warm_up()
+        _intake.warm_up()
         return report
 
     # ------------------------------------------------------------------ connections
@@ -329,7 +331,8 @@ class HuntServer:
             return None
         hub = target
         name = identity.name if identity else hello.name
-        req = JoinRequest(conn, name, hello.hunt, hello.resume_token)
+        req = JoinRequest(conn, name, hello.hunt, hello.resume_token,
+                          user=identity.user if identity else "")
         hub.requests.append(req)
         await req.done.wait()
         if req.refusal is not None:
@@ -427,8 +430,7 @@ class HuntServer:
             except ProtocolError as exc:
                 await self._protocol_error(conn, exc, s)
                 return
-            if not taken and now - s.last_rate_warning >= 1.0:
-                s.last_rate_warning = now
+            if not taken and hub.sessions.rate_warning_due(s, now):
                 self._rate_limited(conn, s, now)
 
     def _rate_limited(self, conn: Connection, s: Session, now: float) -> None:
@@ -475,6 +477,9 @@ class HuntServer:
         from ._admin import AdminApi
 
         AdminApi(self).install(http)
+        from . import _rounds_http
+
+        _rounds_http.install(http, self)
         return http
 
     def _metrics(self, request: Request) -> Response:
