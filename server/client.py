@@ -36,6 +36,12 @@ raises :class:`TickGap` and leaves the state untouched: reconnect with
 ``hunt.reconnect()``, which starts again from a keyframe (the server never skips ticks without
 sending a keyframe, so a gap means a lost message or a server bug).
 
+Round-based hunts (docs/protocol.md, "Rounds"): the ROUND and RESULTS messages
+are taken on the way to the next TICK. :attr:`HuntClient.round` is the current
+phase, :meth:`HuntClient.ticks_left` the time left in it, :attr:`HuntClient.results`
+the last round's standings; ``round_events`` keeps both kinds in arrival order.
+Moves work in every phase, so a player (or a bot) just keeps playing across rounds.
+
 Nothing here waits without a bound when the server stops answering, except
 :meth:`HuntClient.next_tick` (a tick is due every 1/tick_rate seconds): wrap
 it in ``trio.fail_after`` when the server may hang.
@@ -66,6 +72,8 @@ from .protocol import (
     Redirect,
     Refused,
     RemoteProtocolError,
+    Results,
+    Round,
     TickUpdate,
     Welcome,
     decode_server_frame,
@@ -171,7 +179,10 @@ class HuntClient:
       players, ``leaderboard``: LEADER_RECORD rows, best first;
     - ``discoveries``: DISCOVERY_RECORD rows of the last tick (the whole hunt's);
     - ``rate_limited``: RATE_LIMITED warnings received; ``warnings``: the last
-      non-fatal ERRORs; ``ticks_received``; ``keyframes``.
+      non-fatal ERRORs; ``ticks_received``; ``keyframes``;
+    - round-based hunts: ``round`` (the last :class:`~server.protocol.Round`, None
+      for a hunt without rounds), ``results`` (the last
+      :class:`~server.protocol.Results`), ``round_events`` (the last 64 of both).
     """
 
     def __init__(self, ws: trio_websocket.WebSocketConnection, welcome: Welcome, *,
@@ -205,6 +216,9 @@ class HuntClient:
         self.warnings: deque[ErrorMessage] = deque(maxlen=16)
         self.ticks_received = 0
         self.keyframes = 0
+        self.round: Round | None = None
+        self.results: Results | None = None
+        self.round_events: deque[Round | Results] = deque(maxlen=64)
         self._seq = welcome.ack  # moves go on from ack + 1, across resumes
         self._synced = False  # a keyframe has arrived on this connection
         self._closed = False
@@ -213,6 +227,12 @@ class HuntClient:
     def slot(self) -> int:
         """This player's slot (the low 32 bits of its id): how TICK records name it."""
         return self.player_id & 0xFFFFFFFF
+
+    def ticks_left(self) -> int | None:
+        """Ticks until the current phase's scheduled end, as of the last TICK (None for a hunt
+        without rounds, or one whose rounds are over). Seconds: divide by
+        ``welcome.tick_rate``."""
+        return None if self.round is None else self.round.ticks_left(self.tick)
 
     @property
     def seq(self) -> int:
@@ -284,6 +304,14 @@ class HuntClient:
             if isinstance(event, TickUpdate):
                 self._apply(event)
                 return event
+            if isinstance(event, Round):
+                self.round = event
+                self.round_events.append(event)
+                continue
+            if isinstance(event, Results):
+                self.results = event
+                self.round_events.append(event)
+                continue
             if isinstance(event, ErrorMessage) and not isinstance(event, Refused):
                 if event.close_code == 0:
                     if event.code == ErrorCode.RATE_LIMITED:

@@ -67,6 +67,15 @@ RUN_VECTORS = """async ([vectors, refusals]) => {
     if (m.type === 'refused' || m.type === 'error')
       return {code: m.code, message: m.message, close_code: m.closeCode};
     if (m.type === 'redirect') return {url: m.url, hunt: m.hunt, node: m.node};
+    if (m.type === 'round') return {
+      round: m.round, phase: m.phase, tick: str(m.tick), phase_start: str(m.phaseStart),
+      phase_end: str(m.phaseEnd), rounds: m.rounds, treasures: m.treasures, respawn: m.respawn,
+      end: m.end, target_score: str(m.targetScore)};
+    if (m.type === 'results') return {
+      round: m.round, tick: str(m.tick), players: m.players, your_rank: m.yourRank,
+      your_score: str(m.yourScore), your_found: m.yourFound,
+      standings: m.standings.map((r) => ({rank: r.rank, slot: r.slot, gen: r.gen,
+        found: r.found, score: str(r.score), last_tick: str(r.lastTick)}))};
     return {
       tick: str(m.tick), ack: str(m.ack), x: m.x, y: m.y, score: str(m.score), hint: m.hint,
       visible: m.visible, keyframe: m.keyframe,

@@ -14,7 +14,7 @@ PUBLIC = {
     "MoveBuffer", "PHASES", "PlayerInfo", "RANDOM", "SnapshotError", "StalePlayerError",
     "TickEngineError", "TickResult", "UnknownHuntError", "VISIBLE_DTYPE", "VIS_IN_VIEW",
     "Visibility", "WarmUpReport", "World", "WorldConfig", "load_config", "make_player_id",
-    "parse_config", "warm_up",
+    "parse_config", "warm_up", "RoundPlan", "RoundSpec",
 }
 
 

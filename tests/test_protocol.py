@@ -35,6 +35,7 @@ from server.protocol import (
     MAX_MOVES_PER_FRAME,
     MAX_SEQ,
     MOVE_RECORD,
+    RESULT_RECORD,
     TICK_HEADER_BYTES,
     VISIBLE_RECORD,
     Bye,
@@ -51,6 +52,8 @@ from server.protocol import (
     Redirect,
     Refused,
     RemoteProtocolError,
+    Results,
+    Round,
     TickMessageWriter,
     TickUpdate,
     Welcome,
@@ -68,11 +71,13 @@ VECTORS = json.loads((ROOT / "tests" / "protocol_vectors.json").read_text(encodi
 DOC = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
 
 EVENTS = {"HELLO": Hello, "WELCOME": Welcome, "REFUSED": Refused, "ERROR": ErrorMessage,
-          "MOVES": Moves, "BYE": Bye, "TICK": TickUpdate, "REDIRECT": Redirect}
+          "MOVES": Moves, "BYE": Bye, "TICK": TickUpdate, "REDIRECT": Redirect,
+          "ROUND": Round, "RESULTS": Results}
 RECORDS = {"visible": VISIBLE_RECORD, "discoveries": DISCOVERY_RECORD,
-           "leaderboard": LEADER_RECORD, "leaves": LEAVE_RECORD}
+           "leaderboard": LEADER_RECORD, "leaves": LEAVE_RECORD, "standings": RESULT_RECORD}
 #: 64-bit integers travel in the vectors file as decimal strings (JavaScript numbers stop at 2**53).
-BIG = {"player_id", "tick", "ack", "score", "seq", "value"}
+BIG = {"player_id", "tick", "ack", "score", "seq", "value", "phase_start", "phase_end",
+       "target_score", "your_score", "last_tick"}
 STRUCT_CODES = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q", "i32": "i", "i64": "q",
                 "f32": "f", "f64": "d", "bytes16": "16s"}
 
@@ -135,7 +140,9 @@ INVALID = VECTORS["invalid"]
 
 PUBLIC = {
     "Bye", "CLOSE_CODES", "CLOSE_REDIRECT", "DISCOVERY_RECORD", "ErrorCode", "ErrorMessage",
-    "Hello", "HuntEvents",
+    "Hello", "HuntEvents", "END_ALL_FOUND", "END_SCORE", "END_TIME", "MAX_RESULT_ROWS",
+    "PHASES", "PHASE_LOBBY", "PHASE_OVER", "PHASE_RESULTS", "PHASE_RUNNING", "RESULT_RECORD",
+    "Results", "Round", "results_header",
     "LEADER_RECORD", "LEAVE_RECORD", "LocalProtocolError", "MAX_CLIENT_FRAME_BYTES",
     "MAX_CLIENT_SEQ",
     "MAX_HUNT_BYTES", "MAX_JSON_MOVE_CHARS", "MAX_MESSAGE_BYTES", "MAX_MOVES_PER_FRAME",
@@ -174,11 +181,12 @@ def test_records_match_the_engine_buffers():
 
 
 def test_struct_sizes_are_the_documented_ones():
-    from server.protocol import _codec, _tick
+    from server.protocol import _codec, _rounds, _tick
 
     sizes = [s.size for s in (_codec.HELLO, _codec.WELCOME, _codec.NOTICE, _codec.MOVES_HEADER,
-                              _tick.TICK_HEADER, _tick.NAME_ENTRY, _codec.REDIRECT)]
-    assert sizes == [24, 112, 8, 4, TICK_HEADER_BYTES, 9, 8] and TICK_HEADER_BYTES == 64
+                              _tick.TICK_HEADER, _tick.NAME_ENTRY, _codec.REDIRECT,
+                              _rounds.ROUND, _rounds.RESULTS)]
+    assert sizes == [24, 112, 8, 4, TICK_HEADER_BYTES, 9, 8, 48, 40] and TICK_HEADER_BYTES == 64
     assert 4 + MOVE_RECORD.itemsize * MAX_MOVES_PER_FRAME == sp.MAX_CLIENT_FRAME_BYTES
 
 
@@ -345,8 +353,30 @@ ticks = st.builds(
     st.integers(0, 15), raw_records(VISIBLE_RECORD), st.booleans(),
     raw_records(DISCOVERY_RECORD, 3), st.none() | raw_records(LEADER_RECORD),
     raw_records(LEAVE_RECORD), st.lists(name_entries, max_size=4).map(tuple))
+
+
+@st.composite
+def rounds(draw) -> Round:
+    phase = draw(st.integers(1, 4))
+    start = draw(st.integers(0, 2**40))
+    end = 0 if phase == 4 else draw(st.integers(start + 1, 2**41))
+    kind = draw(st.integers(0, 2))
+    return Round(draw(st.integers(1, 2**32 - 1)), phase, draw(st.integers(start, 2**42)), start,
+                 end, draw(u32), draw(u32), draw(st.booleans()), kind,
+                 draw(st.integers(1, 2**62)) if kind == 2 else 0)
+
+
+@st.composite
+def results(draw) -> Results:
+    rows = draw(raw_records(RESULT_RECORD, 5))
+    players = draw(st.integers(len(rows), 2**32 - 1))
+    return Results(draw(st.integers(1, 2**32 - 1)), draw(st.integers(1, 2**62)), players,
+                   draw(st.integers(0, players)), draw(st.integers(-(2**63), 2**63 - 1)),
+                   draw(u32), rows)
+
+
 client_events = st.one_of(hellos, moves_events, st.just(Bye()))
-server_events = st.one_of(welcomes, notices, ticks, redirects)
+server_events = st.one_of(welcomes, notices, ticks, redirects, rounds(), results())
 
 
 # ------------------------------------------------------------------ round trips

@@ -34,6 +34,8 @@ from ._errors import StalePlayerError as StalePlayerError
 from ._errors import TickEngineError as TickEngineError
 from ._errors import UnknownHuntError as UnknownHuntError
 from ._moves import MoveBuffer as MoveBuffer
+from ._roundplan import RoundPlan as RoundPlan
+from ._roundplan import RoundSpec as RoundSpec
 from ._warmup import WarmUpReport as WarmUpReport
 from ._warmup import warm_up as warm_up
 from ._world import PHASES as PHASES

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ConfigError
+from ._roundplan import RoundPlan
 
 #: Largest seed accepted (seeds are stored as unsigned 64-bit RNG states).
 MAX_SEED = 2**63 - 1
@@ -68,6 +69,10 @@ class HuntParams:
     max_players: int = 10_000
     #: Seed of the hunt's RNG stream (spawns, treasure placement and values).
     seed: int = 0
+    #: The hunt's round plan (docs/rules.md, "Rounds"); None: no rounds, the hunt
+    #: plays forever with ``treasures`` in play. With a plan, ``treasures`` is the
+    #: number of treasure rows reserved: the most any round places.
+    rounds: RoundPlan | None = None
 
     def __post_init__(self) -> None:
         own = "hunt"
@@ -97,6 +102,13 @@ class HuntParams:
         _check_range(own, "leaderboard_size", self.leaderboard_size, 1, 100, integer=True)
         _check_range(own, "max_players", self.max_players, 1, 100_000_000, integer=True)
         _check_range(own, "seed", self.seed, 0, MAX_SEED, integer=True)
+        if isinstance(self.rounds, dict):
+            object.__setattr__(self, "rounds", RoundPlan.from_dict(self.rounds))
+        if self.rounds is not None:
+            if not isinstance(self.rounds, RoundPlan):
+                raise ConfigError(f"{own}.rounds must be a round plan (a table) or None, "
+                                  f"got {self.rounds!r}")
+            object.__setattr__(self, "rounds", self.rounds.resolved(self))
         # Accept ints for float fields (TOML "width = 1000") but store floats, so
         # snapshots and hashes never depend on how a number was spelled.
         for f in fields(self):
@@ -113,7 +125,11 @@ class HuntParams:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as plain data (JSON-ready); ``rounds`` only when the hunt has a plan."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "rounds"}
+        if self.rounds is not None:
+            out["rounds"] = self.rounds.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "hunt") -> HuntParams:
@@ -124,6 +140,8 @@ class HuntParams:
             raise ConfigError(
                 f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}"
             )
+        if isinstance(data.get("rounds"), dict):
+            data = {**data, "rounds": RoundPlan.from_dict(data["rounds"], where=f"{where} rounds")}
         return cls(**data)
 
 

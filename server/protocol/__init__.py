@@ -12,6 +12,7 @@ Layout: private modules, public re-exports (this file).
 - ``_errors``: ProtocolError (code, close code), Remote- vs LocalProtocolError.
 - ``_messages``: the events, frozen dataclasses validated in the constructor.
 - ``_codec``: ``encode`` and the decoders of each side, routed by the type byte.
+- ``_rounds``: ROUND and RESULTS, the messages of round-based hunts.
 - ``_tick``: version-1 TICK messages: the server's reusable-buffer writer, the decoder.
 - ``_compact``: version-2 (compact) TICKs: the reference writer, the stateful decoder.
 - ``_ingest``: MOVES frames decoded into preallocated columns (no object per move).
@@ -35,6 +36,7 @@ from ._constants import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from ._constants import MAX_MOVES_PER_FRAME as MAX_MOVES_PER_FRAME
 from ._constants import MAX_NAME_BYTES as MAX_NAME_BYTES
 from ._constants import MAX_NODE_BYTES as MAX_NODE_BYTES
+from ._constants import MAX_RESULT_ROWS as MAX_RESULT_ROWS
 from ._constants import MAX_SEQ as MAX_SEQ
 from ._constants import MAX_SERVER_FRAME_BYTES as MAX_SERVER_FRAME_BYTES
 from ._constants import MAX_URL_BYTES as MAX_URL_BYTES
@@ -65,7 +67,19 @@ from ._records import DISCOVERY_RECORD as DISCOVERY_RECORD
 from ._records import LEADER_RECORD as LEADER_RECORD
 from ._records import LEAVE_RECORD as LEAVE_RECORD
 from ._records import MOVE_RECORD as MOVE_RECORD
+from ._records import RESULT_RECORD as RESULT_RECORD
 from ._records import VISIBLE_RECORD as VISIBLE_RECORD
+from ._rounds import END_ALL_FOUND as END_ALL_FOUND
+from ._rounds import END_SCORE as END_SCORE
+from ._rounds import END_TIME as END_TIME
+from ._rounds import PHASE_LOBBY as PHASE_LOBBY
+from ._rounds import PHASE_OVER as PHASE_OVER
+from ._rounds import PHASE_RESULTS as PHASE_RESULTS
+from ._rounds import PHASE_RUNNING as PHASE_RUNNING
+from ._rounds import PHASES as PHASES
+from ._rounds import Results as Results
+from ._rounds import Round as Round
+from ._rounds import results_header as results_header
 from ._tick import NO_EVENTS as NO_EVENTS
 from ._tick import HuntEvents as HuntEvents
 from ._tick import TickMessageWriter as TickMessageWriter

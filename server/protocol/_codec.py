@@ -31,6 +31,7 @@ from ._messages import (
     Welcome,
 )
 from ._records import MOVE_RECORD
+from ._rounds import Results, Round, decode_results, decode_round, encode_results, encode_round
 from ._tick import decode_tick, encode_tick
 
 HELLO = struct.Struct("<BBBBHH16s")
@@ -42,7 +43,7 @@ _NO_TOKEN = bytes(K.RESUME_TOKEN_BYTES)
 
 Frame = bytes | bytearray | memoryview
 ClientEvent = Hello | Moves | Bye
-ServerEvent = Welcome | Refused | Redirect | ErrorMessage | TickUpdate
+ServerEvent = Welcome | Refused | Redirect | ErrorMessage | TickUpdate | Round | Results
 
 
 def byte_view(frame: Frame, limit: int | None = None) -> memoryview:
@@ -206,14 +207,16 @@ def decode_bye(view: memoryview) -> Bye:
 _ENCODERS: dict[type, Callable[[Any], bytes]] = {
     Hello: encode_hello, Moves: encode_moves, Bye: lambda e: bytes([MessageType.BYE]),
     Welcome: encode_welcome, Refused: encode_notice, ErrorMessage: encode_notice,
-    TickUpdate: encode_tick, Redirect: encode_redirect,
+    TickUpdate: encode_tick, Redirect: encode_redirect, Round: encode_round,
+    Results: encode_results,
 }
 _DECODERS: dict[str, dict[int, Callable[[memoryview], Any]]] = {
     "client": {MessageType.HELLO: decode_hello, MessageType.MOVES: decode_moves,
                MessageType.BYE: decode_bye},
     "server": {MessageType.WELCOME: decode_welcome, MessageType.REFUSED: decode_notice,
                MessageType.ERROR: decode_notice, MessageType.TICK: decode_tick,
-               MessageType.REDIRECT: decode_redirect},
+               MessageType.REDIRECT: decode_redirect, MessageType.ROUND: decode_round,
+               MessageType.RESULTS: decode_results},
 }
 
 
@@ -260,7 +263,8 @@ def decode_client_frame(frame: Frame | str) -> ClientEvent:
 
 
 def decode_server_frame(frame: Frame | str, ticks: TickDecoder | None = None) -> ServerEvent:
-    """Decode what the server sent: WELCOME, REFUSED, REDIRECT, ERROR or TICK (binary only).
+    """Decode what the server sent: WELCOME, REFUSED, REDIRECT, ERROR, TICK, ROUND or RESULTS
+    (binary only).
 
     ``ticks``: the connection's :class:`TickDecoder` (built from its WELCOME), which
     decodes TICKs of the connection's version; without it a TICK is read as version 1.

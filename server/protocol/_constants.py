@@ -25,6 +25,10 @@ class MessageType(IntEnum):
     TICK = 0x83
     ERROR = 0x84
     REDIRECT = 0x85
+    #: Round-based hunts only: the round's phase and its times (at WELCOME, at each change).
+    ROUND = 0x86
+    #: Round-based hunts only: a round's final standings.
+    RESULTS = 0x87
 
 
 ALL_TYPES = frozenset(int(t) for t in MessageType)
@@ -121,6 +125,8 @@ MAX_NODE_BYTES = 64
 MAX_MOVES_PER_FRAME = 64
 MAX_HINT_LEVEL = 15
 MAX_LEADERBOARD_ROWS = 255
+#: Standings rows a RESULTS carries at most (the hunt's leaderboard_size, <= 100).
+MAX_RESULT_ROWS = 100
 #: Largest seq of a TICK's or WELCOME's ack: the server's stop moves may go above a client's.
 MAX_SEQ = 2**63 - 1
 #: Largest seq a client may send; the seqs above it are left to the server's stop moves.

@@ -37,3 +37,17 @@ LEADER_RECORD = np.dtype([("slot", "<i4"), ("gen", "<u4"), ("score", "<i8")])
 
 #: A player that left the hunt (full 32-bit generation).
 LEAVE_RECORD = np.dtype([("slot", "<u4"), ("gen", "<u4")])
+
+#: One row of a round's final standings (RESULTS), best first: rank (1 = winner; ties
+#: broken as the leaderboard breaks them), the player, its discoveries in the round,
+#: its score, and the tick of its last discovery (-1: none).
+RESULT_RECORD = np.dtype(
+    [
+        ("rank", "<u4"),
+        ("slot", "<u4"),
+        ("gen", "<u4"),
+        ("found", "<u4"),
+        ("score", "<i8"),
+        ("last_tick", "<i8"),
+    ]
+)

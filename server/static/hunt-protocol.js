@@ -1,6 +1,6 @@
 // The treasure-hunt wire protocol, version 1 (docs/protocol.md), for browsers: pure functions
 // on bytes, no socket. Encoders for what a client sends (HELLO, MOVES, BYE), one decoder for
-// what the server sends (WELCOME, REFUSED, REDIRECT, ERROR, TICK). Held byte for byte to
+// what the server sends (WELCOME, REFUSED, REDIRECT, ERROR, TICK, ROUND, RESULTS). Held byte for byte to
 // tests/protocol_vectors.json by tests/test_browser_protocol.py, like the Python implementation.
 //
 // Numbers: 64-bit fields (tick, ack, score, seq, value) are JavaScript Numbers, exact up to
@@ -11,8 +11,11 @@ export const PROTOCOL_VERSION = 1;
 
 export const MessageType = Object.freeze({
   HELLO: 0x01, MOVES: 0x02, BYE: 0x03, WELCOME: 0x81, REFUSED: 0x82, TICK: 0x83, ERROR: 0x84,
-  REDIRECT: 0x85,
+  REDIRECT: 0x85, ROUND: 0x86, RESULTS: 0x87,
 });
+
+/** Round phases as ROUND carries them (docs/protocol.md, "Rounds"). */
+export const PHASES = Object.freeze({ 1: "lobby", 2: "running", 3: "results", 4: "over" });
 
 export const ErrorCode = Object.freeze({
   MALFORMED: 1, UNKNOWN_TYPE: 2, UNEXPECTED: 3, INVALID_VALUE: 4, TOO_BIG: 5,
@@ -44,7 +47,7 @@ export const MAX_SEQ = (1n << 63n) - 1n;
 /** Largest seq a client sends: the seqs above are the server's (its stop moves). */
 export const MAX_CLIENT_SEQ = (1n << 62n) - 1n;
 export const TICK_HEADER_BYTES = 64;
-const RECORD = { visible: 16, discovery: 48, leader: 16, leave: 8, nameHeader: 9 };
+const RECORD = { visible: 16, discovery: 48, leader: 16, leave: 8, nameHeader: 9, result: 32 };
 
 /**
  * A frame the protocol forbids. `code` is an ErrorCode, `closeCode` the WebSocket close code
@@ -338,6 +341,53 @@ function decodeTick(bytes, view) {
   return tick;
 }
 
+function decodeRound(bytes, view) {
+  checkLength(bytes, 48, "ROUND");
+  const flags = view.getUint8(2);
+  if (flags & ~1) throw malformed("ROUND has reserved bits set");
+  const round = {
+    type: "round", phase: view.getUint8(1), phaseName: PHASES[view.getUint8(1)],
+    respawn: Boolean(flags & 1), end: view.getUint8(3), round: view.getUint32(4, true),
+    rounds: view.getUint32(8, true), treasures: view.getUint32(12, true), tick: u64(view, 16),
+    phaseStart: u64(view, 24), phaseEnd: u64(view, 32),
+    targetScore: Number(view.getBigInt64(40, true)),
+  };
+  const big = (at) => view.getBigUint64(at, true) > MAX_SEQ;
+  if (!round.phaseName || round.end > 2 || round.round < 1 || big(16) || big(24) || big(32) ||
+      round.targetScore < 0 || (round.phase === 4) !== (round.phaseEnd === 0) ||
+      (round.phase !== 4 && round.phaseEnd <= round.phaseStart) ||
+      round.phaseStart > round.tick) {
+    throw invalid("ROUND has an unknown phase or end condition, round 0, or inconsistent times");
+  }
+  return round;
+}
+
+function decodeResults(bytes, view) {
+  if (bytes.length < 40) throw malformed(`RESULTS needs at least 40 bytes, got ${bytes.length}`);
+  if (view.getUint8(1) || view.getUint32(36, true)) throw malformed("RESULTS has reserved bits set");
+  const nRows = view.getUint16(2, true);
+  checkLength(bytes, 40 + RECORD.result * nRows, `RESULTS of ${nRows} rows`);
+  const results = {
+    type: "results", round: view.getUint32(4, true), tick: u64(view, 8),
+    players: view.getUint32(16, true), yourRank: view.getUint32(20, true),
+    yourScore: Number(view.getBigInt64(24, true)), yourFound: view.getUint32(32, true),
+    standings: [],
+  };
+  for (let i = 0, at = 40; i < nRows; i++, at += RECORD.result) {
+    results.standings.push({
+      rank: view.getUint32(at, true), slot: view.getUint32(at + 4, true),
+      gen: view.getUint32(at + 8, true), found: view.getUint32(at + 12, true),
+      score: Number(view.getBigInt64(at + 16, true)),
+      lastTick: Number(view.getBigInt64(at + 24, true)),
+    });
+  }
+  if (results.round < 1 || results.tick < 1 || view.getBigUint64(8, true) > MAX_SEQ ||
+      results.yourRank > results.players || nRows > Math.min(results.players, 100)) {
+    throw invalid("RESULTS has round 0, tick 0, a rank past its players or too many rows");
+  }
+  return results;
+}
+
 /**
  * Decode one binary WebSocket message from the server (ArrayBuffer, a typed array or a
  * DataView). Returns an object with `type`:
@@ -349,6 +399,11 @@ function decodeTick(bytes, view) {
  * - "tick": {keyframe, hint, tick, ack, x, y, score, visible: [{slot, gen, flags, x, y}],
  *   discoveries: [{hunt, treasure, slot, gen, value, score, x, y}],
  *   leaderboard: null or [{slot, gen, score}], leaves: [{slot, gen}], names: [{slot, gen, name}]}
+ * - "round" (round-based hunts): {round, phase (1-4), phaseName ("lobby", "running", "results",
+ *   "over"), tick, phaseStart, phaseEnd (0 when over), rounds (0: forever), treasures, respawn,
+ *   end (0 time, 1 all found, 2 score), targetScore}; time left = phaseEnd - tick.tick ticks
+ * - "results": {round, tick, players, yourRank (0: not ranked), yourScore, yourFound,
+ *   standings: [{rank, slot, gen, found, score, lastTick}]}
  * Throws ProtocolError (with the code and close code to use) for anything the protocol forbids.
  */
 export function decodeServerFrame(frame) {
@@ -366,6 +421,8 @@ export function decodeServerFrame(frame) {
     case MessageType.ERROR: return decodeNotice(bytes, view, "error");
     case MessageType.TICK: return decodeTick(bytes, view);
     case MessageType.REDIRECT: return decodeRedirect(bytes, view);
+    case MessageType.ROUND: return decodeRound(bytes, view);
+    case MessageType.RESULTS: return decodeResults(bytes, view);
     default: {
       const known = Object.values(MessageType).includes(bytes[0]);
       throw new ProtocolError(`unexpected message type 0x${bytes[0].toString(16)}` +

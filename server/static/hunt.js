@@ -66,6 +66,9 @@ export class HuntClient {
       : this.options.resumeToken ? toHex(this.options.resumeToken) : null;
     /** The hunt as this client knows it (players in view, names, leaderboard, own state). */
     this.view = new HuntView();
+    /** Round-based hunts: the last ROUND and RESULTS received (null until then). */
+    this.round = null;
+    this.results = null;
     /** "connecting", "playing", "reconnecting" or "closed". */
     this.state = "connecting";
     /** The last move sequence number sent (moves go on from the WELCOME's ack + 1). */
@@ -103,6 +106,9 @@ export class HuntClient {
    *   or "closed" (detail.code, detail.reason); while following a REDIRECT, "connecting" or
    *   "reconnecting" with detail.redirect ({url, hunt, node, count}).
    * - "redirect" ({url, hunt, node, count}): another node owns the hunt; going there.
+   * - "round" (round, view): round-based hunts: the phase and its times, after WELCOME and at
+   *   each change (also kept as `client.round`); time left = round.phaseEnd - view.tick ticks.
+   * - "results" (results, view): a round's final standings (also kept as `client.results`).
    */
   on(type, handler) {
     if (!this._handlers.has(type)) this._handlers.set(type, new Set());
@@ -284,6 +290,12 @@ export class HuntClient {
       this._flush();  // the current direction again, so a resumed player keeps its course
     } else if (msg.type === "redirect") {
       this._redirect(ws, msg);
+    } else if (msg.type === "round") {
+      this.round = msg;
+      this._emit("round", msg, this.view);
+    } else if (msg.type === "results") {
+      this.results = msg;
+      this._emit("results", msg, this.view);
     } else {
       const fatal = msg.type === "refused" || msg.closeCode !== 0;
       if (msg.code === ErrorCode.RESUME_INVALID) this.resumeToken = null;  // join afresh
