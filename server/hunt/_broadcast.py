@@ -110,7 +110,8 @@ class Broadcaster:
             player_speed=p.player_speed, tick_rate=p.tick_rate,
             discovery_radius=p.discovery_radius, hint_radius=p.hint_radius,
             view_radius=p.view_radius, hint_levels=p.hint_levels,
-            spawn_x=float(P.x[s.slot]), spawn_y=float(P.y[s.slot]), resumed=s.resumed)
+            spawn_x=float(P.x[s.slot]), spawn_y=float(P.y[s.slot]), resumed=s.resumed,
+            version=conn.version)
         conn.send_now(wf.frame(encode(welcome)))
         s.welcome_pending = False
         conn.bind(self.send_slots, s.slot)  # from the next tick, the worker writes its frames

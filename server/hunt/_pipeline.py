@@ -18,7 +18,7 @@ from ..protocol import MoveBatch, NameEntry
 from ..shell._conn import SendSlots
 from . import _tickframes as tf
 from ._sessions import Session
-from ._tails import build_tails
+from ._tails import WireIndex, build_tails
 
 #: Clients per thread below which the tick's writes stay on one thread.
 SPLIT_MIN = 128
@@ -41,6 +41,11 @@ class TickPipeline:
         self.obs_keyframe = np.zeros(P, np.uint8)
         self.obs_tail = np.zeros(P, np.int32)
         self.obs_hunt = np.zeros(P, np.int32)
+        self.obs_version = np.ones(P, np.uint8)
+        # Version 2: hunt-local indices, hunt sizes, what each slot was last sent.
+        self.compact = tf.compact_state(P, self.world.hunts.capacity)
+        self.wire_index = WireIndex(self.compact)
+        self._names_v2: dict = {}
         self.frame_sizes = np.zeros(P, np.int64)
         self.frame_offsets = np.zeros(P + 1, np.int64)
         self.out = np.zeros(1 << 20, np.uint8)
@@ -64,6 +69,7 @@ class TickPipeline:
         n = len(obs)
         self.obs_slots[:n] = [s.slot for s in obs]
         self.obs_hunt[:n] = [s.hunt for s in obs]
+        self.obs_version[:n] = [s.conn.version for s in obs]
         self._observers_dirty = False
 
     def _compute(self, batch: MoveBatch, n_obs: int) -> tuple[Any, Any, int, dict[str, float]]:
@@ -87,16 +93,18 @@ class TickPipeline:
         slots = self.obs_slots[:n_obs]
         vis = world.visibility(slots, self.obs_keyframe)
         c2 = time.perf_counter()
-        total = self._build_tails(result, n_obs)
-        total = tf.frame_sizes(n_obs, vis.offsets, self.obs_tail, self.tails.rows,
+        self._build_tails(result, n_obs)
+        version = self.obs_version[:n_obs]
+        bound = tf.frame_sizes(n_obs, version, vis.offsets, self.obs_tail, self.tails.rows,
                                self.frame_sizes)
-        if total > self.out.shape[0]:
-            self.out = np.zeros(max(total, 2 * self.out.shape[0]), np.uint8)
+        if bound > self.out.shape[0]:
+            self.out = np.zeros(max(bound, 2 * self.out.shape[0]), np.uint8)
         P = world.players
-        tf.write_frames(n_obs, result.tick, slots, self.obs_keyframe, vis.offsets,
-                        vis.records.view(np.uint8), self.obs_tail, self.tails.rows,
-                        self.tails.data, P.last_seq, P.x.view(np.int64), P.y.view(np.int64),
-                        P.score, P.hint, self.out, self.frame_offsets)
+        total = tf.write_frames(
+            n_obs, result.tick, slots, self.obs_hunt[:n_obs], version, self.obs_keyframe,
+            tf.seen_of(vis), self.obs_tail, self.tails.rows, self.tails.data,
+            tf.Players(P.last_seq, P.x.view(np.int64), P.y.view(np.int64), P.score, P.hint),
+            self.compact, self.out, self.frame_offsets, self.frame_sizes)
         c3 = time.perf_counter()
         # Fencing: this tick is journaled; it may be acknowledged only while the lease holds
         # (a node paused past its lease must not tell clients of ticks the next owner lacks).
@@ -136,4 +144,5 @@ class TickPipeline:
         """Each hunt's shared tail, and each observer's (server/hunt/_tails.py)."""
         return build_tails(self.world, result, self.tails, self.obs_hunt[:n_obs],
                            self.obs_keyframe[:n_obs], self.obs_tail[:n_obs],
-                           self._joined_name, self._names)
+                           self._joined_name, self._names, self.obs_version[:n_obs],
+                           self.wire_index, self.compact, self._names_v2)

@@ -311,6 +311,7 @@ class HuntServer:
             await self._fail(conn, target)
             return None
         hub = target
+        conn.version = hello.version
         req = JoinRequest(conn, hello.name, hello.hunt, hello.resume_token)
         hub.requests.append(req)
         await req.done.wait()
