@@ -333,10 +333,11 @@ class LoadGen:
             if flags & 1:  # a keyframe: the tick and the ack
                 tick, at = varint(data, p + 2)
                 ack, _ = varint(data, at)
-            else:  # a diff: the tick after the last one, and the ack's growth if any
-                tick, ack = c.last_tick + 1, c.ack
+            else:  # a diff: the tick from its low byte, and the ack's growth if any
+                tick = c.last_tick + 1 + ((data[p + 2] - c.last_tick - 1) & 0xFF)
+                ack = c.ack
                 if flags & 2:
-                    ack += varint(data, p + 2)[0]
+                    ack += varint(data, p + 3)[0]
             c.ack = ack
         if self.wstart <= now < self.wend:
             self.msgs_window += 1

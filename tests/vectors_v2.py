@@ -112,6 +112,7 @@ def _invalid(name: str, after: int, frame: bytes, code: ErrorCode, why: str) -> 
 
 def invalid(stream: dict[str, Any]) -> list[dict[str, Any]]:
     first = bytes.fromhex(stream["frames"][0]["hex"])
+    # After the keyframe of tick 1201, a diff's tick byte is 0xb2 (1202 mod 256).
     M, V = ErrorCode.MALFORMED, ErrorCode.INVALID_VALUE
     nan = struct.pack("<dd", math.nan, 0.0)
     return [
@@ -120,22 +121,22 @@ def invalid(stream: dict[str, Any]) -> list[dict[str, Any]]:
         _invalid("tick-v2-reserved-flag", 1, bytes.fromhex("8380"), M, "flags bit 7 set"),
         _invalid("tick-v2-keyframe-without-ack", 0, bytes.fromhex("831d01") + first[4:], M,
                  "a keyframe without bit 1"),
-        _invalid("tick-v2-varint-cut", 1, bytes.fromhex("830280"), M,
+        _invalid("tick-v2-varint-cut", 1, bytes.fromhex("8302b280"), M,
                  "the ack's varint runs past the end"),
-        _invalid("tick-v2-varint-too-long", 1, bytes.fromhex("8302") + b"\xff" * 10 + b"\x01",
+        _invalid("tick-v2-varint-too-long", 1, bytes.fromhex("8302b2") + b"\xff" * 10 + b"\x01",
                  M, "a varint of 11 bytes"),
-        _invalid("tick-v2-trailing-byte", 1, bytes.fromhex("830000"), M,
+        _invalid("tick-v2-trailing-byte", 1, bytes.fromhex("8300b200"), M,
                  "a byte after the last part"),
-        _invalid("tick-v2-unknown-index", 1, bytes.fromhex("83200109") + b"\0" * 4, V,
+        _invalid("tick-v2-unknown-index", 1, bytes.fromhex("8320b20109") + b"\0" * 4, V,
                  "a VISIBLE record of index 4, which no NAME entry announced"),
-        _invalid("tick-v2-hint-too-high", 1, bytes.fromhex("831010"), V, "hint 16"),
-        _invalid("tick-v2-nan-position", 1, bytes.fromhex("8304") + nan, V,
+        _invalid("tick-v2-hint-too-high", 1, bytes.fromhex("8310b210"), V, "hint 16"),
+        _invalid("tick-v2-nan-position", 1, bytes.fromhex("8304b2") + nan, V,
                  "a NaN position"),
-        _invalid("tick-v2-empty-hunt-part", 1, bytes.fromhex("834000"), M,
+        _invalid("tick-v2-empty-hunt-part", 1, bytes.fromhex("8340b200"), M,
                  "a hunt part with no section"),
-        _invalid("tick-v2-reserved-section", 1, bytes.fromhex("834010"), M,
+        _invalid("tick-v2-reserved-section", 1, bytes.fromhex("8340b210"), M,
                  "a hunt part with section bit 4 set"),
-        _invalid("tick-v2-name-too-long", 1, bytes.fromhex("8340080105050121") + b"a" * 33, V,
+        _invalid("tick-v2-name-too-long", 1, bytes.fromhex("8340b2080105050121") + b"a" * 33, V,
                  "a NAME of 33 bytes"),
     ]
 

@@ -206,7 +206,7 @@ def _write_v2(out, at, tick, s, h, kf, n_vis, v0, seen, t, tails, tail_bytes, pl
         length = 2 + _varint_len(tick) + _varint_len(ack) + 16 + _varint_len(_zigzag(sc)) + 1
     else:
         flags = 0
-        length = 2
+        length = 3  # type, flags, the tick's low byte
         if ack != cp.sent_ack[s]:
             flags |= 0x02
             length += _varint_len(ack - cp.sent_ack[s])
@@ -240,8 +240,11 @@ def _write_v2(out, at, tick, s, h, kf, n_vis, v0, seen, t, tails, tail_bytes, pl
     if kf:
         at = _put_varint(out, at, tick)
         at = _put_varint(out, at, ack)
-    elif flags & 0x02:
-        at = _put_varint(out, at, ack - cp.sent_ack[s])
+    else:
+        out[at] = tick & 0xFF
+        at += 1
+        if flags & 0x02:
+            at = _put_varint(out, at, ack - cp.sent_ack[s])
     if flags & 0x04:
         _put(out, at, pl.x_bits[s], 8)
         _put(out, at + 8, pl.y_bits[s], 8)

@@ -205,6 +205,7 @@ class CompactTickWriter:
             put_varint(body, tick)
             put_varint(body, ack)
         else:
+            body.append(tick & 0xFF)
             s_ack, s_x, s_y, s_score, s_hint = self.sent
             flags = ((ACK if ack != s_ack else 0)
                      | (POSITION if _bits(x) != _bits(s_x) or _bits(y) != _bits(s_y) else 0)
@@ -291,7 +292,10 @@ class TickDecoder:
             x = y = 0.0
             score = hint = 0
         else:
-            tick, ack = last.tick + 1, last.ack
+            # The tick's low byte: the previous TICK's + 1, unless TICKs were lost on the
+            # way (then the tick says how many, for the client to notice and resume).
+            tick = last.tick + 1 + ((r.byte() - last.tick - 1) & 0xFF)
+            ack = last.ack
             x, y, score, hint = last.x, last.y, last.score, last.hint
             if flags & ACK:
                 ack += r.varint()

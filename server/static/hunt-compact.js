@@ -116,13 +116,14 @@ export class TickDecoder {
     const r = new Reader(bytes, view);
     const t = keyframe
       ? { tick: 0, ack: 0n, x: 0, y: 0, score: 0, hint: 0 }
-      : { tick: last.tick + 1, ack: last.ackBig, x: last.x, y: last.y, score: last.score,
-        hint: last.hint };
+      : { tick: 0, ack: last.ackBig, x: last.x, y: last.y, score: last.score, hint: last.hint };
     if (keyframe) {
       t.tick = r.varint();
       t.ack = r.big();
-    } else if (flags & ACK) {
-      t.ack += r.big();
+    } else {
+      // The tick's low byte: the previous TICK's + 1, unless TICKs were lost on the way.
+      t.tick = last.tick + 1 + ((r.u8() - last.tick - 1) & 0xff);
+      if (flags & ACK) t.ack += r.big();
     }
     if (flags & POSITION) {
       t.x = view.getFloat64(r.take(8), true);
