@@ -6,6 +6,7 @@ ticks (positions to within the quantization step docs/protocol.md states)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from server.hunt import _tickframes as tf
 from server.hunt._tails import WireIndex, build_tails
@@ -46,7 +47,8 @@ def run_frames(world, result, slots, versions, keyframe, tails, compact, wire, n
     written = tf.write_frames(n, result.tick, slots, hunts, versions, keyframe,
                               tf.seen_of(vis), obs_tail, tails.rows, tails.data, pl, compact,
                               out, offsets, sizes)
-    assert written == offsets[n] <= total and (out[written:] == 0xEE).all()
+    # Nothing is written past the bound (a message is written, then moved to its header).
+    assert written == offsets[n] <= total and (out[total:] == 0xEE).all()
     assert (sizes <= bound).all() and (sizes == np.diff(offsets)).all()
     frames = [out[offsets[i]:offsets[i + 1]].tobytes() for i in range(n)]
     return frames, vis, obs_tail
@@ -155,3 +157,42 @@ def test_compact_frames_equal_the_writer_and_say_what_version_1_says() -> None:
             seen["unnamed"] += kf and len(decoders[s].players) > len(v2.names)
     assert all(seen.values()), seen  # every section was exercised
     assert bytes_v2 < bytes_v1 / 2, (bytes_v1, bytes_v2)
+
+
+@pytest.mark.parametrize(("n_visible", "header"), [(0, 2), (20, 2), (30, 4), (13200, 10)])
+def test_the_three_websocket_header_sizes(n_visible: int, header: int) -> None:
+    """Synthetic records: a keyframe of 24 + 5 V bytes (6 V from index 64 on) crosses 126 at
+    V = 21 and 65536 near V = 10900; the kernel writes each behind its header (moving the
+    message it wrote after a 4-byte one) as the reference does."""
+    from server.protocol import VISIBLE_RECORD
+
+    rng = np.random.default_rng(n_visible)
+    records = np.zeros(n_visible, VISIBLE_RECORD)
+    records["slot"] = np.arange(n_visible) + 1  # slot k + 1 has index k (1 or 2 bytes)
+    records["flags"] = 1
+    records["x"], records["y"] = rng.random(n_visible) * 100, rng.random(n_visible) * 50
+    vis = type("Vis", (), {"offsets": np.array([0, n_visible], np.int64), "records": records})
+    compact = tf.compact_state(n_visible + 1, 1)
+    compact.index[1:] = np.arange(n_visible)
+    compact.width[0], compact.height[0] = 100.0, 50.0
+    tails = tf.TailTable()
+    tails.add_raw(b"")
+    P = type("P", (), {})
+    P.last_seq, P.score = np.array([42], np.int64), np.array([7], np.int64)
+    P.x, P.y, P.hint = np.array([1.5]), np.array([2.5]), np.array([3], np.int8)
+    sizes = np.zeros(1, np.int64)
+    one = np.ones(1, np.uint8)
+    total = tf.frame_sizes(1, one + 1, vis.offsets, np.zeros(1, np.int32), tails.rows, sizes)
+    out = np.full(total + 3, 0xEE, np.uint8)
+    offsets = np.zeros(2, np.int64)
+    pl = tf.Players(P.last_seq, P.x.view(np.int64), P.y.view(np.int64), P.score, P.hint)
+    written = tf.write_frames(1, 1201, np.zeros(1, np.int32), np.zeros(1, np.int32), one + 1,
+                              one, tf.seen_of(vis), np.zeros(1, np.int32), tails.rows,
+                              tails.data, pl, compact, out, offsets, sizes)
+    assert (out[total:] == 0xEE).all() and written == sizes[0] <= total
+    frame = out[:written].tobytes()
+    index = {k + 1: k for k in range(n_visible)}
+    index[0] = n_visible
+    expected = CompactTickWriter(index, 100.0, 50.0).write(1201, 42, 1.5, 2.5, 7, 3, records,
+                                                           b"", True)
+    assert frame == wf.frame(expected) and wf.header_size(len(expected)) == header

@@ -69,6 +69,8 @@ class Compact(NamedTuple):
     sent_y: np.ndarray
     sent_score: np.ndarray  # int64
     sent_hint: np.ndarray  # int16 (-1: none yet)
+    q_tick: np.ndarray  # int64 per slot: the tick of ``q_xy`` (-1: none)
+    q_xy: np.ndarray  # int64 per slot: its quantized position at that tick, qx | qy << 16
 
 
 def seen_of(vis) -> Seen:
@@ -196,44 +198,45 @@ def _write_v1(out, at, tick, s, kf, n_vis, v0, seen, t, tails, tail_bytes, pl):
 
 
 @njit(cache=True, inline="always")
+def _position(cp, slot, tick, x, y, w, h):
+    """The quantized position of ``slot`` (``qx | qy << 16``), computed once per tick: every
+    in-view record of a player carries the same float32 position in one tick."""
+    if cp.q_tick[slot] != tick:
+        cp.q_tick[slot] = tick
+        cp.q_xy[slot] = _quantize(x, w) | (_quantize(y, h) << 16)
+    return cp.q_xy[slot]
+
+
+@njit(cache=True, inline="always")
 def _write_v2(out, at, tick, s, h, kf, n_vis, v0, seen, t, tails, tail_bytes, pl, cp):
-    """A version-2 TICK (docs/protocol.md): only what changed since the slot's last TICK."""
+    """A version-2 TICK (docs/protocol.md): only what changed since the slot's last TICK.
+
+    One pass: the message is written after a 4-byte WebSocket header (the usual one for
+    126..65535 bytes), then moved 2 bytes back for a shorter one, or 6 on for a longer
+    one (``frame_sizes`` leaves room for the 10-byte header)."""
     ack = pl.last_seq[s]
     sc = pl.score[s]
     hint = np.int16(pl.hint[s])
     if kf:
         flags = 0x1F  # KEYFRAME | ACK | POSITION | SCORE | HINT
-        length = 2 + _varint_len(tick) + _varint_len(ack) + 16 + _varint_len(_zigzag(sc)) + 1
     else:
         flags = 0
-        length = 3  # type, flags, the tick's low byte
         if ack != cp.sent_ack[s]:
             flags |= 0x02
-            length += _varint_len(ack - cp.sent_ack[s])
         if pl.x_bits[s] != cp.sent_x[s] or pl.y_bits[s] != cp.sent_y[s]:
             flags |= 0x04
-            length += 16
         if sc != cp.sent_score[s]:
             flags |= 0x08
-            length += _varint_len(_zigzag(sc))
         if hint != cp.sent_hint[s]:
             flags |= 0x10
-            length += 1
     if n_vis:
         flags |= 0x20
-        length += _varint_len(n_vis)
-        for k in range(v0, v0 + n_vis):
-            code = cp.index[seen.slot[k]] * 2
-            if seen.flags[k] & 1:
-                length += _varint_len(code + 1) + 4
-            else:
-                length += _varint_len(code)
     t0 = tails[t, TAIL_START]
     t1 = tails[t, TAIL_END]
     if t1 > t0:
         flags |= 0x40
-        length += t1 - t0
-    at = _ws_header(out, at, length)
+    start = at + 4
+    at = start
     out[at] = MessageType.TICK
     out[at + 1] = flags
     at += 2
@@ -259,21 +262,30 @@ def _write_v2(out, at, tick, s, h, kf, n_vis, v0, seen, t, tails, tail_bytes, pl
         w = cp.width[h]
         ht = cp.height[h]
         for k in range(v0, v0 + n_vis):
-            code = cp.index[seen.slot[k]] * 2
+            slot = seen.slot[k]
+            code = cp.index[slot] * 2
             if seen.flags[k] & 1:
                 at = _put_varint(out, at, code + 1)
-                _put(out, at, _quantize(seen.x[k], w), 2)
-                _put(out, at + 2, _quantize(seen.y[k], ht), 2)
+                _put(out, at, _position(cp, slot, tick, seen.x[k], seen.y[k], w, ht), 4)
                 at += 4
             else:
                 at = _put_varint(out, at, code)
     out[at:at + t1 - t0] = tail_bytes[t0:t1]
+    at += t1 - t0
     cp.sent_ack[s] = ack
     cp.sent_x[s] = pl.x_bits[s]
     cp.sent_y[s] = pl.y_bits[s]
     cp.sent_score[s] = sc
     cp.sent_hint[s] = hint
-    return at + t1 - t0
+    length = at - start
+    head = start - 4
+    if length < 126:  # a 2-byte header: the message moves 2 bytes back
+        for k in range(length):
+            out[head + 2 + k] = out[start + k]
+    elif length >= 65536:  # a 10-byte header: 6 bytes on, copied from the end
+        for k in range(length - 1, -1, -1):
+            out[head + 10 + k] = out[start + k]
+    return _ws_header(out, head, length) + length
 
 
 @njit(cache=True, nogil=True)
@@ -348,7 +360,8 @@ def compact_state(players: int, hunts: int) -> Compact:
     return Compact(np.full(players, -1, np.int32), np.ones(hunts), np.ones(hunts),
                    np.zeros(players, np.int64), np.zeros(players, np.int64),
                    np.zeros(players, np.int64), np.zeros(players, np.int64),
-                   np.full(players, -1, np.int16))
+                   np.full(players, -1, np.int16), np.full(players, -1, np.int64),
+                   np.zeros(players, np.int64))
 
 
 def warm_up() -> None:
