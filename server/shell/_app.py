@@ -47,6 +47,7 @@ from ..protocol import (
     CLOSE_REDIRECT,
     MAX_CLIENT_FRAME_BYTES,
     PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
     ErrorCode,
     ErrorMessage,
     Hello,
@@ -484,7 +485,8 @@ class HuntServer:
         return json_response({
             "ws_port": ports.ws if ports else None,
             "ws_url": f"ws://{host}:{ports.ws}/" if ports else None,
-            "protocol_version": PROTOCOL_VERSION, "hunts": hunts,
+            "protocol_version": PROTOCOL_VERSION,
+            "protocol_versions": sorted(SUPPORTED_VERSIONS), "hunts": hunts,
             "moves_per_second": self.server.moves_per_second,
             "node": self.placement.node_id,
             "watch": bool(self.server.admin_token)})
