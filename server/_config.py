@@ -77,6 +77,25 @@ class ServerConfig:
     resume_grace: float = 30.0
     #: Token for the operator's watch view and /api/watch ("" : watch view disabled).
     admin_token: str = ""
+    #: Who may play (docs/server.md, "Authentication"): "none", anyone under any name (the
+    #: demo, and every client that sends no ticket); "jwt", only players whose HELLO carries
+    #: a join ticket signed by the platform the server trusts.
+    auth: str = "none"
+    #: Where the ticket keys come from, one of: a file holding the shared secret (HS256;
+    #: with none of the three, the secret comes from $TREASURE_HUNT_AUTH_SECRET), the
+    #: platform's public key in PEM (RS256 or EdDSA), or a JWKS file (keys chosen by kid).
+    auth_secret_file: str = ""
+    auth_public_key_file: str = ""
+    auth_jwks_file: str = ""
+    #: The ``aud`` every ticket must carry (names this server or cluster), the ``iss`` it
+    #: must carry ("": not checked), and the clock skew allowed on exp/nbf/iat (seconds).
+    auth_audience: str = "treasure-hunt"
+    auth_issuer: str = ""
+    auth_leeway: float = 30.0
+    #: Ticket mode: HELLOs per second with tickets of one user, after a burst of
+    #: ``hello_burst_per_user`` (over: REFUSED TOO_MANY_JOINS), whatever their addresses.
+    hellos_per_second_per_user: float = 1.0
+    hello_burst_per_user: int = 10
     #: Numba threads of the tick's worker thread (1 leaves the other core to the sockets).
     tick_threads: int = 1
     #: Threads writing the tick's frames to the sockets (2: half the clients each).
@@ -122,7 +141,9 @@ class ServerConfig:
             "tick_threads": (1, 256), "send_threads": (1, 2),
             "max_moves_per_tick": (64, 10_000_000),
             "snapshot_every": (0, 100_000_000), "hash_every": (0, 100_000_000),
-            "lease_seconds": (0.3, 3600),
+            "lease_seconds": (0.3, 3600), "auth_leeway": (0, 3600),
+            "hellos_per_second_per_user": (0.01, 1_000_000),
+            "hello_burst_per_user": (1, 1_000_000),
         }
         for name, (lo, hi) in checks.items():
             value = getattr(self, name)
@@ -137,6 +158,8 @@ class ServerConfig:
         if self.public_url and not self.public_url.startswith(("ws://", "wss://")):
             raise ConfigError("server.public_url must be the ws:// or wss:// URL clients reach "
                               f"this node at, got {self.public_url!r}")
+        if self.auth not in ("none", "jwt"):
+            raise ConfigError(f"server.auth must be none or jwt, got {self.auth!r}")
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError(f"server.log_format must be auto, json or console, "
                               f"got {self.log_format!r}")

@@ -103,11 +103,14 @@ class HuntFigures:
     """One hunt's figures: gauges as of its last tick, counters since it started here."""
 
     __slots__ = ("clients", "discoveries", "evictions", "moves_dropped", "overruns", "owner",
-                 "players", "tick", "ticks", "truncations")
+                 "phase", "players", "round", "rounds_ended", "tick", "ticks", "truncations")
 
     def __init__(self, owner: object) -> None:
         self.owner = owner
         self.players = self.clients = 0
+        #: Round-based hunts: the phase (0 no rounds, 1 lobby, 2 running, 3 results, 4 over),
+        #: the round number, and the rounds that ended here.
+        self.phase = self.round = self.rounds_ended = 0
         self.ticks = self.overruns = self.evictions = self.truncations = 0
         self.moves_dropped = self.discoveries = 0
         self.tick = BulkHistogram(TICK_BUCKETS)
@@ -122,6 +125,8 @@ class HubReport:
         self.hunts: list[HuntFigures] = []
         #: Moves dropped per hunt index since the last tick (the rate limit's rare path).
         self.dropped = np.zeros(0, np.int64)
+        #: Hunts whose round figures were set at least once.
+        self._rounds_seen = 0
         #: Two clocks, swapped with the hub's two move batches.
         self.clock, self.spare_clock = MoveClock(), MoveClock()
 
@@ -187,6 +192,21 @@ class HubReport:
                 dropped[i] = 0
         clock.observe(self.metrics.move_latency, moves, now)
 
+    def rounds(self, world: Any, changed: np.ndarray, ended: int) -> None:
+        """After a tick of a world with round hunts: the phase and round of the hunts whose
+        phase changed (of every hunt the first time), ``ended`` rounds in all."""
+        figs = self._sync(world.hunt_params)
+        hunts = range(len(figs)) if self._rounds_seen < len(figs) else changed.tolist()
+        self._rounds_seen = len(figs)
+        for h in hunts:
+            state = world.round_state(h)
+            if state is not None:
+                figs[h].phase, figs[h].round = state.phase_code, state.number
+        if ended:
+            for h in changed.tolist():
+                if figs[h].phase == 3:
+                    figs[h].rounds_ended += 1
+
     def release(self) -> None:
         """The hub stopped: its hunts' series leave the scrape (another hub may own them)."""
         table = self.metrics.hunt_figures
@@ -202,7 +222,11 @@ class HuntCollector:
     _GAUGES = (("players", "hunt_hunt_players", "Players in the hunt (connected or within "
                 "their resume grace), as of its last tick"),
                ("clients", "hunt_hunt_clients", "Clients connected to the hunt and joined, "
-                "as of its last tick"))
+                "as of its last tick"),
+               ("phase", "hunt_hunt_round_phase", "Round-based hunts: the phase as of the last "
+                "tick, 1 lobby, 2 running, 3 results, 4 over (0: the hunt has no rounds)"),
+               ("round", "hunt_hunt_round", "Round-based hunts: the current round's number "
+                "(0: the hunt has no rounds)"))
     _COUNTERS = (("ticks", "hunt_hunt_ticks", "Ticks run for the hunt"),
                  ("overruns", "hunt_hunt_tick_overruns", "Ticks of the hunt started late "
                   "because one overran its period"),
@@ -211,7 +235,9 @@ class HuntCollector:
                   "short (max_visible full); the client gets a keyframe later"),
                  ("moves_dropped", "hunt_hunt_moves_dropped", "MOVES frames dropped "
                   "(rate limit or full batch)"),
-                 ("discoveries", "hunt_hunt_discoveries", "Treasures found in the hunt"))
+                 ("discoveries", "hunt_hunt_discoveries", "Treasures found in the hunt"),
+                 ("rounds_ended", "hunt_hunt_rounds_ended", "Rounds of the hunt that ended "
+                  "here (their results were written)"))
 
     def __init__(self, metrics: Any) -> None:
         self.metrics = metrics

@@ -69,6 +69,9 @@ class Metrics:
         self.limits = Counter("hunt_limit_hits", "Times a client, an address or the HTTP port "
                               "reached a limit of [server] (docs/server.md, Limits), by limit",
                               ["limit"], registry=r)
+        self.tickets = Counter("hunt_tickets", "Join tickets checked in ticket mode, by "
+                               "result: ok, or the code of the refusal (TICKET_EXPIRED ...)",
+                               ["result"], registry=r)
         self.visibility_cut = Counter("hunt_visibility_truncated", "Observers whose view did "
                                       "not fit a tick's visibility buffer (they get a "
                                       "keyframe later)", registry=r)

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import NoReturn
 
-from .tools import bots, events, replay, serve, simulate
+from .tools import bots, events, replay, serve, simulate, ticket
 
 PROG = "treasure-hunt"
 
@@ -21,7 +21,7 @@ PROG = "treasure-hunt"
 #: bots): write ``server/<name>.py`` with ``add_parser(subparsers)``, which registers
 #: its options and calls ``set_defaults(run=<function(args) -> int>, prog=parser.prog)``,
 #: and list the module here.
-SUBCOMMANDS = (serve, simulate, replay, bots, events)
+SUBCOMMANDS = (serve, simulate, replay, bots, events, ticket)
 
 DESCRIPTION = """\
 A real-time treasure hunt engine: Numba tick kernels over struct-of-arrays

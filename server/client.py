@@ -248,7 +248,8 @@ class HuntClient:
         :func:`connect` to the **entry URL** with its resume token, name and hunt (and the same
         options, unless overridden). After ``HUNT_MOVED`` or a drop, the entry node knows the
         hunt's new owner. Raises like :func:`connect` (``RESUME_INVALID`` once the grace period
-        is over).
+        is over). The resume token is the proof: no ticket is sent unless ``ticket=`` is given
+        (a ticket admits once; it may have expired since).
         """
         if self._hello is None:
             raise RuntimeError("this HuntClient was not made by connect(): nothing to resume")
@@ -406,12 +407,18 @@ def _lost(reason: Any) -> ConnectionLost:
 
 @asynccontextmanager
 async def connect(url: str, name: str, hunt: str, *, resume_token: bytes | None = None,
-                  max_redirects: int = 3, connect_timeout: float = 10.0,
+                  ticket: str = "", max_redirects: int = 3, connect_timeout: float = 10.0,
                   disconnect_timeout: float = 5.0,
                   version: int = PROTOCOL_VERSION) -> AsyncIterator[HuntClient]:
     """Join ``hunt`` as ``name`` (or take a player back with ``resume_token``) on the server
     at ``url`` (``ws://host:port/``). Send the hunt's name on a resume too: a scale-out node
     routes the HELLO by it.
+
+    ``ticket``: the join ticket a platform signed for its user (a JWT, docs/server.md,
+    "Authentication"), needed by a server in ticket mode and ignored by one in anonymous
+    mode. With a ticket the server names the player by the ticket's display name (see
+    ``hunt.names[hunt.slot]`` after the first TICK), and a user has one player per hunt: a
+    second connect with a ticket of the same user takes that player over.
 
     A REDIRECT (another node owns the hunt) is followed: the same HELLO goes to its URL, at
     most ``max_redirects`` times. ``connect_timeout`` (seconds) bounds the WebSocket
@@ -425,7 +432,7 @@ async def connect(url: str, name: str, hunt: str, *, resume_token: bytes | None 
     :class:`ConnectionLost`.
     """
     try:
-        hello = Hello(name, hunt, version, resume_token=resume_token)
+        hello = Hello(name, hunt, version, resume_token=resume_token, ticket=ticket)
     except LocalProtocolError as exc:
         raise ValueError(f"cannot join: {exc.message}") from None
     options = {"max_redirects": max_redirects, "connect_timeout": connect_timeout,

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tickengine import World
+from tickengine import RESULT_DTYPE, World
 from tickengine._state import ACTIVE, PENDING, T_ACTIVE
 from tickengine.reference import ReferenceWorld, RefTickResult
 
@@ -37,7 +37,21 @@ def compare_events(got, want: RefTickResult) -> None:
     assert disc == [tuple(d) for d in want.discoveries], f"tick {t} discoveries"
     assert list(got.leaderboard_changed) == list(want.leaderboard_changed), f"tick {t} boards"
     assert got.dropped_events == want.dropped_events, f"tick {t} dropped events"
+    assert list(got.round_changed) == want.round_changed, f"tick {t} round changes"
+    results = [tuple(int(r[k]) for k in RESULT_DTYPE.names) for r in got.results]
+    assert results == want.results, f"tick {t} round results"
 
+
+def compare_rounds(world: World, ref: ReferenceWorld, t: int) -> None:
+    """Every round hunt's clock: round, phase, its start and scheduled end, queued request."""
+    for h, hunt in enumerate(ref.hunts):
+        state = world.round_state(h)
+        if state is None:
+            assert hunt.phase == "none", f"tick {t} hunt {h} rounds"
+            continue
+        assert (state.number, state.phase, state.phase_start, state.phase_end,
+                state.request) == (hunt.round, hunt.phase, hunt.phase_start, hunt.phase_end,
+                                   hunt.request), f"tick {t} hunt {h} round clock"
 
 def _first_difference(got: np.ndarray, want: np.ndarray, rows: np.ndarray) -> str:
     bad = np.flatnonzero(got != want)
@@ -131,3 +145,4 @@ def compare_all(world: World, ref: ReferenceWorld, got, want: RefTickResult) -> 
     compare_players(world, ref, want.tick)
     compare_treasures(world, ref, want.tick)
     compare_boards(world, ref, want.tick)
+    compare_rounds(world, ref, want.tick)

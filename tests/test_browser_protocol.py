@@ -43,6 +43,9 @@ SERVER_INVALID = [v for v in VECTORS["invalid"] if v["direction"] == "server_to_
 ENCODER_REFUSALS = {
     "hello-name-control-char": 'P.encodeHello({name: "A\\na", hunt: "forest"})',
     "hello-name-empty": 'P.encodeHello({name: "", hunt: "forest"})',
+    "hello-ticket-too-long": 'P.encodeHello({name: "A", hunt: "f", ticket: "x".repeat(717)})',
+    "hello-ticket-space": 'P.encodeHello({name: "Ada", hunt: "forest", ticket: "abc def"})',
+    "hello-ticket-not-ascii": 'P.encodeHello({name: "Ada", hunt: "forest", ticket: "abc\\xe9"})',
     "moves-nan-direction": "P.encodeMoves([{seq: 1, dx: NaN, dy: 0}])",
     "moves-inf-direction": "P.encodeMoves([{seq: 1, dx: 1, dy: -Infinity}])",
     "moves-seq-zero": "P.encodeMoves([{seq: 0, dx: 1, dy: 0}])",
@@ -88,7 +91,8 @@ RUN_VECTORS = """async ([vectors, refusals]) => {
     try {
       const f = v.fields;
       if (v.message === 'HELLO') out[v.name] = hex(P.encodeHello(
-        {name: f.name, hunt: f.hunt, version: f.version, resumeToken: f.resume_token}));
+        {name: f.name, hunt: f.hunt, version: f.version, resumeToken: f.resume_token,
+         ticket: f.ticket}));
       else if (v.message === 'MOVES') out[v.name] = hex(P.encodeMoves(
         f.moves.map((m) => ({seq: BigInt(m.seq), dx: m.dx, dy: m.dy}))));
       else if (v.message === 'BYE') out[v.name] = hex(P.encodeBye());

@@ -65,11 +65,11 @@ async def test_flush_writes_stream_leaderboard_names_and_cursor(store: ClusterSt
     assert await evalsha_calls(store) == before + 1  # one batch, one transaction
     assert await stream(store) == [
         {"hunt": "forest", "tick": "7", "player_id": str(1 << 32 | 3), "name": "ann",
-         "value": "10", "x": "12.346", "y": "7.0", "node": "n1"},
+         "value": "10", "x": "12.346", "y": "7.0", "user": "", "node": "n1"},
         {"hunt": "a/b", "tick": "9", "player_id": "5", "name": "bob", "value": "25",
-         "x": "1.0", "y": "2.0", "node": "n1"},
+         "x": "1.0", "y": "2.0", "user": "", "node": "n1"},
         {"hunt": "a/b", "tick": "9", "player_id": "6", "name": "cy", "value": "5",
-         "x": "3.0", "y": "4.0", "node": "n1"}]
+         "x": "3.0", "y": "4.0", "user": "", "node": "n1"}]
     assert await store.leaderboard(10) == [
         {"hunt": "a/b", "player_id": 5, "name": "bob", "score": 25},
         {"hunt": "forest", "player_id": 1 << 32 | 3, "name": "ann", "score": 10},
@@ -94,6 +94,27 @@ async def test_flush_writes_stream_leaderboard_names_and_cursor(store: ClusterSt
     assert stats["queued_discoveries"] == 0 and stats["pending_scores"] == 0
     assert stats["flushed_batches"] == 2 and stats["written_discoveries"] == 3
     assert stats["oldest_queued_age_s"] == 0.0 and not stats["outage"]
+
+
+async def test_users_best_score_across_hunts_and_latest_name(store: ClusterStore) -> None:
+    """Ticket mode: the users' board keeps each user's best score in any hunt, under the
+    display name of their latest ticket, after their players leave; the stream names them."""
+    sink = EventSink(store, node_id="n1", log=Log())
+    sink.push("forest", 3, [(7, "Ada", 10, 1.0, 2.0, "u-ada")], {7: ("Ada", 10, "u-ada"),
+                                                                  8: ("Bo", 4, "u-bo")}, [])
+    sink.push("lake", 5, [(9, "Ada L", 5, 3.0, 4.0, "u-ada")], {9: ("Ada L", 5, "u-ada")}, [])
+    assert await sink.flush(5)
+    assert await store.user_leaderboard(10) == [
+        {"user": "u-ada", "name": "Ada L", "score": 10},
+        {"user": "u-bo", "name": "Bo", "score": 4}]
+    assert [d["user"] for d in await store.recent_discoveries(5)] == ["u-ada", "u-ada"]
+    # The lake player overtakes the forest best; the forest player leaves: the best stays.
+    sink.push("lake", 6, [], {9: ("Ada L", 25, "u-ada")}, [])
+    sink.push("forest", 7, [], {}, [7, 8])
+    assert await sink.flush(5)
+    assert await store.user_leaderboard(1) == [{"user": "u-ada", "name": "Ada L", "score": 25}]
+    assert [r["user"] for r in await store.user_leaderboard(10)] == ["u-ada", "u-bo"]
+    assert [r["hunt"] for r in await store.leaderboard(10)] == ["lake"]
 
 
 async def test_batches_end_at_tick_boundaries_and_keep_the_cursor_exact(

@@ -362,3 +362,34 @@ def test_segment_created_but_never_written(tmp_path: Path) -> None:
     assert len(list((tmp_path / "quarantine").rglob(empty.name))) == 1
     again = recover(tmp_path)
     assert again.tick == 28 and again.state_hash == more[28] and again.report.cuts == []
+
+
+def test_join_users_are_journaled_and_recovered_and_older_journals_read_as_anonymous(
+        tmp_path: Path) -> None:
+    """Ticket mode journals each join's user id; a journal written without any (every
+    older server, and anonymous joins) recovers with user "" and no stray event."""
+    world = make_world()
+    with Journal(tmp_path / "new", snapshot_every=0) as journal:
+        journal.start(world, {})
+        a, b = world.join(0), world.join(0)
+        world.tick()
+        journal.append_tick(world.tick_number, joins=[(a, 0, "Ada", bytes(16), "u-ada"),
+                                                      (b, 0, "anon", b"\1" * 16, "")],
+                            events=[{"resume": 1}])
+        c = world.join(0)
+        world.tick()
+        journal.append_tick(world.tick_number, joins=[(c, 0, "Cy", b"\2" * 16)])
+    rec = recover(tmp_path / "new")
+    assert [(j.name, j.user) for j in rec.joins] == [("Ada", "u-ada"), ("anon", ""), ("Cy", "")]
+    assert rec.events == [(1, {"resume": 1})]
+    # What an older server wrote: the same ticks, 4-tuples, no user anywhere.
+    world = make_world()
+    with Journal(tmp_path / "old", snapshot_every=0) as journal:
+        journal.start(world, {})
+        a = world.join(0)
+        world.tick()
+        journal.append_tick(world.tick_number, joins=[(a, 0, "Ada", bytes(16))])
+    files = [p for p in (tmp_path / "old").iterdir() if p.is_file()]
+    assert files and not [p for p in files if b"join_users" in p.read_bytes()]
+    rec = recover(tmp_path / "old")
+    assert [(j.name, j.user) for j in rec.joins] == [("Ada", "")] and rec.events == []

@@ -73,6 +73,28 @@ def test_tick_round_trip() -> None:
         assert arr.flags.writeable and arr.flags.aligned and arr.dtype.isnative
     r3 = decode_tick(3, memoryview(data)[a2:b2])
     assert r3.state_hash is None and r3.events == [{"resume": 5}] and r3.move_ids.shape == (0,)
+    assert r.join_users == r3.join_users == ["", ""]
+
+
+def test_join_users_ride_in_the_events_and_come_out_of_them() -> None:
+    def record(users, events):
+        return encode_tick(
+            4, hunts=[], join_ids=np.array([1, 2], I8), join_hunts=np.zeros(2, np.dtype("<i4")),
+            join_names=[b"a", b"b"], join_tokens=[bytes(16)] * 2, leaves=np.zeros(0, I8),
+            moves=(np.zeros(0, I8),) * 2 + (np.zeros(0, F8),) * 2, state_hash=None,
+            events=events, join_users=users)
+
+    data = record(["u-1", ""], [{"resume": 4}])
+    (_, _, a, b), = scan(data).records
+    r = decode_tick(4, memoryview(data)[a:b])
+    assert r.join_users == ["u-1", ""] and r.events == [{"resume": 4}]
+    assert b"join_users" not in record(["", ""], None)  # all anonymous: nothing written
+    with pytest.raises(ValueError):
+        record(["u-1"], None)
+    bad = record(["u-1", ""], [{"join_users": ["u-1"]}])  # a user list that does not fit
+    (_, _, a, b), = scan(bad).records
+    with pytest.raises(FormatError):
+        decode_tick(4, memoryview(bad)[a:b])
 
 
 def test_moves_are_raw_bytes() -> None:

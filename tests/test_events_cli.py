@@ -88,7 +88,7 @@ async def test_the_last_n_newest_last(redis_server: RedisServer,  # noqa: F811
     first = json.loads(out.stdout.splitlines()[0])
     assert first["hunt"] == "forest" and first["name"] == "p12" and first["node"] == "n1"
     assert set(first) == {"id", "time_ms", "hunt", "tick", "player_id", "name", "value",
-                          "x", "y", "node"}
+                          "x", "y", "user", "node"}
     text = await trio.to_thread.run_sync(lambda: run("--redis", redis_server.url))
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()

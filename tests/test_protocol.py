@@ -147,7 +147,8 @@ PUBLIC = {
     "LEADER_RECORD", "LEAVE_RECORD", "LocalProtocolError", "MAX_CLIENT_FRAME_BYTES",
     "MAX_CLIENT_SEQ",
     "MAX_HUNT_BYTES", "MAX_JSON_MOVE_CHARS", "MAX_MESSAGE_BYTES", "MAX_MOVES_PER_FRAME",
-    "MAX_NAME_BYTES", "MAX_NODE_BYTES", "MAX_SEQ", "MAX_SERVER_FRAME_BYTES", "MAX_URL_BYTES",
+    "MAX_NAME_BYTES", "MAX_NODE_BYTES", "MAX_SEQ", "MAX_SERVER_FRAME_BYTES", "MAX_TICKET_BYTES",
+    "MAX_URL_BYTES",
     "MOVE_RECORD", "MessageType", "Move", "MoveBatch", "Moves", "NOT_FATAL", "NO_EVENTS",
     "NameEntry", "PROTOCOL_VERSION", "ProtocolError", "REFUSAL_CODES", "RESUME_TOKEN_BYTES",
     "Redirect", "Refused", "RemoteProtocolError",
@@ -294,7 +295,8 @@ def test_doc_error_table_matches_the_codes():
 def test_doc_names_the_limits():
     for name in ("MAX_NAME_BYTES", "MAX_HUNT_BYTES", "MAX_MOVES_PER_FRAME", "MAX_MESSAGE_BYTES",
                  "MAX_CLIENT_FRAME_BYTES", "MAX_SERVER_FRAME_BYTES", "MAX_JSON_MOVE_CHARS",
-                 "MAX_URL_BYTES", "MAX_NODE_BYTES", "MAX_CLIENT_SEQ", "MAX_SEQ"):
+                 "MAX_URL_BYTES", "MAX_NODE_BYTES", "MAX_CLIENT_SEQ", "MAX_SEQ",
+                 "MAX_TICKET_BYTES"):
         assert re.search(rf"`{name}` *\| *{getattr(sp, name)} *\|", DOC), name
 
 
@@ -316,8 +318,10 @@ u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)
 tokens = st.binary(min_size=16, max_size=16)
 
+tickets = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E),
+                  max_size=sp.MAX_TICKET_BYTES)
 hellos = st.builds(Hello, player_names, hunt_names, st.just(sp.PROTOCOL_VERSION),
-                   st.none() | tokens)
+                   st.none() | tokens, tickets)
 welcomes = st.builds(Welcome, u64, tokens, u64, st.integers(0, MAX_SEQ), positive, positive,
                      st.floats(0, 1e5), st.integers(1, 240), positive, positive, positive,
                      st.integers(1, 15), f64, f64, st.booleans())
@@ -529,6 +533,8 @@ def test_errors_say_whose_fault_and_which_close_code():
 @pytest.mark.parametrize("make", [
     lambda: Hello("", "demo"), lambda: Hello(" padded", "demo"), lambda: Hello("x" * 33, "demo"),
     lambda: Hello("ok", ""), lambda: Hello("ok", "demo", resume_token=b"short"),
+    lambda: Hello("ok", "demo", ticket="a b"), lambda: Hello("ok", "demo", ticket="x" * 717),
+    lambda: Hello("ok", "demo", ticket=b"bytes"),
     lambda: Move(0, 0, 0), lambda: Move(2**63, 0, 0), lambda: Move(2**62, 0, 0),
     lambda: Move(1, float("nan"), 0),
     lambda: Move(1, 0, float("inf")), lambda: Move(1, 1e39, 0), lambda: Move(True, 0, 0),

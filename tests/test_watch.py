@@ -92,3 +92,21 @@ def test_an_empty_hunt_is_a_valid_payload(world: World):
     assert payload["players"] == {"slot": [], "gen": [], "x": [], "y": [], "score": []}
     assert payload["leaderboard"] == []
     json.dumps(payload, allow_nan=False)
+
+
+def test_a_round_hunt_reports_its_clock_and_others_none():
+    from tickengine import RoundPlan
+
+    w = World(EngineConfig(max_players=16, max_treasures=64, max_hunts=2))
+    w.add_hunt(HuntParams(name="cup", treasures=10, tick_rate=20,
+                          rounds=RoundPlan(count=3, lobby_ticks=30, running_ticks=100)))
+    w.add_hunt(HuntParams(name="open", treasures=5))
+    for _ in range(10):
+        w.tick()
+    clock = watch_payload(w, "cup", {}, [], STATS)["round"]
+    assert clock["number"] == 1 and clock["phase"] == "lobby" and clock["count"] == 3
+    assert clock["phase_end"] == clock["phase_start"] + 30
+    assert clock["ticks_left"] == clock["phase_end"] - w.tick_number
+    assert clock["seconds_left"] == clock["ticks_left"] / 20
+    assert watch_payload(w, "open", {}, [], STATS)["round"] is None
+    json.dumps(clock, allow_nan=False)

@@ -24,11 +24,13 @@ from ._dtypes import JOINED as JOINED
 from ._dtypes import LEADER_DTYPE as LEADER_DTYPE
 from ._dtypes import LEFT as LEFT
 from ._dtypes import MEMBERSHIP_DTYPE as MEMBERSHIP_DTYPE
+from ._dtypes import RESULT_DTYPE as RESULT_DTYPE
 from ._dtypes import VIS_IN_VIEW as VIS_IN_VIEW
 from ._dtypes import VISIBLE_DTYPE as VISIBLE_DTYPE
 from ._errors import CapacityError as CapacityError
 from ._errors import ConfigError as ConfigError
 from ._errors import HuntFullError as HuntFullError
+from ._errors import RoundError as RoundError
 from ._errors import SnapshotError as SnapshotError
 from ._errors import StalePlayerError as StalePlayerError
 from ._errors import TickEngineError as TickEngineError
@@ -36,6 +38,7 @@ from ._errors import UnknownHuntError as UnknownHuntError
 from ._moves import MoveBuffer as MoveBuffer
 from ._roundplan import RoundPlan as RoundPlan
 from ._roundplan import RoundSpec as RoundSpec
+from ._rounds import RoundState as RoundState
 from ._warmup import WarmUpReport as WarmUpReport
 from ._warmup import warm_up as warm_up
 from ._world import PHASES as PHASES

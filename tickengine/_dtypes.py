@@ -47,3 +47,19 @@ LEFT = 2
 
 #: One row of a hunt's leaderboard, best first. Unused rows have ``slot`` = -1.
 LEADER_DTYPE = np.dtype([("slot", "<i4"), ("gen", "<u4"), ("score", "<i8")])
+
+#: One row of a round's final standings (docs/rules.md, "Rounds"), rank 1 first: the
+#: player (slot, generation), its discoveries and score in the round, and the tick of its
+#: last discovery (-1: none). Bytes 8-40 of a row are the wire's RESULT record.
+RESULT_DTYPE = np.dtype(
+    [
+        ("hunt", "<u4"),
+        ("round", "<u4"),
+        ("rank", "<u4"),
+        ("slot", "<u4"),
+        ("gen", "<u4"),
+        ("found", "<u4"),
+        ("score", "<i8"),
+        ("last_tick", "<i8"),
+    ]
+)

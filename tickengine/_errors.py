@@ -38,3 +38,9 @@ class StalePlayerError(TickEngineError, LookupError):
 
 class SnapshotError(TickEngineError, ValueError):
     """A snapshot's bytes are not a snapshot of this engine version, or are corrupt."""
+
+
+class RoundError(TickEngineError):
+    """A round request that the hunt's plan or phase does not allow (no plan, ending a round
+    that is not running, starting one while one runs or after the last). The message says
+    which; nothing was queued."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from . import _reference_rounds as rounds
 from ._config import HuntParams
 from ._dtypes import JOINED, LEFT, VIS_IN_VIEW
 from ._errors import (
@@ -82,7 +83,9 @@ class RefTreasure:
     x: float = 0.0
     y: float = 0.0
     value: int = 0
-    state: str = "active"  # "active" or "waiting" (found, respawns at respawn_tick)
+    # "active", "waiting" (found, respawns at respawn_tick) or "out" (a round hunt's row
+    # outside its round: not in play)
+    state: str = "active"
     respawn_tick: int = 0
     finder_slot: int = -1
     finder_gen: int = 0
@@ -98,6 +101,18 @@ class RefHunt:
     first_row: int  # treasure rows [first_row, first_row + params.treasures)
     members: int = 0  # active + pending players (what max_players limits)
     board: list[tuple[int, int, int]] = field(default_factory=list)  # (slot, gen, score)
+    # What spawns and respawns use: the hunt's values, or its running round's.
+    value_min: int = 0
+    value_max: int = 0
+    respawn_delay: int = 0
+    # The round clock (hunts with a round plan): round number, phase ("lobby", "running",
+    # "results", "over"; "none" without a plan), its first tick, the first tick of the next
+    # phase as scheduled (None when over), a request queued for step 0 ("start", "end").
+    round: int = 0
+    phase: str = "none"
+    phase_start: int = 0
+    phase_end: int | None = None
+    request: str | None = None
 
 
 @dataclass(slots=True)
@@ -113,6 +128,10 @@ class RefTickResult:
     leaderboard_changed: list[int] = field(default_factory=list)
     #: events that did not fit their buffer (step 7): the lists above keep the first ones
     dropped_events: int = 0
+    #: round hunts whose phase changed this tick (step 0), ascending
+    round_changed: list[int] = field(default_factory=list)
+    #: (hunt, round, rank, slot, gen, found, score, last_tick) of the rounds that ended
+    results: list[tuple] = field(default_factory=list)
 
 
 class ReferenceWorld:
@@ -178,13 +197,22 @@ class ReferenceWorld:
                 f"hunt needs {params.treasures} treasure rows, "
                 f"{self.max_treasures - first} of {self.max_treasures} are free"
             )
-        hunt = RefHunt(index=len(self.hunts), params=params, rng_state=params.seed, first_row=first)
+        hunt = RefHunt(index=len(self.hunts), params=params, rng_state=params.seed, first_row=first,
+                       value_min=params.treasure_value_min, value_max=params.treasure_value_max,
+                       respawn_delay=params.respawn_delay)
         self.hunts.append(hunt)
         for row in range(first, first + params.treasures):
             treasure = RefTreasure(row=row, hunt=hunt.index)
-            self._spawn_treasure(hunt, treasure)
+            if params.rounds is None:
+                self._spawn_treasure(hunt, treasure)
             self.treasures.append(treasure)
+        if params.rounds is not None:
+            rounds.begin(self, hunt)
         return hunt.index
+
+    def request_round(self, hunt: int, action: str) -> None:
+        """Queue "start" (the next round now) or "end" (the running round now) for step 0."""
+        rounds.request(self, self._hunt(hunt), action)
 
     # ------------------------------------------------------- between ticks
 
@@ -238,9 +266,10 @@ class ReferenceWorld:
     # ----------------------------------------------------------------- tick
 
     def tick(self) -> RefTickResult:
-        """Run steps 1-7 of docs/rules.md for tick ``tick_number + 1``; return its events."""
+        """Run steps 0-7 of docs/rules.md for tick ``tick_number + 1``; return its events."""
         t = self.tick_number + 1
         result = RefTickResult(tick=t)
+        rounds.step0(self, t, result)
         self._step1_joins_and_leaves(t, result)
         self._step2_inputs()
         self._step3_movement(t)
@@ -339,7 +368,7 @@ class ReferenceWorld:
             p.score_tick = t
             tr.finder_slot, tr.finder_gen = p.slot, p.gen
             tr.state = "waiting"
-            tr.respawn_tick = t + self.hunts[tr.hunt].params.respawn_delay
+            tr.respawn_tick = t + self.hunts[tr.hunt].respawn_delay
             result.discoveries.append(
                 (tr.hunt, tr.row, p.slot, p.gen, tr.value, p.score, tr.x, tr.y)
             )
@@ -491,7 +520,7 @@ class ReferenceWorld:
         hunt.rng_state, u = splitmix64(hunt.rng_state)
         tr.y = u * params.height
         hunt.rng_state, u = splitmix64(hunt.rng_state)
-        vmin, vmax = params.treasure_value_min, params.treasure_value_max
+        vmin, vmax = hunt.value_min, hunt.value_max
         tr.value = vmin + int(u * (vmax - vmin + 1))
         tr.state = "active"
         tr.finder_slot, tr.finder_gen = -1, 0

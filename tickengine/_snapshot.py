@@ -39,6 +39,9 @@ def _state_arrays(world: World) -> dict[str, np.ndarray]:
         out[f"treasures.{name}"] = getattr(T, name)[: T.used]
     for name in H.STATE_COLUMNS:
         out[f"hunts.{name}"] = getattr(H, name)[: H.count]
+    if world.has_rounds:
+        # Only then: a world without round hunts hashes and snapshots as it always did.
+        out["hunts.round"] = H.round[: H.count]
     out["ops.kind"] = world._op_kind[: world._n_ops]
     out["ops.slot"] = world._op_slot[: world._n_ops]
     return out

@@ -139,6 +139,9 @@ class Hunts:
         self.board_gen = np.zeros((capacity, MAX_LEADERBOARD), np.uint32)
         self.board_score = np.zeros((capacity, MAX_LEADERBOARD), np.int64)
         self.board_len = np.zeros(capacity, np.int64)
+        # Round clocks (tickengine._rounds, RS_* columns); all zero for hunts without rounds.
+        # Part of the state only in worlds that hold a round hunt (see _snapshot.py).
+        self.round = np.zeros((capacity, 7), np.int64)
         self.count = 0
 
     STATE_COLUMNS = (

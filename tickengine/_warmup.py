@@ -50,6 +50,7 @@ def warm_up() -> WarmUpReport:
     from ._bots import HUNTER, RANDOM, Bots
     from ._config import EngineConfig, HuntParams
     from ._grid import assign_cells_parallel, place_rows_parallel
+    from ._roundplan import RoundPlan
     from ._state import ACTIVE, HF_P_INV_X, HF_P_INV_Y, HI_P_BASE, HI_P_NCX, HI_P_NCY
     from ._world import World
 
@@ -59,6 +60,10 @@ def warm_up() -> WarmUpReport:
     hunt = world.add_hunt(HuntParams(name="warm-up", width=50, height=50, treasures=4,
                                      discovery_radius=5, hint_radius=20, view_radius=30,
                                      respawn_delay=1, max_players=8))
+    # A round hunt, for step 0's kernel (its lobby ends after the first tick).
+    world.add_hunt(HuntParams(name="warm-up rounds", width=50, height=50, treasures=2,
+                              discovery_radius=5, hint_radius=20, view_radius=30,
+                              max_players=8, rounds=RoundPlan(lobby_ticks=1)))
     bots = Bots(world, capacity=4)
     bots.add(hunt, 2, RANDOM, seed=1)
     bots.add(hunt, 1, HUNTER, seed=2)

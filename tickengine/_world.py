@@ -18,7 +18,7 @@ import numpy as np
 
 from ._config import EngineConfig, HuntParams
 from ._discovery import find_finders, respawn_due, score_discoveries, spawn_rows
-from ._dtypes import DISCOVERY_DTYPE, LEADER_DTYPE, MEMBERSHIP_DTYPE, VISIBLE_DTYPE
+from ._dtypes import DISCOVERY_DTYPE, LEADER_DTYPE, MEMBERSHIP_DTYPE, RESULT_DTYPE, VISIBLE_DTYPE
 from ._errors import CapacityError, ConfigError, HuntFullError, StalePlayerError, UnknownHuntError
 from ._grid import (
     MAX_SORT_CHUNKS,
@@ -36,6 +36,8 @@ from ._leaderboard import rank_hunts
 from ._membership import apply_membership
 from ._movement import apply_inputs_and_move
 from ._moves import MoveBuffer, check_id
+from ._rounds import RS_NUMBER, RS_PHASE, RoundState, advance, begin_rounds, round_state, rounds_due
+from ._rounds import request as request_round
 from ._state import (
     ACTIVE,
     HF_DISC_R,
@@ -105,6 +107,11 @@ class TickResult:
     dropped_events: int
     #: Nanoseconds spent in each of :data:`PHASES`.
     phase_ns: np.ndarray
+    #: Indices of the round hunts whose phase changed this tick (step 0), ascending.
+    round_changed: np.ndarray
+    #: ``RESULT_DTYPE`` records: the final standings of the rounds that ended this tick,
+    #: by hunt, rank 1 first.
+    results: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +229,12 @@ class World:
         self._scorers = np.zeros(T, np.int32)
         self._lb_full = True
         self._phase_ns = np.zeros(len(PHASES), np.int64)
+        # Rounds: how many hunts have a plan, step 0's scratch, the standings buffer (sized
+        # when the first round hunt is added).
+        self._round_hunts = 0
+        self._round_due = np.zeros(H, np.int32)
+        self._round_changed = np.zeros(H, np.int32)
+        self._results = np.zeros(0, RESULT_DTYPE)
         # Visibility.
         self._vis_records = np.zeros(config.max_visible, VISIBLE_DTYPE)
         self._vis_offsets = np.zeros(P + 1, np.int64)
@@ -314,11 +327,17 @@ class World:
         H.rng[h] = np.uint64(params.seed)
         first, stop = T.used, T.used + params.treasures
         T.hunt[first:stop] = h
-        spawn_rows(first, stop, T.hunt, T.state, T.x, T.y, T.value, T.finder_slot, T.finder_gen,
-                   H.f, H.i, H.rng)
+        if params.rounds is None:
+            spawn_rows(first, stop, T.hunt, T.state, T.x, T.y, T.value, T.finder_slot,
+                       T.finder_gen, H.f, H.i, H.rng)
         T.used = stop
         H.count += 1
         self.hunt_params.append(params)
+        if params.rounds is not None:
+            if not self._round_hunts:
+                self._results = np.zeros(self.players.capacity, RESULT_DTYPE)
+            self._round_hunts += 1
+            begin_rounds(self, h)
         self._rebuild_grids()
         return h
 
@@ -451,6 +470,9 @@ class World:
         clock = time.perf_counter_ns
         ph = self._phase_ns
         c0 = clock()
+        n_round_changed = n_results = 0
+        if self._round_hunts:
+            n_round_changed, n_results = self._step_rounds(t)
         n_mem, drop_mem = apply_membership(
             t, self._n_ops, self._op_kind, self._op_slot,
             P.state, P.gen, P.hunt, P.leaving, P.x, P.y, P.x_prev, P.y_prev, P.dx, P.dy,
@@ -512,7 +534,24 @@ class World:
             respawns=respawns,
             dropped_events=drop_mem + drop_disc,
             phase_ns=ph,
+            round_changed=self._round_changed[:n_round_changed],
+            results=self._results[:n_results],
         )
+
+    def _step_rounds(self, t: int) -> tuple[int, int]:
+        """Step 0 (docs/rules.md, "Rounds"): returns (hunts whose phase changed, result rows)."""
+        H, T = self.hunts, self.treasures
+        k = rounds_due(t, H.count, H.round, T.state, H.i, H.board_len, H.board_score,
+                       self._round_due)
+        changed = written = 0
+        for q in range(k):
+            h = int(self._round_due[q])
+            before = (int(H.round[h, RS_PHASE]), int(H.round[h, RS_NUMBER]))
+            written += advance(self, h, t, self._results, written)
+            if (int(H.round[h, RS_PHASE]), int(H.round[h, RS_NUMBER])) != before:
+                self._round_changed[changed] = h
+                changed += 1
+        return changed, written
 
     def _build_treasure_grid(self) -> int:
         """Sort the active treasures into the treasure grid; returns how many were placed."""
@@ -578,6 +617,26 @@ class World:
         out["gen"] = H.board_gen[h, :m]
         out["score"] = H.board_score[h, :m]
         return out
+
+    @property
+    def has_rounds(self) -> bool:
+        """Whether any hunt of this world has a round plan."""
+        return self._round_hunts > 0
+
+    def round_state(self, hunt: int | str) -> RoundState | None:
+        """A hunt's round clock as of the last tick (None: the hunt has no round plan)."""
+        return round_state(self, self.hunt_index(hunt))
+
+    def request_round(self, hunt: int | str, action: str) -> None:
+        """Queue a round change for the next tick's step 0 (docs/rules.md, "Rounds"):
+        ``"start"`` the next round now (from a lobby, or from the results phase, skipping
+        the next lobby), or ``"end"`` the running round now. A later request before the
+        tick replaces an earlier one.
+
+        Raises :class:`RoundError` when the hunt has no plan or its phase does not allow
+        the action (nothing is queued then).
+        """
+        request_round(self, self.hunt_index(hunt), action)
 
     def treasure_rows(self, hunt: int | str) -> slice:
         """The rows of ``world.treasures`` that belong to a hunt."""

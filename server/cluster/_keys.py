@@ -27,6 +27,11 @@ class Keys:
     def hunts(self) -> str:
         return f"{self.prefix}:hunts"
 
+    @property
+    def stopped(self) -> str:
+        """Hunts an operator stopped: name -> JSON of when and who (they never run again)."""
+        return f"{self.prefix}:stopped"
+
     def lease(self, hunt: str) -> str:
         return f"{self.prefix}:lease:{hunt}"
 
@@ -42,8 +47,28 @@ class Keys:
         return f"{self.prefix}:names"
 
     @property
+    def user_leaderboard(self) -> str:
+        """Users (ticket mode) by their best score in any hunt (sorted set, member: user id)."""
+        return f"{self.prefix}:users:leaderboard"
+
+    @property
+    def user_names(self) -> str:
+        """Each user's display name from their latest ticket (hash, field: user id)."""
+        return f"{self.prefix}:users:names"
+
+    @property
     def discoveries(self) -> str:
         return f"{self.prefix}:discoveries"
+
+    @property
+    def results(self) -> str:
+        """The stream of round results (one entry per ended round, field ``key``)."""
+        return f"{self.prefix}:results"
+
+    @property
+    def results_published(self) -> str:
+        """The keys (``<hunt>#<round>``) of the rounds already in the results stream."""
+        return f"{self.prefix}:results:published"
 
     @property
     def exported(self) -> str:

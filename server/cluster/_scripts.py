@@ -106,21 +106,24 @@ return out
 """
 
 #: One batch of the event sink, all or nothing and at most once.
-#: KEYS: stream, leaderboard, names, exported, the sink's mark.
+#: KEYS: stream, leaderboard, names, exported, the sink's mark, user leaderboard, user names.
 #: ARGV: seq, mark_ttl_ms, stream_maxlen, node, n_discoveries, n_scores, n_removed,
-#:       n_exported, then 7 per discovery (hunt, tick, player_id, name, value, x, y),
-#:       3 per score (member, score, name), 1 per removed member, 2 per hunt (hunt, tick).
+#:       n_exported, n_users, then 8 per discovery (hunt, tick, player_id, name, value, x,
+#:       y, user), 3 per score (member, score, name), 1 per removed member, 2 per hunt
+#:       (hunt, tick), 3 per user (user, score, name): a user's score only ever rises
+#:       (ZADD GT: the best in any hunt), the name is the latest.
 #: Returns 0 when the mark shows this batch (or a later one) was already written: a
 #: retry after a lost reply writes nothing twice.
 WRITE_BATCH = """
 local seq = tonumber(ARGV[1])
 if tonumber(redis.call('GET', KEYS[5]) or '0') >= seq then return 0 end
-local i = 9
+local i = 10
 for _ = 1, tonumber(ARGV[5]) do
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*',
     'hunt', ARGV[i], 'tick', ARGV[i + 1], 'player_id', ARGV[i + 2], 'name', ARGV[i + 3],
-    'value', ARGV[i + 4], 'x', ARGV[i + 5], 'y', ARGV[i + 6], 'node', ARGV[4])
-  i = i + 7
+    'value', ARGV[i + 4], 'x', ARGV[i + 5], 'y', ARGV[i + 6], 'user', ARGV[i + 7],
+    'node', ARGV[4])
+  i = i + 8
 end
 for _ = 1, tonumber(ARGV[6]) do
   redis.call('ZADD', KEYS[2], ARGV[i + 1], ARGV[i])
@@ -136,6 +139,21 @@ for _ = 1, tonumber(ARGV[8]) do
   redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
+for _ = 1, tonumber(ARGV[9]) do
+  redis.call('ZADD', KEYS[6], 'GT', ARGV[i + 1], ARGV[i])
+  redis.call('HSET', KEYS[7], ARGV[i], ARGV[i + 2])
+  i = i + 3
+end
 redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[2])
 return 1
+"""
+
+#: KEYS: results stream, published set. ARGV: key, maxlen, field, value, ... Adds one
+#: round's results to the stream unless its key is in the set already; returns the new
+#: entry's id, or false for a round published before.
+PUBLISH_RESULT = """
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then
+  return false
+end
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 """

@@ -10,6 +10,10 @@ batch's mark, see below):
 - changed scores go to the global leaderboard (sorted set, member
   ``"<hunt>/<player_id>"``) and names to ``<prefix>:names``; players who left are
   removed from both;
+- in ticket mode the players' users too: each user's best score in any hunt goes to
+  ``<prefix>:users:leaderboard`` (member: the user id; a score only ever rises) and the
+  display name of their latest ticket to ``<prefix>:users:names``; users stay when
+  their players leave;
 - ``<prefix>:exported`` records, per hunt, the last tick whose events are all in
   Redis (a new owner re-publishes the ticks after it).
 
@@ -131,10 +135,11 @@ class EventSink:
              scores: dict[int, tuple[str, int]], removed: list[int]) -> None:
         """Queue one tick's events of ``hunt``; never blocks, never raises.
 
-        ``discoveries``: ``(player_id, name, value, x, y)`` tuples (value in points, x
-        and y in world units); the sink keeps the list itself, so do not change it
-        afterwards. ``scores``: player_id -> (name, score) of players whose score
-        changed or who joined. ``removed``: player ids that left the hunt.
+        ``discoveries``: ``(player_id, name, value, x, y, user)`` tuples (value in points,
+        x and y in world units, user "" for an anonymous player); the sink keeps the list
+        itself, so do not change it afterwards. ``scores``: player_id -> (name, score,
+        user) of players whose score changed or who joined. ``removed``: player ids that
+        left the hunt. (5-tuples and 2-tuples without the user are taken as anonymous.)
         """
         try:
             now = time.monotonic()
@@ -302,9 +307,10 @@ class EventSink:
             t = str(tick)
             for d in found:
                 try:
-                    pid, name, value, x, y = d
+                    pid, name, value, x, y = d[:5]
+                    user = str(d[5]) if len(d) > 5 else ""
                     disc += (hunt, t, str(int(pid)), str(name), str(int(value)),
-                             str(round(float(x), 3)), str(round(float(y), 3)))
+                             str(round(float(x), 3)), str(round(float(y), 3)), user)
                 except (TypeError, ValueError):
                     bad += 1
             since += len(found)
@@ -313,23 +319,31 @@ class EventSink:
                 await trio.lowlevel.checkpoint()
         scores: list[str] = []
         removed: list[str] = []
+        users: dict[str, tuple[int, str]] = {}
         for (hunt, pid), entry in b.scores.items():
             if entry is None:
                 removed.append(member(hunt, pid))
                 continue
             try:
-                scores += (member(hunt, pid), str(int(entry[1])), str(entry[0]))
+                score = int(entry[1])
+                scores += (member(hunt, pid), str(score), str(entry[0]))
+                user = str(entry[2]) if len(entry) > 2 else ""
             except (TypeError, ValueError, IndexError):
                 bad += 1
+                continue
+            if user:  # the best score of the batch, the name of the latest push
+                users[user] = (max(score, users.get(user, (score, ""))[0]), str(entry[0]))
         if bad:
             self.push_errors += bad
             self.log.error("event_input_malformed", count=bad,
-                           hint="discoveries must be (player_id, name, value, x, y) tuples, "
-                                "scores player_id -> (name, score)")
+                           hint="discoveries must be (player_id, name, value, x, y, user) "
+                                "tuples, scores player_id -> (name, score, user)")
         cursors = [x for hunt, tick in b.exported.items() for x in (hunt, str(tick))]
-        return [str(self.stream_maxlen), self.node_id, str(len(disc) // 7),
+        flat_users = [x for user, (score, name) in users.items()
+                      for x in (user, str(score), name)]
+        return [str(self.stream_maxlen), self.node_id, str(len(disc) // 8),
                 str(len(scores) // 3), str(len(removed)), str(len(b.exported)),
-                *disc, *scores, *removed, *cursors]
+                str(len(users)), *disc, *scores, *removed, *cursors, *flat_users]
 
     def _failed(self, exc: ClusterUnavailable) -> None:
         self.failures += 1

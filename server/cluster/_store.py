@@ -41,13 +41,14 @@ def parse_discovery(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
     """A stream entry of ``<prefix>:discoveries`` as a dict with typed values.
 
     Keys: id, time_ms (when Redis appended it), hunt, tick, player_id, name, value,
-    x, y (world units), node.
+    x, y (world units), user (the finder's user id in ticket mode, else ""), node.
     """
     return {"id": entry_id, "time_ms": int(entry_id.partition("-")[0]),
             "hunt": fields.get("hunt", ""), "tick": int(fields.get("tick", 0)),
             "player_id": int(fields.get("player_id", 0)), "name": fields.get("name", ""),
             "value": int(fields.get("value", 0)), "x": float(fields.get("x", 0.0)),
-            "y": float(fields.get("y", 0.0)), "node": fields.get("node", "")}
+            "y": float(fields.get("y", 0.0)), "user": fields.get("user", ""),
+            "node": fields.get("node", "")}
 
 
 class ClusterStore:
@@ -70,6 +71,7 @@ class ClusterStore:
         self._leaderboard = s(lua.LEADERBOARD)
         self._write_batch = s(lua.WRITE_BATCH)
         self._read_pending = s(lua.READ_PENDING)
+        self._publish_result = s(lua.PUBLISH_RESULT)
 
     @classmethod
     @asynccontextmanager
@@ -184,6 +186,18 @@ class ClusterStore:
         body = await self._call("hunt", lambda: self.client.hget(self.keys.hunts, name))
         return None if body is None else json.loads(body)
 
+    async def mark_stopped(self, name: str, info: dict[str, Any]) -> None:
+        """Mark hunt ``name`` stopped by an operator (``info``: when, who): no node places
+        or adopts it again, and a node running it stops it."""
+        body = json.dumps(info, sort_keys=True, separators=(",", ":"))
+        await self._call("mark_stopped", lambda: self.client.hset(
+            self.keys.stopped, {name: body}))
+
+    async def stopped(self) -> dict[str, dict[str, Any]]:
+        """Every hunt an operator stopped: name -> what :meth:`mark_stopped` was given."""
+        raw = await self._call("stopped", lambda: self.client.hgetall(self.keys.stopped))
+        return {name: json.loads(body) for name, body in raw.items()}
+
     # ------------------------------------------------------------------ leases
 
     async def acquire(self, hunt: str, node_id: str, ttl_ms: int) -> Lease | None:
@@ -240,6 +254,18 @@ class ClusterStore:
                          "score": int(float(flat[i + 1]))})
         return rows
 
+    async def user_leaderboard(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The best ``limit`` users (ticket mode) of all hunts, highest first: dicts with
+        user, name (from the user's latest ticket) and score (the user's best in any hunt,
+        kept after the player leaves)."""
+        if limit <= 0:
+            return []
+        k = self.keys
+        flat = await self._call("leaderboard", lambda: self._leaderboard(
+            keys=[k.user_leaderboard, k.user_names], args=[str(int(limit))], readonly=True))
+        return [{"user": flat[i], "name": flat[i + 2], "score": int(float(flat[i + 1]))}
+                for i in range(0, len(flat), 3)]
+
     async def exported(self, hunts: Sequence[str]) -> dict[str, int]:
         """Per hunt, the last tick whose events reached Redis (hunts never exported are
         left out)."""
@@ -257,6 +283,32 @@ class ClusterStore:
         entries = await self._call("recent_discoveries", lambda: self.client.xrevrange(
             self.keys.discoveries, end="+", start="-", count=count))
         return [parse_discovery(e.identifier, dict(e.field_values)) for e in entries]
+
+    # ------------------------------------------------------------------ round results
+
+    async def publish_result(self, record: dict[str, Any], maxlen: int = 100_000) -> str | None:
+        """Add one round's results (server/hunt/_rounds.py's record) to the results stream,
+        once: fields ``key`` (``<hunt>#<round>``, unique), ``hunt``, ``round``,
+        ``ended_tick``, ``players`` and ``results`` (the record as JSON). Returns the
+        entry's id, or None when that key was published before (by any node). A consumer
+        de-duplicates by ``key`` all the same: a reply lost after the write makes the
+        caller retry, and the retry finds the key and adds nothing."""
+        k = self.keys
+        fields = ["key", record["key"], "hunt", record["hunt"], "round", str(record["round"]),
+                  "ended_tick", str(record["ended_tick"]), "players", str(record["players"]),
+                  "results", json.dumps(record, sort_keys=True)]
+        got = await self._call("the results stream", lambda: self._publish_result(
+            keys=[k.results, k.results_published], args=[record["key"], str(maxlen), *fields]))
+        return str(got) if got else None
+
+    async def read_results(self, after: str = "0", count: int = 100) -> list[dict[str, Any]]:
+        """Entries of the results stream after id ``after`` (oldest first): each the
+        record itself, with the entry ``id``."""
+        entries = await self._call("XRANGE results", lambda: self.client.xrange(
+            self.keys.results, start=f"({after}" if after != "0" else "-", end="+",
+            count=count))
+        return [{**json.loads(dict(e.field_values)["results"]), "id": e.identifier}
+                for e in entries]
 
     # ------------------------------------------------------------------ stream consumers
 
@@ -312,7 +364,8 @@ class ClusterStore:
         the mark shows it was written already. For :class:`EventSink`."""
         k = self.keys
         done = await self._call("the event batch", lambda: self._write_batch(
-            keys=[k.discoveries, k.leaderboard, k.names, k.exported, mark_key],
+            keys=[k.discoveries, k.leaderboard, k.names, k.exported, mark_key,
+                  k.user_leaderboard, k.user_names],
             args=[str(seq), str(mark_ttl_ms), *args]))
         return bool(done)
 

@@ -23,6 +23,16 @@ state hash) then raw arrays, each ``count`` items long, in this order: move ids
 bytes each: :func:`token_hash`; segment format 1 held the tokens themselves), join
 names (UTF-8, concatenated), leaves (i8 player ids), hunts added (a
 JSON list of ``HuntParams.to_dict()``), server events (a JSON list).
+
+A round request (``World.request_round``, an operator's "start the next round now" or
+"end the round now") travels in the events list as ``{"round": "start" | "end",
+"hunt": <hunt index>}``; recovery and replay apply it before the tick's moves. A
+journal without any (every older one) replays as before.
+
+The joins' user ids (ticket mode, server/auth) travel in the events list, as one event
+``{"join_users": [user of join 0, user of join 1, ...]}`` ("" for an anonymous join),
+written only when some join has a user: a journal without it (every older one) reads
+as anonymous joins, and an older reader takes it for a server event it ignores.
 """
 
 from __future__ import annotations
@@ -56,6 +66,11 @@ MAX_PAYLOAD = 1 << 30
 SEGMENT_FORMAT = 2
 READABLE_FORMATS = (1, 2)
 
+#: The key of a round request event (see the module docstring).
+ROUND_EVENT = "round"
+#: The key of the event that carries the joins' user ids (see the module docstring).
+JOIN_USERS = "join_users"
+
 _I8, _I4, _U4, _F8 = np.dtype("<i8"), np.dtype("<i4"), np.dtype("<u4"), np.dtype("<f8")
 
 
@@ -81,6 +96,8 @@ class TickRecord:
     join_hunts: np.ndarray
     join_names: list[str]
     join_tokens: list[bytes]
+    #: Each join's user id (ticket mode), "" for an anonymous one.
+    join_users: list[str]
     leaves: np.ndarray
     move_ids: np.ndarray
     move_seqs: np.ndarray
@@ -112,9 +129,15 @@ def encode_segment_header(first_tick: int, info: dict[str, Any]) -> bytes:
 def encode_tick(tick: int, *, hunts: list[dict[str, Any]], join_ids: np.ndarray,
                 join_hunts: np.ndarray, join_names: list[bytes], join_tokens: list[bytes],
                 leaves: np.ndarray, moves: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-                state_hash: bytes | None, events: list[Any] | None) -> bytes:
-    """One tick record. Arrays must already have the record's dtypes (see module doc)."""
+                state_hash: bytes | None, events: list[Any] | None,
+                join_users: list[str] | None = None) -> bytes:
+    """One tick record. Arrays must already have the record's dtypes (see module doc);
+    ``join_users``: each join's user id ("" anonymous), None when all are anonymous."""
     ids, seqs, dx, dy = moves
+    if join_users is not None and any(join_users):
+        if len(join_users) != join_ids.shape[0]:
+            raise ValueError("join_users must give one user id (or \"\") per join")
+        events = [*(events or ()), {JOIN_USERS: list(join_users)}]
     hunts_json = json.dumps(hunts).encode() if hunts else b""
     events_json = json.dumps(events).encode() if events else b""
     names = b"".join(join_names)
@@ -232,9 +255,18 @@ def decode_tick(tick: int, payload: bytes | memoryview) -> TickRecord:
         raise FormatError(f"tick {tick}: hunts or events are not JSON: {exc}") from exc
     if not isinstance(hunts, list) or not isinstance(events, list):
         raise FormatError(f"tick {tick}: hunts and events must be JSON lists")
+    users = [""] * n_joins
+    for k, event in enumerate(events):
+        if isinstance(event, dict) and JOIN_USERS in event:
+            users = event[JOIN_USERS]
+            if not (isinstance(users, list) and len(users) == n_joins
+                    and all(isinstance(u, str) for u in users)):
+                raise FormatError(f"tick {tick}: join_users does not match the joins")
+            del events[k]
+            break
     return TickRecord(
         tick=tick, hunts=hunts, join_ids=join_ids, join_hunts=join_hunts, join_names=names,
-        join_tokens=tokens, leaves=leaves, move_ids=move_ids, move_seqs=move_seqs,
+        join_tokens=tokens, join_users=users, leaves=leaves, move_ids=move_ids, move_seqs=move_seqs,
         move_dx=move_dx, move_dy=move_dy,
         state_hash=digest.hex() if flags & FLAG_HASH else None, events=events,
     )

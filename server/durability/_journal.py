@@ -266,14 +266,16 @@ class Journal:
     # ------------------------------------------------------------------ the tick
 
     def append_tick(self, tick: int, *, hunts: Iterable[HuntParams] = (),
-                    joins: Iterable[tuple[int, int, str, bytes]] = (),
+                    joins: Iterable[tuple[int, int, str, bytes] | tuple[int, int, str, bytes, str]]
+                    = (),
                     leaves: Iterable[int] = (),
                     moves: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
                     state_hash: str | None = None, events: list[Any] | None = None) -> int:
         """Record tick ``tick``'s inputs in one write (and fsync per policy); returns bytes.
 
         ``hunts``: added before this tick. ``joins``: ``(player_id, hunt index,
-        name, 16-byte token)`` in the order the server joined them. ``leaves``:
+        name, 16-byte token[, user id])`` in the order the server joined them (the user
+        id of ticket mode; none or "" for an anonymous player). ``leaves``:
         player ids in the order the server called ``leave``. ``moves``: the
         ``(ids, seqs, dx, dy)`` arrays given to ``put_many`` (int64, int64,
         float64, float64). ``state_hash``: ``world.state_hash()`` after the
@@ -294,6 +296,7 @@ class Journal:
         join_hunts = np.fromiter((j[1] for j in join_list), _I4, len(join_list))
         names = [j[2].encode() for j in join_list]
         tokens = [bytes(j[3]) for j in join_list]
+        users = [str(j[4]) if len(j) > 4 else "" for j in join_list]
         if any(len(t) != TOKEN_BYTES for t in tokens):
             raise JournalError(f"join tokens must be {TOKEN_BYTES} bytes")
         leave_ids = np.fromiter(leaves, _I8)
@@ -318,7 +321,8 @@ class Journal:
             self._hash_tick, self._hash = tick, state_hash
         record = encode_tick(tick, hunts=hunt_dicts, join_ids=ids, join_hunts=join_hunts,
                              join_names=names, join_tokens=tokens, leaves=leave_ids,
-                             moves=move_arrays, state_hash=digest, events=events)
+                             moves=move_arrays, state_hash=digest, events=events,
+                             join_users=users)
         if (self._fd is None or tick == self._roll_at
                 or self._segment_size + len(record) > self.segment_bytes):
             self._open_segment(tick)

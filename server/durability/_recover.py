@@ -30,6 +30,7 @@ from ._format import (
     HEADER,
     KIND_SEGMENT,
     KIND_TICK,
+    ROUND_EVENT,
     FormatError,
     TickRecord,
     decode_segment_header,
@@ -54,6 +55,8 @@ class Join:
     hunt: int
     name: str
     token: bytes
+    #: The player's user id (ticket mode), "" for an anonymous player or an older journal.
+    user: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,10 +328,11 @@ def _replay(rec: Recovered, chain: list[_Entry], verify: bool,
         t = record.tick
         # Joins carry token hashes, whatever the segment's format stored.
         rec.joins += [Join(t, int(pid), int(h), name,
-                           token if entry.hashed else token_hash(token))
-                      for pid, h, name, token in zip(
+                           token if entry.hashed else token_hash(token), user)
+                      for pid, h, name, token, user in zip(
                           record.join_ids.tolist(), record.join_hunts.tolist(),
-                          record.join_names, record.join_tokens, strict=True)]
+                          record.join_names, record.join_tokens, record.join_users,
+                          strict=True)]
         # A left player's slot keeps its hunt and score until a later tick's join reuses it.
         P = rec.world.players
         rec.leaves += [Leave(t, pid, int(P.hunt[s]), int(P.score[s]), int(P.score_tick[s]))
@@ -352,7 +356,8 @@ def apply_record(world: World, record: TickRecord) -> Any:
     """Re-run one journaled tick on ``world`` exactly as the server ran it; its TickResult.
 
     Order: hunts added, joins (consecutive joins to one hunt as one
-    ``join_many``), leaves, ``moves.put_many``, ``tick()``. Raises
+    ``join_many``), leaves, round requests (``World.request_round``, from the
+    events ``{"round": "start" | "end", "hunt": index}``), ``moves.put_many``, ``tick()``. Raises
     :class:`RecoveryError` when the engine refuses an input or hands out
     another player id than the journal recorded.
     """
@@ -379,10 +384,13 @@ def apply_record(world: World, record: TickRecord) -> Any:
             i = j
         for pid in record.leaves.tolist():
             world.leave(pid)
+        for event in record.events:
+            if isinstance(event, dict) and ROUND_EVENT in event:
+                world.request_round(event["hunt"], event[ROUND_EVENT])
         if record.move_ids.shape[0]:
             world.moves.put_many(record.move_ids, record.move_seqs, record.move_dx,
                                  record.move_dy)
-    except (TickEngineError, ValueError, TypeError) as exc:
+    except (TickEngineError, ValueError, TypeError, KeyError) as exc:
         raise RecoveryError(f"tick {t}: the journal does not apply to the replayed state "
                             f"({exc}); {FRESH_HINT}") from exc
     return world.tick()

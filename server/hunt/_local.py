@@ -1,11 +1,12 @@
 """The placement of a single server: every hunt runs here (a cluster of one).
 
-The configured hunts, the hunts clients created in an earlier run (their
-``hunt.json`` under ``<data_dir>/hunts/``) and those they create now
-(``allow_create_hunts``) each get a hub; a data dir of the older layout (one
-journal for all hunts) is recovered as one hub for its hunts. A hunt that fails
-is restarted here from its journal after a backoff (server/hunt/_placement.py says
-what a failure does).
+The configured hunts, the hunts clients or operators created in an earlier run
+(their ``hunt.json`` under ``<data_dir>/hunts/``) and those created now
+(``allow_create_hunts``, the admin API) each get a hub, except the hunts an
+operator stopped (their ``stopped.json``: server/hunt/_admin_state.py); a data
+dir of the older layout (one journal for all hunts) is recovered as one hub for
+its hunts. A hunt that fails is restarted here from its journal after a backoff
+(server/hunt/_placement.py says what a failure does).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..protocol import ErrorCode, ErrorMessage, Redirect, Refused
 from ._placement import (
     HEALTHY_AFTER,
     LOCAL_TOKEN,
+    Location,
     Placement,
     Running,
     StartError,
@@ -33,6 +35,7 @@ from ._placement import (
     _start_hint,
     hunt_dir_name,
     hunt_world_config,
+    stopped_message,
 )
 
 if TYPE_CHECKING:
@@ -74,7 +77,7 @@ class LocalPlacement(Placement):
             if legacy is not None:
                 runs.append(self._start_legacy(legacy))
             for name, params in self.catalogue.items():
-                if name not in self.running:
+                if name not in self.running and name not in self.stopped:
                     runs.append(self._start(name, params))
             for r in runs:
                 await r.ready.wait()
@@ -120,6 +123,9 @@ class LocalPlacement(Placement):
             if params.name not in self.catalogue:
                 self.catalogue[params.name] = params
                 self.created += 1
+        from ._admin_state import read_stopped
+
+        self.stopped.update(read_stopped(data_dir))
         if list_segments(data_dir) or list_snapshots(data_dir):
             self.log.info("data_dir_layout", layout="single journal", data_dir=str(data_dir),
                           hint="one hub ticks every hunt of this journal; hunts created from "
@@ -208,6 +214,8 @@ class LocalPlacement(Placement):
 
     async def _restart(self, old: Running, delay: float) -> None:
         await trio.sleep(delay)
+        if old.name in self.stopped:
+            return
         if old.legacy:
             r = self._start_legacy(old.data_dir)
         else:
@@ -231,6 +239,8 @@ class LocalPlacement(Placement):
                 return Refused(ErrorCode.RESUME_INVALID, "this resume token is unknown, "
                                "expired or its player left; join again without it")
         for _ in range(3):
+            if hunt in self.stopped:
+                return Refused(ErrorCode.UNKNOWN_HUNT, stopped_message(hunt))
             r = self.running.get(hunt)
             if r is not None and not r.stopped.is_set():
                 await r.ready.wait()
@@ -281,6 +291,49 @@ class LocalPlacement(Placement):
             done.set()
         return None
 
+    async def create_hunt(self, params: HuntParams) -> str:
+        name = params.name
+        if name in self.catalogue or name in self._creating:
+            return "exists"
+        if self.created >= self.cfg.max_created_hunts:
+            return "full"
+        done = self._creating[name] = trio.Event()
+        try:
+            self.created += 1
+            self.catalogue[name] = params
+            self.log.info("hunt_created", hunt=name, by="admin")
+            r = self._start(name, params)
+            await r.ready.wait()
+        finally:
+            del self._creating[name]
+            done.set()
+        return "created"
+
+    async def locate(self, hunt: str) -> Location:
+        params = self.catalogue.get(hunt)
+        if params is None:
+            return Location(None)
+        r = self.running.get(hunt)
+        hub = r.hub if r is not None and r.hub is not None and r.hub.running else None
+        return Location(params.to_dict(), hub=hub, stopped=self.stopped.get(hunt))
+
+    async def stop_hunt(self, hunt: str, info: dict[str, Any]) -> None:
+        r = self.running.get(hunt)
+        if r is not None and r.legacy and len(r.hunts) > 1:
+            raise ValueError(f"hunt {hunt!r} shares the older single journal of the data dir "
+                             f"with {', '.join(n for n in r.hunts if n != hunt)}: it cannot "
+                             "stop alone (move the data dir aside with --fresh to split them)")
+        if self.cfg.data_dir:
+            from ._admin_state import mark_stopped
+
+            await trio.to_thread.run_sync(mark_stopped, self.cfg.data_dir, hunt, info)
+        self.stopped[hunt] = info
+        self.failed.pop(hunt, None)
+        r = self.running.get(hunt)
+        if r is not None:
+            await self._stop(r, "stopped by an operator", release=False,
+                             code=ErrorCode.UNKNOWN_HUNT, message=stopped_message(hunt))
+
     async def leave(self) -> None:
         for r in list(dict.fromkeys(self.running.values())):
             await self._stop(r, "server shutting down", release=False, code=None)
@@ -293,7 +346,8 @@ class LocalPlacement(Placement):
             hub = r.hub if r is not None else None
             h = hub.world.hunt_index(name) if hub is not None else None
             rows.append({"name": name, "owner": None, "owner_url": url,
-                         "owner_live": name not in self.failed, "token": None,
+                         "owner_live": name not in self.failed and name not in self.stopped,
+                         "stopped": name in self.stopped, "token": None,
                          "players": int(hub.world.hunts.players[h]) if hub else 0,
                          "tick": hub.world.tick_number if hub else None,
                          "max_players": params.max_players})

@@ -49,11 +49,13 @@ from ..cluster import ClusterStore, ClusterUnavailable, EventSink, Lease, NodeIn
 from ..protocol import ErrorCode, ErrorMessage, Redirect, Refused
 from ._placement import (
     HEALTHY_AFTER,
+    Location,
     Placement,
     Running,
     _fit,
     hunt_dir_name,
     hunt_world_config,
+    stopped_message,
 )
 
 if TYPE_CHECKING:
@@ -174,9 +176,14 @@ class RedisPlacement(Placement):
             r.hub.lease_deadline = deadline
 
     async def _place(self) -> None:
-        """Adopt the hunts leased to this node; lease the free ones to the least loaded."""
+        """Adopt the hunts leased to this node; lease the free ones to the least loaded;
+        stop the hunts an operator stopped (should the call to stop them have missed us)."""
         store = self.store
-        catalogue = await store.hunts()
+        self.stopped = stopped = await store.stopped()
+        for name, r in list(self.running.items()):
+            if name in stopped and not r.stopping:
+                self.nursery.start_soon(self._stop_for_good, r)
+        catalogue = {k: v for k, v in (await store.hunts()).items() if k not in stopped}
         if not catalogue:
             return
         owners = await store.owners(sorted(catalogue))
@@ -288,6 +295,8 @@ class RedisPlacement(Placement):
     async def route(self, hunt: str, token: bytes | None = None
                     ) -> Hub | Redirect | ErrorMessage:
         for _ in range(3):
+            if hunt in self.stopped:
+                return Refused(ErrorCode.UNKNOWN_HUNT, stopped_message(hunt))
             r = self.running.get(hunt)
             if r is not None and not r.stopped.is_set():
                 with trio.move_on_after(30):
@@ -311,6 +320,10 @@ class RedisPlacement(Placement):
         store = self.store
         lease = (await store.owners([hunt]))[hunt]
         if lease is None:
+            stopped = await store.stopped()
+            if hunt in stopped:  # stopped on another node since our last loop
+                self.stopped = stopped
+                return Refused(ErrorCode.UNKNOWN_HUNT, stopped_message(hunt))
             params = await store.hunt(hunt)
             if params is None:
                 params = await self._create(hunt)
@@ -358,6 +371,48 @@ class RedisPlacement(Placement):
                            f"holds the most hunts allowed ({fixed + cfg.max_created_hunts})")
         self.log.info("hunt_created", hunt=hunt)
         return d
+
+    # ------------------------------------------------------------------ operators
+
+    async def create_hunt(self, params: HuntParams) -> str:
+        fixed = len(self.app.config.world.hunts)
+        defined = await self.store.define_hunt(params.name, _params_dict(params),
+                                               limit=fixed + self.cfg.max_created_hunts)
+        if not defined:
+            return defined.value
+        self.log.info("hunt_created", hunt=params.name, by="admin")
+        await self._route_remote(params.name)  # placed now, not at the next loop
+        return "created"
+
+    async def locate(self, hunt: str) -> Location:
+        store = self.store
+        params = await store.hunt(hunt)
+        if params is None:
+            return Location(None)
+        stopped = (await store.stopped()).get(hunt)
+        r = self.running.get(hunt)
+        if r is not None and r.hub is not None and r.hub.running:
+            return Location(params, hub=r.hub, stopped=stopped)
+        lease = (await store.owners([hunt]))[hunt]
+        node = None
+        if lease is not None and lease.node_id != self.node_id:
+            node = {n.node_id: n for n in await store.live_nodes()}.get(lease.node_id)
+        return Location(params, node=node, stopped=stopped)
+
+    async def stop_hunt(self, hunt: str, info: dict[str, Any]) -> None:
+        await self.store.mark_stopped(hunt, info)
+        self.stopped[hunt] = info
+        if self.cfg.data_dir:
+            from ._admin_state import mark_stopped
+
+            await trio.to_thread.run_sync(mark_stopped, self.cfg.data_dir, hunt, info)
+        r = self.running.get(hunt)
+        if r is not None:
+            await self._stop_for_good(r)
+
+    async def _stop_for_good(self, r: Running) -> None:
+        await self._stop(r, "stopped by an operator", release=True,
+                         code=ErrorCode.UNKNOWN_HUNT, message=stopped_message(r.name))
 
     # ------------------------------------------------------------------ events
 
@@ -408,6 +463,7 @@ class RedisPlacement(Placement):
     async def hunts_view(self) -> list[dict[str, Any]]:
         store = self.store
         catalogue = await store.hunts()
+        stopped = await store.stopped()
         owners = await store.owners(sorted(catalogue)) if catalogue else {}
         nodes = {n.node_id: n for n in await store.live_nodes()}
         rows = []
@@ -419,6 +475,7 @@ class RedisPlacement(Placement):
                 "name": name, "owner": lease.node_id if lease else None,
                 "owner_url": node.public_url if node else None,
                 "owner_live": node is not None, "token": lease.token if lease else None,
+                "stopped": name in stopped,
                 "players": len(r.hub.sessions) if r and r.hub else None,
                 "tick": r.hub.world.tick_number if r and r.hub else None,
                 "max_players": catalogue[name].get("max_players")})

@@ -109,6 +109,20 @@ class Running:
     legacy: bool = False
 
 
+@dataclass(frozen=True)
+class Location:
+    """Where a hunt is, for an operator's call (:meth:`Placement.locate`)."""
+
+    #: Its parameters as the catalogue holds them (None: no hunt of that name).
+    params: dict[str, Any] | None
+    #: Its hub, when it ticks on this server.
+    hub: Hub | None = None
+    #: The live node that runs it, when that is another node (a server.cluster.NodeInfo).
+    node: Any = None
+    #: What its stop mark says, when an operator stopped it.
+    stopped: dict[str, Any] | None = None
+
+
 @dataclass
 class Failure:
     """A hunt that failed: what happened, how often in a row, and when it is retried."""
@@ -142,6 +156,9 @@ class Placement:
         self.failed: dict[str, Failure] = {}
         #: Failures in a row by hunt name (forgotten after HEALTHY_AFTER seconds of ticking).
         self.strikes: dict[str, int] = {}
+        #: Hunts an operator stopped, by name: what their stop mark says. They do not run
+        #: again, on this server or any other, and a HELLO for them is refused.
+        self.stopped: dict[str, dict[str, Any]] = {}
         self.nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ the interface
@@ -167,6 +184,22 @@ class Placement:
 
     async def leaderboard(self, limit: int) -> list[dict[str, Any]]:
         """The best ``limit`` players of all hunts (``/leaderboard``)."""
+        raise NotImplementedError
+
+    async def create_hunt(self, params: HuntParams) -> str:
+        """Define a hunt an operator asked for, and start it where it belongs: "created"
+        (it ticks, or is being placed), "exists" (a hunt of that name exists, stopped ones
+        included) or "full" (``max_created_hunts`` reached)."""
+        raise NotImplementedError
+
+    async def locate(self, hunt: str) -> Location:
+        """Where ``hunt`` is: its catalogue entry, its hub here or the node that runs it."""
+        raise NotImplementedError
+
+    async def stop_hunt(self, hunt: str, info: dict[str, Any]) -> None:
+        """Stop ``hunt`` for good (an operator asked; ``info`` says when and who): mark it
+        stopped (durably, before anything else), stop its hub if it ticks here (players get
+        ERROR ``UNKNOWN_HUNT``, close 4002) and never run it again."""
         raise NotImplementedError
 
     def hubs(self) -> list[Hub]:
@@ -330,6 +363,11 @@ class Placement:
 
     async def _released(self, r: Running) -> None:
         """Give ``r``'s hunt up (scale-out: release its lease)."""
+
+
+def stopped_message(name: str) -> str:
+    """What a player of a hunt an operator stopped is told (ERROR or REFUSED UNKNOWN_HUNT)."""
+    return _fit(f"hunt {name!r} was stopped by an operator: it is over; join another hunt")
 
 
 def _moved(name: str, why: str) -> str:

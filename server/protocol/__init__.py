@@ -39,6 +39,7 @@ from ._constants import MAX_NODE_BYTES as MAX_NODE_BYTES
 from ._constants import MAX_RESULT_ROWS as MAX_RESULT_ROWS
 from ._constants import MAX_SEQ as MAX_SEQ
 from ._constants import MAX_SERVER_FRAME_BYTES as MAX_SERVER_FRAME_BYTES
+from ._constants import MAX_TICKET_BYTES as MAX_TICKET_BYTES
 from ._constants import MAX_URL_BYTES as MAX_URL_BYTES
 from ._constants import NOT_FATAL as NOT_FATAL
 from ._constants import PROTOCOL_VERSION as PROTOCOL_VERSION

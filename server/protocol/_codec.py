@@ -72,8 +72,9 @@ def check_length(view: bytes | memoryview, expected: int, what: str) -> None:
 def encode_hello(e: Hello) -> bytes:
     name, hunt = e.name.encode(), e.hunt.encode()
     flags = K.HELLO_RESUME if e.resume_token is not None else 0
-    return HELLO.pack(MessageType.HELLO, e.version, flags, len(name), len(hunt), 0,
-                      e.resume_token or _NO_TOKEN) + name + hunt
+    ticket = e.ticket.encode("ascii")
+    return HELLO.pack(MessageType.HELLO, e.version, flags, len(name), len(hunt), len(ticket),
+                      e.resume_token or _NO_TOKEN) + name + hunt + ticket
 
 
 def decode_hello(view: memoryview) -> Hello:
@@ -85,16 +86,20 @@ def decode_hello(view: memoryview) -> Hello:
                                   f"speaks {sorted(K.SUPPORTED_VERSIONS)}", ErrorCode.BAD_VERSION)
     if len(view) < HELLO.size:
         raise malformed(f"HELLO needs at least {HELLO.size} bytes, got {len(view)}")
-    _, _, flags, name_len, hunt_len, reserved, token = HELLO.unpack_from(view)
-    if flags & ~K.HELLO_RESUME or reserved:
+    _, _, flags, name_len, hunt_len, ticket_len, token = HELLO.unpack_from(view)
+    if flags & ~K.HELLO_RESUME:
         raise malformed("HELLO has reserved bits set")
     if not flags & K.HELLO_RESUME and token != _NO_TOKEN:
         raise malformed("HELLO carries a resume token without the resume flag")
-    check_length(view, HELLO.size + name_len + hunt_len, "this HELLO")
-    name = utf8(view[HELLO.size:HELLO.size + name_len], "the player name", ErrorCode.BAD_NAME)
-    hunt = utf8(view[HELLO.size + name_len:], "the hunt name", ErrorCode.UNKNOWN_HUNT)
+    check_length(view, HELLO.size + name_len + hunt_len + ticket_len, "this HELLO")
+    at = HELLO.size + name_len
+    name = utf8(view[HELLO.size:at], "the player name", ErrorCode.BAD_NAME)
+    hunt = utf8(view[at:at + hunt_len], "the hunt name", ErrorCode.UNKNOWN_HUNT)
+    # Latin-1 never fails: Hello refuses what is not visible ASCII (TICKET_INVALID), after
+    # the name and the hunt, the order docs/protocol.md gives.
+    ticket = bytes(view[at + hunt_len:]).decode("latin-1")
     with remote_errors():
-        return Hello(name, hunt, version, token if flags else None)
+        return Hello(name, hunt, version, token if flags else None, ticket)
 
 
 def encode_welcome(e: Welcome) -> bytes:

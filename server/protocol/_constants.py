@@ -71,6 +71,20 @@ class ErrorCode(IntEnum):
     #: error, a bug) and stopped at its last durable tick; it restarts (here after a backoff,
     #: or on another node): resume with the token after a delay, through the entry URL.
     HUNT_FAILED = 4014
+    #: The server admits only players with a join ticket (``auth = "jwt"``), and this
+    #: HELLO carried none: get a ticket from the platform that sent you here.
+    TICKET_REQUIRED = 4015
+    #: The ticket is not one this server accepts: not a JWT, forged (bad signature), an
+    #: algorithm it does not allow (``none`` among them), another audience or issuer, a
+    #: claim missing or malformed, or over MAX_TICKET_BYTES. Do not retry with it.
+    TICKET_INVALID = 4016
+    #: The ticket's ``exp`` has passed: get a fresh ticket from the platform.
+    TICKET_EXPIRED = 4017
+    #: The ticket's ``nbf`` or ``iat`` lies in the future (beyond the server's leeway):
+    #: a clock is wrong, on the platform or on the server.
+    TICKET_NOT_YET_VALID = 4018
+    #: The ticket is valid but its ``hunts`` claim does not list the HELLO's hunt.
+    TICKET_FORBIDDEN = 4019
 
 
 #: Close code of an ERROR that does not end the connection (a warning).
@@ -98,7 +112,9 @@ CLOSE_REDIRECT = 4010
 REFUSAL_CODES = frozenset({
     ErrorCode.HUNT_FULL, ErrorCode.UNKNOWN_HUNT, ErrorCode.BAD_VERSION,
     ErrorCode.BAD_NAME, ErrorCode.RESUME_INVALID, ErrorCode.SERVER_FULL,
-    ErrorCode.TOO_MANY_JOINS, ErrorCode.ADDRESS_FULL,
+    ErrorCode.TOO_MANY_JOINS, ErrorCode.ADDRESS_FULL, ErrorCode.TICKET_REQUIRED,
+    ErrorCode.TICKET_INVALID, ErrorCode.TICKET_EXPIRED, ErrorCode.TICKET_NOT_YET_VALID,
+    ErrorCode.TICKET_FORBIDDEN,
 })
 
 
@@ -118,6 +134,9 @@ RESUME_TOKEN_BYTES = 16
 TICK_HEADER_BYTES = 64
 MAX_NAME_BYTES = 32
 MAX_HUNT_BYTES = 256
+#: Bytes of a HELLO's join ticket: what a HELLO with the longest name and hunt leaves of
+#: MAX_CLIENT_FRAME_BYTES (a JWT signed with RS256 and a 2048-bit key, or EdDSA, fits).
+MAX_TICKET_BYTES = 716
 MAX_MESSAGE_BYTES = 256
 #: UTF-8 bytes of a REDIRECT's url (ws:// or wss://) and of its node id.
 MAX_URL_BYTES = 256

@@ -78,6 +78,9 @@ class Hello:
     version: int = K.PROTOCOL_VERSION
     #: 16 bytes from an earlier WELCOME, to take the same player back after a disconnect.
     resume_token: bytes | None = None
+    #: A join ticket from the platform that sent the player ("" : none): opaque to the
+    #: protocol, visible ASCII (a JWT's characters), at most MAX_TICKET_BYTES.
+    ticket: str = field(default="", repr=False)  # a credential: kept out of reprs and logs
 
     def __post_init__(self) -> None:
         check_text(self, "name", K.MAX_NAME_BYTES, ErrorCode.BAD_NAME)
@@ -86,6 +89,11 @@ class Hello:
         token = self.resume_token
         if token is not None and not (isinstance(token, bytes) and len(token) == 16):
             _fail(self, "resume_token", "16 bytes or None", ErrorCode.RESUME_INVALID)
+        ticket = self.ticket
+        if not (isinstance(ticket, str) and len(ticket) <= K.MAX_TICKET_BYTES
+                and all("!" <= c <= "~" for c in ticket)):
+            _fail(self, "ticket", f"at most {K.MAX_TICKET_BYTES} characters of visible ASCII",
+                  ErrorCode.TICKET_INVALID)
 
 
 @dataclass(frozen=True, slots=True)

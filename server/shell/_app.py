@@ -28,7 +28,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
@@ -65,6 +65,9 @@ from ._http import HttpServer, Request, Response, file_response, json_response
 from ._poller import Poller, idle_step
 from ._ratelimit import AddressRates
 from ._stats import StatsCache
+
+if TYPE_CHECKING:
+    from ..auth import Identity, TicketVerifier
 
 STATIC = Path(__file__).parent.parent / "static"
 
@@ -120,6 +123,15 @@ class HuntServer:
                                         cfg.hello_burst_per_address)
         self.connect_rates = AddressRates(cfg.connections_per_second_per_address,
                                           cfg.connection_burst_per_address)
+        #: Ticket mode's verifier (None in anonymous mode): keys are read now, so a bad
+        #: key file stops the server before it binds anything.
+        self.verifier: TicketVerifier | None = None
+        if cfg.auth != "none":  # PyJWT and its crypto are loaded by ticket mode only
+            from ..auth import verifier_from_config
+
+            self.verifier = verifier_from_config(cfg)
+        self.user_hello_rates = AddressRates(cfg.hellos_per_second_per_user,
+                                             cfg.hello_burst_per_user)
         self.stats_cache = StatsCache()
         self.ports: Ports | None = None
         self._stop = trio.Event()
@@ -298,6 +310,11 @@ class HuntServer:
                           code="TOO_MANY_JOINS", reason=refusal.message)
             await self._fail(conn, refusal)
             return None
+        identity = None
+        if self.verifier is not None:
+            identity = await self._check_ticket(conn, hello)
+            if identity is False:
+                return None
         target = await self.placement.route(hello.hunt, hello.resume_token)
         if isinstance(target, Redirect):
             self.metrics.events.labels("redirect").inc()
@@ -313,7 +330,8 @@ class HuntServer:
             return None
         hub = target
         conn.version = hello.version
-        req = JoinRequest(conn, hello.name, hello.hunt, hello.resume_token)
+        name = identity.name if identity else hello.name
+        req = JoinRequest(conn, name, hello.hunt, hello.resume_token)
         hub.requests.append(req)
         await req.done.wait()
         if req.refusal is not None:
@@ -324,6 +342,35 @@ class HuntServer:
             return None
         self.metrics.events.labels("resume" if hello.resume_token else "join").inc()
         return hub, req.session
+
+    async def _check_ticket(self, conn: Connection, hello: Hello) -> Identity | bool | None:
+        """Ticket mode: the HELLO's identity; None for a resume without a ticket (its token
+        is the proof); False when refused (REFUSED sent, the connection closing). The
+        ticket itself is never logged."""
+        from ..auth import TicketError
+
+        if not hello.ticket and hello.resume_token is not None:
+            return None
+        try:
+            identity = self.verifier.verify(hello.ticket, hello.hunt)
+        except TicketError as exc:
+            refusal = Refused(exc.code, exc.message)
+        else:
+            refusal = None
+            if not self.user_hello_rates.allow(identity.user):
+                self.metrics.limits.labels("hellos_per_user").inc()
+                refusal = Refused(ErrorCode.TOO_MANY_JOINS, (
+                    f"more than {self.server.hellos_per_second_per_user:g} HELLOs per second "
+                    f"for user {identity.user}: retry in a second or more"))
+        result = "ok" if refusal is None else ErrorCode(refusal.code).name
+        self.metrics.tickets.labels(result).inc()
+        if refusal is None:
+            return identity
+        self.metrics.events.labels("refused").inc()
+        self.log.info("refused", remote=conn.remote, hunt=hello.hunt, code=result,
+                      reason=refusal.message)
+        await self._fail(conn, refusal)
+        return False
 
     async def _read_loop(self, conn: Connection, hub: Hub, s: Session) -> None:
         idle = self.server.idle_timeout
@@ -427,6 +474,9 @@ class HuntServer:
         http.route("/api/stats", self._stats)
         http.route("/hunts", self._hunts)
         http.route("/leaderboard", self._leaderboard)
+        from ._admin import AdminApi
+
+        AdminApi(self).install(http)
         return http
 
     def _metrics(self, request: Request) -> Response:
@@ -489,7 +539,7 @@ class HuntServer:
             "protocol_versions": sorted(SUPPORTED_VERSIONS), "hunts": hunts,
             "moves_per_second": self.server.moves_per_second,
             "node": self.placement.node_id,
-            "watch": bool(self.server.admin_token)})
+            "watch": bool(self.server.admin_token) or self.verifier is not None})
 
     async def _hunts(self, request: Request) -> Response:
         """Every hunt and the node that runs it (the cluster's view on a scale-out node)."""
@@ -514,16 +564,35 @@ class HuntServer:
             return json_response({"error": str(exc)}, 503)
         return json_response({"leaderboard": rows})
 
-    def _watch(self, request: Request) -> Response:
+    def _watch_refusal(self, given: str, hunt: str) -> str | None:
+        """Why ``given`` may not watch ``hunt`` (None: it may): the admin token, or in ticket
+        mode an admin ticket (server.auth.verify_admin_ticket) whose hunts claim, if any,
+        lists the hunt."""
         token = self.server.admin_token
+        if token and hmac.compare_digest(given.encode(), token.encode()):
+            return None
+        if self.verifier is None:
+            return ("the watch view is disabled (no admin_token in [server])" if not token
+                    else "a valid admin token is needed (Authorization: Bearer ...)")
+        from ..auth import TicketError, verify_admin_ticket
+
+        try:
+            who = verify_admin_ticket(self.verifier, given)
+        except TicketError as exc:
+            return f"the admin token or an admin ticket is needed: {exc.message}"
+        if who.hunts is not None and hunt not in who.hunts:
+            return f"this admin ticket does not admit to hunt {hunt!r} (its hunts claim)"
+        return None
+
+    def _watch(self, request: Request) -> Response:
         given = request.query.get("token") or request.headers.get(
             "authorization", "").removeprefix("Bearer ").strip()
-        if not token or not hmac.compare_digest(given.encode(), token.encode()):
-            why = "the watch view is disabled (no admin_token in [server])" if not token \
-                else "a valid admin token is needed (Authorization: Bearer ...)"
-            return json_response({"error": why}, 401)
         hunt = request.query.get("hunt") or None
         hub = self.placement.hub_named(hunt)
+        name = hunt or (hub.world.hunt_params[0].name if hub is not None else "")
+        why = self._watch_refusal(given, name)
+        if why is not None:
+            return json_response({"error": why}, 401)
         if hub is None:
             return json_response({"error": f"this node runs no hunt {hunt!r} (see /hunts)"}, 404)
         try:

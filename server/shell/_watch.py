@@ -29,6 +29,27 @@ def _rounded(column: np.ndarray) -> list[float]:
     return np.round(column, POSITION_DECIMALS).tolist()
 
 
+def round_view(world: World, hunt: int | str) -> dict[str, Any] | None:
+    """A round hunt's clock as JSON-ready values (None: the hunt has no round plan).
+
+    ``{"number", "phase", "count", "phase_start", "phase_end", "ticks_left",
+    "seconds_left", "request", "treasures", "end"}``: ticks and seconds counted from
+    the world's last tick; ``phase_end`` and the time left are None once the hunt is
+    over; ``count`` 0 means rounds forever; ``request`` is a control queued for the
+    next tick ("start", "end") or None.
+    """
+    state = world.round_state(hunt)
+    if state is None:
+        return None
+    left = None if state.phase_end is None else max(0, state.phase_end - world.tick_number)
+    rate = world.hunt_params[world.hunt_index(hunt)].tick_rate
+    return {"number": state.number, "phase": state.phase, "count": state.count,
+            "phase_start": state.phase_start, "phase_end": state.phase_end,
+            "ticks_left": left, "seconds_left": None if left is None else round(left / rate, 2),
+            "request": state.request, "treasures": state.spec.treasures,
+            "end": state.spec.end}
+
+
 def watch_payload(world: World, hunt: int | str, names: dict[int, str],
                   recent: list[dict[str, Any]], stats: dict[str, Any]) -> dict[str, Any]:
     """Everything the watch page draws for ``hunt``, as JSON-ready Python values.
@@ -43,6 +64,7 @@ def watch_payload(world: World, hunt: int | str, names: dict[int, str],
     The result::
 
         {"hunt": "demo", "tick": 1200, "params": {"width": ..., "height": ..., ...},
+         "round": {"number": 2, "phase": "running", "ticks_left": 340, ...} or None,
          "players": {"slot": [...], "gen": [...], "x": [...], "y": [...], "score": [...]},
          "names": {"3": "Ada"},          # only for players listed in "players"
          "treasures": {"x": [...], "y": [...], "value": [...], "active": [1, 0, ...]},
@@ -50,7 +72,8 @@ def watch_payload(world: World, hunt: int | str, names: dict[int, str],
          "recent": [...], "stats": {...}}
 
     Positions in world units. A treasure with ``active`` 0 was found and waits to
-    respawn (it lies where it was found until then).
+    respawn (it lies where it was found until then). ``round`` is :func:`round_view`
+    (None for a hunt without rounds).
     """
     h = world.hunt_index(hunt)
     params = world.hunt_params[h]
@@ -78,6 +101,7 @@ def watch_payload(world: World, hunt: int | str, names: dict[int, str],
     return {
         "hunt": params.name,
         "tick": world.tick_number,
+        "round": round_view(world, h),
         "params": {
             "width": params.width, "height": params.height,
             "discovery_radius": params.discovery_radius, "hint_radius": params.hint_radius,

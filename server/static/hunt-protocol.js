@@ -24,13 +24,16 @@ export const ErrorCode = Object.freeze({
   HUNT_FULL: 4001, UNKNOWN_HUNT: 4002, BAD_VERSION: 4003, BAD_NAME: 4004,
   RESUME_INVALID: 4005, SERVER_FULL: 4006, REPLACED: 4007, TOO_SLOW: 4008, HUNT_MOVED: 4011,
   TOO_MANY_JOINS: 4012, ADDRESS_FULL: 4013, HUNT_FAILED: 4014,
+  TICKET_REQUIRED: 4015, TICKET_INVALID: 4016, TICKET_EXPIRED: 4017, TICKET_NOT_YET_VALID: 4018,
+  TICKET_FORBIDDEN: 4019,
 });
 
 /** The WebSocket close code that goes with each error code (0: a warning, not fatal). */
 export const CLOSE_CODES = Object.freeze({
   1: 1002, 2: 1002, 3: 1008, 4: 1008, 5: 1009, 6: 1008, 7: 0, 8: 1001, 9: 1011, 10: 1008,
   4001: 4001, 4002: 4002, 4003: 4003, 4004: 4004, 4005: 4005, 4006: 4006, 4007: 4007,
-  4008: 4008, 4011: 4011, 4012: 4012, 4013: 4013, 4014: 4014,
+  4008: 4008, 4011: 4011, 4012: 4012, 4013: 4013, 4014: 4014, 4015: 4015, 4016: 4016,
+  4017: 4017, 4018: 4018, 4019: 4019,
 });
 
 /** The close code after a REDIRECT (scale-out): not an error, go to the REDIRECT's url. */
@@ -38,6 +41,8 @@ export const CLOSE_REDIRECT = 4010;
 
 export const MAX_NAME_BYTES = 32;
 export const MAX_HUNT_BYTES = 256;
+/** Bytes of a HELLO's join ticket (visible ASCII, 0x21-0x7e). */
+export const MAX_TICKET_BYTES = 716;
 export const MAX_MESSAGE_BYTES = 256;
 export const MAX_URL_BYTES = 256;
 export const MAX_NODE_BYTES = 64;
@@ -96,10 +101,12 @@ export function toHex(bytes) {
 
 /**
  * HELLO: join `hunt` as `name`, or with `resumeToken` (16 bytes or 32 hex digits) take back
- * the player of an earlier WELCOME. Returns a Uint8Array; throws ProtocolError (BAD_NAME,
- * UNKNOWN_HUNT, RESUME_INVALID) for invalid fields.
+ * the player of an earlier WELCOME; `ticket` is the join ticket a platform signed ("" none).
+ * Returns a Uint8Array; throws ProtocolError (BAD_NAME, UNKNOWN_HUNT, RESUME_INVALID,
+ * TICKET_INVALID) for invalid fields.
  */
-export function encodeHello({ name, hunt, version = PROTOCOL_VERSION, resumeToken = null }) {
+export function encodeHello({ name, hunt, version = PROTOCOL_VERSION, resumeToken = null,
+                              ticket = "" }) {
   if (!isValidName(name)) {
     throw new ProtocolError(`a player name is 1-${MAX_NAME_BYTES} bytes of printable UTF-8 ` +
       `without outer spaces, got ${JSON.stringify(name)}`, ErrorCode.BAD_NAME, false);
@@ -111,19 +118,26 @@ export function encodeHello({ name, hunt, version = PROTOCOL_VERSION, resumeToke
   if (!Number.isInteger(version) || version < 0 || version > 255) {
     throw new ProtocolError(`version must be 0-255, got ${version}`, ErrorCode.BAD_VERSION, false);
   }
+  if (typeof ticket !== "string" || ticket.length > MAX_TICKET_BYTES || /[^!-~]/.test(ticket)) {
+    throw new ProtocolError(`a ticket is at most ${MAX_TICKET_BYTES} characters of visible ` +
+      "ASCII", ErrorCode.TICKET_INVALID, false);
+  }
   const token = tokenBytes(resumeToken);
   const nameBytes = utf8Encoder.encode(name);
   const huntBytes = utf8Encoder.encode(hunt);
-  const frame = new Uint8Array(24 + nameBytes.length + huntBytes.length);
+  const ticketBytes = utf8Encoder.encode(ticket);
+  const frame = new Uint8Array(24 + nameBytes.length + huntBytes.length + ticketBytes.length);
   const view = new DataView(frame.buffer);
   view.setUint8(0, MessageType.HELLO);
   view.setUint8(1, version);
   view.setUint8(2, token ? 1 : 0);
   view.setUint8(3, nameBytes.length);
   view.setUint16(4, huntBytes.length, true);
+  view.setUint16(6, ticketBytes.length, true);
   if (token) frame.set(token, 8);
   frame.set(nameBytes, 24);
   frame.set(huntBytes, 24 + nameBytes.length);
+  frame.set(ticketBytes, 24 + nameBytes.length + huntBytes.length);
   return frame;
 }
 

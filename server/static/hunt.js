@@ -10,6 +10,8 @@
 // token, after an exponential backoff with jitter, and resumes when it notices a lost TICK.
 // Scale-out: it follows a REDIRECT to the node that owns the hunt (at most 3 per attempt) and
 // always reconnects through the URL it was given (the entry URL), which knows the owner.
+// On a platform, the page gets a join ticket for its user (docs/server.md, "Authentication"):
+// `connect(url, {name, hunt, ticket})`, or `client.setTicket(t)` when a new one comes.
 // Documented for game developers in docs/js-client.md.
 
 import {
@@ -25,11 +27,39 @@ export { HuntView, lerpPosition } from "./hunt-view.js";
 /** Refusals a retry cannot fix: the page must change something (name, hunt) first. */
 const FINAL_CODES = new Set([
   ErrorCode.HUNT_FULL, ErrorCode.UNKNOWN_HUNT, ErrorCode.BAD_VERSION, ErrorCode.BAD_NAME,
-  ErrorCode.REPLACED, ErrorCode.ADDRESS_FULL,
+  ErrorCode.REPLACED, ErrorCode.ADDRESS_FULL, ErrorCode.TICKET_REQUIRED,
+  ErrorCode.TICKET_INVALID, ErrorCode.TICKET_EXPIRED, ErrorCode.TICKET_FORBIDDEN,
 ]);
+/** Refusals of the ticket: `setTicket` with a new one tries again. */
+const TICKET_CODES = new Set([
+  ErrorCode.TICKET_REQUIRED, ErrorCode.TICKET_INVALID, ErrorCode.TICKET_EXPIRED,
+  ErrorCode.TICKET_NOT_YET_VALID, ErrorCode.TICKET_FORBIDDEN,
+]);
+
+/**
+ * What a join ticket (a JWT) says, read without checking its signature: for showing the
+ * display name before joining; only the server decides. Returns {user, name, expires (Unix
+ * seconds), hunts (array or null), role}, or null when `ticket` is not a readable JWT.
+ */
+export function ticketClaims(ticket) {
+  try {
+    const part = String(ticket).split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    if (typeof claims !== "object" || claims === null) return null;
+    return { user: claims.sub ?? null, name: typeof claims.name === "string" ? claims.name : null,
+             expires: claims.exp ?? null, hunts: Array.isArray(claims.hunts) ? claims.hunts : null,
+             role: claims.role ?? "player" };
+  } catch {
+    return null;
+  }
+}
 
 const DEFAULTS = {
   resumeToken: null,
+  // The join ticket a platform signed for its user ("" none): sent when joining; a resume
+  // goes by its token (a ticket admits once, it may have expired since).
+  ticket: "",
   reconnect: true,
   maxRedirects: 3,
   backoffInitialMs: 250,
@@ -62,6 +92,9 @@ export class HuntClient {
     this.options = { ...DEFAULTS, ...options };
     this.name = this.options.name;
     this.hunt = this.options.hunt;
+    /** The join ticket ("" none); `setTicket` replaces it. */
+    this.ticket = this.options.ticket ?? "";
+    this._ticketRefused = false;
     /** The resume token of the current player, 32 hex digits (null before the first WELCOME). */
     this.resumeToken = typeof this.options.resumeToken === "string"
       ? this.options.resumeToken.toLowerCase()
@@ -169,6 +202,22 @@ export class HuntClient {
     this._lastSendMs = performance.now();
   }
 
+  /**
+   * A new join ticket from the host page (the last one expired, or was refused): kept for the
+   * next join, and tried at once if a ticket refusal had stopped this client.
+   */
+  setTicket(ticket) {
+    this.ticket = ticket ?? "";
+    if (this._ticketRefused && this.state === "closed") {
+      this._ticketRefused = false;
+      this._final = false;
+      this._attempt = 0;
+      this._watchdog = setInterval(() => this._checkStall(), 500);  // close() stopped them
+      globalThis.addEventListener?.("online", this._onOnline);
+      this._open();
+    }
+  }
+
   /** Leave the hunt for good: BYE (the resume token dies), then close. */
   leave() {
     this._send(encodeBye());
@@ -237,14 +286,15 @@ export class HuntClient {
     ws.onopen = () => {
       let hello;
       try {
-        hello = encodeHello({ name: this.name, hunt: this.hunt, resumeToken: this.resumeToken });
+        hello = encodeHello({ name: this.name, hunt: this.hunt, resumeToken: this.resumeToken,
+                              ticket: this.resumeToken ? "" : this.ticket });
       } catch (err) {
         if (err.code !== ErrorCode.RESUME_INVALID) {
           this._fail(ws, err);
           return;
         }
         this.resumeToken = null;  // a mangled stored token: join as a new player instead
-        hello = encodeHello({ name: this.name, hunt: this.hunt });
+        hello = encodeHello({ name: this.name, hunt: this.hunt, ticket: this.ticket });
       }
       ws.send(hello);
     };
@@ -306,6 +356,7 @@ export class HuntClient {
       const fatal = msg.type === "refused" || msg.closeCode !== 0;
       if (msg.code === ErrorCode.RESUME_INVALID) this.resumeToken = null;  // join afresh
       if (FINAL_CODES.has(msg.code)) this._final = true;
+      if (TICKET_CODES.has(msg.code)) this._ticketRefused = true;
       this._emit("error", { ...msg, fatal });
     }
   }

@@ -4,13 +4,22 @@
 //
 // Reloading the page resumes the same player (its resume token is kept in sessionStorage).
 // `window.game` holds {client, view} for the console (and the browser tests).
+//
+// On a platform (docs/js-client.md, "Tickets"), the embedding page hands over its user's join
+// ticket in the URL fragment (#ticket=...), by postMessage({type: "treasure-hunt:ticket",
+// ticket}) to this window, or with window.huntPage.setTicket(ticket); the page then plays
+// under the ticket's display name, and joins at once when the hunt is known (?hunt=, or the
+// ticket's only hunt).
 
-import { ErrorCode, connect, isValidName } from "./hunt.js";
+import { ErrorCode, connect, isValidName, ticketClaims } from "./hunt.js";
 import { MapRenderer, hintColour } from "./play-render.js";
 
 const $ = (id) => document.getElementById(id);
 const SESSION_KEY = "treasure-hunt.session";
 const NAME_KEY = "treasure-hunt.name";
+const TICKET_KEY = "treasure-hunt.ticket";
+const TICKET_CODES = [ErrorCode.TICKET_REQUIRED, ErrorCode.TICKET_INVALID,
+  ErrorCode.TICKET_EXPIRED, ErrorCode.TICKET_NOT_YET_VALID, ErrorCode.TICKET_FORBIDDEN];
 const KEYS = {
   ArrowUp: [0, -1], KeyW: [0, -1], ArrowDown: [0, 1], KeyS: [0, 1],
   ArrowLeft: [-1, 0], KeyA: [-1, 0], ArrowRight: [1, 0], KeyD: [1, 0],
@@ -28,6 +37,7 @@ let lastHint = 0;
 let steered = false;         // the help line on the map shows until the player first moves
 let boardShown = null;
 const feed = [];             // {text, mine, at}
+let ticket = "";             // the join ticket the embedding platform handed over ("" none)
 
 function randomName() {
   const pick = (list) => list[Math.floor(Math.random() * list.length)];
@@ -75,17 +85,57 @@ function showJoin(message = "") {
   $("name").focus();
 }
 
+// ------------------------------------------------------------------ the platform's ticket
+
+/** The display name of the ticket, as a valid player name (the server names the player from
+ * the ticket anyway; HELLO's name must only be valid). */
+function ticketName() {
+  const name = (ticketClaims(ticket)?.name ?? "").trim();
+  const cut = new TextDecoder().decode(new TextEncoder().encode(name).slice(0, 32))
+    .replace(/\uFFFD$/, "").trim();
+  return isValidName(cut) ? cut : "Player";
+}
+
+/** Take a ticket from the platform: the name field shows its display name, locked. */
+function useTicket(value) {
+  ticket = typeof value === "string" ? value.trim() : "";
+  if (ticket) sessionStorage.setItem(TICKET_KEY, ticket);
+  else sessionStorage.removeItem(TICKET_KEY);
+  $("name").readOnly = Boolean(ticket);
+  if (ticket) $("name").value = ticketName();
+  client?.setTicket(ticket);
+}
+
+function ticketFromFragment() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const value = fragment.get("ticket");
+  if (!value) return null;
+  // A credential: out of the address bar, the history and anything shared from it.
+  fragment.delete("ticket");
+  const rest = fragment.toString();
+  history.replaceState(null, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
+  return value;
+}
+
+window.addEventListener("message", (event) => {
+  const data = event.data;
+  if (data?.type === "treasure-hunt:ticket" && typeof data.ticket === "string") {
+    useTicket(data.ticket);
+  }
+});
+window.huntPage = { setTicket: useTicket };
+
 function join(name, hunt, resumeToken = null) {
   if (client) client.close();
   $("join").hidden = true;
   $("leave").hidden = false;
   $("who").textContent = name;
-  localStorage.setItem(NAME_KEY, name);
+  if (!ticket) localStorage.setItem(NAME_KEY, name);
   feed.length = 0;
   renderFeed();
   boardShown = null;
   target = null;
-  client = connect(wsUrl(), { name, hunt, resumeToken });
+  client = connect(wsUrl(), { name, hunt, resumeToken, ticket });
   window.game = { client, view: client.view };
   client.on("status", (state, detail) => {
     if (state === "connecting") setStatus(state, `Joining ${hunt}…`);
@@ -111,6 +161,9 @@ function join(name, hunt, resumeToken = null) {
       ErrorCode.UNKNOWN_HUNT, ErrorCode.HUNT_FULL, ErrorCode.BAD_VERSION].includes(err.code)) {
       sessionStorage.removeItem(SESSION_KEY);
       showJoin(err.message);
+    } else if (TICKET_CODES.includes(err.code)) {
+      sessionStorage.removeItem(SESSION_KEY);
+      showJoin(`The platform's ticket was refused: ${err.message}`);
     } else if (err.code === ErrorCode.REPLACED) {
       setStatus("error", "Playing in another tab");
     } else if (!err.fatal && err.code !== ErrorCode.RATE_LIMITED) {
@@ -328,10 +381,16 @@ setInterval(() => {
 // ------------------------------------------------------------------ start
 
 $("name").value = localStorage.getItem(NAME_KEY) || randomName();
+useTicket(ticketFromFragment() ?? sessionStorage.getItem(TICKET_KEY) ?? "");
 await loadInfo();
 const saved = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+const ticketHunts = ticketClaims(ticket)?.hunts ?? [];
+const wantedHunt = new URLSearchParams(location.search).get("hunt") ??
+  (ticketHunts.length === 1 ? ticketHunts[0] : null);
 if (saved && info?.hunts.some((h) => h.name === saved.hunt)) {
   join(saved.name, saved.hunt, saved.token);  // a reload: take the same player back
+} else if (ticket && info?.hunts.some((h) => h.name === wantedHunt)) {
+  join(ticketName(), wantedHunt);  // sent by the platform to this hunt: play at once
 } else {
   showJoin($("join-error").textContent);
 }

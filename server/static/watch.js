@@ -1,7 +1,8 @@
 // The operator's watch page: polls /api/watch a few times per second (the JSON of
 // server/_watch.py) and draws the whole hunt, with positions interpolated between polls.
-// The admin token comes from ?token= or the form, and is kept in sessionStorage (this tab
-// only). `window.watch` holds the last payload, for the console and the browser tests.
+// The admin token comes from ?token= or the form (an admin ticket from #ticket=), and is kept
+// in sessionStorage (this tab only). `window.watch` holds the last payload, for the console
+// and the browser tests.
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "treasure-hunt.admin-token";
@@ -254,13 +255,17 @@ function draw(p, W, H) {
 
 // ------------------------------------------------------------------ start
 
-const fromUrl = new URLSearchParams(location.search).get("token");
+// An admin ticket (ticket mode) comes in the fragment, #ticket=..., which no request sends;
+// the server takes it where it takes the admin token.
+const fromUrl = new URLSearchParams(location.search).get("token") ||
+  new URLSearchParams(location.hash.slice(1)).get("ticket");
 state.token = fromUrl || sessionStorage.getItem(TOKEN_KEY);
 if (fromUrl) {
   sessionStorage.setItem(TOKEN_KEY, fromUrl);
   // Keep the secret out of the address bar, the history and anything shared from it.
   const clean = new URL(location.href);
   clean.searchParams.delete("token");
+  clean.hash = "";
   history.replaceState(null, "", clean);
 }
 let info = null;

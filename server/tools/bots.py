@@ -7,7 +7,10 @@ and sends its heading ``--moves-per-second`` times a second. Bots connect
 staggered (``--connect-rate`` per second), resume with their token when the
 connection drops or the hunt moves to another node (``HUNT_MOVED``, scale-out),
 always through ``--url`` (the entry URL: any node redirects to the hunt's owner),
-and say BYE when the run ends (``--duration`` or Ctrl-C).
+and say BYE when the run ends (``--duration`` or Ctrl-C). Against a server in ticket mode
+(docs/server.md, "Authentication") each bot signs its own join ticket with ``--ticket-key``
+(user ``<name-prefix>-<i>``, its name as display name), as the platform would; one bot may
+instead be given a ticket (``--ticket``).
 A live line on stderr shows bots connected, ticks per second received, total
 score and errors; a summary table goes to stdout at the end.
 
@@ -26,6 +29,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -39,6 +43,10 @@ EXAMPLES = """\
 examples:
   # 100 hunters in the demo hunt of a local server, until Ctrl-C
   treasure-hunt bots --url ws://127.0.0.1:8765/ --count 100 --policy hunter
+
+  # 200 bots against a server in ticket mode, each with its own user and ticket
+  treasure-hunt bots --url ws://127.0.0.1:8765/ --count 200 --ticket-key secret.txt \
+      --ticket-audience my-game
 
   # 500 wanderers for one minute, 10 moves per second each
   treasure-hunt bots --url ws://127.0.0.1:8765/ --count 500 --policy random \\
@@ -99,6 +107,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name-prefix", default="bot", metavar="TEXT",
                    help="bot names are TEXT-0, TEXT-1, ... (default bot)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bots' steering (default 0)")
+    p.add_argument("--ticket-key", metavar="FILE",
+                   help="ticket mode: sign each bot's join ticket with this key (the shared "
+                        "secret, or the platform's private key in PEM); user ids are the bot "
+                        "names")
+    p.add_argument("--ticket-audience", default="treasure-hunt", metavar="AUD",
+                   help="the aud of the bots' tickets: the server's auth_audience (default "
+                        "treasure-hunt)")
+    p.add_argument("--ticket", metavar="TICKET",
+                   help="ticket mode: the join ticket of the one bot (--count 1)")
     p.add_argument("--quiet", action="store_true", help="no live line (the summary is printed)")
     p.set_defaults(run=run, prog=p.prog)
 
@@ -122,8 +139,11 @@ def check_options(args: argparse.Namespace) -> None:
                          f"{args.moves_per_second}")
     if not (math.isfinite(args.connect_rate) and args.connect_rate > 0):
         raise UsageError(f"--connect-rate must be > 0, got {args.connect_rate}")
+    if args.ticket and (args.count != 1 or args.ticket_key):
+        raise UsageError("--ticket is one user's ticket: give it with --count 1 and no "
+                         "--ticket-key (with --ticket-key each bot signs its own)")
     try:
-        Hello(bot_name(args.name_prefix, args.count - 1), args.hunt)
+        Hello(bot_name(args.name_prefix, args.count - 1), args.hunt, ticket=args.ticket or "")
     except LocalProtocolError as exc:
         what = "--hunt" if "hunt" in exc.message.split(" must")[0] else "--name-prefix"
         raise UsageError(f"{what}: names are 1-32 bytes of printable UTF-8 (hunts 1-256) "
@@ -132,6 +152,33 @@ def check_options(args: argparse.Namespace) -> None:
 
 def bot_name(prefix: str, i: int) -> str:
     return f"{prefix}-{i}"
+
+
+def ticket_maker(args: argparse.Namespace) -> Callable[[int], str] | None:
+    """What gives bot ``i`` its ticket: signed with ``--ticket-key`` (user and display name
+    the bot's name, valid 5 minutes), the one ``--ticket``, or None (anonymous bots)."""
+    if args.ticket:
+        return lambda i: args.ticket
+    if not args.ticket_key:
+        return None
+    from pathlib import Path
+
+    from tickengine import ConfigError
+
+    from ..auth import mint_ticket, read_secret
+
+    try:
+        key = Path(args.ticket_key).read_bytes()
+        if not key.lstrip().startswith(b"-----"):
+            key = read_secret(args.ticket_key)
+        mint_ticket(key, user="probe", name="probe", audience=args.ticket_audience)
+    except (OSError, ConfigError) as exc:
+        raise UsageError(f"--ticket-key {args.ticket_key}: {exc}") from None
+
+    def make(i: int) -> str:
+        name = bot_name(args.name_prefix, i)
+        return mint_ticket(key, user=name, name=name, audience=args.ticket_audience)
+    return make
 
 
 # ---------------------------------------------------------------------- steering
@@ -233,6 +280,8 @@ class Options:
     connect_interval: float
     prefix: str
     seed: int
+    #: Bot number -> a fresh join ticket (ticket mode), or None: anonymous bots.
+    tickets: Callable[[int], str] | None = None
 
 
 async def play(c: HuntClient, i: int, opts: Options, steer: Steering, stats: Stats,
@@ -315,7 +364,10 @@ async def run_bot(i: int, opts: Options, stats: Stats, stop: trio.Event,
         await _sleep_or_stop(i * opts.connect_interval, stop)
         while not stop.is_set():
             try:
-                async with connect(opts.url, name, opts.hunt, resume_token=token) as c:
+                # A join takes a fresh ticket (a ticket admits once); a resume needs none.
+                ticket = opts.tickets(i) if opts.tickets is not None and token is None else ""
+                async with connect(opts.url, name, opts.hunt, resume_token=token,
+                                   ticket=ticket) as c:
                     settle(repaired=True)
                     if token is None:
                         stats.joined += 1
@@ -499,9 +551,14 @@ def run(args: argparse.Namespace) -> int:
     import trio
     from rich.console import Console
 
+    try:
+        tickets = ticket_maker(args)
+    except UsageError as exc:
+        print(f"{args.prog}: error: {exc}", file=sys.stderr)
+        return 2
     opts = Options(args.url, args.count, args.policy == "hunter", args.hunt, args.duration,
                    1.0 / args.moves_per_second, 1.0 / args.connect_rate, args.name_prefix,
-                   args.seed)
+                   args.seed, tickets)
     err = Console(stderr=True, highlight=False)
     out = Console(highlight=False)
     stats = Stats(args.count)

@@ -36,7 +36,7 @@ examples:
   treasure-hunt events --follow --group audit --from-start --json > all.jsonl
 
 --redis defaults to ${ENV_REDIS}. Output: one line per discovery (--json: one JSON
-object per line with id, time_ms, hunt, tick, player_id, name, value, x, y, node).
+object per line with id, time_ms, hunt, tick, player_id, name, value, x, y, user, node).
 Give --consumer a stable name to get back, after a crash, what was read and not
 acknowledged. Exit status: 0 done (or Ctrl-C), 1 Redis unreachable, 2 bad option.
 """
@@ -198,14 +198,20 @@ def _printer(as_json: bool) -> Any:
             console.print(f"[dim]{_clock(d)}[/dim] [bold]{escape(d['hunt'])}[/bold] "
                           f"tick {d['tick']}: [cyan]{escape(d['name'])}[/cyan] found "
                           f"[yellow]{d['value']}[/yellow] at ({d['x']:.1f}, {d['y']:.1f}) "
-                          f"[dim]player {d['player_id']}, node {escape(d['node'])}[/dim]")
+                          f"[dim]player {d['player_id']}{_user(d)}, node "
+                          f"{escape(d['node'])}[/dim]")
         return show_rich
 
     def show_line(d: dict[str, Any]) -> None:
         sys.stdout.write(f"{_clock(d)} {d['hunt']} tick {d['tick']}: {d['name']} found "
                          f"{d['value']} at ({d['x']:.1f}, {d['y']:.1f}) player "
-                         f"{d['player_id']}, node {d['node']}\n")
+                         f"{d['player_id']}{_user(d)}, node {d['node']}\n")
     return show_line
+
+
+def _user(d: dict[str, Any]) -> str:
+    """", user ID" for a ticket player's discovery, "" for an anonymous one."""
+    return f", user {d['user']}" if d.get("user") else ""
 
 
 def _clock(d: dict[str, Any]) -> str:

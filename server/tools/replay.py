@@ -8,7 +8,9 @@ the players still in the hunt with those who left during the replayed ticks, at
 the score they had when they left: a finished hunt everyone has left still shows
 who won it. ``--verify``
 recomputes the state hash at every tick the journal recorded one and stops at
-the first difference (exit status 1).
+the first difference (exit status 1). Round-based hunts: the results of every round
+that ended in the replayed ticks, as the server's results files hold them (the
+winner in the tables, every standing in ``--json``).
 """
 
 from __future__ import annotations
@@ -143,10 +145,16 @@ def run_command(args: argparse.Namespace) -> int:
     with err.status("JIT warm-up..."):
         warm_up()
     progress, on_tick = _progress(err, disable=args.quiet or not err.is_terminal)
+    ended: list[tuple[int, Any]] = []  # (tick, results) of the rounds that ended
+
+    def on_result(result: Any) -> None:
+        if len(result.results):
+            ended.append((result.tick, result.results.copy()))
+
     try:
         with progress:
             rec = recover(data_dir, verify=args.verify, until=until, earliest=not args.latest,
-                          on_tick=on_tick)
+                          on_tick=on_tick, on_result=on_result)
     except HashMismatchError as exc:
         return _fail(args, f"verification failed: {exc}", status=1)
     except RecoveryError as exc:
@@ -157,7 +165,7 @@ def run_command(args: argparse.Namespace) -> int:
     if rec is None:
         return _fail(args, f"{str(data_dir)!r} holds no journal and no snapshot: nothing "
                            "to replay")
-    report = summarize(rec, verified=args.verify)
+    report = summarize(rec, verified=args.verify, ended=ended)
     report["threads"] = threads
     status = 0
     if args.json is not None:
@@ -192,10 +200,20 @@ def _progress(err: Console, *, disable: bool) -> tuple[Any, Any]:
     return progress, on_tick
 
 
-def summarize(rec: Recovered, *, verified: bool) -> dict[str, Any]:
-    """Every number of the report, JSON-ready."""
+def summarize(rec: Recovered, *, verified: bool,
+              ended: list[tuple[int, Any]] = ()) -> dict[str, Any]:
+    """Every number of the report, JSON-ready. ``ended``: ``(tick, TickResult.results)``
+    of the replayed ticks where rounds ended (their records go under each hunt's
+    ``rounds``, as the server's results files hold them)."""
+    from ..hunt._rounds import round_record, split_results
+
     world, r = rec.world, rec.report
-    names = _names(rec)
+    names, users = _names(rec), _users(rec)
+    rounds: dict[int, list[dict[str, Any]]] = {}
+    for tick, results in ended:
+        for rows in split_results(results):
+            rounds.setdefault(int(rows["hunt"][0]), []).append(
+                round_record(world, rows, tick, names=names, users=users))
     tick_rate = world.tick_rate
     tps = r.ticks_replayed / r.replay_seconds if r.replay_seconds > 0 else None
     hunts = []
@@ -206,9 +224,11 @@ def summarize(rec: Recovered, *, verified: bool) -> dict[str, Any]:
             slot, gen, score = (int(v) for v in row)
             pid = (gen << 32) | slot
             leaders.append({"rank": rank, "player_id": pid, "name": names.get(pid),
-                            "score": score})
+                            "user": users.get(pid), "score": score})
         hunts.append({"index": h, "name": params.name, "players": int(world.hunts.players[h]),
-                      "leaderboard": leaders, "standings": _standings(rec, h, names)})
+                      "leaderboard": leaders,
+                      "standings": _standings(rec, h, names, users),
+                      "rounds": rounds.get(h, [])})
     return {
         "schema": SCHEMA,
         "data_dir": r.data_dir,
@@ -223,7 +243,8 @@ def summarize(rec: Recovered, *, verified: bool) -> dict[str, Any]:
     }
 
 
-def _standings(rec: Recovered, h: int, names: dict[int, str]) -> list[dict[str, Any]]:
+def _standings(rec: Recovered, h: int, names: dict[int, str],
+               users: dict[int, str]) -> list[dict[str, Any]]:
     """Hunt ``h``'s players, best first (score, then who reached it first, as the
     leaderboard ranks): those in it now, and those who left during the replayed ticks
     with the score they had as they left (``left_tick``). Top :data:`TOP` only."""
@@ -232,8 +253,8 @@ def _standings(rec: Recovered, h: int, names: dict[int, str]) -> list[dict[str, 
             for s in rec.world.active_slots(h).tolist()]
     rows += [(x.score, x.score_tick, x.player_id, x.tick) for x in rec.leaves if x.hunt == h]
     rows.sort(key=lambda r: (-r[0], r[1], r[2]))
-    return [{"rank": rank, "player_id": pid, "name": names.get(pid), "score": score,
-             "left_tick": left}
+    return [{"rank": rank, "player_id": pid, "name": names.get(pid), "user": users.get(pid),
+             "score": score, "left_tick": left}
             for rank, (score, _, pid, left) in enumerate(rows[:TOP], 1)]
 
 
@@ -257,6 +278,18 @@ def _names(rec: Recovered) -> dict[int, str]:
             continue
     names.update((j.player_id, j.name) for j in rec.joins)
     return names
+
+
+def _users(rec: Recovered) -> dict[int, str]:
+    """The user ids of ticket-mode players (the others have none): from the snapshot's meta
+    (``players`` rows ``[player id, hunt, name, token hash, user]``), then from the joins."""
+    users: dict[int, str] = {}
+    rows = (rec.meta if isinstance(rec.meta, dict) else {}).get("players")
+    for row in rows if isinstance(rows, list) else ():
+        if isinstance(row, list) and len(row) > 4 and row[4]:
+            users[int(row[0])] = str(row[4])
+    users.update((j.player_id, j.user) for j in rec.joins if j.user)
+    return users
 
 
 def print_report(console: Console, report: dict[str, Any]) -> None:
@@ -298,10 +331,30 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
         board.add_column("left at tick", justify="right")
         for row in h["standings"]:
             who = row["name"] or f"id {row['player_id']}"
+            if row.get("user"):
+                who += f" (user {row['user']})"
             left = "-" if row["left_tick"] is None else f"{row['left_tick']:,}"
             board.add_row(str(row["rank"]), who, f"{row['score']:,}", left)
         if not h["standings"]:
             board.add_row("-", "(nobody played in the replayed ticks)", "-", "-")
         console.print(board)
+        if h.get("rounds"):
+            _print_rounds(console, h)
     if len(hunts) > LEADERBOARDS_SHOWN:
         console.print(f"({len(hunts) - LEADERBOARDS_SHOWN} more hunts in --json)")
+
+
+def _print_rounds(console: Console, hunt: dict[str, Any]) -> None:
+    """The rounds that ended in the replayed ticks: each one's winner."""
+    from rich.table import Table
+
+    table = Table(title=f"Rounds ended in the replayed ticks: hunt {hunt['name']!r}",
+                  title_justify="left", min_width=60)
+    for col in ("round", "ended at tick", "players", "winner", "score"):
+        table.add_column(col, justify="left" if col == "winner" else "right")
+    for r in hunt["rounds"]:
+        top = r["standings"][0] if r["standings"] else None
+        who = "-" if top is None else (top["name"] or f"id {top['player_id']}")
+        table.add_row(str(r["round"]), f"{r['ended_tick']:,}", str(r["players"]), who,
+                      "-" if top is None else f"{top['score']:,}")
+    console.print(table)

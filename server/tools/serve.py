@@ -21,6 +21,9 @@ examples:
   # let clients create hunts by name; a watch view for operators
   treasure-hunt serve --allow-create-hunts --admin-token s3cret
 
+  # only players with a join ticket (docs/server.md, Authentication)
+  TREASURE_HUNT_AUTH_SECRET=... treasure-hunt serve --auth jwt --auth-audience my-game
+
   # any free ports (printed in the 'serving' log line); JSON logs
   treasure-hunt serve --port 0 --http-port 0 --log-format json
 
@@ -100,8 +103,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     help="hunt lease: a dead node's hunts move after at most this (default 3)")
     sc.add_argument("--redis-prefix", metavar="PREFIX",
                     help="prefix of every Redis key, to share a Redis (default th)")
+    au = p.add_argument_group("authentication (docs/server.md, Authentication)")
+    au.add_argument("--auth", choices=("none", "jwt"),
+                    help="none: anyone plays under any name (default); jwt: only players "
+                         "with a join ticket signed by the platform")
+    au.add_argument("--auth-secret-file", metavar="FILE",
+                    help="the HS256 shared secret (default: $TREASURE_HUNT_AUTH_SECRET)")
+    au.add_argument("--auth-public-key-file", metavar="FILE.pem",
+                    help="the platform's public key (RS256 or EdDSA), instead of a secret")
+    au.add_argument("--auth-jwks-file", metavar="FILE.json",
+                    help="the platform's public keys as a JWKS document (chosen by kid)")
+    au.add_argument("--auth-audience", metavar="AUD",
+                    help="the aud tickets must carry (default treasure-hunt)")
+    au.add_argument("--auth-issuer", metavar="ISS",
+                    help="the iss tickets must carry (default: not checked)")
+    au.add_argument("--auth-leeway", type=float, metavar="SECONDS",
+                    help="clock skew allowed on exp, nbf and iat (default 30)")
+    au.add_argument("--hellos-per-second-per-user", type=float,
+                    help="HELLOs with tickets of one user per second, after a burst of "
+                         "hello_burst_per_user (default 1)")
     ops = p.add_argument_group("operations")
-    ops.add_argument("--admin-token", help="token of the watch view (/watch) and /api/watch")
+    ops.add_argument("--admin-token", help="token of the watch view (/watch, /api/watch) and of "
+                     "the admin API (/api/admin/...: create, stop and list hunts)")
     ops.add_argument("--tick-threads", type=int,
                      help="Numba threads of the tick (default 1: the other core serves sockets)")
     ops.add_argument("--send-threads", type=int, choices=(1, 2),
@@ -134,7 +157,11 @@ def build_config(args: argparse.Namespace):  # -> ServeConfig
         data_dir=args.data_dir if args.data_dir is not None else (cfg.server.data_dir or "data"),
         fsync=args.fsync, snapshot_every=args.snapshot_every, redis=args.redis,
         node_id=args.node_id, public_url=args.public_url, lease_seconds=args.lease,
-        redis_prefix=args.redis_prefix)
+        redis_prefix=args.redis_prefix, auth=args.auth,
+        auth_secret_file=args.auth_secret_file, auth_public_key_file=args.auth_public_key_file,
+        auth_jwks_file=args.auth_jwks_file, auth_audience=args.auth_audience,
+        auth_issuer=args.auth_issuer, auth_leeway=args.auth_leeway,
+        hellos_per_second_per_user=args.hellos_per_second_per_user)
     world = cfg.world
     if args.tick_rate is not None:
         world = WorldConfig(world.engine, tuple(h.replace(tick_rate=args.tick_rate)
@@ -164,7 +191,11 @@ def run(args: argparse.Namespace) -> int:
     from ..hunt._placement import StartError
     from ..shell._app import HuntServer, ListenError, ThreadingLayerError
 
-    server = HuntServer(cfg, fresh=args.fresh)
+    try:
+        server = HuntServer(cfg, fresh=args.fresh)
+    except ConfigError as exc:  # the ticket keys (server/auth)
+        print(f"{args.prog}: error: {exc}", file=sys.stderr)
+        return 2
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

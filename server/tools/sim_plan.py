@@ -225,7 +225,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     treasures = parse_int("--treasures", args.treasures, 0, MAX_TREASURES_PER_HUNT)
     width = parse_float("--width", args.width, 1.0, MAX_SIDE, "world units")
     height = parse_float("--height", args.height, 1.0, MAX_SIDE, "world units")
-    ticks = parse_int("--ticks", args.ticks, 1, MAX_TICKS)
+    ticks_given = ticks = parse_int("--ticks", args.ticks, 1, MAX_TICKS)
     ticks = DEFAULT_TICKS if ticks is None else ticks
     tick_rate = parse_int("--tick-rate", args.tick_rate, 1, 240)
     max_threads = numba.config.NUMBA_NUM_THREADS
@@ -288,6 +288,11 @@ def make_plan(args: argparse.Namespace) -> Plan:
         except ConfigError as exc:
             source = f" built from {', '.join(given)}" if given else ""
             raise UsageError(f"hunt {name!r}{source}: {exc}") from None
+    from .sim_rounds import apply_rounds
+
+    hunts, round_ticks = apply_rounds(args, hunts)
+    if ticks_given is None and round_ticks is not None:
+        ticks = min(round_ticks, MAX_TICKS)
     rates = sorted({h.tick_rate for h in hunts})
     if len(rates) > 1:
         raise UsageError(f"--config: all hunts of a run share one tick_rate, got {rates}; "

@@ -84,6 +84,7 @@ def summarize(rec: Record) -> dict[str, Any]:
         "phases_ms": _phase_stats(rec.times, rec.columns),
         "visibility": visibility,
         "hunts": [_hunt_report(rec, h, simulated_s, bot_of_slot) for h in range(len(hunts))],
+        "rounds": rec.rounds,
     }
 
 
@@ -241,6 +242,10 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
     if len(hunts) > LEADERBOARDS_SHOWN:
         console.print(f"Leaderboards of the first {LEADERBOARDS_SHOWN} of {len(hunts):,} hunts "
                       "shown; all are in --json.")
+    if report.get("rounds"):
+        from .sim_rounds import print_rounds
+
+        print_rounds(console, report["rounds"])
 
 
 # ---------------------------------------------------------------------- files

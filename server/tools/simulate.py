@@ -54,6 +54,10 @@ examples:
   # one million bots on one thread, also timing visibility for 1,000 observers
   treasure-hunt simulate --players 1e6 --threads 1 --visibility 1000 --quiet
 
+  # 5 rounds of 30 s with 40 treasures that do not respawn: winners, find times per round
+  treasure-hunt simulate --players 200 --rounds 5 --round-ticks 600 --round-treasures 40 \
+      --no-respawn
+
 exit status: 0 done; 1 an output file cannot be written (its folder is missing
 or read-only, checked before the run; or the write failed at the end, the report
 is still printed); 2 bad option or config (--plot without matplotlib included);
@@ -130,6 +134,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="also compute visibility (who sees whom) after every tick for N observers "
              "spread over all hunts, timed apart from the tick (default: 0, off)")
 
+    from .sim_rounds import add_arguments as add_round_arguments
+
+    add_round_arguments(p)
+
     out = p.add_argument_group("output")
     out.add_argument("--json", metavar="FILE",
                      help="also write every number of the report to FILE as JSON")
@@ -166,6 +174,8 @@ class Record:
     #: Discoveries of hunt 0 on a HEAT_BINS x HEAT_BINS grid, indexed [x bin, y bin].
     heat: np.ndarray
     counters: dict[str, int] = field(default_factory=dict)
+    #: Per-round figures of round-based hunts (sim_rounds.RoundTracker.report).
+    rounds: list = field(default_factory=list)
     interrupted: bool = False
     argv: list[str] = field(default_factory=list)
 
@@ -273,6 +283,9 @@ def _run_ticks(plan: Plan, world: World, bots: Bots, err: Console, *,
 
     from tickengine import PHASES
 
+    from .sim_rounds import RoundTracker
+
+    tracker = RoundTracker(world)
     observers = _observer_slots(plan)
     columns = (*PHASES, "bots", "total") + (("visibility",) if observers is not None else ())
     n_phases, col_bots, col_total = len(PHASES), len(PHASES), len(PHASES) + 1
@@ -330,6 +343,7 @@ def _run_ticks(plan: Plan, world: World, bots: Bots, err: Console, *,
                         iy = (found["y"][:n0] * bins_per_y).astype(np.intp)
                         np.add.at(heat, (np.minimum(ix, HEAT_BINS - 1),
                                          np.minimum(iy, HEAT_BINS - 1)), 1)
+                tracker.tick(result)
                 respawns += result.respawns
                 dropped += result.dropped_events
                 moves += result.moves_applied
@@ -349,6 +363,7 @@ def _run_ticks(plan: Plan, world: World, bots: Bots, err: Console, *,
         wall_s=wall_s, setup_s=setup_s, warm_up_s=warm_up_s, warm_up_compiled=warm_up_compiled,
         discoveries=discoveries,
         value_found=value_found, heat=heat, interrupted=interrupted,
+        rounds=tracker.report(plan.tick_rate),
         counters={"respawns": respawns, "dropped_events": dropped, "moves_applied": moves,
                   "visibility_records": vis_records, "visibility_truncated": vis_truncated,
                   "visibility_dropped": vis_dropped},

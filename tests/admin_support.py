@@ -1,0 +1,142 @@
+"""Calls to the admin API (server/shell/_admin.py) from tests: raw HTTP/1.1 on a real socket.
+
+``await admin_call(port, "POST", "/api/admin/hunts", {"name": "cup"}, token="s3cret")``
+returns ``(status, headers, body)`` with the body decoded from JSON (bytes if it is
+not JSON); :func:`admin_call_sync` does the same from a thread or a plain test
+(urllib), for servers run as subprocesses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import trio
+
+TOKEN = "s3cret-admin"
+
+
+def _encode(body: Any) -> bytes:
+    if body is None:
+        return b""
+    return body if isinstance(body, bytes) else json.dumps(body).encode()
+
+
+async def admin_call(port: int, method: str, path: str, body: Any = None, *,
+                     token: str | None = TOKEN, headers: dict[str, str] | None = None,
+                     timeout: float = 30.0) -> tuple[int, dict[str, str], Any]:
+    """One request to 127.0.0.1:port; ``token`` None sends no Authorization header."""
+    data = _encode(body)
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close",
+             f"Content-Length: {len(data)}", "Content-Type: application/json"]
+    if token is not None:
+        lines.append(f"Authorization: Bearer {token}")
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    with trio.fail_after(timeout):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
+            raw = bytearray()
+            while chunk := await stream.receive_some(65536):
+                raw += chunk
+    head, _, payload = bytes(raw).partition(b"\r\n\r\n")
+    status_line, *rest = head.decode("latin-1").split("\r\n")
+    got = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in rest)}
+    return int(status_line.split()[1]), got, _decode(payload)
+
+
+def admin_call_sync(port: int, method: str, path: str, body: Any = None, *,
+                    token: str | None = TOKEN, timeout: float = 30.0) -> tuple[int, Any]:
+    """The same from synchronous code: ``(status, body)``."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                 data=_encode(body) if method != "GET" else None,
+                                 headers={"Content-Type": "application/json"})
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, _decode(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, _decode(exc.read())
+
+
+def _decode(payload: bytes) -> Any:
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return payload
+
+
+class ServeProcess:
+    """``treasure-hunt serve`` as a real process (its JSON log in a file), killed for real.
+
+    ``ServeProcess(tmp, config_text, "--admin-token", TOKEN).start()``; ``http`` and
+    ``ws_url`` come from its ``serving`` line; :meth:`kill` is SIGKILL, :meth:`stop`
+    SIGTERM (then SIGKILL after a timeout).
+    """
+
+    def __init__(self, workdir: Path, config: str, *extra: str) -> None:
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.log_path = workdir / "serve.log"
+        (workdir / "serve.toml").write_text(config)
+        self.args = [sys.executable, "-m", "server", "serve", "--config",
+                     str(workdir / "serve.toml"), "--port", "0", "--http-port", "0",
+                     "--data-dir", str(self.data_dir), "--log-format", "json",
+                     "--admin-token", TOKEN, *extra]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.http = 0
+        self.ws_url = ""
+        self._seen = 0
+
+    def start(self, timeout: float = 240.0) -> ServeProcess:
+        self._seen = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=log,
+                                         cwd=Path(__file__).parent.parent)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for e in self.events():
+                if e.get("event") == "serving":
+                    self.ws_url = e["ws_url"]
+                    self.http = int(e["http_url"].rsplit(":", 1)[1].strip("/"))
+                    return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.kill()
+        raise AssertionError(f"serve did not start:\n{self.log_path.read_text()[-4000:]}")
+
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON log lines of the current run."""
+        data = self.log_path.read_bytes()[self._seen:] if self.log_path.exists() else b""
+        out = []
+        for line in data.decode(errors="replace").splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    out.append(json.loads(line))
+        return out
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
