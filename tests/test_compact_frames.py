@@ -196,3 +196,37 @@ def test_the_three_websocket_header_sizes(n_visible: int, header: int) -> None:
     expected = CompactTickWriter(index, 100.0, 50.0).write(1201, 42, 1.5, 2.5, 7, 3, records,
                                                            b"", True)
     assert frame == wf.frame(expected) and wf.header_size(len(expected)) == header
+
+
+def test_indices_survive_dropped_membership_events() -> None:
+    """A membership buffer smaller than a tick's joins (docs/rules.md: the excess is dropped
+    and counted): every player in play still gets an index and a NAME entry in that tick,
+    and a player whose LEAVE was dropped gives its index back."""
+    world = World(EngineConfig(max_players=32, max_membership_events=1))
+    world.add_hunt(HuntParams(name="small", width=50.0, height=50.0, view_radius=100.0))
+    ids = [world.join(0) for _ in range(4)]
+    result = world.tick()
+    assert result.dropped_events == 3
+    compact = tf.compact_state(world.players.capacity, world.hunts.capacity)
+    wire = WireIndex(compact)
+    wire._synced = True  # as after the first tick of a running server
+    tails = tf.TailTable()
+    slots = np.array([i & 0xFFFFFFFF for i in ids], np.int32)
+    hunts = np.zeros(4, np.int32)
+    versions = np.full(4, 2, np.uint8)
+    obs_tail = np.zeros(4, np.int32)
+    names = {int(s): f"p{s}" for s in slots}
+    build_tails(world, result, tails, hunts, np.zeros(4, np.uint8), obs_tail, names.get,
+                lambda h: [], versions, wire, compact, {})
+    assert sorted(compact.index[slots].tolist()) == [0, 1, 2, 3]
+    decoder = TickDecoder(2, 50.0, 50.0)
+    section = tails.data[tails.rows[0, 0]:tails.rows[0, 1]].tobytes()
+    update = decoder.decode(bytes([0x83, 0x1F | 0x40, 1, 0]) + bytes(16) + b"\x00\x00" + section)
+    assert sorted(e.slot for e in update.names) == sorted(slots.tolist())
+    for pid in ids[:3]:
+        world.leave(pid)
+    result = world.tick()
+    assert result.dropped_events == 2
+    build_tails(world, result, tails, hunts[:1], np.zeros(1, np.uint8), obs_tail[:1],
+                names.get, lambda h: [], versions[:1], wire, compact, {})
+    assert (compact.index[slots[:3]] == -1).all() and compact.index[slots[3]] >= 0

@@ -39,6 +39,7 @@ class WireIndex:
         #: Per hunt, bumped whenever its indices change (keys the keyframe names cache).
         self.epoch: dict[int, int] = {}
         self._synced = False
+        self._stale: list[tuple[int, int]] = []
 
     def _assign(self, hunt: int, slot: int) -> None:
         if self.index[slot] >= 0:
@@ -52,25 +53,45 @@ class WireIndex:
         self.index[slot] = i
         self.epoch[hunt] = self.epoch.get(hunt, 0) + 1
 
-    def joined(self, world: Any, memberships: np.ndarray) -> None:
-        """Index the players that joined this tick (and, the first time, everyone in play)."""
-        if not self._synced:  # a world recovered from a snapshot has players already
-            P = world.players
-            for slot in world.active_slots().tolist():
-                self._assign(int(P.hunt[slot]), slot)
-            self._synced = True
+    def joined(self, world: Any, memberships: np.ndarray, dropped: int = 0) -> list[int]:
+        """Index the players that joined this tick (and, the first time, everyone in play).
+
+        ``dropped``: the tick's dropped events (a membership buffer smaller than the tick's
+        joins and leaves, docs/rules.md): then every player in play is checked. Returns
+        the slots indexed that no JOINED record of this tick names (their NAME entries
+        must go out with the tick anyway)."""
         for r in memberships[memberships["kind"] != LEFT] if len(memberships) else ():
             self._assign(int(r["hunt"]), int(r["slot"]))
+        if self._synced and not dropped:
+            return []
+        # A world recovered from a snapshot has players already; a dropped event may hide
+        # a join or a leave.
+        self._synced = True
+        P, index = world.players, self.index
+        active = world.active_slots()
+        live = np.zeros(len(index), np.bool_)
+        live[active] = True
+        # Out of play but indexed (a dropped LEAVE): freed with this tick's leaves.
+        self._stale = [(int(P.hunt[s]), s) for s in np.flatnonzero((index >= 0) & ~live)]
+        extra = [s for s in active.tolist() if index[s] < 0]
+        for slot in extra:
+            self._assign(int(P.hunt[slot]), slot)
+        return extra
+
+    def _release(self, hunt: int, slot: int) -> None:
+        i = int(self.index[slot])
+        if i >= 0:
+            self.index[slot] = -1
+            heapq.heappush(self._free.setdefault(hunt, []), i)
+            self.epoch[hunt] = self.epoch.get(hunt, 0) + 1
 
     def left(self, memberships: np.ndarray) -> None:
         """Free the indices of the players that left this tick (after its tails are encoded)."""
         for r in memberships[memberships["kind"] == LEFT] if len(memberships) else ():
-            slot, hunt = int(r["slot"]), int(r["hunt"])
-            i = int(self.index[slot])
-            if i >= 0:
-                self.index[slot] = -1
-                heapq.heappush(self._free.setdefault(hunt, []), i)
-                self.epoch[hunt] = self.epoch.get(hunt, 0) + 1
+            self._release(int(r["hunt"]), int(r["slot"]))
+        for hunt, slot in self._stale:
+            self._release(hunt, slot)
+        self._stale = []
 
 
 def build_tails(world: Any, result: Any, tails: TailTable, obs_hunt: np.ndarray,
@@ -94,8 +115,9 @@ def build_tails(world: Any, result: Any, tails: TailTable, obs_hunt: np.ndarray,
     n_hunts = world.hunts.count
     disc = result.discoveries
     mem = result.memberships
+    extra: list[int] = []
     if wire is not None:
-        wire.joined(world, mem)
+        extra = wire.joined(world, mem, int(result.dropped_events))
     changed = set(result.leaderboard_changed.tolist())
     v2 = (obs_version == 2) if obs_version is not None else np.zeros(len(obs_hunt), np.bool_)
     kf = obs_keyframe != 0
@@ -122,8 +144,10 @@ def build_tails(world: Any, result: Any, tails: TailTable, obs_hunt: np.ndarray,
                                                           everyone(h)))
         if h in need[2]:
             index, p = wire.index, world.hunt_params[h]
-            names2 = [(int(index[s]), s, int(r["gen"]), name_of(s))
-                      for r in joined for s in [int(r["slot"])]]
+            P = world.players
+            who = [(int(r["slot"]), int(r["gen"])) for r in joined] + [
+                (s, int(P.gen[s])) for s in extra if int(P.hunt[s]) == h]
+            names2 = [(int(index[s]), s, g, name_of(s)) for s, g in who]
             rows[2, h] = tails.add_raw(encode_hunt_section(index, p.width, p.height, d, board,
                                                            left, names2))
             if h in need[3]:
