@@ -24,6 +24,7 @@ grow with C (O(hunts)). The figures and what they mean are in perf/README.md.
     python perf/bench_alloc.py                      # 200 and 2,000 clients, 10 s windows
     python perf/bench_alloc.py --clients 200 --duration 5
     python perf/bench_alloc.py --quick              # 20 clients, 2 s: a smoke test
+    python perf/bench_alloc.py --commit main~3      # the server of a commit (before/after)
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from loadtest import PY, ROOT, Procs, metrics, wait_serving
+from loadtest import PY, Procs, metrics, server_source, wait_serving
 
 HERE = Path(__file__).resolve().parent
 COUNTERS = ("c_main", "c_other", "py_main", "py_other")
@@ -92,10 +93,12 @@ def start_server(procs: Procs, shim: Path, counts: Counts, clients: int,
            "--max-players-per-address", limit, "--hellos-per-second-per-address",
            str(2 * CONNECT_RATE), "--connections-per-second-per-address", str(2 * CONNECT_RATE)]
     env = {**os.environ, "LD_PRELOAD": str(shim), "ALLOC_COUNT_FILE": str(counts.path),
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(args.server_src)}
     log = logdir / "server.log"
     with open(log, "wb") as err:
-        p = procs.start(cmd, stdout_lines=False, stderr=err, env=env)
+        # From the code's own directory: ``python -c`` puts the working directory first
+        # on sys.path, ahead of PYTHONPATH.
+        p = procs.start(cmd, stdout_lines=False, stderr=err, env=env, cwd=args.server_src)
     return p, *wait_serving(p, log)
 
 
@@ -178,12 +181,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0, help="counting window, seconds")
     p.add_argument("--warmup", type=float, default=4.0, help="seconds between the clients "
                    "being ready and the window")
+    p.add_argument("--commit", help="count the server of this git commit (an export under "
+                   "perf/results/, as perf/loadtest.py does), not the working tree")
     p.add_argument("--quick", action="store_true", help="smoke test: 20 clients, 2 s windows")
     p.add_argument("--out", type=Path, default=HERE / "results", help="the JSON goes here")
     args = p.parse_args(argv)
     if args.quick:
         args.clients, args.duration, args.warmup = "20", 2.0, 1.0
     args.client_counts = [int(c) for c in args.clients.split(",")]
+    args.server_src, args.server_code = server_source(args.commit)
     return args
 
 
@@ -198,11 +204,13 @@ def main(argv: list[str] | None = None) -> int:
             idle = run(clients, IDLE_RATE, shim, args)
             busy = run(clients, args.rate, shim, args)
             rows.append(figures(idle, busy))
+    print(f"server code: {args.server_code}")
     print_table(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / "bench_alloc.json"
     out.write_text(json.dumps({"rows": rows, "rate": args.rate, "tick_rate": args.tick_rate,
-                               "window_s": args.duration}, indent=1))
+                               "window_s": args.duration, "server": args.server_code},
+                              indent=1))
     print(json.dumps({"json": str(out)}))
     return 0
 

@@ -305,7 +305,7 @@ async def test_a_failed_hunt_stays_stopped_while_the_fault_persists(serve, tmp_p
                 async with connect(srv.url, "cy", "cave"):
                     pass
             assert refused.value.code == ErrorCode.HUNT_FAILED
-            assert old._send_pool is None, "the stopped hub's send thread is shut down"
+            assert old.broadcaster._send_pool is None, "the stopped hub's send thread is shut down"
             for b in blockers:
                 b.rmdir()
             while "cave" in placement.failed:

@@ -560,7 +560,7 @@ async def test_resume_and_replace_races_leave_one_playing_connection(serve) -> N
             if s.conn is None:
                 break
             await trio.sleep(0.02)
-        assert s.conn is None and s in hub.lost
+        assert s.conn is None and s in hub.sessions.lost
         await trio.sleep(0.1)  # the stop move's tick
         slot = pid & 0xFFFFFFFF
         x0 = float(hub.world.players.x[slot])

@@ -2,9 +2,10 @@
 
 ``_placement`` (the placement interface and each hunt's supervision), ``_local``
 (a single server: every hunt here), ``_node`` (a scale-out node: hunts placed by
-leases in Redis); ``_hub`` (one World, its tick and its players) made of
-``_sessions`` (join, resume, leave, moves in), ``_pipeline`` (the worker thread's
-tick: engine, journal, visibility, frames, writes) and ``_broadcast`` (WELCOMEs,
-outboxes, evictions, accounting); ``_tails`` and ``_tickframes`` build each
-client's TICK frame.
+leases in Redis); ``_hub`` (one World, its tick and its players) composes three
+stages the data flows through one way: ``_sessions`` (join, resume, leave, moves
+in; the types it hands on are in ``_players``), ``_pipeline`` (the worker thread's
+tick: engine, journal, visibility, frames) and ``_broadcast`` (claims, writes,
+WELCOMEs, outboxes, evictions, accounting); ``_tails`` and ``_tickframes`` build
+each client's TICK frame.
 """

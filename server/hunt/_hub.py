@@ -1,17 +1,22 @@
 """The hub: one hunt's World (or every hunt of an older data dir), its tick and its players.
 
-A server runs one hub per hunt (where: server/hunt/_placement.py). The hub is three
-parts, in the order the data flows, sharing the state this module sets up:
+A server runs one hub per hunt (where: server/hunt/_placement.py). The hub composes
+three stages, each an object owning its state, in the order the data flows; the
+ticker task here passes each one's output to the next and nothing flows back:
 
-- **sessions** (server/hunt/_sessions.py): sockets -> join, resume and leave requests,
-  resume tokens and grace, the rate limit, and the tick's move batch;
-- **tick pipeline** (server/hunt/_pipeline.py): the worker thread: batch -> moves into
-  the engine -> ``World.tick`` -> journal -> visibility -> each hunt's tail -> every
-  client's frame in one buffer -> one ``write(2)`` per claimed client;
-- **broadcaster** (server/hunt/_broadcast.py): the Trio thread after the worker:
-  WELCOMEs, what the worker did not write whole (through each client's outbox;
-  a full outbox skips the tick for that client, too many skips evict it), and
-  the tick's accounting.
+- **sessions** (server/hunt/_sessions.py, :class:`Sessions`): sockets -> join,
+  resume and leave requests, resume tokens and grace, the rate limit, and the tick's
+  move batch. Gives: the accepted requests, the observers, the batch and the tick's
+  journal inputs;
+- **tick pipeline** (server/hunt/_pipeline.py, :class:`TickPipeline`): the worker
+  thread: batch -> moves into the engine -> ``World.tick`` -> journal -> visibility
+  -> each hunt's tail -> every client's frame in one buffer. Gives: :class:`Frames`;
+- **broadcaster** (server/hunt/_broadcast.py, :class:`Broadcaster`): claims on idle
+  sockets (before the worker), one ``write(2)`` per claimed client (in the worker,
+  after the pipeline), then on the Trio thread WELCOMEs, what the worker did not
+  write whole (through each client's outbox; a full outbox skips the tick for that
+  client, too many skips evict it), and the tick's accounting. Gives: the sessions
+  to evict, which the ticker hands back to the sessions as lost connections.
 
 Threads and ownership: the World is touched by one Trio task, the ticker (here),
 and by the worker thread it hands each tick to (``trio.to_thread``; the kernels
@@ -26,28 +31,41 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import trio
 
-from tickengine import HuntParams, World
+from tickengine import World
 
 from .._config import ServeConfig
-from .._metrics import TICK_PHASES, Metrics
-from ..protocol import ErrorCode, ErrorMessage
-from ._broadcast import RING, Broadcaster
-from ._pipeline import TickPipeline, _Fenced
-from ._sessions import JoinRequest as JoinRequest
-from ._sessions import Session as Session
+from .._metrics import Metrics
+from ..protocol import MoveBatch
+from ..shell._conn import Connection
+from ._broadcast import Broadcaster
+from ._pipeline import Frames, TickPipeline
+from ._players import JoinRequest as JoinRequest
+from ._players import Observers
+from ._players import Session as Session
 from ._sessions import Sessions
 
 
-class Hub(Sessions, TickPipeline, Broadcaster):
-    """A World served to clients on a fixed tick. See the module docstring."""
+class _Fenced(Exception):
+    """Raised in the worker when the lease ran out during a tick: nothing is sent."""
+
+
+class Hub:
+    """A World served to clients on a fixed tick. See the module docstring.
+
+    What the rest of the server uses: :attr:`world`, :attr:`journal`, :attr:`sessions`
+    (the players by slot, and where the shell hands in :attr:`requests`,
+    :attr:`leaves`, :meth:`take_moves` and :meth:`disconnected`), the ticker
+    (:meth:`run_ticker`, :attr:`running`, :attr:`ticking`, :attr:`ticker_done`,
+    :attr:`lease_deadline`, :attr:`fenced`, :attr:`nursery`, :meth:`close`) and the
+    figures of the broadcaster (:attr:`stats`, :attr:`ring`, :attr:`ring_count`,
+    :attr:`evictions`, :attr:`skipped_total`, :attr:`recent_discoveries`).
+    """
 
     def __init__(self, config: ServeConfig, metrics: Metrics, log: Any,
                  journal: Any = None, recovered: Any = None) -> None:
@@ -56,55 +74,29 @@ class Hub(Sessions, TickPipeline, Broadcaster):
         self.metrics = metrics
         self.log = log
         self.journal = journal
-        self.sessions: dict[int, Session] = {}  # by slot
-        #: Sessions by token hash.
-        self.by_token: dict[bytes, Session] = {}
-        #: Sessions without a connection (in their resume grace).
-        self.lost: set[Session] = set()
-        #: Players per (hunt index, IP address), connected or within their grace.
-        self.address_players: dict[tuple[int, str], int] = {}
-        # Inputs of the coming tick, as the journal records them (durability contract).
-        self.tick_hunts: list[HuntParams] = []
-        self.tick_joins: list[tuple[int, int, str, bytes]] = []
-        self.tick_leaves: list[int] = []
-        if recovered is None:
-            self.world = World(config.world.engine, config.world.hunts)
-            self.created_hunts = 0
-        else:
-            self.world = recovered.world
-            self._restore_sessions(recovered)
-            # Hunts of the config that the recovered world lacks are added now.
-            for params in config.world.hunts:
-                if params.name not in {p.name for p in self.world.hunt_params}:
-                    self.world.add_hunt(params)
-                    self.tick_hunts.append(params)
-        self._init_buffers()
-        self._send_pool = (ThreadPoolExecutor(1, thread_name_prefix="hub-send")
-                           if self.server.send_threads > 1 else None)
-        self.requests: list[JoinRequest] = []
-        self.leaves: list[Session] = []
-        #: Stop moves that found the batch full, for the next tick's batch.
-        self.deferred_stops: list[Session] = []
-        self.running = True
-        self.stats: dict[str, float] = {"tick": 0, "tick_ms_p50": 0.0, "tick_ms_p99": 0.0}
-        #: Ring of the last RING ticks' timings (ms) by phase, for /api/stats and load tests.
-        self.ring = np.zeros((RING, len(TICK_PHASES)), np.float64)
-        self.ring_count = 0
-        self.evictions = 0
-        self.skipped_total = 0
-        #: Observers cut by a full visibility buffer since the last log line about it.
-        self.truncated_since_log = 0
-        self._truncation_logged = -math.inf
-        self.recent_discoveries: list[deque[dict[str, Any]]] = [
-            deque(maxlen=20) for _ in self.world.hunt_params]
-        # Per-tick counters, flushed into the metrics once per tick.
-        self.moves_received = 0
-        self.moves_dropped = 0
-        #: Stop moves the server put in the current batch (not received: see tick_once).
-        self.stop_moves = 0
+        self.world = (World(config.world.engine, config.world.hunts) if recovered is None
+                      else recovered.world)
         #: Per-hunt figures and move arrival times for the metrics (server/_hunt_metrics.py).
         self.report = metrics.hub_report(self)
-        self._observers_dirty = True
+        #: Where closes run (set by the placement before the first tick).
+        self.nursery: trio.Nursery | None = None
+        sessions = self.sessions = Sessions(config, self.world, metrics, log, self.report,
+                                            self._close_soon, recovered)
+        self.pipeline = TickPipeline(self.world, journal, self.server.tick_threads,
+                                     sessions.journal_meta, sessions.joined_name,
+                                     sessions.names)
+        self.broadcaster = Broadcaster(self.world, self.server, metrics, log, self.report,
+                                       sessions.joined_name, self._close_soon)
+        # What the shell hands in, as the sessions take it.
+        self.requests: list[JoinRequest] = self.sessions.requests
+        self.leaves: list[Session] = self.sessions.leaves
+        self.take_moves = self.sessions.take_moves
+        self.disconnected = self.sessions.disconnected
+        self.holds = self.sessions.holds
+        self.journal_meta = self.sessions.journal_meta
+        self.answer_pending = self.sessions.answer_pending
+        self.address_players = self.sessions.address_players
+        self.running = True
         self._on_tick: list[Callable[[Hub, Any], None]] = []
         #: ``time.monotonic()`` after which this node may no longer tick the hunt (scale-out:
         #: its lease in Redis may have expired). inf: no lease (one node). See server/hunt/_node.py.
@@ -115,12 +107,42 @@ class Hub(Sessions, TickPipeline, Broadcaster):
         self.ticking = False
         self.ticker_done = trio.Event()
 
+    # The broadcaster's figures, by the names the shell reads.
+    @property
+    def stats(self) -> dict[str, float]:
+        return self.broadcaster.stats
+
+    @property
+    def ring(self) -> np.ndarray:
+        return self.broadcaster.ring
+
+    @property
+    def ring_count(self) -> int:
+        return self.broadcaster.ring_count
+
+    @property
+    def evictions(self) -> int:
+        return self.broadcaster.evictions
+
+    @property
+    def skipped_total(self) -> int:
+        return self.broadcaster.skipped_total
+
+    @property
+    def recent_discoveries(self) -> Any:
+        return self.broadcaster.recent_discoveries
+
+    @property
+    def obs_sessions(self) -> list[Session]:
+        """The clients the last tick went to."""
+        return self.sessions.observers.sessions
+
     async def run_ticker(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """The fixed-rate tick loop; returns when :attr:`running` turns False."""
         rate = self.world.tick_rate or 20
         period = 1.0 / rate
         start = trio.current_time()
-        for s in self.lost:  # recovered players: their grace starts now
+        for s in self.sessions.lost:  # recovered players: their grace starts now
             if s.lost_at is None:
                 s.lost_at = start
         self.ticking = True
@@ -154,60 +176,65 @@ class Hub(Sessions, TickPipeline, Broadcaster):
             await self.tick_once()
 
     async def tick_once(self) -> None:
+        """One tick: sessions -> pipeline (worker) -> broadcaster."""
         t0 = time.perf_counter()
         now = trio.current_time()
-        accepted = self._apply_requests(now)
-        if self._observers_dirty:
-            self._rebuild_observers()
-        obs = self.obs_sessions
-        n_obs = len(obs)
-        slots = self.obs_slots[:n_obs]
-        self.obs_keyframe[:n_obs] = self.keyframe_due[slots]
-        # The worker writes the frames of idle, welcomed connections (self.fds[i] >= 0);
-        # the others go through send_now in _finish, behind what they have queued.
-        send = self.send_slots
-        claimed = self._claimed[:n_obs]
-        send.begin(slots, self.fds[:n_obs], claimed)
-        batch, self.batch = self.batch, self.spare
+        sessions, broadcaster = self.sessions, self.broadcaster
+        accepted = sessions.apply_requests(now)
+        for req in accepted:
+            if req.session is not None:
+                broadcaster.fresh(req.session.slot)
+        obs = sessions.refresh_observers()
+        keyframe = broadcaster.claim(obs)
+        batch, received = sessions.take_batch()
         clock = self.report.swap_clocks()
         n_moves = batch.count
-        # Received moves are counted per tick, not per frame (an int above 256 is an
-        # allocation): the batch holds them and the server's own stop moves.
-        self.moves_received, self.stop_moves = n_moves - self.stop_moves, 0
-        if self.deferred_stops:  # stops that found the last batch full: into this one
-            stops, self.deferred_stops = self.deferred_stops, []
-            for s in stops:
-                if s.conn is None and not s.leaving:
-                    self._stop_move(s)
         t_call = time.perf_counter()
         try:
-            result, vis, _total, phases = await trio.to_thread.run_sync(
-                self._compute, batch, n_obs)
+            frames = await trio.to_thread.run_sync(self._work, batch, obs, keyframe)
         except BaseException as exc:
-            send.end()
+            broadcaster.release()
             if isinstance(exc, _Fenced):
                 self._fence(accepted)
                 return
             raise
-        batch.clear()
-        self.spare = batch
-        self.tick_hunts.clear()
-        self.tick_joins.clear()
-        self.tick_leaves.clear()
+        sessions.batch_done(batch)
         t_send = time.perf_counter()
+        phases = frames.phases
         phases["prepare"] = t_call - t0
         phases["handoff"] = (phases.pop("_c0") - t_call) + (t_send - phases.pop("_c4"))
-        sent_msgs, sent_bytes, skipped = self._finish(result, vis, accepted, n_obs, now)
+        sent = broadcaster.finish(frames, obs, accepted, now)
+        for s in sent.evict:  # its connection is lost to the session first, then closed
+            conn = s.conn
+            sessions.disconnected(s, conn)
+            broadcaster.evict(s, conn)
         t_end = time.perf_counter()
         phases["finish"] = t_end - t_send
         phases["total"] = t_end - t0
-        self._account(result, phases, sent_msgs, sent_bytes, skipped)
+        result, vis = frames.result, frames.vis
+        broadcaster.account(result, phases, sent, received, sessions.take_dropped(),
+                            obs.count, len(sessions))
         world = self.world
-        self.report.tick(world.hunt_params, world.hunts.players, self.obs_hunt[:n_obs],
+        self.report.tick(world.hunt_params, world.hunts.players, obs.hunts,
                          result.discoveries["hunt"], vis.truncated if vis.dropped else None,
                          phases["total"], clock, n_moves, trio.current_time())
         for hook in self._on_tick:
             hook(self, result)
+
+    def _work(self, batch: MoveBatch, obs: Observers, keyframe: np.ndarray) -> Frames:
+        """Worker thread: the pipeline's tick and frames, then the broadcaster's writes.
+        Touches no Trio object."""
+        frames = self.pipeline.compute(batch, self.sessions.inputs, obs, keyframe)
+        c3 = time.perf_counter()
+        # Fencing: this tick is journaled; it may be acknowledged only while the lease holds
+        # (a node paused past its lease must not tell clients of ticks the next owner lacks).
+        if time.monotonic() >= self.lease_deadline:
+            raise _Fenced
+        self.broadcaster.write(frames)
+        c4 = time.perf_counter()
+        frames.phases["send"] = c4 - c3
+        frames.phases["_c4"] = c4  # for the hand-off time (popped by the ticker)
+        return frames
 
     def _fence(self, accepted: list[JoinRequest] = ()) -> None:
         """The lease is gone: stop ticking at once, answer waiting HELLOs with HUNT_MOVED."""
@@ -215,23 +242,14 @@ class Hub(Sessions, TickPipeline, Broadcaster):
         self.running = False
         self.log.warning("fenced", hunts=[p.name for p in self.world.hunt_params],
                          tick=self.world.tick_number)
-        self.answer_pending(list(accepted))
+        self.sessions.answer_pending(list(accepted))
 
-    def answer_pending(self, extra: list[JoinRequest] = (),
-                       refusal: ErrorMessage | None = None) -> None:
-        """Refuse every HELLO still waiting for this hub (it stopped): ``refusal``, by
-        default HUNT_MOVED."""
-        moved = refusal or ErrorMessage(
-            ErrorCode.HUNT_MOVED, "this hunt moved to another node: reconnect to the server "
-            "you first connected to, with your resume token")
-        for req in [*extra, *self.requests]:
-            req.session = None
-            req.refusal = moved
-            req.done.set()
-        self.requests.clear()
+    def _close_soon(self, conn: Connection, code: int, reason: str, final: bytes) -> None:
+        """``final``, then close ``code``: queued now (nothing can come between), written
+        by a task."""
+        conn.begin_close(code, reason, final)
+        self.nursery.start_soon(conn.close, code, reason)
 
     def close(self) -> None:
         """Release the hub's threads (after its ticker ended). Idempotent."""
-        if self._send_pool is not None:
-            self._send_pool.shutdown(wait=False)
-            self._send_pool = None
+        self.broadcaster.close()

@@ -1,81 +1,84 @@
-"""The hub's tick pipeline: the worker thread's part of a tick.
+"""The hub's tick pipeline: the worker thread's computation of a tick.
 
-Moves into the engine, ``World.tick``, the journal, visibility of every observer,
-each hunt's tail (server/hunt/_tails.py) and every client's frame in one buffer
-(server/hunt/_tickframes.py), then one ``write(2)`` per claimed client. Touches no Trio
-object: the ticker hands it the batch and takes the frames back.
+The second stage of a hub's tick (server/hunt/_hub.py). :meth:`TickPipeline.compute`
+takes the move batch, the tick's other inputs and who the tick goes to, and gives
+back :class:`Frames`: moves into the engine, ``World.tick``, the journal, visibility
+of every observer, each hunt's tail (server/hunt/_tails.py) and every client's
+complete WebSocket frame in one buffer (server/hunt/_tickframes.py). Touches no Trio
+object and no socket: the broadcaster (server/hunt/_broadcast.py) writes the frames.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numba
 import numpy as np
 
 from ..protocol import MoveBatch, NameEntry
-from ..shell._conn import SendSlots
 from . import _tickframes as tf
-from ._sessions import Session
+from ._players import Observers, TickInputs
 from ._tails import WireIndex, build_tails
 
-#: Clients per thread below which the tick's writes stay on one thread.
-SPLIT_MIN = 128
+#: Engine phases of ``TickResult.phase_ns``, in order.
+ENGINE_PHASES = ("membership", "movement", "grid", "discovery", "hints", "leaderboard")
 
 
-class _Fenced(Exception):
-    """Raised in the worker when the lease ran out during a tick: nothing is sent."""
+@dataclass(eq=False)
+class Frames:
+    """One tick's output: observer i's frame is ``out[offsets[i]:offsets[i + 1]]``
+    (``sizes[i]`` bytes) for ``i < count``. ``result`` is the World's TickResult,
+    ``vis`` its Visibility (``vis.truncated[i]``: observer i's view was cut short), and
+    ``phases`` the time of each phase (seconds, by name as in ``TICK_PHASES``)."""
+
+    result: Any
+    vis: Any
+    count: int
+    out: np.ndarray
+    offsets: np.ndarray
+    sizes: np.ndarray
+    phases: dict[str, float]
 
 
 class TickPipeline:
-    """The worker's part of a tick (a mixin of :class:`server.hunt._hub.Hub`):
-    move batch -> World.tick -> journal -> visibility -> frames -> sockets."""
+    """Batch -> World.tick -> journal -> visibility -> frames, in the worker thread.
 
-    def _init_buffers(self) -> None:
-        cap = self.server.max_moves_per_tick
-        self.batch, self.spare = MoveBatch(cap), MoveBatch(cap)
-        P = self.world.players.capacity
-        self.obs_sessions: list[Session] = []
-        self.obs_slots = np.zeros(P, np.int32)
-        self.obs_keyframe = np.zeros(P, np.uint8)
+    ``world`` and ``journal`` (None: no durability) are the hub's; between two calls of
+    :meth:`compute` only the Trio thread touches the World. ``journal_meta()``: what a
+    snapshot keeps beside the World; ``name_of(slot)`` and ``everyone(hunt)``: the names
+    the tails carry (see :func:`~server.hunt._tails.build_tails`).
+    """
+
+    def __init__(self, world: Any, journal: Any, tick_threads: int,
+                 journal_meta: Callable[[], dict[str, Any]],
+                 name_of: Callable[[int], str | None],
+                 everyone: Callable[[int], list[NameEntry]]) -> None:
+        self.world = world
+        self.journal = journal
+        self.tick_threads = tick_threads
+        self.journal_meta = journal_meta
+        self.name_of = name_of
+        self.everyone = everyone
+        P = world.players.capacity
         self.obs_tail = np.zeros(P, np.int32)
-        self.obs_hunt = np.zeros(P, np.int32)
-        self.obs_version = np.ones(P, np.uint8)
         # Version 2: hunt-local indices, hunt sizes, what each slot was last sent.
-        self.compact = tf.compact_state(P, self.world.hunts.capacity)
+        self.compact = tf.compact_state(P, world.hunts.capacity)
         self.wire_index = WireIndex(self.compact)
         self._names_v2: dict = {}
         self.frame_sizes = np.zeros(P, np.int64)
         self.frame_offsets = np.zeros(P + 1, np.int64)
         self.out = np.zeros(1 << 20, np.uint8)
-        self.written = np.zeros(P, np.int64)
-        self.fds = np.zeros(P, np.int64)
-        # Per player slot, as arrays so the tick reads and resets them in bulk:
-        #: the next TICK must be a keyframe (join, resume, a skipped or truncated tick);
-        self.keyframe_due = np.ones(P, np.uint8)
-        #: consecutive ticks skipped because the client's outbox was full.
-        self.skipped_ticks = np.zeros(P, np.int32)
-        self._whole = np.zeros(P, np.bool_)
-        self.send_slots = SendSlots(P)
-        self._claimed = np.zeros(P, np.bool_)
         self.tails = tf.TailTable()
-        self._names_blob: dict[int, list[NameEntry]] = {}
 
-    def _rebuild_observers(self) -> None:
-        obs = [s for s in self.sessions.values() if s.conn is not None and not s.leaving]
-        obs.sort(key=lambda s: s.slot)
-        self.obs_sessions = obs
-        n = len(obs)
-        self.obs_slots[:n] = [s.slot for s in obs]
-        self.obs_hunt[:n] = [s.hunt for s in obs]
-        self.obs_version[:n] = [s.conn.version for s in obs]
-        self._observers_dirty = False
-
-    def _compute(self, batch: MoveBatch, n_obs: int) -> tuple[Any, Any, int, dict[str, float]]:
-        """Worker thread: the tick, visibility, every frame, and the writes of the clients
-        the ticker claimed (``self.fds[i] >= 0``). Touches no Trio object."""
-        numba.set_num_threads(self.server.tick_threads)
+    def compute(self, batch: MoveBatch, inputs: TickInputs, obs: Observers,
+                keyframe: np.ndarray) -> Frames:
+        """Worker thread: tick the World with ``batch`` and ``inputs`` (journaled before
+        anything of this tick is sent), then build the frame of every observer of
+        ``obs``; ``keyframe[i]`` != 0: observer i's TICK is a keyframe."""
+        numba.set_num_threads(self.tick_threads)
         world = self.world
         c0 = time.perf_counter()
         moves = batch.columns()
@@ -85,64 +88,34 @@ class TickPipeline:
         if journal is not None:
             # On disk (per the fsync policy) before any message of this tick leaves.
             t = result.tick
-            journal.append_tick(t, hunts=self.tick_hunts, joins=self.tick_joins,
-                                leaves=self.tick_leaves, moves=moves,
+            journal.append_tick(t, hunts=inputs.hunts, joins=inputs.joins,
+                                leaves=inputs.leaves, moves=moves,
                                 state_hash=world.state_hash() if journal.wants_hash(t) else None)
             journal.maybe_snapshot(world, self.journal_meta)
         c1 = time.perf_counter()
-        slots = self.obs_slots[:n_obs]
-        vis = world.visibility(slots, self.obs_keyframe)
+        n = obs.count
+        slots = obs.slots
+        vis = world.visibility(slots, keyframe)
         c2 = time.perf_counter()
-        self._build_tails(result, n_obs)
-        version = self.obs_version[:n_obs]
-        bound = tf.frame_sizes(n_obs, version, vis.offsets, self.obs_tail, self.tails.rows,
+        obs_tail = self.obs_tail[:n]
+        build_tails(world, result, self.tails, obs.hunts, keyframe, obs_tail, self.name_of,
+                    self.everyone, obs.versions, self.wire_index, self.compact, self._names_v2)
+        # Each client's frame in its connection's version (server/hunt/_tickframes.py).
+        bound = tf.frame_sizes(n, obs.versions, vis.offsets, obs_tail, self.tails.rows,
                                self.frame_sizes)
         if bound > self.out.shape[0]:
             self.out = np.zeros(max(bound, 2 * self.out.shape[0]), np.uint8)
         P = world.players
-        total = tf.write_frames(
-            n_obs, result.tick, slots, self.obs_hunt[:n_obs], version, self.obs_keyframe,
-            tf.seen_of(vis), self.obs_tail, self.tails.rows, self.tails.data,
-            tf.Players(P.last_seq, P.x.view(np.int64), P.y.view(np.int64), P.score, P.hint),
-            self.compact, self.out, self.frame_offsets, self.frame_sizes)
+        tf.write_frames(n, result.tick, slots, obs.hunts, obs.versions, keyframe,
+                        tf.seen_of(vis), obs_tail, self.tails.rows, self.tails.data,
+                        tf.Players(P.last_seq, P.x.view(np.int64), P.y.view(np.int64),
+                                   P.score, P.hint),
+                        self.compact, self.out, self.frame_offsets, self.frame_sizes)
         c3 = time.perf_counter()
-        # Fencing: this tick is journaled; it may be acknowledged only while the lease holds
-        # (a node paused past its lease must not tell clients of ticks the next owner lacks).
-        if time.monotonic() >= self.lease_deadline:
-            raise _Fenced
-        self._write_frames(n_obs, vis)
-        c4 = time.perf_counter()
-        phases = {name: float(ns) * 1e-9 for name, ns in
-                  zip(("membership", "movement", "grid", "discovery", "hints", "leaderboard"),
-                      result.phase_ns, strict=True)}
+        phases = {name: float(ns) * 1e-9
+                  for name, ns in zip(ENGINE_PHASES, result.phase_ns, strict=True)}
         phases["visibility"] = c2 - c1
         phases["frames"] = c3 - c2
-        phases["send"] = c4 - c3
-        phases["_c0"], phases["_c4"] = c0, c4  # for the hand-off times (popped by the ticker)
-        return result, vis, total, phases
-
-    def _write_frames(self, n_obs: int, vis: Any) -> None:
-        """One ``write(2)`` per claimed client in a nogil kernel: the Trio thread keeps
-        reading sockets meanwhile. ``self.written[i]``: bytes taken (-2: not written)."""
-        fd = self.fds
-        if vis.dropped:  # truncated visibility: that client gets a keyframe later instead
-            fd[:n_obs][vis.truncated[:n_obs] != 0] = -1
-        base = self.out.ctypes.data
-        pool = self._send_pool
-        if pool is None or n_obs < 2 * SPLIT_MIN:
-            tf.write_frames_to_sockets(n_obs, fd, base, self.frame_offsets, self.written)
-            return
-        # Each write(2) on loopback runs the receiver's TCP stack too: two threads (the
-        # kernel releases the GIL) halve the time to the last frame.
-        half = n_obs // 2
-        rest = pool.submit(tf.write_frames_to_sockets, n_obs - half, fd[half:], base,
-                           self.frame_offsets[half:], self.written[half:])
-        tf.write_frames_to_sockets(half, fd, base, self.frame_offsets, self.written)
-        rest.result()
-
-    def _build_tails(self, result: Any, n_obs: int) -> int:
-        """Each hunt's shared tail, and each observer's (server/hunt/_tails.py)."""
-        return build_tails(self.world, result, self.tails, self.obs_hunt[:n_obs],
-                           self.obs_keyframe[:n_obs], self.obs_tail[:n_obs],
-                           self._joined_name, self._names, self.obs_version[:n_obs],
-                           self.wire_index, self.compact, self._names_v2)
+        phases["_c0"] = c0  # for the hand-off time (popped by the ticker)
+        return Frames(result, vis, n, self.out, self.frame_offsets, self.frame_sizes[:n],
+                      phases)

@@ -1,18 +1,22 @@
 """The hub's players: join, resume, leave, grace, tokens, and the moves they send.
 
-Connection tasks never call the World: a HELLO becomes a :class:`JoinRequest` and
-MOVES frames are decoded into the tick's :class:`~server.protocol.MoveBatch`
-(:meth:`Sessions.take_moves`); the ticker applies the requests between two ticks
-(:meth:`Sessions._apply_requests`), in the order the journal replays them.
+The first stage of a hub's tick (server/hunt/_hub.py), on the Trio thread; the types it
+hands on are in server/hunt/_players.py. Connection tasks never call the World: a HELLO
+becomes a :class:`JoinRequest` and MOVES frames are
+decoded into the tick's :class:`~server.protocol.MoveBatch` (:meth:`Sessions.take_moves`);
+the ticker applies the requests between two ticks (:meth:`Sessions.apply_requests`), in
+the order the journal replays them, then takes the batch (:meth:`Sessions.take_batch`),
+the tick's inputs as the journal records them (:class:`TickInputs`) and who is sent the
+tick (:class:`Observers`). This stage reads nothing from the later ones: what they need
+to know about a player (a fresh WELCOME, a keyframe) the hub passes on from what
+:meth:`Sessions.apply_requests` returns.
 """
 
 from __future__ import annotations
 
 import hmac
-import math
 import secrets
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import ItemsView, Iterator, ValuesView
 from typing import Any
 
 import numpy as np
@@ -24,51 +28,10 @@ from ..durability import token_hash
 from ..protocol import MAX_SEQ, ErrorCode, ErrorMessage, MoveBatch, NameEntry, Refused, encode
 from ..shell import _wsframes as wf
 from ..shell._conn import Connection
+from ._players import CloseSoon, JoinRequest, Observers, Session, TickInputs
 
 #: Snapshot meta: its players' tokens are stored as token hashes (older snapshots: plaintext).
 TOKENS_HASHED = "sha256-16"
-
-
-@dataclass(eq=False)
-class Session:
-    """A player as the server knows it: alive in a hunt, connected or within its grace."""
-
-    player_id: int
-    slot: int
-    hunt: int
-    name: str
-    #: The resume token as the client holds it (b"" for a recovered player until it
-    #: resumes), and its hash (server.durability.token_hash): the journal keeps only that.
-    token: bytes
-    token_hash: bytes
-    conn: Connection | None = None
-    #: trio.current_time() when the connection was lost (None while connected).
-    lost_at: float | None = None
-    #: WELCOME not sent yet on the current connection.
-    welcome_pending: bool = True
-    resumed: bool = False
-    #: Token bucket of the move rate limit (moves) and its last refill time (seconds).
-    bucket: float = 0.0
-    bucket_t: float = 0.0
-    last_rate_warning: float = -math.inf
-    leaving: bool = False
-    #: Highest move seq received from the client (a stop move on disconnect goes above it).
-    max_seq: int = 0
-    #: IP address the player joined from ("" for players recovered from the journal).
-    address: str = ""
-
-
-@dataclass(eq=False)
-class JoinRequest:
-    """A HELLO waiting for the next tick boundary; the ticker fills ``session`` or ``refusal``."""
-
-    conn: Connection
-    name: str
-    hunt: str
-    token: bytes | None
-    done: trio.Event = field(default_factory=trio.Event)
-    session: Session | None = None
-    refusal: ErrorMessage | None = None  # Refused, or ERROR HUNT_MOVED
 
 
 class _Refusal(Exception):
@@ -79,8 +42,80 @@ class _Refusal(Exception):
 
 
 class Sessions:
-    """Players of a hub (a mixin of :class:`server.hunt._hub.Hub`, whose state it uses):
-    socket -> requests and the move batch -> the next tick."""
+    """The players of a hub, by player slot (read like a dict: ``hub.sessions[slot]``,
+    ``.get``, ``.values()``, ``len``), and what the sockets hand the next tick.
+
+    Takes, on the Trio thread at any time: HELLOs (append a :class:`JoinRequest` to
+    :attr:`requests`), BYEs (append the session to :attr:`leaves`), MOVES
+    (:meth:`take_moves`) and lost connections (:meth:`disconnected`). Gives the ticker,
+    between ticks: the accepted requests (:meth:`apply_requests`), who is sent the tick
+    (:meth:`refresh_observers`), the move batch (:meth:`take_batch`, :meth:`batch_done`)
+    and :attr:`inputs`; and the players' names to the tails (:meth:`joined_name`,
+    :meth:`names`). ``world`` is the hub's: joins and leaves change it between ticks.
+    """
+
+    def __init__(self, config: Any, world: Any, metrics: Any, log: Any, report: Any,
+                 close_soon: CloseSoon, recovered: Any = None) -> None:
+        self.config = config
+        self.server = config.server
+        self.world = world
+        self.metrics = metrics
+        self.log = log
+        #: Per-hunt figures and move arrival times (server/_hunt_metrics.py).
+        self.report = report
+        self.close_soon = close_soon
+        self.by_slot: dict[int, Session] = {}
+        #: Sessions by token hash.
+        self.by_token: dict[bytes, Session] = {}
+        #: Sessions without a connection (in their resume grace).
+        self.lost: set[Session] = set()
+        #: Players per (hunt index, IP address), connected or within their grace.
+        self.address_players: dict[tuple[int, str], int] = {}
+        self.inputs = TickInputs()
+        self.created_hunts = 0
+        #: HELLOs waiting for the next tick boundary, and sessions that said BYE.
+        self.requests: list[JoinRequest] = []
+        self.leaves: list[Session] = []
+        cap = self.server.max_moves_per_tick
+        #: The batch connection tasks decode moves into, and the one the worker ticks.
+        self.batch, self.spare = MoveBatch(cap), MoveBatch(cap)
+        #: Stop moves that found the batch full, for the next tick's batch.
+        self.deferred_stops: list[Session] = []
+        # Per-tick counters, taken by the ticker once per tick.
+        self.moves_dropped = 0
+        #: Stop moves the server put in the current batch (not received: see take_batch).
+        self.stop_moves = 0
+        self.observers = Observers(world.players.capacity)
+        self._observers_dirty = True
+        self._names_blob: dict[int, list[NameEntry]] = {}
+        if recovered is not None:
+            self._restore_sessions(recovered)
+            # Hunts of the config that the recovered world lacks are added now.
+            for params in config.world.hunts:
+                if params.name not in {p.name for p in world.hunt_params}:
+                    self._add_hunt(params)
+
+    # The mapping of sessions by slot, as the rest of the server reads it.
+    def __len__(self) -> int:
+        return len(self.by_slot)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.by_slot)
+
+    def __getitem__(self, slot: int) -> Session:
+        return self.by_slot[slot]
+
+    def __contains__(self, slot: object) -> bool:
+        return slot in self.by_slot
+
+    def get(self, slot: int) -> Session | None:
+        return self.by_slot.get(slot)
+
+    def values(self) -> ValuesView[Session]:
+        return self.by_slot.values()
+
+    def items(self) -> ItemsView[int, Session]:
+        return self.by_slot.items()
 
     def _restore_sessions(self, rec: Any) -> None:
         """Players of a recovered world: disconnected, resumable within the grace period."""
@@ -99,7 +134,7 @@ class Sessions:
             if not self.world.is_live(pid):
                 continue
             s = Session(pid, pid & 0xFFFFFFFF, h, name, b"", token, welcome_pending=False)
-            self.sessions[s.slot] = s
+            self.by_slot[s.slot] = s
             self.by_token[token] = s
             self.lost.add(s)
 
@@ -111,7 +146,7 @@ class Sessions:
         """What a snapshot keeps beside the world: players' names and tokens."""
         return {"created_hunts": self.created_hunts, "tokens": TOKENS_HASHED,
                 "players": [[s.player_id, s.hunt, s.name, s.token_hash.hex()]
-                            for s in self.sessions.values() if not s.leaving]}
+                            for s in self.by_slot.values() if not s.leaving]}
 
     def new_token(self) -> bytes:
         while True:
@@ -119,7 +154,7 @@ class Sessions:
             if token_hash(token) not in self.by_token:
                 return token
 
-    def _apply_requests(self, now: float) -> list[JoinRequest]:
+    def apply_requests(self, now: float) -> list[JoinRequest]:
         """Between ticks: grace expiries, leaves, joins, resumes. Refusals are answered
         at once; returns the accepted requests, to welcome after this tick."""
         # Joins before leaves: the order the journal replays (server/durability).
@@ -147,9 +182,9 @@ class Sessions:
         s.leaving = True
         self.lost.discard(s)
         self.world.leave(s.player_id)
-        self.tick_leaves.append(s.player_id)
+        self.inputs.leaves.append(s.player_id)
         self.by_token.pop(s.token_hash, None)
-        self.sessions.pop(s.slot, None)
+        self.by_slot.pop(s.slot, None)
         key = (s.hunt, s.address)
         if s.address and key in self.address_players:
             self.address_players[key] -= 1
@@ -184,17 +219,20 @@ class Sessions:
         s = Session(pid, slot, h, req.name, token, token_hash(token), conn=req.conn,
                     address=address)
         self.address_players[h, address] = self.address_players.get((h, address), 0) + 1
-        self.keyframe_due[slot] = 1
-        self.skipped_ticks[slot] = 0
-        self.tick_joins.append((pid, h, req.name, s.token_hash))
+        self.inputs.joins.append((pid, h, req.name, s.token_hash))
         s.bucket, s.bucket_t = self.server.moves_per_second, trio.current_time()
-        self.sessions[slot] = s
+        self.by_slot[slot] = s
         self.by_token[s.token_hash] = s
         self._names_blob.pop(h, None)
         self._observers_dirty = True
         self.log.info("join", player=pid, name=req.name, hunt=world.hunt_params[h].name,
                       remote=req.conn.remote)
         return s
+
+    def _add_hunt(self, params: HuntParams) -> int:
+        h = self.world.add_hunt(params)
+        self.inputs.hunts.append(params)
+        return h
 
     def _create_hunt(self, name: str) -> int:
         server, world = self.server, self.world
@@ -206,12 +244,10 @@ class Sessions:
                            f"created the most allowed ({server.max_created_hunts})")
         try:
             params = HuntParams.from_dict({**self.config.hunt_defaults, "name": name})
-            h = world.add_hunt(params)
-            self.tick_hunts.append(params)
+            h = self._add_hunt(params)
         except (ConfigError, CapacityError) as exc:
             raise _Refusal(ErrorCode.UNKNOWN_HUNT, f"cannot create hunt {name!r}: {exc}") from None
         self.created_hunts += 1
-        self.recent_discoveries.append(deque(maxlen=20))
         self.log.info("hunt_created", hunt=name, index=h)
         return h
 
@@ -229,19 +265,65 @@ class Sessions:
             self.log.info("replaced", player=s.player_id, name=s.name)
             frame = wf.frame(encode(ErrorMessage(ErrorCode.REPLACED, "another connection "
                                                  "resumed this player")))
-            self._close_soon(old, 4007, "replaced", frame)
+            self.close_soon(old, 4007, "replaced", frame)
             # Like any connection that ends: the player stands still until the new
             # connection moves it (this tick applies the stop; WELCOME's ack counts it).
             self._stop_move(s)
         s.conn, s.lost_at, s.token = req.conn, None, req.token
         self.lost.discard(s)
         s.welcome_pending = s.resumed = True
-        self.keyframe_due[s.slot] = 1
-        self.skipped_ticks[s.slot] = 0
         s.bucket, s.bucket_t = self.server.moves_per_second, trio.current_time()
         self._observers_dirty = True
         self.log.info("resume", player=s.player_id, name=s.name, remote=req.conn.remote)
         return s
+
+    def refresh_observers(self) -> Observers:
+        """Who is sent the coming tick: every connected player not leaving (rebuilt only
+        after a join, resume, leave or lost connection)."""
+        if self._observers_dirty:
+            self.observers.rebuild([s for s in self.by_slot.values()
+                                    if s.conn is not None and not s.leaving])
+            self._observers_dirty = False
+        return self.observers
+
+    def take_batch(self) -> tuple[MoveBatch, int]:
+        """At the tick: the batch of moves to tick, and how many of them clients sent
+        (the rest are the server's stop moves). Moves go into the spare batch meanwhile
+        (double buffering); hand the batch back with :meth:`batch_done`."""
+        batch, self.batch = self.batch, self.spare
+        # Received moves are counted per tick, not per frame (an int above 256 is an
+        # allocation): the batch holds them and the server's own stop moves.
+        received, self.stop_moves = batch.count - self.stop_moves, 0
+        if self.deferred_stops:  # stops that found the last batch full: into this one
+            stops, self.deferred_stops = self.deferred_stops, []
+            for s in stops:
+                if s.conn is None and not s.leaving:
+                    self._stop_move(s)
+        return batch, received
+
+    def batch_done(self, batch: MoveBatch) -> None:
+        """The tick applied ``batch`` and journaled :attr:`inputs`: both start afresh."""
+        batch.clear()
+        self.spare = batch
+        self.inputs.clear()
+
+    def take_dropped(self) -> int:
+        """MOVES frames dropped (rate limit or full batch) since the last call."""
+        dropped, self.moves_dropped = self.moves_dropped, 0
+        return dropped
+
+    def answer_pending(self, extra: list[JoinRequest] = (),
+                       refusal: ErrorMessage | None = None) -> None:
+        """Refuse every HELLO still waiting (the hub stopped): ``refusal``, by default
+        HUNT_MOVED."""
+        moved = refusal or ErrorMessage(
+            ErrorCode.HUNT_MOVED, "this hunt moved to another node: reconnect to the server "
+            "you first connected to, with your resume token")
+        for req in [*extra, *self.requests]:
+            req.session = None
+            req.refusal = moved
+            req.done.set()
+        self.requests.clear()
 
     def disconnected(self, s: Session, conn: Connection) -> None:
         """A session's connection ended: keep the player for its grace period."""
@@ -324,15 +406,17 @@ class Sessions:
         batch.count = c0 + 1
         self.report.clock.mark(c0 + 1, 1, now)
 
-    def _names(self, h: int) -> list[NameEntry]:
+    def names(self, h: int) -> list[NameEntry]:
+        """Every player of hunt ``h`` (for a keyframe's tail); cached until one joins or leaves."""
         cached = self._names_blob.get(h)
         if cached is None:
             gen = self.world.players.gen
             cached = [NameEntry(s.slot, int(gen[s.slot]), s.name)
-                      for s in self.sessions.values() if s.hunt == h and not s.leaving]
+                      for s in self.by_slot.values() if s.hunt == h and not s.leaving]
             self._names_blob[h] = cached
         return cached
 
-    def _joined_name(self, slot: int) -> str | None:
-        s = self.sessions.get(slot)
+    def joined_name(self, slot: int) -> str | None:
+        """The name of the player in ``slot``; None when there is none."""
+        s = self.by_slot.get(slot)
         return s.name if s is not None else None

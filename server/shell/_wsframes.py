@@ -181,10 +181,11 @@ class FrameParser:
         self._bytes_budget = Bucket(bytes_per_second,
                                     max(bytes_per_second, 4.0 * self.max_message), now)
 
-    def feed(self, data: bytes) -> None:
-        """Append received bytes (over the byte budget: the next :meth:`next` raises)."""
+    def feed(self, data: bytes, *, charged: bool = False) -> None:
+        """Append received bytes (over the byte budget: the next :meth:`next` raises).
+        ``charged``: bytes already taken from :attr:`bytes_budget` by whoever read them."""
         budget = self._bytes_budget
-        if budget is not None and not budget.take(len(data), self._clock()):
+        if not charged and budget is not None and not budget.take(len(data), self._clock()):
             self._over = FrameError(f"more than {self._bytes_budget.rate:g} bytes per second",
                                     1008)
             self.exceeded = "bytes"
@@ -197,6 +198,28 @@ class FrameParser:
     def buffered(self) -> int:
         """Bytes received and not yet parsed."""
         return len(self._buf) - self._pos
+
+    @property
+    def bytes_budget(self) -> Bucket | None:
+        """The raw-byte budget (None: unlimited); its clock is :attr:`clock`."""
+        return self._bytes_budget
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
+    @property
+    def in_fragment(self) -> bool:
+        """A fragmented message has begun and not ended."""
+        return bool(self._frag_opcode)
+
+    def take_buffered(self) -> bytes:
+        """The bytes received and not yet parsed, removed from the parser (a reader that
+        parses the following frames itself takes them over)."""
+        rest = bytes(self._buf[self._pos:])
+        self._buf.clear()
+        self._pos = 0
+        return rest
 
     def next(self) -> Message | None:
         if self._over is not None:
