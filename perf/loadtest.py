@@ -188,12 +188,15 @@ def server_source(commit: str | None) -> tuple[Path, str]:
     return dest, rev
 
 
+def newest_version(server_src: Path) -> int:
+    """The newest protocol version the server in ``server_src`` speaks (a --commit from
+    before version 2 speaks only 1)."""
+    return 2 if (server_src / "server" / "protocol" / "_compact.py").exists() else 1
+
+
 def protocol_version(args: argparse.Namespace) -> int:
-    """The HELLO version of the load generators: --protocol-version, else the newest the
-    server speaks (a --commit from before version 2 speaks only 1)."""
-    if args.protocol_version:
-        return args.protocol_version
-    return 2 if (args.server_src / "server" / "protocol" / "_compact.py").exists() else 1
+    """The HELLO version of the load generators: --protocol-version, else the newest."""
+    return args.protocol_version or newest_version(args.server_src)
 
 
 def tail(path: Path, n: int = 20) -> str:
