@@ -102,3 +102,16 @@ def test_ticket_claims_are_readable_for_display(browser, server: ServerProcess):
     assert claims["user"] == "u-9" and claims["name"] == "Zoë" and claims["hunts"] == ["meadow"]
     assert page.evaluate("async () => (await import('/static/hunt.js')).ticketClaims('x')") \
         is None
+
+
+def test_the_same_user_in_a_second_tab_takes_the_player_over(browser, server: ServerProcess):
+    first = browser.new_context().new_page()
+    first.goto(f"{server.http_url}/?hunt=meadow#ticket={ticket('u-cy', 'Cy')}")
+    first.wait_for_function(PLAYING, timeout=WAIT_MS)
+    player = first.evaluate("window.game.view.me.slot")
+    second = browser.new_context().new_page()
+    second.goto(f"{server.http_url}/?hunt=meadow#ticket={ticket('u-cy', 'Cy')}")
+    second.wait_for_function(PLAYING, timeout=WAIT_MS)
+    assert second.evaluate("window.game.view.me.slot") == player  # one player, taken over
+    first.wait_for_function("() => document.querySelector('#status').textContent"
+                            ".includes('another tab')", timeout=WAIT_MS)

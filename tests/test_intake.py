@@ -4,6 +4,7 @@ rule of docs/protocol.md ("Move rate limit")."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import select
@@ -15,8 +16,9 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
+import trio
 
-from server.protocol import MAX_CLIENT_SEQ, MoveBatch
+from server.protocol import MAX_CLIENT_SEQ, MoveBatch, TickUpdate, decode_server_frame
 from server.shell import _intake as ik
 
 RATE = 60.0  # moves per second
@@ -123,7 +125,7 @@ def test_frames_split_anywhere_give_the_decoders_rows() -> None:
             r.run(rate=1e12)
         assert r.rows() == want
         assert r.row[ik.HAVE] == 0
-        assert r.rates.i[3, ik.MAX_SEQ] == seq
+        assert r.rates.i[3, ik.HIGH_SEQ] == seq
 
 
 @pytest.mark.parametrize(("name", "frame"), [
@@ -185,7 +187,7 @@ def test_rate_limit_keeps_the_newest_move_and_warns_once_a_second() -> None:
         r.send(masked(moves((115, 0, 0))))
         r.run(now=1.5)
         assert [s for s, _, _ in r.rows()] == seqs
-        assert r.rates.i[3, ik.MAX_SEQ] == 120
+        assert r.rates.i[3, ik.HIGH_SEQ] == 120
 
 
 def test_a_frame_over_the_limit_takes_a_row_when_none_is_pending() -> None:
@@ -238,3 +240,34 @@ def test_end_of_stream_and_idle_deadline_are_flagged() -> None:
         r.peer.close()
         assert r.run(now=9.7) == [0]
         assert r.row[ik.FLAGS] & ik.EOF
+
+
+# ---------------------------------------------------------------------- through the server
+
+async def test_moves_split_anywhere_around_a_ping_reach_the_tick(serve) -> None:
+    """A real server: MOVES frames cut at odd places, a ping among them (handed to the
+    connection's own task and answered, then the kernel takes over again), every move
+    applied in order and the connection left open."""
+    from test_send_path import ARENA, ONE_ADDRESS, raw_join
+    from ws_support import raw_ws
+
+    srv = await serve(ARENA, **ONE_ADDRESS, http_port=-1, moves_per_second=1000.0)
+    with trio.fail_after(20):
+        async with raw_ws(srv.url) as ws:
+            await raw_join(ws, "splitter")
+            stream = ws._stream  # under trio-websocket: bytes exactly as we cut them
+            frames = [masked(moves((s, 0.0, 1.0)), mask=bytes((s, 7, 9, s)))
+                      for s in range(1, 41)]
+            frames.insert(20, masked(b"ping", op=0x89))
+            data = b"".join(frames)
+            cuts = [0, 1, 5, 27, 60, 61, 333, 334, 500, len(data)]
+            for a, b in itertools.pairwise(cuts):
+                await stream.send_all(data[a:b])
+                await trio.sleep(0.005)
+            for _ in range(200):
+                tick = decode_server_frame(await ws.get_message())
+                if isinstance(tick, TickUpdate) and tick.ack >= 40:
+                    break
+            assert tick.ack == 40
+            assert not ws.closed
+    assert srv.metric("hunt_moves_total", fate="received") >= 40

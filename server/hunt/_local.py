@@ -354,6 +354,8 @@ class LocalPlacement(Placement):
         return rows
 
     async def leaderboard(self, limit: int) -> list[dict[str, Any]]:
+        if self.app.server.auth != "none":
+            return self._user_leaderboard(limit)
         rows = []
         for hub in self.hubs():
             world = hub.world
@@ -362,6 +364,22 @@ class LocalPlacement(Placement):
                              "name": s.name, "score": int(world.players.score[s.slot])})
         rows.sort(key=lambda r: (-r["score"], r["hunt"], r["player_id"]))
         return rows[:limit]
+
+    def _user_leaderboard(self, limit: int) -> list[dict[str, Any]]:
+        """Ticket mode: users, each with the best score of their players in any hunt here
+        (one node keeps no history: players who left are gone; a scale-out node's
+        leaderboard keeps users' bests in Redis)."""
+        best: dict[str, dict[str, Any]] = {}
+        for hub in self.hubs():
+            scores = hub.world.players.score
+            for s in hub.sessions.values():
+                if not s.user:
+                    continue
+                score = int(scores[s.slot])
+                row = best.get(s.user)
+                if row is None or score > row["score"]:
+                    best[s.user] = {"user": s.user, "name": s.name, "score": score}
+        return sorted(best.values(), key=lambda r: (-r["score"], r["user"]))[:limit]
 
 
 def _write_params(base: Path, params: HuntParams) -> None:

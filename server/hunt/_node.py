@@ -426,12 +426,17 @@ class RedisPlacement(Placement):
         name = hub.world.hunt_params[0].name
         found, scores = _discoveries(hub, disc)
         removed = []
+        sessions = hub.sessions
         for m in mem.tolist() if len(mem) else ():
             kind, _hunt, slot, gen = m[0], m[1], m[2], m[3]
             pid = (gen << 32) | slot
             if kind == LEFT:
                 removed.append(pid)
                 scores.pop(pid, None)
+            elif pid not in scores:  # a join: the user's name from their latest ticket
+                s = sessions.get(slot)
+                if s is not None and s.user and s.player_id == pid:
+                    scores[pid] = (s.name, 0, s.user)
         sink.push(name, result.tick, found, scores, removed)
 
     def _push_discoveries(self, hub: Hub, tick: int, disc: Any) -> None:
@@ -441,13 +446,16 @@ class RedisPlacement(Placement):
     def _push_all_scores(self, hub: Hub) -> None:
         """After adoption: every player's score again (what a dead owner had not flushed)."""
         P = hub.world.players
-        scores = {s.player_id: (s.name, int(P.score[s.slot])) for s in hub.sessions.values()}
+        scores = {s.player_id: (s.name, int(P.score[s.slot]), s.user)
+                  for s in hub.sessions.values()}
         if scores:
             self.sink.push(hub.world.hunt_params[0].name, hub.world.tick_number, [], scores, [])
 
     # ------------------------------------------------------------------ HTTP views
 
     async def leaderboard(self, limit: int) -> list[dict[str, Any]]:
+        if self.app.server.auth != "none":  # ticket mode: users, their best in any hunt
+            return await self.store.user_leaderboard(limit)
         return await self.store.leaderboard(limit)
 
     def health(self) -> tuple[str, dict[str, Any]]:
@@ -482,18 +490,18 @@ class RedisPlacement(Placement):
         return rows
 
 
-def _discoveries(hub: Hub, disc: Any) -> tuple[list[tuple], dict[int, tuple[str, int]]]:
-    """DISCOVERY_DTYPE rows as the sink takes them: (player_id, name, value, x, y) tuples,
-    and the finders' new scores."""
+def _discoveries(hub: Hub, disc: Any) -> tuple[list[tuple], dict[int, tuple]]:
+    """DISCOVERY_DTYPE rows as the sink takes them: (player_id, name, value, x, y, user)
+    tuples, and the finders' new scores as (name, score, user)."""
     sessions = hub.sessions
     found = []
-    scores: dict[int, tuple[str, int]] = {}
+    scores: dict[int, tuple] = {}
     for _hunt, _treasure, slot, gen, value, score, x, y in disc.tolist() if len(disc) else ():
         pid = (gen << 32) | slot
         s = sessions.get(slot)
-        who = s.name if s is not None else "?"
-        found.append((pid, who, value, x, y))
-        scores[pid] = (who, score)
+        who, user = (s.name, s.user) if s is not None else ("?", "")
+        found.append((pid, who, value, x, y, user))
+        scores[pid] = (who, score, user)
     return found, scores
 
 

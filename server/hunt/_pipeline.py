@@ -90,7 +90,8 @@ class TickPipeline:
             t = result.tick
             journal.append_tick(t, hunts=inputs.hunts, joins=inputs.joins,
                                 leaves=inputs.leaves, moves=moves,
-                                state_hash=world.state_hash() if journal.wants_hash(t) else None)
+                                state_hash=world.state_hash() if journal.wants_hash(t) else None,
+                                events=inputs.events or None)
             journal.maybe_snapshot(world, self.journal_meta)
         c1 = time.perf_counter()
         n = obs.count

@@ -8,9 +8,9 @@ to). server/hunt/_sessions.py makes them; the pipeline and the broadcaster read 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import trio
@@ -39,15 +39,11 @@ class Session:
     #: WELCOME not sent yet on the current connection.
     welcome_pending: bool = True
     resumed: bool = False
-    #: Token bucket of the move rate limit (moves) and its last refill time (seconds).
-    bucket: float = 0.0
-    bucket_t: float = 0.0
-    last_rate_warning: float = -math.inf
     leaving: bool = False
-    #: Highest move seq received from the client (a stop move on disconnect goes above it).
-    max_seq: int = 0
     #: IP address the player joined from ("" for players recovered from the journal).
     address: str = ""
+    #: The user of the join ticket (ticket mode; server/auth), "" for an anonymous player.
+    user: str = ""
 
 
 @dataclass(eq=False)
@@ -61,22 +57,28 @@ class JoinRequest:
     done: trio.Event = field(default_factory=trio.Event)
     session: Session | None = None
     refusal: ErrorMessage | None = None  # Refused, or ERROR HUNT_MOVED
+    #: The ticket's user (ticket mode): the user's player in the hunt is taken over, else a
+    #: new one joins for the user; "" for an anonymous HELLO.
+    user: str = ""
 
 
 @dataclass(eq=False)
 class TickInputs:
     """What the coming tick changes besides moves, as the journal records it (its
-    durability contract): hunts added, joins (player id, hunt index, name, token hash)
-    and leaves (player ids)."""
+    durability contract): hunts added, joins (player id, hunt index, name, token hash,
+    user id), leaves (player ids) and server events (JSON-able, e.g. a player's new token
+    hash after a takeover: ``{"retoken": [player id, hex]}``)."""
 
     hunts: list[HuntParams] = field(default_factory=list)
-    joins: list[tuple[int, int, str, bytes]] = field(default_factory=list)
+    joins: list[tuple[int, int, str, bytes, str]] = field(default_factory=list)
     leaves: list[int] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)
 
     def clear(self) -> None:
         self.hunts.clear()
         self.joins.clear()
         self.leaves.clear()
+        self.events.clear()
 
 
 class Observers:

@@ -15,8 +15,9 @@ to know about a player (a fresh WELCOME, a keyframe) the hub passes on from what
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
-from collections.abc import ItemsView, Iterator, ValuesView
+from collections.abc import Callable, ItemsView, Iterator, ValuesView
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from ..durability import token_hash
 from ..protocol import MAX_SEQ, ErrorCode, ErrorMessage, MoveBatch, NameEntry, Refused, encode
 from ..shell import _wsframes as wf
 from ..shell._conn import Connection
+from ..shell._intake import BUCKET, BUCKET_T, HIGH_SEQ, R_GEN, WARNED, new_rates
 from ._players import CloseSoon, JoinRequest, Observers, Session, TickInputs
 
 #: Snapshot meta: its players' tokens are stored as token hashes (older snapshots: plaintext).
@@ -67,6 +69,8 @@ class Sessions:
         self.by_slot: dict[int, Session] = {}
         #: Sessions by token hash.
         self.by_token: dict[bytes, Session] = {}
+        #: Ticket mode: each user's player, by (hunt index, user id): one per user per hunt.
+        self.by_user: dict[tuple[int, str], Session] = {}
         #: Sessions without a connection (in their resume grace).
         self.lost: set[Session] = set()
         #: Players per (hunt index, IP address), connected or within their grace.
@@ -86,6 +90,11 @@ class Sessions:
         #: Stop moves the server put in the current batch (not received: see take_batch).
         self.stop_moves = 0
         self.observers = Observers(world.players.capacity)
+        #: The move rate limit per player slot, as the poller's kernel reads and writes it.
+        self.move_rates = new_rates(world.players.capacity)
+        #: Called first thing in :meth:`take_batch`: the poller's pass over this hub's
+        #: sockets, so that no move read before the tick waits for the next one.
+        self.before_batch: Callable[[], None] | None = None
         self._observers_dirty = True
         self._names_blob: dict[int, list[NameEntry]] = {}
         if recovered is not None:
@@ -123,19 +132,29 @@ class Sessions:
         self.created_hunts = int(meta.get("created_hunts", 0))
         # Snapshots of an older server hold the tokens themselves: hash them on the way in.
         plain = meta.get("tokens") != TOKENS_HASHED
-        players = {int(pid): (int(h), name, token_hash(bytes.fromhex(tok)) if plain
-                              else bytes.fromhex(tok))
-                   for pid, h, name, tok in meta.get("players", [])}
+        # Rows [id, hunt, name, token (hash)] and, from ticket mode on, the user id.
+        players = {int(row[0]): (int(row[1]), row[2], token_hash(bytes.fromhex(row[3]))
+                                 if plain else bytes.fromhex(row[3]),
+                                 str(row[4]) if len(row) > 4 else "")
+                   for row in meta.get("players", [])}
         for j in rec.joins:
-            players[j.player_id] = (j.hunt, j.name, bytes(j.token))
+            players[j.player_id] = (j.hunt, j.name, bytes(j.token), j.user)
+        for _tick, event in rec.events:  # a takeover gave the player a new token
+            if isinstance(event, dict) and "retoken" in event:
+                pid, digest = event["retoken"]
+                if pid in players:
+                    players[pid] = (*players[pid][:2], bytes.fromhex(digest), players[pid][3])
         for leave in rec.leaves:
             players.pop(leave.player_id, None)
-        for pid, (h, name, token) in players.items():
+        for pid, (h, name, token, user) in players.items():
             if not self.world.is_live(pid):
                 continue
-            s = Session(pid, pid & 0xFFFFFFFF, h, name, b"", token, welcome_pending=False)
+            s = Session(pid, pid & 0xFFFFFFFF, h, name, b"", token, welcome_pending=False,
+                        user=user)
             self.by_slot[s.slot] = s
             self.by_token[token] = s
+            if user:
+                self.by_user[h, user] = s
             self.lost.add(s)
 
     def holds(self, token: bytes) -> bool:
@@ -143,9 +162,9 @@ class Sessions:
         return token_hash(token) in self.by_token
 
     def journal_meta(self) -> dict[str, Any]:
-        """What a snapshot keeps beside the world: players' names and tokens."""
+        """What a snapshot keeps beside the world: players' names, token hashes and users."""
         return {"created_hunts": self.created_hunts, "tokens": TOKENS_HASHED,
-                "players": [[s.player_id, s.hunt, s.name, s.token_hash.hex()]
+                "players": [[s.player_id, s.hunt, s.name, s.token_hash.hex(), s.user]
                             for s in self.by_slot.values() if not s.leaving]}
 
     def new_token(self) -> bytes:
@@ -161,7 +180,12 @@ class Sessions:
         accepted = []
         for req in self.requests:
             try:
-                req.session = self._resume(req) if req.token is not None else self._join(req)
+                if req.user:  # ticket mode: the user's player, whatever token came along
+                    req.session = self._take_over(req) or self._join(req)
+                elif req.token is not None:
+                    req.session = self._resume(req)
+                else:
+                    req.session = self._join(req)
             except _Refusal as exc:
                 req.refusal = Refused(exc.code, exc.message)
                 req.done.set()
@@ -185,6 +209,8 @@ class Sessions:
         self.inputs.leaves.append(s.player_id)
         self.by_token.pop(s.token_hash, None)
         self.by_slot.pop(s.slot, None)
+        if s.user and self.by_user.get((s.hunt, s.user)) is s:
+            del self.by_user[s.hunt, s.user]
         key = (s.hunt, s.address)
         if s.address and key in self.address_players:
             self.address_players[key] -= 1
@@ -217,16 +243,18 @@ class Sessions:
         slot = pid & 0xFFFFFFFF
         token = self.new_token()
         s = Session(pid, slot, h, req.name, token, token_hash(token), conn=req.conn,
-                    address=address)
+                    address=address, user=req.user)
         self.address_players[h, address] = self.address_players.get((h, address), 0) + 1
-        self.inputs.joins.append((pid, h, req.name, s.token_hash))
-        s.bucket, s.bucket_t = self.server.moves_per_second, trio.current_time()
+        self.inputs.joins.append((pid, h, req.name, s.token_hash, req.user))
+        if req.user:
+            self.by_user[h, req.user] = s
+        self._fresh_bucket(slot, joined=True)
         self.by_slot[slot] = s
         self.by_token[s.token_hash] = s
         self._names_blob.pop(h, None)
         self._observers_dirty = True
         self.log.info("join", player=pid, name=req.name, hunt=world.hunt_params[h].name,
-                      remote=req.conn.remote)
+                      remote=req.conn.remote, user=req.user or None)
         return s
 
     def _add_hunt(self, params: HuntParams) -> int:
@@ -258,24 +286,69 @@ class Sessions:
         if s is None or s.leaving or not hmac.compare_digest(s.token_hash, digest):
             raise _Refusal(ErrorCode.RESUME_INVALID, "this resume token is unknown, expired or "
                            "its player left; join again without it")
+        return self._attach(s, req, req.token or b"", "another connection resumed this player")
+
+    def _take_over(self, req: JoinRequest) -> Session | None:
+        """Ticket mode: the player the request's user already has in its hunt, attached to
+        the request's connection (its other connection replaced, as by a resume), or None.
+        The client gets the player's token; a player recovered from disk, whose token only
+        the client knew, gets a new one, journaled (``retoken``) so that a restart keeps it."""
+        try:
+            h = self.world.hunt_index(req.hunt)
+        except UnknownHuntError:
+            return None
+        s = self.by_user.get((h, req.user))
+        if s is None or s.leaving:
+            return None
+        token = s.token
+        if not token:
+            token = self.new_token()
+            self.by_token.pop(s.token_hash, None)
+            s.token_hash = token_hash(token)
+            self.by_token[s.token_hash] = s
+            self.inputs.events.append({"retoken": [s.player_id, s.token_hash.hex()]})
+        return self._attach(s, req, token, "another connection of this user took this "
+                            "player over")
+
+    def _attach(self, s: Session, req: JoinRequest, token: bytes, why: str) -> Session:
+        """Give player ``s`` the request's connection (a resume or a takeover)."""
         old = s.conn
         if old is not None:
             old.unbind()  # no TICK before the new WELCOME
         if old is not None and old is not req.conn:
             self.log.info("replaced", player=s.player_id, name=s.name)
-            frame = wf.frame(encode(ErrorMessage(ErrorCode.REPLACED, "another connection "
-                                                 "resumed this player")))
+            frame = wf.frame(encode(ErrorMessage(ErrorCode.REPLACED, why)))
             self.close_soon(old, 4007, "replaced", frame)
             # Like any connection that ends: the player stands still until the new
             # connection moves it (this tick applies the stop; WELCOME's ack counts it).
             self._stop_move(s)
-        s.conn, s.lost_at, s.token = req.conn, None, req.token
+        s.conn, s.lost_at, s.token = req.conn, None, token
         self.lost.discard(s)
         s.welcome_pending = s.resumed = True
-        s.bucket, s.bucket_t = self.server.moves_per_second, trio.current_time()
+        self._fresh_bucket(s.slot)
         self._observers_dirty = True
-        self.log.info("resume", player=s.player_id, name=s.name, remote=req.conn.remote)
+        self.log.info("resume", player=s.player_id, name=s.name, remote=req.conn.remote,
+                      user=s.user or None)
         return s
+
+    def _fresh_bucket(self, slot: int, joined: bool = False) -> None:
+        """A connection takes the player over (a join or a resume): a full token bucket,
+        and the moves of any connection it had before are no longer the player's."""
+        f, i = self.move_rates
+        f[slot, BUCKET], f[slot, BUCKET_T] = self.server.moves_per_second, trio.current_time()
+        if joined:  # a new player in the slot
+            f[slot, WARNED] = -math.inf
+            i[slot, HIGH_SEQ] = 0
+        i[slot, R_GEN] += 1
+
+    def rate_warning_due(self, s: Session, now: float) -> bool:
+        """A frame of ``s`` was over the rate limit: True (and noted) when its client is to
+        be warned, at most once a second (docs/protocol.md, "Move rate limit")."""
+        f = self.move_rates.f
+        if now - f[s.slot, WARNED] < 1.0:
+            return False
+        f[s.slot, WARNED] = now
+        return True
 
     def refresh_observers(self) -> Observers:
         """Who is sent the coming tick: every connected player not leaving (rebuilt only
@@ -290,6 +363,8 @@ class Sessions:
         """At the tick: the batch of moves to tick, and how many of them clients sent
         (the rest are the server's stop moves). Moves go into the spare batch meanwhile
         (double buffering); hand the batch back with :meth:`batch_done`."""
+        if self.before_batch is not None:
+            self.before_batch()
         batch, self.batch = self.batch, self.spare
         # Received moves are counted per tick, not per frame (an int above 256 is an
         # allocation): the batch holds them and the server's own stop moves.
@@ -345,43 +420,47 @@ class Sessions:
         if b.room < 1:  # the batch is full: the stop goes into the next tick's batch
             self.deferred_stops.append(s)
             return
-        seq = max(s.max_seq, int(self.world.players.last_seq[s.slot])) + 1
+        rates = self.move_rates.i[s.slot]
+        seq = max(int(rates[HIGH_SEQ]), int(self.world.players.last_seq[s.slot])) + 1
         if seq > MAX_SEQ:  # after 2**62 stops in a row: the player stood still since
             return
         c = b.count
         b.ids[c], b.seqs[c], b.dx[c], b.dy[c] = s.player_id, seq, 0.0, 0.0
         b.count = c + 1
         self.stop_moves += 1
-        s.max_seq = seq
+        rates[HIGH_SEQ] = seq
 
     def take_moves(self, s: Session, payload: bytes | str, now: float) -> int:
         """Rate-limit and decode one MOVES frame into the current batch (raises
         RemoteProtocolError for a bad frame). Returns the moves taken, 0 when the frame
         was over the rate limit (the caller warns the client).
 
-        The limit is a token bucket (``moves_per_second``, a burst of one second's worth).
-        Over it, a frame adds no row: its highest-seq move replaces the player's newest
-        row of this tick's batch (or takes one row if it has none), so the latest
-        direction always wins and an older move is what is dropped."""
+        The limit is a token bucket (``moves_per_second``, a burst of one second's worth)
+        per player slot in :attr:`move_rates`, shared with the poller's kernel
+        (server/shell/_intake.py), which takes binary frames by the same rule. Over it,
+        a frame adds no row: its highest-seq move replaces the player's newest row of
+        this tick's batch (or takes one row if it has none), so the latest direction
+        always wins and an older move is what is dropped."""
         rate = self.server.moves_per_second
-        bucket = min(rate, s.bucket + (now - s.bucket_t) * rate)
-        s.bucket_t = now
+        f, i = self.move_rates.f[s.slot], self.move_rates.i[s.slot]
+        bucket = min(rate, float(f[BUCKET]) + (now - float(f[BUCKET_T])) * rate)
+        f[BUCKET_T] = now
         batch = self.batch
         if batch.room < 64:  # the tick's batch is full (server-wide): drop the frame
-            s.bucket = bucket
+            f[BUCKET] = bucket
             self.moves_dropped += 1
             self.report.drop_move(s.hunt)
             return 0
         n = batch.add(payload, s.player_id)
         c = batch.count
         top = int(batch.seqs[c - 1] if n == 1 else batch.seqs[c - n:c].max())
-        if top > s.max_seq:
-            s.max_seq = top
+        if top > i[HIGH_SEQ]:
+            i[HIGH_SEQ] = top
         if bucket >= 1.0:
             self.report.clock.mark(c, n, now)
-            s.bucket = bucket - n
+            f[BUCKET] = bucket - n
             return n
-        s.bucket = bucket
+        f[BUCKET] = bucket
         self._keep_newest(s, batch, n, top, now)
         return 0
 

@@ -59,6 +59,7 @@ from ..protocol import (
     decode_client_frame,
     encode,
 )
+from . import _intake
 from . import _wsframes as wf
 from ._conn import Connection, ConnectionClosed, HandshakeFailed
 from ._http import HttpServer, Request, Response, file_response, json_response
@@ -135,7 +136,7 @@ class HuntServer:
         self.stats_cache = StatsCache()
         self.ports: Ports | None = None
         self._stop = trio.Event()
-        self.poller = Poller(self.server.idle_timeout)
+        self.poller = Poller(self.server.idle_timeout, self.server.moves_per_second)
         self.placement: Placement
         if self.server.redis:
             from ..hunt._node import RedisPlacement
@@ -209,6 +210,7 @@ class HuntServer:
         numba.set_num_threads(self.server.tick_threads)
         report = tickengine.warm_up()
         _tickframes.warm_up()
+        _intake.warm_up()
         return report
 
     # ------------------------------------------------------------------ connections
@@ -331,7 +333,8 @@ class HuntServer:
         hub = target
         conn.version = hello.version
         name = identity.name if identity else hello.name
-        req = JoinRequest(conn, name, hello.hunt, hello.resume_token)
+        req = JoinRequest(conn, name, hello.hunt, hello.resume_token,
+                          user=identity.user if identity else "")
         hub.requests.append(req)
         await req.done.wait()
         if req.refusal is not None:
@@ -429,8 +432,7 @@ class HuntServer:
             except ProtocolError as exc:
                 await self._protocol_error(conn, exc, s)
                 return
-            if not taken and now - s.last_rate_warning >= 1.0:
-                s.last_rate_warning = now
+            if not taken and hub.sessions.rate_warning_due(s, now):
                 self._rate_limited(conn, s, now)
 
     def _rate_limited(self, conn: Connection, s: Session, now: float) -> None:

@@ -90,8 +90,8 @@ LEVEL, REFILL, BYTE_RATE, BURST, LAST, DEADLINE = range(6)
 BUCKET, BUCKET_T, WARNED = range(3)
 #   the move rate limit (docs/protocol.md, "Move rate limit"): BUCKET moves the player
 #   may still send, BUCKET_T its last refill, WARNED the last RATE_LIMITED (Trio time, s).
-MAX_SEQ, R_GEN = range(2)
-#   MAX_SEQ the highest seq received (a stop move goes above it); R_GEN bumped when
+HIGH_SEQ, R_GEN = range(2)
+#   HIGH_SEQ the highest seq received (a stop move goes above it); R_GEN bumped when
 #   another connection takes the player over.
 
 
@@ -203,8 +203,8 @@ def take_frames(e, ent, rates, ids, seqs, dx, dy, count, cap, dropped, out, now,
             _dropped(row, dropped, out)
             _warn(row, rf, now)
             continue
-        if top > rates.i[slot, MAX_SEQ]:
-            rates.i[slot, MAX_SEQ] = top
+        if top > rates.i[slot, HIGH_SEQ]:
+            rates.i[slot, HIGH_SEQ] = top
         if bucket >= 1.0:
             rf[BUCKET] = bucket - n
             for i in range(n):

@@ -144,7 +144,9 @@ function join(name, hunt, resumeToken = null) {
       setStatus(state, detail.delayMs > 0
         ? `Connection lost, reconnecting in ${(detail.delayMs / 1000).toFixed(1)} s…`
         : "Reconnecting…");
-    } else if (state === "closed") setStatus(state, "Disconnected");
+    } else if (state === "closed" && $("status").dataset.state !== "error") {
+      setStatus(state, "Disconnected");  // an error said more (another tab took over)
+    }
   });
   client.on("welcome", (welcome) => {
     sessionStorage.setItem(SESSION_KEY, JSON.stringify({ name, hunt, token: client.resumeToken }));
