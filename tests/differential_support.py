@@ -38,6 +38,8 @@ def compare_events(got, want: RefTickResult) -> None:
     assert list(got.leaderboard_changed) == list(want.leaderboard_changed), f"tick {t} boards"
     assert got.dropped_events == want.dropped_events, f"tick {t} dropped events"
     assert list(got.round_changed) == want.round_changed, f"tick {t} round changes"
+    ended = [(int(r["hunt"]), int(r["round"])) for r in got.rounds_ended]
+    assert ended == want.rounds_ended, f"tick {t} rounds ended"
     results = [tuple(int(r[k]) for k in RESULT_DTYPE.names) for r in got.results]
     assert results == want.results, f"tick {t} round results"
 

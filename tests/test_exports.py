@@ -15,7 +15,7 @@ PUBLIC = {
     "TickEngineError", "TickResult", "UnknownHuntError", "VISIBLE_DTYPE", "VIS_IN_VIEW",
     "Visibility", "WarmUpReport", "World", "WorldConfig", "load_config", "make_player_id",
     "parse_config", "warm_up", "RoundPlan", "RoundSpec",
-    "RESULT_DTYPE", "RoundError", "RoundState",
+    "RESULT_DTYPE", "ROUND_END_DTYPE", "RoundError", "RoundState",
 }
 
 

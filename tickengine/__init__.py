@@ -25,6 +25,7 @@ from ._dtypes import LEADER_DTYPE as LEADER_DTYPE
 from ._dtypes import LEFT as LEFT
 from ._dtypes import MEMBERSHIP_DTYPE as MEMBERSHIP_DTYPE
 from ._dtypes import RESULT_DTYPE as RESULT_DTYPE
+from ._dtypes import ROUND_END_DTYPE as ROUND_END_DTYPE
 from ._dtypes import VIS_IN_VIEW as VIS_IN_VIEW
 from ._dtypes import VISIBLE_DTYPE as VISIBLE_DTYPE
 from ._errors import CapacityError as CapacityError

@@ -48,6 +48,10 @@ LEFT = 2
 #: One row of a hunt's leaderboard, best first. Unused rows have ``slot`` = -1.
 LEADER_DTYPE = np.dtype([("slot", "<i4"), ("gen", "<u4"), ("score", "<i8")])
 
+#: A round that ended this tick (docs/rules.md, "Rounds"): its hunt and round number. Its
+#: standings are the ``RESULT_DTYPE`` records of that hunt (none when nobody was in play).
+ROUND_END_DTYPE = np.dtype([("hunt", "<u4"), ("round", "<u4")])
+
 #: One row of a round's final standings (docs/rules.md, "Rounds"), rank 1 first: the
 #: player (slot, generation), its discoveries and score in the round, and the tick of its
 #: last discovery (-1: none). Bytes 8-40 of a row are the wire's RESULT record.

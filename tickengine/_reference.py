@@ -130,6 +130,8 @@ class RefTickResult:
     dropped_events: int = 0
     #: round hunts whose phase changed this tick (step 0), ascending
     round_changed: list[int] = field(default_factory=list)
+    #: (hunt, round) of the rounds that ended this tick (step 0), by hunt
+    rounds_ended: list[tuple[int, int]] = field(default_factory=list)
     #: (hunt, round, rank, slot, gen, found, score, last_tick) of the rounds that ended
     results: list[tuple] = field(default_factory=list)
 

@@ -54,6 +54,7 @@ def step0(world: ReferenceWorld, t: int, result: RefTickResult) -> None:
         if hunt.phase == "lobby" and (req == "start" or on_time):
             _enter(world, hunt, t, hunt.round, "running")
         elif hunt.phase == "running" and (req == "end" or on_time or _condition(world, hunt)):
+            result.rounds_ended.append((hunt.index, hunt.round))
             _standings(world, hunt, result)
             _enter(world, hunt, t, hunt.round, "results")
         elif hunt.phase == "results" and req == "start" and not last:

@@ -18,7 +18,14 @@ import numpy as np
 
 from ._config import EngineConfig, HuntParams
 from ._discovery import find_finders, respawn_due, score_discoveries, spawn_rows
-from ._dtypes import DISCOVERY_DTYPE, LEADER_DTYPE, MEMBERSHIP_DTYPE, RESULT_DTYPE, VISIBLE_DTYPE
+from ._dtypes import (
+    DISCOVERY_DTYPE,
+    LEADER_DTYPE,
+    MEMBERSHIP_DTYPE,
+    RESULT_DTYPE,
+    ROUND_END_DTYPE,
+    VISIBLE_DTYPE,
+)
 from ._errors import CapacityError, ConfigError, HuntFullError, StalePlayerError, UnknownHuntError
 from ._grid import (
     MAX_SORT_CHUNKS,
@@ -36,7 +43,17 @@ from ._leaderboard import rank_hunts
 from ._membership import apply_membership
 from ._movement import apply_inputs_and_move
 from ._moves import MoveBuffer, check_id
-from ._rounds import RS_NUMBER, RS_PHASE, RoundState, advance, begin_rounds, round_state, rounds_due
+from ._rounds import (
+    RESULTS,
+    RS_NUMBER,
+    RS_PHASE,
+    RUNNING,
+    RoundState,
+    advance,
+    begin_rounds,
+    round_state,
+    rounds_due,
+)
 from ._rounds import request as request_round
 from ._state import (
     ACTIVE,
@@ -109,8 +126,10 @@ class TickResult:
     phase_ns: np.ndarray
     #: Indices of the round hunts whose phase changed this tick (step 0), ascending.
     round_changed: np.ndarray
+    #: ``ROUND_END_DTYPE`` records: the rounds that ended this tick (step 0), by hunt.
+    rounds_ended: np.ndarray
     #: ``RESULT_DTYPE`` records: the final standings of the rounds that ended this tick,
-    #: by hunt, rank 1 first.
+    #: by hunt, rank 1 first (a round nobody was in play for has none).
     results: np.ndarray
 
 
@@ -234,6 +253,7 @@ class World:
         self._round_hunts = 0
         self._round_due = np.zeros(H, np.int32)
         self._round_changed = np.zeros(H, np.int32)
+        self._rounds_ended = np.zeros(H, ROUND_END_DTYPE)
         self._results = np.zeros(0, RESULT_DTYPE)
         # Visibility.
         self._vis_records = np.zeros(config.max_visible, VISIBLE_DTYPE)
@@ -470,9 +490,9 @@ class World:
         clock = time.perf_counter_ns
         ph = self._phase_ns
         c0 = clock()
-        n_round_changed = n_results = 0
+        n_round_changed = n_ended = n_results = 0
         if self._round_hunts:
-            n_round_changed, n_results = self._step_rounds(t)
+            n_round_changed, n_ended, n_results = self._step_rounds(t)
         n_mem, drop_mem = apply_membership(
             t, self._n_ops, self._op_kind, self._op_slot,
             P.state, P.gen, P.hunt, P.leaving, P.x, P.y, P.x_prev, P.y_prev, P.dx, P.dy,
@@ -535,23 +555,29 @@ class World:
             dropped_events=drop_mem + drop_disc,
             phase_ns=ph,
             round_changed=self._round_changed[:n_round_changed],
+            rounds_ended=self._rounds_ended[:n_ended],
             results=self._results[:n_results],
         )
 
-    def _step_rounds(self, t: int) -> tuple[int, int]:
-        """Step 0 (docs/rules.md, "Rounds"): returns (hunts whose phase changed, result rows)."""
+    def _step_rounds(self, t: int) -> tuple[int, int, int]:
+        """Step 0 (docs/rules.md, "Rounds"): returns (hunts whose phase changed, rounds
+        that ended, result rows)."""
         H, T = self.hunts, self.treasures
         k = rounds_due(t, H.count, H.round, T.state, H.i, H.board_len, H.board_score,
                        self._round_due)
-        changed = written = 0
+        changed = ended = written = 0
         for q in range(k):
             h = int(self._round_due[q])
             before = (int(H.round[h, RS_PHASE]), int(H.round[h, RS_NUMBER]))
             written += advance(self, h, t, self._results, written)
-            if (int(H.round[h, RS_PHASE]), int(H.round[h, RS_NUMBER])) != before:
+            after = (int(H.round[h, RS_PHASE]), int(H.round[h, RS_NUMBER]))
+            if after != before:
                 self._round_changed[changed] = h
                 changed += 1
-        return changed, written
+            if before[0] == RUNNING and after[0] == RESULTS:
+                self._rounds_ended[ended] = (h, before[1])
+                ended += 1
+        return changed, ended, written
 
     def _build_treasure_grid(self) -> int:
         """Sort the active treasures into the treasure grid; returns how many were placed."""

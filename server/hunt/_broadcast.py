@@ -56,12 +56,15 @@ class Broadcaster:
 
     ``world`` is read for WELCOMEs and counts, never changed. ``name_of(slot)``: a
     player's name, for the recent discoveries. ``close_soon(conn, code, reason,
-    final)``: send ``final``, then close (an eviction).
+    final)``: send ``final``, then close (an eviction). ``greet(session, tick)``: the frames
+    that follow a WELCOME (a round-based hunt's ROUND and RESULTS).
     """
 
     def __init__(self, world: Any, server: Any, metrics: Any, log: Any, report: Any,
-                 name_of: Callable[[int], str | None], close_soon: CloseSoon) -> None:
+                 name_of: Callable[[int], str | None], close_soon: CloseSoon,
+                 greet: Callable[[Session, int], list[bytes]] = lambda s, tick: []) -> None:
         self.world = world
+        self.greet = greet
         self.server = server
         self.metrics = metrics
         self.log = log
@@ -225,6 +228,8 @@ class Broadcaster:
             view_radius=p.view_radius, hint_levels=p.hint_levels,
             spawn_x=float(P.x[s.slot]), spawn_y=float(P.y[s.slot]), resumed=s.resumed)
         conn.send_now(wf.frame(encode(welcome)))
+        for frame in self.greet(s, tick):  # round-based hunts: ROUND [, RESULTS]
+            conn.send_now(frame)
         s.welcome_pending = False
         conn.bind(self.send_slots, s.slot)  # from the next tick, the worker writes its frames
         return True

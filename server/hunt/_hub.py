@@ -48,6 +48,7 @@ from ._pipeline import Frames, TickPipeline
 from ._players import JoinRequest as JoinRequest
 from ._players import Observers
 from ._players import Session as Session
+from ._rounds_stage import HubRounds
 from ._sessions import Sessions
 
 
@@ -82,11 +83,14 @@ class Hub:
         self.nursery: trio.Nursery | None = None
         sessions = self.sessions = Sessions(config, self.world, metrics, log, self.report,
                                             self._close_soon, recovered)
+        #: Round-based hunts (server/hunt/_rounds_stage.py): control, results, ROUND/RESULTS.
+        rounds = self.rounds = HubRounds(self.world, self.server.data_dir, log, self.report,
+                                         sessions.joined_name, self._user_of)
         self.pipeline = TickPipeline(self.world, journal, self.server.tick_threads,
                                      sessions.journal_meta, sessions.joined_name,
-                                     sessions.names)
+                                     sessions.names, rounds.after_journal)
         self.broadcaster = Broadcaster(self.world, self.server, metrics, log, self.report,
-                                       sessions.joined_name, self._close_soon)
+                                       sessions.joined_name, self._close_soon, rounds.greet)
         # What the shell hands in, as the sessions take it.
         self.requests: list[JoinRequest] = self.sessions.requests
         self.leaves: list[Session] = self.sessions.leaves
@@ -186,6 +190,7 @@ class Hub:
                 broadcaster.fresh(req.session.slot)
         obs = sessions.refresh_observers()
         keyframe = broadcaster.claim(obs)
+        self.rounds.before_tick(sessions.inputs.events)
         batch, received = sessions.take_batch()
         clock = self.report.swap_clocks()
         n_moves = batch.count
@@ -218,8 +223,27 @@ class Hub:
         self.report.tick(world.hunt_params, world.hunts.players, obs.hunts,
                          result.discoveries["hunt"], vis.truncated if vis.dropped else None,
                          phases["total"], clock, n_moves, trio.current_time())
+        self.rounds.after_tick(result, obs.sessions)
         for hook in self._on_tick:
             hook(self, result)
+
+    async def control_round(self, hunt: str, action: str, timeout: float = 10.0) -> Any:
+        """Start the next round now (``action`` "start") or end the running round now
+        ("end") in round-based hunt ``hunt`` (docs/server.md, "Rounds"): queued for the next
+        tick, journaled with it, answered once that tick is journaled. Returns the request
+        (server/hunt/_rounds.py's RoundRequest): ``error`` (why the engine refused; nothing
+        changed), else ``state`` (the round clock after that tick) and ``tick``. Raises
+        ``trio.TooSlowError`` after ``timeout`` seconds without a tick (the hub stopped)."""
+        return await self.rounds.request(hunt, action, timeout)
+
+    def round_results(self, hunt: str) -> list[dict[str, Any]]:
+        """Every ended round's record of ``hunt``, oldest first (``GET .../rounds``)."""
+        return self.rounds.results(hunt)
+
+    def _user_of(self, slot: int) -> str | None:
+        """The user id of the player in ``slot`` (ticket mode), None if it has none."""
+        s = self.sessions.get(slot)
+        return (getattr(s, "user", None) or None) if s is not None else None
 
     def _work(self, batch: MoveBatch, obs: Observers, keyframe: np.ndarray) -> Frames:
         """Worker thread: the pipeline's tick and frames, then the broadcaster's writes.
@@ -252,4 +276,5 @@ class Hub:
 
     def close(self) -> None:
         """Release the hub's threads (after its ticker ended). Idempotent."""
+        self.rounds.control.refuse_all("the hunt stopped ticking here")
         self.broadcaster.close()

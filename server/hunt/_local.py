@@ -37,6 +37,7 @@ from ._placement import (
     hunt_world_config,
     stopped_message,
 )
+from ._rounds import ended_rounds
 
 if TYPE_CHECKING:
     from ..shell._app import HuntServer
@@ -187,8 +188,11 @@ class LocalPlacement(Placement):
         numba.set_num_threads(self.cfg.tick_threads)
         if r.data_dir is not None and not r.legacy:
             _write_params(r.data_dir.parent, world.hunts[0])
-        recovered = recover(r.data_dir) if r.data_dir is not None else None
+        ended: list[tuple[int, Any]] = []  # rounds that ended in the replayed ticks
+        recovered = (recover(r.data_dir, on_result=lambda res: _keep_results(ended, res))
+                     if r.data_dir is not None else None)
         hub = self._new_hub(r, world, recovered)
+        hub.rounds.replayed(ended)  # their results files, where a crash left them unwritten
         if hub.journal is not None:
             hub.journal.start(hub.world, hub.journal_meta(), recovered=recovered)
         return hub, recovered
@@ -380,6 +384,12 @@ class LocalPlacement(Placement):
                 if row is None or score > row["score"]:
                     best[s.user] = {"user": s.user, "name": s.name, "score": score}
         return sorted(best.values(), key=lambda r: (-r["score"], r["user"]))[:limit]
+
+
+def _keep_results(ended: list[tuple[int, Any]], result: Any) -> None:
+    """Recovery's ``on_result``: the results of the rounds a replayed tick ended."""
+    if len(result.rounds_ended):
+        ended.append((result.tick, ended_rounds(result)))
 
 
 def _write_params(base: Path, params: HuntParams) -> None:

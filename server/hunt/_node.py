@@ -57,6 +57,8 @@ from ._placement import (
     hunt_world_config,
     stopped_message,
 )
+from ._rounds import ended_rounds
+from ._rounds_publish import ResultsPublisher
 
 if TYPE_CHECKING:
     from ..shell._app import HuntServer
@@ -96,12 +98,15 @@ class RedisPlacement(Placement):
         async with ClusterStore.open(self.cfg.redis, prefix=self.cfg.redis_prefix) as store:
             self.store = store
             self.sink = EventSink(store, node_id=self.node_id, log=self.log)
+            self.results = ResultsPublisher(store, self.app.server.data_dir, self.log)
+            self.results.scan()  # rounds whose results no node published yet
             self.started_ms = await store.time_ms()
             for params in self.app.config.world.hunts:
                 await store.define_hunt(params.name, _params_dict(params))
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 nursery.start_soon(self.sink.run)
+                nursery.start_soon(self.results.run)
                 await self._step()
                 self.log.info("cluster_joined", node=self.node_id, redis=self.cfg.redis,
                               public_url=self.public_url, lease_s=self.cfg.lease_seconds)
@@ -239,6 +244,11 @@ class RedisPlacement(Placement):
 
     def _on_started(self, r: Running, hub: Hub) -> None:
         hub._on_tick.append(self._push_events)
+        hub.rounds.listeners.append(self.results.push)
+        for h, params in enumerate(hub.world.hunt_params):  # what a last owner left unsent
+            directory = hub.rounds.store(h).directory
+            if params.rounds is not None and directory is not None:
+                self.results.scan(directory)
         self._push_all_scores(hub)
 
     async def _after_failure(self, r: Running, count: int, starting: bool) -> None:
@@ -283,8 +293,9 @@ class RedisPlacement(Placement):
         import numba
 
         numba.set_num_threads(self.cfg.tick_threads)
-        recovered, source, missed = _recover_latest(base, r.lease.token, cursor)
+        recovered, source, missed, ended = _recover_latest(base, r.lease.token, cursor)
         hub = self._new_hub(r, world, recovered)
+        hub.rounds.replayed(ended)  # results files a dead owner had not written
         # A fresh journal in this lease's own directory, based on the recovered world.
         hub.journal.start(hub.world, hub.journal_meta())
         _prune(base, keep={r.data_dir.name, source.name if source else ""})
@@ -510,37 +521,43 @@ def _params_dict(params: HuntParams) -> dict[str, Any]:
 
 
 def _recover_latest(base: Path, token: int, cursor: int | None
-                    ) -> tuple[Any, Path | None, list[tuple[int, Any]]]:
+                    ) -> tuple[Any, Path | None, list[tuple[int, Any]], list[tuple[int, Any]]]:
     """Recover the newest directory below ``token`` that holds a provable state.
 
     Also returns the discoveries of the replayed ticks after ``cursor`` (the last
     tick whose events reached Redis), as ``(tick, records)``: the dead owner may
-    have journaled them without publishing them. When the newest snapshot is
+    have journaled them without publishing them; and the results of the rounds that ended
+    in the replayed ticks, as ``(tick, results)``. When the newest snapshot is
     already past ``cursor``, the replay starts from the oldest kept snapshot.
     """
     from ..durability import recover
 
     if not base.is_dir():
-        return None, None, []
+        return None, None, [], []
     dirs = sorted((p for p in base.iterdir() if p.is_dir() and p.name.isdigit()
                    and int(p.name) < token), key=lambda p: int(p.name), reverse=True)
     for d in dirs:
         missed: list[tuple[int, Any]] = []
+        ended: list[tuple[int, Any]] = []
 
-        def keep(result: Any, missed: list[tuple[int, Any]] = missed) -> None:
+        def keep(result: Any, missed: list[tuple[int, Any]] = missed,
+                 ended: list[tuple[int, Any]] = ended) -> None:
             if (cursor is None or result.tick > cursor) and len(result.discoveries):
                 missed.append((result.tick, result.discoveries.copy()))
+            if len(result.rounds_ended):
+                ended.append((result.tick, ended_rounds(result)))
 
         rec = recover(d, on_result=keep)
         if rec is None:
             continue
         if cursor is not None and cursor < (rec.report.snapshot_tick or 0):
             missed.clear()
+            ended.clear()
             older = recover(d, earliest=True, on_result=keep)
             if older is not None and older.tick == rec.tick:
                 rec = older
-        return rec, d, missed
-    return None, None, []
+        return rec, d, missed, ended
+    return None, None, [], []
 
 
 def _prune(base: Path, keep: set[str]) -> None:

@@ -49,14 +49,17 @@ class TickPipeline:
     ``world`` and ``journal`` (None: no durability) are the hub's; between two calls of
     :meth:`compute` only the Trio thread touches the World. ``journal_meta()``: what a
     snapshot keeps beside the World; ``name_of(slot)`` and ``everyone(hunt)``: the names
-    the tails carry (see :func:`~server.hunt._tails.build_tails`).
+    the tails carry (see :func:`~server.hunt._tails.build_tails`); ``after_journal(result)``:
+    called once the tick is journaled, before a snapshot (the round results' files).
     """
 
     def __init__(self, world: Any, journal: Any, tick_threads: int,
                  journal_meta: Callable[[], dict[str, Any]],
                  name_of: Callable[[int], str | None],
-                 everyone: Callable[[int], list[NameEntry]]) -> None:
+                 everyone: Callable[[int], list[NameEntry]],
+                 after_journal: Callable[[Any], None] = lambda result: None) -> None:
         self.world = world
+        self.after_journal = after_journal
         self.journal = journal
         self.tick_threads = tick_threads
         self.journal_meta = journal_meta
@@ -88,7 +91,11 @@ class TickPipeline:
                                 leaves=inputs.leaves, moves=moves,
                                 state_hash=world.state_hash() if journal.wants_hash(t) else None,
                                 events=inputs.events or None)
+            # Before a snapshot, which could skip the tick that made a round's results.
+            self.after_journal(result)
             journal.maybe_snapshot(world, self.journal_meta)
+        else:
+            self.after_journal(result)
         c1 = time.perf_counter()
         n = obs.count
         slots = obs.slots

@@ -67,7 +67,8 @@ class TickInputs:
     """What the coming tick changes besides moves, as the journal records it (its
     durability contract): hunts added, joins (player id, hunt index, name, token hash,
     user id), leaves (player ids) and server events (JSON-able, e.g. a player's new token
-    hash after a takeover: ``{"retoken": [player id, hex]}``)."""
+    hash after a takeover: ``{"retoken": [player id, hex]}``, or an operator's round request:
+    ``{"round": "start", "hunt": 0}``)."""
 
     hunts: list[HuntParams] = field(default_factory=list)
     joins: list[tuple[int, int, str, bytes, str]] = field(default_factory=list)

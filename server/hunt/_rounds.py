@@ -118,14 +118,12 @@ class RoundControl:
 # ------------------------------------------------------------------ results
 
 
-def round_record(world: World, rows: np.ndarray, tick: int, *, names: dict[int, str],
-                 users: dict[int, str] | None = None) -> dict[str, Any]:
-    """One round's results as JSON-ready data. ``rows``: that round's ``RESULT_DTYPE``
-    records (one hunt, rank 1 first); ``tick``: the tick it ended; ``names`` and
-    ``users``: by player id (a missing name or user is null)."""
-    h = int(rows["hunt"][0]) if len(rows) else 0
+def round_record(world: World, h: int, number: int, rows: np.ndarray, tick: int, *,
+                 names: dict[int, str], users: dict[int, str] | None = None) -> dict[str, Any]:
+    """Round ``number`` of hunt ``h`` as JSON-ready data. ``rows``: its ``RESULT_DTYPE``
+    records (rank 1 first; none when nobody was in play); ``tick``: the tick it ended;
+    ``names`` and ``users``: by player id (a missing name or user is null)."""
     params = world.hunt_params[h]
-    number = int(rows["round"][0]) if len(rows) else world.round_state(h).number
     standings = []
     for r in rows.tolist():
         _, _, rank, slot, gen, found, score, last_tick = r
@@ -144,13 +142,15 @@ def round_record(world: World, rows: np.ndarray, tick: int, *, names: dict[int, 
     }
 
 
-def split_results(results: np.ndarray) -> list[np.ndarray]:
-    """``TickResult.results`` cut into one slice per hunt (one round each)."""
-    if not len(results):
-        return []
+def ended_rounds(result: Any) -> list[tuple[int, int, np.ndarray]]:
+    """The rounds a tick ended, as ``(hunt, round, standings)``: ``TickResult.rounds_ended``
+    with each one's ``RESULT_DTYPE`` records (copies; empty when nobody was in play)."""
+    out = []
+    results = result.results
     hunts = results["hunt"]
-    cuts = np.flatnonzero(np.diff(hunts)) + 1
-    return np.split(results, cuts)
+    for h, number in result.rounds_ended.tolist():
+        out.append((h, number, results[hunts == h].copy()))
+    return out
 
 
 class ResultsStore:
@@ -248,8 +248,9 @@ class ResultsFrames:
 _EMPTY = np.zeros(0, RESULT_RECORD)
 
 
-def results_frames(rows: np.ndarray, tick: int, top: int) -> ResultsFrames:
-    """RESULTS of one round (``rows``: its RESULT_DTYPE records) with the best ``top``."""
+def results_frames(number: int, rows: np.ndarray, tick: int, top: int) -> ResultsFrames:
+    """RESULTS of round ``number`` (``rows``: its RESULT_DTYPE records) with the best
+    ``top``."""
     n = min(len(rows), top, MAX_RESULT_ROWS)
     wire = np.zeros(n, RESULT_RECORD)
     for name in RESULT_RECORD.names:
@@ -257,7 +258,6 @@ def results_frames(rows: np.ndarray, tick: int, top: int) -> ResultsFrames:
     mine = {(int(g) << 32) | int(s): (int(r), int(sc), int(f)) for r, s, g, f, sc in zip(
         rows["rank"].tolist(), rows["slot"].tolist(), rows["gen"].tolist(),
         rows["found"].tolist(), rows["score"].tolist(), strict=True)}
-    number = int(rows["round"][0])
     return ResultsFrames(number, tick, len(rows), wire.tobytes(), n, mine)
 
 

@@ -56,12 +56,17 @@ class ResultsPublisher:
         self.queue.append((record, directory))
         self.wakeup.set()
 
-    def scan(self) -> int:
-        """Queue every record of the data dir without a published marker; returns how many."""
-        if self.data_dir is None:
+    def scan(self, directory: Path | None = None) -> int:
+        """Queue every record without a published marker, of the data dir (or of one
+        results ``directory``); returns how many."""
+        if directory is not None:
+            dirs = [directory] if directory.is_dir() else []
+        elif self.data_dir is not None:
+            dirs = sorted(self.data_dir.glob(f"hunts/*/{RESULTS_DIR}"))
+        else:
             return 0
         found = 0
-        for directory in sorted(self.data_dir.glob(f"hunts/*/{RESULTS_DIR}")):
+        for directory in dirs:
             waiting = {int(m.group(1)) for p in directory.iterdir()
                        if (m := RESULT_FILE.match(p.name)) and not _marker(p).exists()}
             for record in read_results(directory):

@@ -477,6 +477,9 @@ class HuntServer:
         from ._admin import AdminApi
 
         AdminApi(self).install(http)
+        from . import _rounds_http
+
+        _rounds_http.install(http, self)
         return http
 
     def _metrics(self, request: Request) -> Response:

@@ -14,6 +14,9 @@ instead be given a ticket (``--ticket``).
 A live line on stderr shows bots connected, ticks per second received, total
 score and errors; a summary table goes to stdout at the end.
 
+Round-based hunts (docs/rules.md, "Rounds"): bots play on across rounds (moves work in
+every phase); the summary counts the rounds that ended and who won most.
+
 Errors and reconnects are told apart: a drop, ``HUNT_MOVED``, ``GOING_AWAY`` or a
 failed connect that a later attempt of the same bot repairs (it resumed) is an
 expected reconnect attempt, what a failover or a node's restart costs; it counts
@@ -200,6 +203,8 @@ class Steering:
         self.rng = rng
         self.dx = self.dy = 0.0
         self.last_hint = 0
+        #: Round-based hunts: the rounds whose results this bot counted.
+        self.rounds_seen: set[int] = set()
         self._drift, self._jitter, self._turn = HUNTER_DRIFT, HUNTER_JITTER, TURN_CHANCE
 
     def decide(self, x: float, y: float, hint: int, width: float, height: float) -> bool:
@@ -251,6 +256,11 @@ class Stats:
     gave_up: int = 0  # bots that stopped after MAX_RETRIES failed attempts in a row
     found: int = 0  # treasures found by the bots
     scores: dict[int, int] = field(default_factory=dict)
+    #: Round-based hunts: the rounds whose results a bot received, and each bot's rounds
+    #: won (rank 1) and its points summed over the rounds that ended (scores reset per round).
+    rounds: set[int] = field(default_factory=set)
+    wins: Counter[int] = field(default_factory=Counter)
+    round_points: Counter[int] = field(default_factory=Counter)
     #: Failures that ended a bot's run or were never repaired, by kind.
     errors: Counter[str] = field(default_factory=Counter)
     #: Failures that a later attempt of the same bot repaired (it resumed), by kind.
@@ -295,6 +305,14 @@ async def play(c: HuntClient, i: int, opts: Options, steer: Steering, stats: Sta
         update = await c.next_tick()
         stats.ticks += 1
         stats.scores[i] = c.score
+        results = c.results
+        # A round ended (a resume during the results phase repeats the RESULTS: once each):
+        # the bot keeps playing into the next round.
+        if results is not None and results.round not in steer.rounds_seen:
+            steer.rounds_seen.add(results.round)
+            stats.rounds.add(results.round)
+            stats.wins[i] += results.your_rank == 1
+            stats.round_points[i] += results.your_score
         if len(update.discoveries):
             mine = update.discoveries
             stats.found += int(((mine["slot"] == c.slot) & (mine["gen"] == c.player_id >> 32))
@@ -528,6 +546,11 @@ def summary(stats: Stats, opts: Options, out: Console) -> None:
         ("Treasures found", f"{stats.found:,}"),
         ("Total score", f"{stats.score:,}"),
         ("Best bot", f"{bot_name(opts.prefix, best[0])}: {best[1]:,}" if best else "-"),
+        *([("Rounds ended", f"{len(stats.rounds):,} (round {min(stats.rounds)} to "
+                            f"{max(stats.rounds)})"),
+           ("Most rounds won", f"{bot_name(opts.prefix, top[0])}: {top[1]:,}" if (
+               top := max(stats.wins.items(), key=lambda kv: kv[1], default=None)) and top[1]
+            else "-")] if stats.rounds else []),
         ("Errors", ", ".join(f"{k} {v}" for k, v in stats.errors.most_common()) or "0"),
     ]
     for what, value in rows:

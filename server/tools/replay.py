@@ -145,11 +145,13 @@ def run_command(args: argparse.Namespace) -> int:
     with err.status("JIT warm-up..."):
         warm_up()
     progress, on_tick = _progress(err, disable=args.quiet or not err.is_terminal)
-    ended: list[tuple[int, Any]] = []  # (tick, results) of the rounds that ended
+    from ..hunt._rounds import ended_rounds
+
+    ended: list[tuple[int, Any]] = []  # (tick, ended_rounds) of the rounds that ended
 
     def on_result(result: Any) -> None:
-        if len(result.results):
-            ended.append((result.tick, result.results.copy()))
+        if len(result.rounds_ended):
+            ended.append((result.tick, ended_rounds(result)))
 
     try:
         with progress:
@@ -202,18 +204,18 @@ def _progress(err: Console, *, disable: bool) -> tuple[Any, Any]:
 
 def summarize(rec: Recovered, *, verified: bool,
               ended: list[tuple[int, Any]] = ()) -> dict[str, Any]:
-    """Every number of the report, JSON-ready. ``ended``: ``(tick, TickResult.results)``
+    """Every number of the report, JSON-ready. ``ended``: ``(tick, ended_rounds(result))``
     of the replayed ticks where rounds ended (their records go under each hunt's
     ``rounds``, as the server's results files hold them)."""
-    from ..hunt._rounds import round_record, split_results
+    from ..hunt._rounds import round_record
 
     world, r = rec.world, rec.report
     names, users = _names(rec), _users(rec)
     rounds: dict[int, list[dict[str, Any]]] = {}
-    for tick, results in ended:
-        for rows in split_results(results):
-            rounds.setdefault(int(rows["hunt"][0]), []).append(
-                round_record(world, rows, tick, names=names, users=users))
+    for tick, ended_here in ended:
+        for h, number, rows in ended_here:
+            rounds.setdefault(h, []).append(
+                round_record(world, h, number, rows, tick, names=names, users=users))
     tick_rate = world.tick_rate
     tps = r.ticks_replayed / r.replay_seconds if r.replay_seconds > 0 else None
     hunts = []
