@@ -8,6 +8,8 @@ fixed key (RFC 6455 wants a random one; a load tool may cheat): a MOVES frame
 is a constant prefix, the masked seq and one of 8 pre-masked directions.
 Server frames are parsed minimally: the 2/4/10-byte header, then only the
 fields needed (TICK: ``tick`` and ``ack``; WELCOME; ERROR/REFUSED codes; close).
+``--protocol-version`` 2 (the default) reads version-2 TICKs: a keyframe's tick
+and ack, a diff's ack step (docs/protocol.md, "TICK, version 2").
 
 Move-to-ack latency, on this process's clock: the time from the send of move
 ``seq`` to the first TICK whose ``ack >= seq`` (docs/protocol.md: of several
@@ -84,11 +86,23 @@ def client_frame(payload: bytes, opcode: int = 0x2) -> bytes:
     return head + MASK + mask_bytes(payload)
 
 
-def hello_frame(name: str, hunt: str) -> bytes:
-    """HELLO (docs/protocol.md): type 1, version 1, no resume token."""
+def hello_frame(name: str, hunt: str, version: int = 2) -> bytes:
+    """HELLO (docs/protocol.md): type 1, ``version``, no resume token."""
     nb, hb = name.encode(), hunt.encode()
-    return client_frame(struct.pack("<BBBBHH16s", 0x01, 1, 0, len(nb), len(hb), 0, b"")
+    return client_frame(struct.pack("<BBBBHH16s", 0x01, version, 0, len(nb), len(hb), 0, b"")
                         + nb + hb)
+
+
+def varint(data: bytes, at: int) -> tuple[int, int]:
+    """The LEB128 varint at ``at``, and where the next field starts."""
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
 
 
 # A one-move MOVES frame: header, mask, then the masked 20-byte payload
@@ -103,7 +117,7 @@ def move_frame(seq: int, direction: int) -> bytes:
 
 
 class Client:
-    __slots__ = ("buf", "close_code", "fd", "gaps", "hello", "index", "last_tick", "out",
+    __slots__ = ("ack", "buf", "close_code", "fd", "gaps", "hello", "index", "last_tick", "out",
                  "pending", "seq", "sock", "state", "wticks")
 
     def __init__(self, index: int, hello: bytes) -> None:
@@ -117,6 +131,7 @@ class Client:
         self.seq = 0
         self.pending: deque[tuple[int, float]] = deque()  # (seq, send time) not acked yet
         self.last_tick = 0
+        self.ack = 0  # the last TICK's (version 2 diffs carry only its growth)
         self.gaps = 0  # tick numbers missed while in the window
         self.wticks = 0  # TICKs received in the window
         self.close_code: int | None = None
@@ -134,7 +149,9 @@ class LoadGen:
                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                         "Sec-WebSocket-Version: 13\r\n\r\n").encode()
         self.args = args
-        self.clients = [Client(i, hello_frame(f"{args.name_prefix}{i}", args.hunt))
+        self.version = args.protocol_version
+        self.clients = [Client(i, hello_frame(f"{args.name_prefix}{i}", args.hunt,
+                                              args.protocol_version))
                         for i in range(args.clients)]
         self.by_fd: dict[int, Client] = {}
         self.ep = select.epoll()
@@ -309,7 +326,19 @@ class LoadGen:
             c.buf = data[pos:]
 
     def on_tick(self, c: Client, data: bytes, p: int, now: float, arrived: float) -> None:
-        tick, ack = _QQ.unpack_from(data, p + 8)
+        if self.version == 1:
+            tick, ack = _QQ.unpack_from(data, p + 8)
+        else:
+            flags = data[p + 1]
+            if flags & 1:  # a keyframe: the tick and the ack
+                tick, at = varint(data, p + 2)
+                ack, _ = varint(data, at)
+            else:  # a diff: the tick from its low byte, and the ack's growth if any
+                tick = c.last_tick + 1 + ((data[p + 2] - c.last_tick - 1) & 0xFF)
+                ack = c.ack
+                if flags & 2:
+                    ack += varint(data, p + 3)[0]
+            c.ack = ack
         if self.wstart <= now < self.wend:
             self.msgs_window += 1
             c.wticks += 1
@@ -530,6 +559,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=100, help="players in this process")
     p.add_argument("--rate", type=float, default=10.0, help="moves per second per client")
     p.add_argument("--hunt", default="demo", help="hunt to join")
+    p.add_argument("--protocol-version", type=int, choices=(1, 2), default=2,
+                   help="the HELLO's protocol version: 2 (compact TICKs) or 1")
     p.add_argument("--name-prefix", default="lg-", help="player names are PREFIX + index")
     p.add_argument("--connect-rate", type=float, default=500.0,
                    help="new connections per second (the ramp)")

@@ -188,6 +188,17 @@ def server_source(commit: str | None) -> tuple[Path, str]:
     return dest, rev
 
 
+def newest_version(server_src: Path) -> int:
+    """The newest protocol version the server in ``server_src`` speaks (a --commit from
+    before version 2 speaks only 1)."""
+    return 2 if (server_src / "server" / "protocol" / "_compact.py").exists() else 1
+
+
+def protocol_version(args: argparse.Namespace) -> int:
+    """The HELLO version of the load generators: --protocol-version, else the newest."""
+    return args.protocol_version or newest_version(args.server_src)
+
+
 def tail(path: Path, n: int = 20) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
 
@@ -271,7 +282,8 @@ def run_step(clients: int, args: argparse.Namespace) -> dict[str, Any]:
                        "--rate", str(args.rate), "--name-prefix", f"lg{k}-",
                        "--connect-rate", str(args.connect_rate / procs_n),
                        "--latency-out", str(logdir / f"lat{k}.f32"), "--seed", str(k),
-                       "--drain", str(args.drain)]
+                       "--drain", str(args.drain),
+                       "--protocol-version", str(protocol_version(args))]
                 gens.append(procs.start(cmd, stdout_lines=True,
                                         stderr=open(logdir / f"loadgen{k}.log", "wb")))  # noqa: SIM115
             ramp_s = clients / args.connect_rate + 90
@@ -371,6 +383,9 @@ def figures(clients: int, args: argparse.Namespace, ready: list[dict], results: 
             "ticks_per_s": rate("hunt_ticks_total"),
             "messages_per_s": rate("hunt_messages_sent_total"),
             "bytes_per_s": rate("hunt_bytes_sent_total"),
+            # Of every message (TICKs, and the few WELCOMEs), WebSocket header included.
+            "bytes_per_message": delta("hunt_bytes_sent_total")
+            / max(1.0, delta("hunt_messages_sent_total")),
             "moves_received_per_s": rate('hunt_moves_total{fate="received"}'),
             "moves_applied_per_s": rate('hunt_moves_total{fate="applied"}'),
             "moves_dropped_per_s": rate('hunt_moves_total{fate="dropped"}'),
@@ -477,6 +492,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="cores other processes may use during a window before it is re-run")
     p.add_argument("--commit", help="run the server of this git commit (an export under "
                    "perf/results/), not the working tree with whatever edits it holds")
+    p.add_argument("--protocol-version", type=int, choices=(1, 2),
+                   help="the clients' protocol version (default: the newest the server speaks)")
     p.add_argument("--quick", action="store_true", help="smoke test: 20 clients, 3 s")
     p.add_argument("--out", type=Path, default=HERE / "results", help="JSON and PNG go here")
     args = p.parse_args(argv)
@@ -521,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
             break
     passing = [s["clients"] for s in steps if s["pass"]]
     report = {"stamp": stamp, "argv": sys.argv[1:], "server_code": server_code,
+              "protocol_version": protocol_version(args),
               "seconds": round(time.time() - started, 1),
               "budget_ms": args.budget_ms, "steps": steps,
               "largest_passing": max(passing) if passing else None}

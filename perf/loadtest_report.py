@@ -46,7 +46,7 @@ def table(steps: list[dict[str, Any]], title: str) -> None:
     t = Table(title=title)
     for col in ("clients", "lat p50", "p90", "p99", "max ms", "at socket p50", "p99",
                 "tick p50", "p99", "max ms",
-                "ticks/s/client min", "gaps", "msgs/s", "MB/s", "moves/s", "srv CPU %",
+                "ticks/s/client min", "gaps", "msgs/s", "MB/s", "B/msg", "moves/s", "srv CPU %",
                 "(trio)", "lg CPU %", "other cores", "evict", "skip", "overrun", "pass"):
         t.add_column(col, justify="right")
     for s in steps:
@@ -57,6 +57,7 @@ def table(steps: list[dict[str, Any]], title: str) -> None:
                   f"{tk['p99']:.2f}", f"{tk['max']:.1f}",
                   f"{cs['ticks_per_s_min']:.2f}", str(cs["tick_gaps"]),
                   f"{sv['messages_per_s']:,.0f}", f"{sv['bytes_per_s'] / 1e6:.1f}",
+                  f"{sv.get('bytes_per_message', 0):.0f}",
                   f"{sv['moves_received_per_s']:,.0f}", f"{sv['cpu_pct']:.0f}",
                   f"{sv['cpu_pct_trio_thread']:.0f}", f"{s['loadgen_cpu_pct']:.0f}",
                   f"{s['other_cores']:.2f}",
