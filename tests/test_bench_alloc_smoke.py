@@ -8,6 +8,7 @@ figures are not held to the targets here (perf/README.md reports them).
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,9 @@ def test_quick_allocation_benchmark_counts_calls_of_a_live_server(tmp_path: Path
     # Both hooks counted, in the Trio thread and in the tick's worker thread.
     for run in (idle, busy):
         assert all(v > 0 for v in run["counts"].values()), run["counts"]
-    # Every tick allocates (the tick result, its timings); moves add to it.
+    # Every tick allocates (the tick result, its timings). A move need not add anything
+    # (the ingest kernel takes it without a Python object): its figure is a difference
+    # of two runs, near 0 and either side of it at 20 clients.
     assert row["per_tick_total"] > 1
-    assert row["per_move_total"] > 0
+    assert math.isfinite(row["per_move_total"])
     assert busy["evictions"] == idle["evictions"] == 0
