@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from loadtest import PY, Procs, metrics, server_source, wait_serving
+from loadtest import PY, Procs, metrics, newest_version, server_source, wait_serving
 
 HERE = Path(__file__).resolve().parent
 COUNTERS = ("c_main", "c_other", "py_main", "py_other")
@@ -112,7 +112,8 @@ def run(clients: int, rate: float, shim: Path, args: argparse.Namespace) -> dict
                                                      logdir)
             gen = procs.start([PY, str(HERE / "loadgen.py"), "--url", ws_url,
                                "--clients", str(clients), "--rate", str(rate),
-                               "--connect-rate", str(CONNECT_RATE), "--drain", "0.5"],
+                               "--connect-rate", str(CONNECT_RATE), "--drain", "0.5",
+                               "--protocol-version", str(newest_version(args.server_src))],
                               stdout_lines=True, stderr=open(logdir / "loadgen.log", "wb"))  # noqa: SIM115
             ready = procs.json_line(gen, clients / CONNECT_RATE + 90)
             if ready["playing"] < 0.9 * clients:  # the figures are per tick and per move

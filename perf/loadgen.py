@@ -8,6 +8,8 @@ fixed key (RFC 6455 wants a random one; a load tool may cheat): a MOVES frame
 is a constant prefix, the masked seq and one of 8 pre-masked directions.
 Server frames are parsed minimally: the 2/4/10-byte header, then only the
 fields needed (TICK: ``tick`` and ``ack``; WELCOME; ERROR/REFUSED codes; close).
+``--protocol-version`` 2 (the default) reads version-2 TICKs: a keyframe's tick
+and ack, a diff's ack step (docs/protocol.md, "TICK, version 2").
 
 Move-to-ack latency, on this process's clock: the time from the send of move
 ``seq`` to the first TICK whose ``ack >= seq`` (docs/protocol.md: of several
@@ -26,6 +28,12 @@ Control (driven by perf/loadtest.py), JSON lines on stdout:
   - stdin closed (the driver died) or ``--max-seconds`` passed: exit at once.
   - with ``--repeat``, the process stays after a result: the next ``start`` opens
     a new window (counters start again from zero); ``quit`` or stdin closed ends it.
+
+``--hunt a,b,c`` spreads the clients over several hunts, round robin (client i joins
+hunt ``(i + --index-offset) % 3``). Tick fan-out: for each hunt's tick, the time from
+the first of this process's clients of that hunt to receive it to the last
+(kernel receive timestamps); what a client waits because others of its hunt
+were written before it.
 
 ``--source-prefix 127.0.5. --per-address 25`` spreads the clients over source
 addresses 127.0.5.1, 127.0.5.2, ... (Linux: all of 127/8 is loopback), so that
@@ -84,11 +92,23 @@ def client_frame(payload: bytes, opcode: int = 0x2) -> bytes:
     return head + MASK + mask_bytes(payload)
 
 
-def hello_frame(name: str, hunt: str) -> bytes:
-    """HELLO (docs/protocol.md): type 1, version 1, no resume token."""
+def hello_frame(name: str, hunt: str, version: int = 2) -> bytes:
+    """HELLO (docs/protocol.md): type 1, ``version``, no resume token."""
     nb, hb = name.encode(), hunt.encode()
-    return client_frame(struct.pack("<BBBBHH16s", 0x01, 1, 0, len(nb), len(hb), 0, b"")
+    return client_frame(struct.pack("<BBBBHH16s", 0x01, version, 0, len(nb), len(hb), 0, b"")
                         + nb + hb)
+
+
+def varint(data: bytes, at: int) -> tuple[int, int]:
+    """The LEB128 varint at ``at``, and where the next field starts."""
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
 
 
 # A one-move MOVES frame: header, mask, then the masked 20-byte payload
@@ -103,12 +123,13 @@ def move_frame(seq: int, direction: int) -> bytes:
 
 
 class Client:
-    __slots__ = ("buf", "close_code", "fd", "gaps", "hello", "index", "last_tick", "out",
-                 "pending", "seq", "sock", "state", "wticks")
+    __slots__ = ("ack", "buf", "close_code", "fd", "gaps", "hello", "hunt", "index",
+                 "last_tick", "out", "pending", "seq", "sock", "state", "wticks")
 
-    def __init__(self, index: int, hello: bytes) -> None:
+    def __init__(self, index: int, hello: bytes, hunt: int = 0) -> None:
         self.index = index
         self.hello = hello
+        self.hunt = hunt  # index in --hunt's list
         self.sock: socket.socket | None = None
         self.fd = -1
         self.state = CONNECTING
@@ -117,6 +138,7 @@ class Client:
         self.seq = 0
         self.pending: deque[tuple[int, float]] = deque()  # (seq, send time) not acked yet
         self.last_tick = 0
+        self.ack = 0  # the last TICK's (version 2 diffs carry only its growth)
         self.gaps = 0  # tick numbers missed while in the window
         self.wticks = 0  # TICKs received in the window
         self.close_code: int | None = None
@@ -134,8 +156,13 @@ class LoadGen:
                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                         "Sec-WebSocket-Version: 13\r\n\r\n").encode()
         self.args = args
-        self.clients = [Client(i, hello_frame(f"{args.name_prefix}{i}", args.hunt))
-                        for i in range(args.clients)]
+        self.version = args.protocol_version
+        hunts = args.hunt.split(",")
+        self.clients = []
+        for i in range(args.clients):
+            h = (i + args.index_offset) % len(hunts)
+            hello = hello_frame(f"{args.name_prefix}{i}", hunts[h], args.protocol_version)
+            self.clients.append(Client(i, hello, h))
         self.by_fd: dict[int, Client] = {}
         self.ep = select.epoll()
         self.rng = random.Random(args.seed)
@@ -149,6 +176,8 @@ class LoadGen:
         self.latencies = array.array("d")  # move sent -> its ack read by this process
         self.lat_arrival = array.array("d")  # move sent -> its ack reached the socket
         self.send_lag = array.array("d")
+        #: (hunt, tick) -> [first, last] arrival of that TICK at this process's clients.
+        self.fanout: dict[tuple[int, int], list[float]] = {}
         self.moves_window = 0
         self.bytes_window = 0
         self.msgs_window = 0
@@ -309,12 +338,31 @@ class LoadGen:
             c.buf = data[pos:]
 
     def on_tick(self, c: Client, data: bytes, p: int, now: float, arrived: float) -> None:
-        tick, ack = _QQ.unpack_from(data, p + 8)
+        if self.version == 1:
+            tick, ack = _QQ.unpack_from(data, p + 8)
+        else:
+            flags = data[p + 1]
+            if flags & 1:  # a keyframe: the tick and the ack
+                tick, at = varint(data, p + 2)
+                ack, _ = varint(data, at)
+            else:  # a diff: the tick from its low byte, and the ack's growth if any
+                tick = c.last_tick + 1 + ((data[p + 2] - c.last_tick - 1) & 0xFF)
+                ack = c.ack
+                if flags & 2:
+                    ack += varint(data, p + 3)[0]
+            c.ack = ack
         if self.wstart <= now < self.wend:
             self.msgs_window += 1
             c.wticks += 1
             if c.last_tick and tick != c.last_tick + 1:
                 c.gaps += max(0, tick - c.last_tick - 1)
+            span = self.fanout.get((c.hunt, tick))
+            if span is None:
+                self.fanout[(c.hunt, tick)] = [arrived, arrived]
+            elif arrived > span[1]:
+                span[1] = arrived
+            elif arrived < span[0]:
+                span[0] = arrived
         c.last_tick = tick
         pend = c.pending
         while pend and pend[0][0] <= ack:
@@ -458,6 +506,7 @@ class LoadGen:
         self.latencies = array.array("d")
         self.lat_arrival = array.array("d")
         self.send_lag = array.array("d")
+        self.fanout = {}
         self.moves_window = self.bytes_window = self.msgs_window = 0
         self.errors.clear()
         self.refused.clear()
@@ -479,6 +528,7 @@ class LoadGen:
         ru_end = resource.getrusage(resource.RUSAGE_SELF)
         window = (self.wend - self.wstart) if self.wstart < self.wend < float("inf") else 0.0
         lag = sorted(self.send_lag)
+        fanout = [(last - first) * 1e3 for first, last in self.fanout.values()]
         return {
             "event": "result", "clients": len(self.clients), "playing": self.playing,
             "welcomed": self.welcomed, "window_s": window,
@@ -495,6 +545,7 @@ class LoadGen:
             "closes": dict(self.closes), "connect_failures": dict(self.connect_failures),
             "send_stalls": self.send_stalls,
             "send_lag_ms": {"p99": pct(lag, 99) * 1e3, "max": (lag[-1] if lag else 0) * 1e3},
+            "fanout_ms": summary(fanout),
             "cpu_s_window": (cpu(ru1) - cpu(ru0)) if ru0 else 0.0,
             "cpu_s_total": cpu(ru_end),
         }
@@ -529,7 +580,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--url", required=True, help="the server's WebSocket URL, ws://host:port/")
     p.add_argument("--clients", type=int, default=100, help="players in this process")
     p.add_argument("--rate", type=float, default=10.0, help="moves per second per client")
-    p.add_argument("--hunt", default="demo", help="hunt to join")
+    p.add_argument("--hunt", default="demo",
+                   help="hunt to join; several, comma separated: the clients round robin")
+    p.add_argument("--index-offset", type=int, default=0,
+                   help="with several hunts, client i joins hunt number (i + OFFSET) % hunts")
+    p.add_argument("--protocol-version", type=int, choices=(1, 2), default=2,
+                   help="the HELLO's protocol version: 2 (compact TICKs) or 1")
     p.add_argument("--name-prefix", default="lg-", help="player names are PREFIX + index")
     p.add_argument("--connect-rate", type=float, default=500.0,
                    help="new connections per second (the ramp)")

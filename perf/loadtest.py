@@ -16,7 +16,13 @@ a bounded rate, warms up, then measures over --duration seconds:
   dropped per second; evictions, skipped TICKs, tick overruns;
 - server CPU % (/proc/<pid>/stat over the window; its Trio thread apart from
   the tick's worker threads) and the load generators' CPU %;
-- TICKs per second received per client (min / mean) and missing tick numbers.
+- TICKs per second received per client (min / mean) and missing tick numbers;
+- tick fan-out: per hunt and tick, first to last client to receive it, p50 / p99.
+
+``--hunts N`` (many small hunts): the server gets a config of N hunts named
+``load-000``, ``load-001``, ... (each sized for its share of the clients), and
+client i joins hunt i % N, so N hunts of C / N clients; the server's tick
+timings are those of the first hunt.
 
 ``--ramp`` runs increasing C (a fresh server each) until p99 latency exceeds
 --budget-ms or ticks stop reaching every client, and reports the largest C
@@ -24,6 +30,7 @@ that passed. Writes perf/results/loadtest-<stamp>.json and .png, prints a table.
 
     python perf/loadtest.py --clients 1000              # 1,000 x 10 moves/s, 20 Hz, 20 s
     python perf/loadtest.py --ramp                      # 250, 500, 1000, ... until it fails
+    python perf/loadtest.py --clients 1000 --hunts 50   # 50 hunts of 20 clients
     python perf/loadtest.py --quick                     # 20 clients, 3 s: a smoke test
 """
 
@@ -139,6 +146,13 @@ def start_server(procs: Procs, clients: int, args: argparse.Namespace, logdir: P
                     "--connections-per-second-per-address", rate]
     if args.max_players:
         cmd += ["--max-players", str(args.max_players)]
+    # perf/attacks.py passes its own arguments: one hunt, the server's groups.
+    if getattr(args, "hunts", 1) > 1:
+        config = logdir / "hunts.toml"
+        config.write_text(hunts_config(clients, args))
+        cmd += ["--config", str(config)]
+    if getattr(args, "tick_groups", None) is not None:
+        cmd += ["--tick-groups", str(args.tick_groups)]
     if args.send_threads:
         cmd += ["--send-threads", str(args.send_threads)]
     if args.redis:  # a scale-out node of one: the Redis path (leases, event sink) included
@@ -151,9 +165,31 @@ def start_server(procs: Procs, clients: int, args: argparse.Namespace, logdir: P
     return p, *wait_serving(p, log)
 
 
+def hunt_names(args: argparse.Namespace) -> list[str]:
+    """The hunts the clients join: the demo, or ``--hunts`` of the many-hunts mode."""
+    if args.hunts <= 1:
+        return ["demo"]
+    return [f"load-{k:03d}" for k in range(args.hunts)]
+
+
+def hunts_config(clients: int, args: argparse.Namespace) -> str:
+    """The server's TOML config of the many-hunts mode: ``--hunts`` demo-like hunts, each
+    sized for its share of the clients (a World's buffers follow its max_players)."""
+    per_hunt = -(-clients // args.hunts)
+    # Every client comes from 127.0.0.1 and their HELLOs reach the hunts in clumps: the
+    # per-address bursts are lifted as the flags lift the rates (start_server).
+    lines = ["[server]", f"hello_burst_per_address = {clients + 64}",
+             f"connection_burst_per_address = {clients + 64}", "",
+             "[defaults]", f"max_players = {max(64, 2 * per_hunt)}",
+             f"width = {args.world_size:g}", f"height = {args.world_size:g}", ""]
+    for k, name in enumerate(hunt_names(args)):
+        lines += ["[[hunt]]", f'name = "{name}"', f"seed = {k}", ""]
+    return "\n".join(lines)
+
+
 def wait_serving(p: subprocess.Popen, log: Path) -> tuple[str, str]:
     """The (ws_url, http_url) of the server ``p`` once its log ``log`` has the 'serving' line."""
-    deadline = time.monotonic() + 120  # the first run compiles the kernels
+    deadline = time.monotonic() + 300  # the first run compiles the kernels (minutes when busy)
     while time.monotonic() < deadline:
         for line in log.read_text(errors="replace").splitlines():
             if '"serving"' in line:
@@ -162,7 +198,7 @@ def wait_serving(p: subprocess.Popen, log: Path) -> tuple[str, str]:
         if p.poll() is not None:
             raise RuntimeError(f"the server exited ({p.returncode}):\n{tail(log)}")
         time.sleep(0.1)
-    raise RuntimeError(f"no 'serving' line from the server within 120 s:\n{tail(log)}")
+    raise RuntimeError(f"no 'serving' line from the server within 300 s:\n{tail(log)}")
 
 
 def server_source(commit: str | None) -> tuple[Path, str]:
@@ -186,6 +222,17 @@ def server_source(commit: str | None) -> tuple[Path, str]:
                                  capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     return dest, rev
+
+
+def newest_version(server_src: Path) -> int:
+    """The newest protocol version the server in ``server_src`` speaks (a --commit from
+    before version 2 speaks only 1)."""
+    return 2 if (server_src / "server" / "protocol" / "_compact.py").exists() else 1
+
+
+def protocol_version(args: argparse.Namespace) -> int:
+    """The HELLO version of the load generators: --protocol-version, else the newest."""
+    return args.protocol_version or newest_version(args.server_src)
 
 
 def tail(path: Path, n: int = 20) -> str:
@@ -226,9 +273,9 @@ def machine_cpu() -> dict[str, float]:
     return {"procs": (v[0] + v[1] + v[2]) / CLK_TCK, "irq": (v[5] + v[6]) / CLK_TCK}
 
 
-def snapshot(server: subprocess.Popen, http_url: str) -> dict[str, Any]:
+def snapshot(server: subprocess.Popen, http_url: str, stats_url: str) -> dict[str, Any]:
     return {"t": time.monotonic(), "cpu": cpu_seconds(server.pid), "machine": machine_cpu(),
-            "stats": json.loads(http_get(http_url + "api/stats")), "metrics": metrics(http_url)}
+            "stats": json.loads(http_get(stats_url)), "metrics": metrics(http_url)}
 
 
 def bucket_quantile(m0: dict[str, float], m1: dict[str, float], phase: str, q: float
@@ -268,10 +315,13 @@ def run_step(clients: int, args: argparse.Namespace) -> dict[str, Any]:
             gens = []
             for k, share in enumerate(shares):
                 cmd = [PY, str(HERE / "loadgen.py"), "--url", ws_url, "--clients", str(share),
+                       "--hunt", ",".join(hunt_names(args)),
+                       "--index-offset", str(sum(shares[:k])),
                        "--rate", str(args.rate), "--name-prefix", f"lg{k}-",
                        "--connect-rate", str(args.connect_rate / procs_n),
                        "--latency-out", str(logdir / f"lat{k}.f32"), "--seed", str(k),
-                       "--drain", str(args.drain)]
+                       "--drain", str(args.drain),
+                       "--protocol-version", str(protocol_version(args))]
                 gens.append(procs.start(cmd, stdout_lines=True,
                                         stderr=open(logdir / f"loadgen{k}.log", "wb")))  # noqa: SIM115
             ramp_s = clients / args.connect_rate + 90
@@ -281,7 +331,9 @@ def run_step(clients: int, args: argparse.Namespace) -> dict[str, Any]:
                   f"{max(r['seconds'] for r in ready):.1f} s; warm-up {args.warmup:g} s",
                   file=sys.stderr)
             time.sleep(args.warmup)
-            s0 = snapshot(server, http_url)
+            stats_url = http_url + (f"api/stats?hunt={hunt_names(args)[0]}&"
+                                    if args.hunts > 1 else "api/stats?")
+            s0 = snapshot(server, http_url, stats_url)
             for g in gens:
                 g.stdin.write(b"start\n")
                 g.stdin.flush()
@@ -290,10 +342,10 @@ def run_step(clients: int, args: argparse.Namespace) -> dict[str, Any]:
             for g in gens:
                 g.stdin.write(b"stop\n")
                 g.stdin.flush()
-            s1 = snapshot(server, http_url)
+            s1 = snapshot(server, http_url, stats_url)
             results = [procs.json_line(g, args.drain + 60) for g in gens]
             n_ticks = int(s1["stats"]["tick"]) - int(s0["stats"]["tick"])
-            stats = json.loads(http_get(http_url + f"api/stats?ticks={n_ticks + 400}"))
+            stats = json.loads(http_get(stats_url + f"ticks={n_ticks + 400}"))
             read, arrival = [], []
             for k in range(procs_n):  # each file: read latencies, then arrival latencies
                 both = np.fromfile(logdir / f"lat{k}.f32", np.float32)
@@ -344,8 +396,10 @@ def figures(clients: int, args: argparse.Namespace, ready: list[dict], results: 
                                  for r in results]) / window
     lg_cpu = sum(r["cpu_s_window"] for r in results) / window * 100
     q = lambda a, p: float(np.percentile(a, p)) if len(a) else 0.0  # noqa: E731
+    fanouts = [r["fanout_ms"] for r in results if "fanout_ms" in r]
     out = {
-        "clients": clients, "playing": sum(r["playing"] for r in results),
+        "clients": clients, "hunts": args.hunts, "tick_groups": args.tick_groups,
+        "playing": sum(r["playing"] for r in results),
         "connect_failures": merge([r["connect_failures"] for r in results]),
         "rate": args.rate, "tick_rate": args.tick_rate, "procs": len(results),
         "window_s": round(window, 3),
@@ -368,9 +422,12 @@ def figures(clients: int, args: argparse.Namespace, ready: list[dict], results: 
                     "hist_p99_le": bucket_quantile(m0, m1, "total", 0.99)},
         "phase_ms": {k: {"p50": q(v, 50), "p99": q(v, 99)} for k, v in timings.items()},
         "server": {
-            "ticks_per_s": rate("hunt_ticks_total"),
+            "ticks_per_s": rate("hunt_ticks_total") / args.hunts,  # per hunt
             "messages_per_s": rate("hunt_messages_sent_total"),
             "bytes_per_s": rate("hunt_bytes_sent_total"),
+            # Of every message (TICKs, and the few WELCOMEs), WebSocket header included.
+            "bytes_per_message": delta("hunt_bytes_sent_total")
+            / max(1.0, delta("hunt_messages_sent_total")),
             "moves_received_per_s": rate('hunt_moves_total{fate="received"}'),
             "moves_applied_per_s": rate('hunt_moves_total{fate="applied"}'),
             "moves_dropped_per_s": rate('hunt_moves_total{fate="dropped"}'),
@@ -392,6 +449,9 @@ def figures(clients: int, args: argparse.Namespace, ready: list[dict], results: 
             "closes": merge([r["closes"] for r in results]),
             "send_stalls": sum(r["send_stalls"] for r in results),
             "send_lag_ms_max": max(r["send_lag_ms"]["max"] for r in results),
+            # Per load generator (a hunt's clients in one process: all of them with --procs 1).
+            "fanout_ms": {k: max(f[k] for f in fanouts) for k in ("p50", "p99", "max")}
+            if fanouts else None,
         },
         "loadgen_cpu_pct": lg_cpu,
         "loadgen_cpu_pct_per_proc": [r["cpu_s_window"] / window * 100 for r in results],
@@ -444,6 +504,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=1000, help="concurrent clients (default 1000)")
     p.add_argument("--rate", type=float, default=10.0, help="moves per second per client")
     p.add_argument("--tick-rate", type=int, default=20, help="server ticks per second")
+    p.add_argument("--hunts", type=int, default=1,
+                   help="hunts the clients spread over, round robin (default 1: the demo hunt)")
+    p.add_argument("--world-size", type=float, default=1000.0,
+                   help="with --hunts: each hunt's width and height, world units (default 1000)")
+    p.add_argument("--tick-groups", type=int,
+                   help="server --tick-groups (default: the server's own choice)")
     p.add_argument("--duration", type=float, default=20.0, help="measuring window, seconds")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds between ramp and window")
     p.add_argument("--procs", type=int, default=1, help="load-generator processes")
@@ -477,13 +543,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="cores other processes may use during a window before it is re-run")
     p.add_argument("--commit", help="run the server of this git commit (an export under "
                    "perf/results/), not the working tree with whatever edits it holds")
+    p.add_argument("--protocol-version", type=int, choices=(1, 2),
+                   help="the clients' protocol version (default: the newest the server speaks)")
     p.add_argument("--quick", action="store_true", help="smoke test: 20 clients, 3 s")
     p.add_argument("--out", type=Path, default=HERE / "results", help="JSON and PNG go here")
     args = p.parse_args(argv)
     if args.quick:
         args.clients, args.duration, args.warmup, args.ramp, args.tries = 20, 3.0, 1.0, None, 1
-    if args.clients < 1 or args.duration <= 0 or args.procs < 1:
-        p.error("--clients, --duration and --procs must be positive")
+    if args.clients < 1 or args.duration <= 0 or args.procs < 1 or args.hunts < 1:
+        p.error("--clients, --duration, --procs and --hunts must be positive")
     return args
 
 
@@ -497,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     for c in counts:
         load = os.getloadavg()
-        print(f"step: {c} clients x {args.rate:g} moves/s, {args.tick_rate} Hz, "
+        print(f"step: {c} clients in {args.hunts} hunt(s) x {args.rate:g} moves/s, "
+              f"{args.tick_rate} Hz, "
               f"{args.procs} load generator(s); loadavg before {load[0]:.2f}", file=sys.stderr)
         tries = []
         for _ in range(args.tries):  # a step disturbed by other processes is run again
@@ -521,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
             break
     passing = [s["clients"] for s in steps if s["pass"]]
     report = {"stamp": stamp, "argv": sys.argv[1:], "server_code": server_code,
+              "protocol_version": protocol_version(args),
               "seconds": round(time.time() - started, 1),
               "budget_ms": args.budget_ms, "steps": steps,
               "largest_passing": max(passing) if passing else None}

@@ -44,19 +44,22 @@ def table(steps: list[dict[str, Any]], title: str) -> None:
     from rich.table import Table
 
     t = Table(title=title)
-    for col in ("clients", "lat p50", "p90", "p99", "max ms", "at socket p50", "p99",
-                "tick p50", "p99", "max ms",
-                "ticks/s/client min", "gaps", "msgs/s", "MB/s", "moves/s", "srv CPU %",
+    for col in ("clients", "hunts", "lat p50", "p90", "p99", "max ms", "at socket p50", "p99",
+                "tick p50", "p99", "max ms", "fan-out p50", "p99 ms",
+                "ticks/s/client min", "gaps", "msgs/s", "MB/s", "B/msg", "moves/s", "srv CPU %",
                 "(trio)", "lg CPU %", "other cores", "evict", "skip", "overrun", "pass"):
         t.add_column(col, justify="right")
     for s in steps:
         la, tk, sv, cs = s["latency_ms"], s["tick_ms"], s["server"], s["clients_side"]
         ar = s["latency_arrival_ms"]
-        t.add_row(str(s["clients"]), f"{la['p50']:.1f}", f"{la['p90']:.1f}", f"{la['p99']:.1f}",
+        fo = cs.get("fanout_ms") or {"p50": 0.0, "p99": 0.0}
+        t.add_row(str(s["clients"]), str(s.get("hunts", 1)), f"{la['p50']:.1f}",
+                  f"{la['p90']:.1f}", f"{la['p99']:.1f}",
                   f"{la['max']:.0f}", f"{ar['p50']:.1f}", f"{ar['p99']:.1f}", f"{tk['p50']:.2f}",
-                  f"{tk['p99']:.2f}", f"{tk['max']:.1f}",
+                  f"{tk['p99']:.2f}", f"{tk['max']:.1f}", f"{fo['p50']:.1f}", f"{fo['p99']:.1f}",
                   f"{cs['ticks_per_s_min']:.2f}", str(cs["tick_gaps"]),
                   f"{sv['messages_per_s']:,.0f}", f"{sv['bytes_per_s'] / 1e6:.1f}",
+                  f"{sv.get('bytes_per_message', 0):.0f}",
                   f"{sv['moves_received_per_s']:,.0f}", f"{sv['cpu_pct']:.0f}",
                   f"{sv['cpu_pct_trio_thread']:.0f}", f"{s['loadgen_cpu_pct']:.0f}",
                   f"{s['other_cores']:.2f}",

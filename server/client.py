@@ -62,6 +62,7 @@ from .protocol import (
     DISCOVERY_RECORD,
     LEADER_RECORD,
     MAX_SERVER_FRAME_BYTES,
+    PROTOCOL_VERSION,
     Bye,
     ErrorCode,
     ErrorMessage,
@@ -74,6 +75,7 @@ from .protocol import (
     RemoteProtocolError,
     Results,
     Round,
+    TickDecoder,
     TickUpdate,
     Welcome,
     decode_server_frame,
@@ -198,6 +200,8 @@ class HuntClient:
         self.redirects = list(redirects or ())
         self._hello = hello
         self._options = dict(options or {})
+        #: Decodes the TICKs of the connection's protocol version (WELCOME's).
+        self._tick_decoder = TickDecoder.for_welcome(welcome)
         self.player_id = welcome.player_id
         self.resume_token = welcome.resume_token
         self.tick = welcome.tick
@@ -334,7 +338,7 @@ class HuntClient:
             self._closed = True
             raise _lost(exc.reason) from None
         try:
-            return decode_server_frame(data)
+            return decode_server_frame(data, self._tick_decoder)
         except RemoteProtocolError as exc:
             await self.websocket.aclose(exc.close_code, exc.message[:100])
             self._closed = True
@@ -404,7 +408,8 @@ def _lost(reason: Any) -> ConnectionLost:
 @asynccontextmanager
 async def connect(url: str, name: str, hunt: str, *, resume_token: bytes | None = None,
                   ticket: str = "", max_redirects: int = 3, connect_timeout: float = 10.0,
-                  disconnect_timeout: float = 5.0) -> AsyncIterator[HuntClient]:
+                  disconnect_timeout: float = 5.0,
+                  version: int = PROTOCOL_VERSION) -> AsyncIterator[HuntClient]:
     """Join ``hunt`` as ``name`` (or take a player back with ``resume_token``) on the server
     at ``url`` (``ws://host:port/``). Send the hunt's name on a resume too: a scale-out node
     routes the HELLO by it.
@@ -420,17 +425,18 @@ async def connect(url: str, name: str, hunt: str, *, resume_token: bytes | None 
     handshake and the wait for WELCOME, on each node; ``disconnect_timeout`` the close when
     the block ends. Leaving the block closes the connection without BYE: the player stays in
     its hunt for the server's resume grace period (call :meth:`HuntClient.bye` to leave).
+    ``version``: the protocol version to speak (2, compact TICKs; 1 for an older server).
 
     Raises ValueError for a name the protocol forbids (before connecting),
     :class:`ConnectFailed`, :class:`JoinRefused`, :class:`ServerError` or
     :class:`ConnectionLost`.
     """
     try:
-        hello = Hello(name, hunt, resume_token=resume_token, ticket=ticket)
+        hello = Hello(name, hunt, version, resume_token=resume_token, ticket=ticket)
     except LocalProtocolError as exc:
         raise ValueError(f"cannot join: {exc.message}") from None
     options = {"max_redirects": max_redirects, "connect_timeout": connect_timeout,
-               "disconnect_timeout": disconnect_timeout}
+               "disconnect_timeout": disconnect_timeout, "version": version}
     target, redirects = url, []
     while True:
         async with AsyncExitStack() as stack:

@@ -46,6 +46,8 @@ async def test_refusals_say_what_is_wrong_with_the_status_of_each(serve, tmp_pat
     assert status == 404 and "'nope'" in body["error"]
     status, _, body = await admin_call(port, "POST", hunts + "/nope/stop")
     assert status == 404
+    status, _, body = await admin_call(port, "GET", hunts + "/%ff%fe")
+    assert status == 400 and "UTF-8" in body["error"]
     status, _, body = await admin_call(port, "GET", "/api/admin/players")
     assert status == 404 and "routes:" in body["error"]
     status, headers, body = await admin_call(port, "GET", hunts + "/demo/stop")

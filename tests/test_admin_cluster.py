@@ -18,7 +18,7 @@ from redis_server import RedisServer, redis_server  # noqa: F401
 from test_cluster_nodes import start_nodes, stop_all, until
 
 from server.client import JoinRefused, ServerError, connect
-from server.protocol import ErrorCode
+from server.protocol import PHASE_LOBBY, PHASE_RUNNING, ErrorCode
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,8 @@ async def test_any_node_takes_the_call_and_routes_it_to_the_owner(
     try:
         n1, n2 = nodes
         status, _, row = await admin_call(n1.http, "POST", "/api/admin/hunts", {
-            "name": "cup", "params": {"width": 250, "treasures": 9}})
+            "name": "cup", "params": {"width": 250, "treasures": 9},
+            "rounds": {"count": 3, "lobby_ticks": 20_000, "running_ticks": 20_000}})
         assert status == 201, row
         owner_id = await until(lambda: _owner(n2, "cup"), 30, "cup placed")
         owner = next(n for n in nodes if n.node_id == owner_id)
@@ -64,6 +65,16 @@ async def test_any_node_takes_the_call_and_routes_it_to_the_owner(
             async with connect(other.ws_url, "ada", "cup") as ada:  # redirected to the owner
                 await ada.next_tick()
                 assert ada.welcome.width == 250.0
+                assert ada.round.phase == PHASE_LOBBY
+                status, _, row = await admin_call(other.http, "POST",
+                                                  "/api/admin/hunts/cup/rounds/next")
+                assert status == 200 and row["phase"] == "running", row
+                assert row["owner"] == owner_id, "the owner answered, through the other node"
+                for _ in range(100):
+                    if ada.round.phase == PHASE_RUNNING:
+                        break
+                    await ada.next_tick()
+                assert ada.round.phase_start == row["applied_tick"]
                 status, _, row = await admin_call(other.http, "POST",
                                                   "/api/admin/hunts/cup/stop",
                                                   {"reason": "final"})

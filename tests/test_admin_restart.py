@@ -1,5 +1,6 @@
 """Admin changes outlive the server: a real ``serve`` process killed with SIGKILL right after
-the answers, then started again on the same data dir."""
+the answers, then started again on the same data dir: a created hunt (with its round plan),
+a stopped hunt, a round started and a round ended early."""
 
 from __future__ import annotations
 
@@ -41,6 +42,17 @@ async def test_a_created_hunt_exists_and_a_stopped_hunt_stays_stopped_after_kill
         status, _, row = await admin_call(port, "POST", "/api/admin/hunts", {
             "name": "cup", "params": {"width": 321, "treasures": 7, "seed": 5}})
         assert status == 201, row
+        status, _, row = await admin_call(port, "POST", "/api/admin/hunts", {
+            "name": "league", "rounds": {"count": 3, "lobby_ticks": 20_000,
+                                         "running_ticks": 20_000, "results_ticks": 20_000}})
+        assert status == 201 and row["phase"] == "lobby", row
+        status, _, begun = await admin_call(port, "POST", "/api/admin/hunts/league/rounds/next")
+        assert status == 200 and begun["phase"] == "running", begun
+        status, _, ended = await admin_call(port, "POST", "/api/admin/hunts/league/rounds/end")
+        assert status == 200 and ended["phase"] == "results", ended
+        status, _, second = await admin_call(port, "POST",
+                                             "/api/admin/hunts/league/rounds/next")
+        assert (status, second["phase"], second["round"]) == (200, "running", 2), second
         status, _, row = await admin_call(port, "POST", "/api/admin/hunts/beta/stop")
         assert status == 200 and row["status"] == "stopped", row
         with trio.fail_after(30):
@@ -55,7 +67,14 @@ async def test_a_created_hunt_exists_and_a_stopped_hunt_stays_stopped_after_kill
         assert status == 200
         rows = {h["name"]: h for h in body["hunts"]}
         assert {n: r["status"] for n, r in rows.items()} == {
-            "alpha": "ticking", "beta": "stopped", "cup": "ticking"}
+            "alpha": "ticking", "beta": "stopped", "cup": "ticking", "league": "ticking"}
+        league = rows["league"]
+        assert (league["phase"], league["round"]) == ("running", 2), league
+        assert league["clock"]["phase_start"] == second["applied_tick"], \
+            "the round controls were journaled: recovery replays them to the same tick"
+        _, _, results = await admin_call(port, "GET", "/api/hunts/league/rounds")
+        assert [r["round"] for r in results["rounds"]] == [1]
+        assert results["rounds"][0]["ended_tick"] == ended["applied_tick"]
         status, _, cup = await admin_call(port, "GET", "/api/admin/hunts/cup")
         assert cup["params"]["width"] == 321.0 and cup["params"]["treasures"] == 7
         assert cup["params"]["seed"] == 5
@@ -72,6 +91,7 @@ async def test_a_created_hunt_exists_and_a_stopped_hunt_stays_stopped_after_kill
                 assert refused.value.code == ErrorCode.UNKNOWN_HUNT
                 assert "stopped by an operator" in refused.value.message
         started = [e["hunt"] for e in srv.events() if e.get("event") == "hunt_started"]
-        assert sorted(started) == ["alpha", "cup"], "the stopped hunt never started again"
+        assert sorted(started) == ["alpha", "cup", "league"], \
+            "the stopped hunt never started again"
     finally:
         srv.stop()

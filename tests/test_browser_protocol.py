@@ -263,3 +263,59 @@ def test_constants_match_the_vectors_file(page: Any):
     assert {name: {"code": code, "close_code": js["close"][str(code)]}
             for name, code in js["codes"].items()} == VECTORS["error_codes"]
     assert (js["redirect"], js["url"], js["node"]) == (4010, 256, 64)
+
+
+# ------------------------------------------------------------------ version 2
+
+RUN_V2 = """async ([streams, invalid]) => {
+  const P = await import('/server/static/hunt.js');
+  const bytes = (h) => Uint8Array.from(h.match(/../g) ?? [], (x) => parseInt(x, 16));
+  const asFields = (m) => ({
+    tick: String(m.tick), ack: String(m.ack), x: m.x, y: m.y, score: String(m.score),
+    hint: m.hint, visible: m.visible, keyframe: m.keyframe,
+    discoveries: m.discoveries.map((d) => ({...d, value: String(d.value),
+                                            score: String(d.score)})),
+    leaderboard: m.leaderboard && m.leaderboard.map((r) => ({...r, score: String(r.score)})),
+    leaves: m.leaves, names: m.names});
+  const decoderOf = (s) => new P.TickDecoder({version: 2, width: s.width, height: s.height});
+  const out = {};
+  for (const s of streams) {
+    const ticks = decoderOf(s);
+    try { out[s.name] = s.frames.map((f) => asFields(P.decodeServerFrame(bytes(f.hex), ticks))); }
+    catch (e) { out[s.name] = {threw: String(e)}; }
+  }
+  for (const v of invalid) {
+    const s = streams.find((x) => x.name === v.stream);
+    const ticks = decoderOf(s);
+    try {
+      for (const f of s.frames.slice(0, v.after)) P.decodeServerFrame(bytes(f.hex), ticks);
+      out[v.name] = {accepted: asFields(P.decodeServerFrame(bytes(v.hex), ticks))};
+    } catch (e) { out[v.name] = {name: e.name, code: e.code, close_code: e.closeCode,
+                                 remote: e.remote, message: e.message}; }
+  }
+  out.version = P.PROTOCOL_VERSION;
+  out.hello = Array.from(P.encodeHello({name: 'Ada', hunt: 'forest'}).slice(0, 2));
+  return out;
+}"""
+
+
+@pytest.fixture(scope="module")
+def results_v2(page: Any) -> dict[str, Any]:
+    return page.evaluate(RUN_V2, [VECTORS["tick_v2"], VECTORS["tick_v2_invalid"]])
+
+
+@pytest.mark.parametrize("stream", VECTORS["tick_v2"], ids=lambda s: s["name"])
+def test_v2_stream_decodes_to_its_fields(results_v2: dict[str, Any], stream: dict[str, Any]):
+    assert results_v2[stream["name"]] == [f["fields"] for f in stream["frames"]]
+
+
+@pytest.mark.parametrize("vector", VECTORS["tick_v2_invalid"], ids=lambda v: v["name"])
+def test_v2_invalid_frame_is_refused(results_v2: dict[str, Any], vector: dict[str, Any]):
+    got = results_v2[vector["name"]]
+    assert got.get("name") == "ProtocolError", got
+    assert (got["code"], got["close_code"], got["remote"]) == (
+        vector["code"], vector["close_code"], True), got
+
+
+def test_js_client_speaks_version_2_by_default(results_v2: dict[str, Any]):
+    assert results_v2["version"] == 2 and results_v2["hello"] == [0x01, 2]

@@ -50,9 +50,12 @@ TOKEN = bytes(range(16))
 
 
 def welcome(tick: int = 4) -> Welcome:
+    """A WELCOME of version 1: the scripted TICKs below are version-1 frames (the client
+    reads a connection's TICKs in the version its WELCOME names)."""
     return Welcome(player_id=(1 << 32) | 3, resume_token=TOKEN, tick=tick, ack=0, width=100.0,
                    height=100.0, player_speed=10.0, tick_rate=20, discovery_radius=5.0,
-                   hint_radius=30.0, view_radius=50.0, hint_levels=5, spawn_x=1.0, spawn_y=2.0)
+                   hint_radius=30.0, view_radius=50.0, hint_levels=5, spawn_x=1.0, spawn_y=2.0,
+                   version=1)
 
 
 def tick(n: int, keyframe: bool = False, visible=(), leaves=(), names=()) -> bytes:

@@ -29,6 +29,7 @@ from server.protocol import (
     Hello,
     Move,
     Moves,
+    TickDecoder,
     TickUpdate,
     Welcome,
     decode_server_frame,
@@ -119,9 +120,10 @@ async def _play(url: str, told: Told, rng: random.Random, stop: trio.Event) -> N
                 assert welcome.resumed and welcome.player_id == told.player_id
                 told.seq = max(told.seq, welcome.ack)
             told.token, told.player_id = welcome.resume_token, welcome.player_id
+            ticks = TickDecoder.for_welcome(welcome)  # version 2: compact TICKs
             first = True
             while not stop.is_set():
-                update = decode_server_frame(await ws.get_message())
+                update = decode_server_frame(await ws.get_message(), ticks)
                 assert isinstance(update, TickUpdate)
                 if first and told.tick:
                     # A resume after the crash: nothing this client was told is lost.
@@ -203,7 +205,8 @@ async def _resume_all(url: str, clients: list[Told]) -> None:
                 await ws.send_message(encode(Hello(told.name, "cave", resume_token=told.token)))
                 welcome = decode_server_frame(await ws.get_message())
                 assert isinstance(welcome, Welcome) and welcome.resumed
-                update = decode_server_frame(await ws.get_message())
+                update = decode_server_frame(await ws.get_message(),
+                                             TickDecoder.for_welcome(welcome))
                 assert update.keyframe and update.score >= told.score
                 mine = [d for d in told.discoveries if d[1] == told.player_id & 0xFFFFFFFF]
                 assert all(update.score >= d[3] for d in mine)

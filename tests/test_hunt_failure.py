@@ -166,7 +166,7 @@ async def _flood(url: str) -> tuple[ErrorMessage, bytes, int]:
 
 
 async def _flood_on(ws: Any) -> tuple[ErrorMessage, bytes, int]:
-    await ws.send_message(encode(Hello("flood", "doomed")))
+    await ws.send_message(encode(Hello("flood", "doomed", 1)))
     welcome = decode_server_frame(await ws.get_message())
     assert isinstance(welcome, Welcome)
     error: list[ErrorMessage] = []

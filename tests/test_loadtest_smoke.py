@@ -44,3 +44,21 @@ def test_quick_load_test_reports_sane_figures(tmp_path: Path) -> None:
     assert server["moves_received_per_s"] > 0.8 * 20 * 10
     assert server["evictions"] == 0
     assert 0 < server["cpu_pct"] < 200 and 0 < step["loadgen_cpu_pct"] < 100
+
+
+def test_quick_many_hunts_load_test_spreads_the_clients(tmp_path: Path) -> None:
+    """--hunts: a server of 4 hunts, 5 clients each; ticks counted per hunt, fan-out timed."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "perf" / "loadtest.py"), "--quick", "--hunts", "4",
+         "--tick-groups", "2", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report_path = Path(json.loads(proc.stdout.strip().splitlines()[-1])["json"])
+    (step,) = json.loads(report_path.read_text())["steps"]
+    assert step["clients"] == step["playing"] == 20 and step["hunts"] == 4
+    assert step["tick_groups"] == 2
+    sides = step["clients_side"]
+    assert sides["tick_gaps"] == 0 and 15 <= sides["ticks_per_s_min"] <= 21
+    assert 15 <= step["server"]["ticks_per_s"] <= 21  # per hunt
+    assert 0 <= sides["fanout_ms"]["p50"] <= sides["fanout_ms"]["p99"] < 5000
+    assert step["latency_ms"]["n"] >= 0.9 * step["moves_sent"] > 0

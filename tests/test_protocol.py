@@ -139,7 +139,8 @@ INVALID = VECTORS["invalid"]
 # ------------------------------------------------------------------ package shape
 
 PUBLIC = {
-    "Bye", "CLOSE_CODES", "CLOSE_REDIRECT", "DISCOVERY_RECORD", "ErrorCode", "ErrorMessage",
+    "Bye", "CLOSE_CODES", "CompactTickWriter", "TickDecoder", "encode_hunt_section",
+    "encode_names", "CLOSE_REDIRECT", "DISCOVERY_RECORD", "ErrorCode", "ErrorMessage",
     "Hello", "HuntEvents", "END_ALL_FOUND", "END_SCORE", "END_TIME", "MAX_RESULT_ROWS",
     "PHASES", "PHASE_LOBBY", "PHASE_OVER", "PHASE_RESULTS", "PHASE_RUNNING", "RESULT_RECORD",
     "Results", "Round", "results_header",

@@ -99,7 +99,9 @@ def server_frames(data: bytes) -> list[tuple[int, bytes]]:
 
 
 async def stalled_client(port: int, name: str) -> trio.socket.SocketType:
-    """A bare TCP client that upgrades, sends HELLO, and then never reads (tiny SO_RCVBUF)."""
+    """A bare TCP client that upgrades, sends HELLO, and then never reads (tiny SO_RCVBUF).
+
+    It speaks version 1: its TICKs are the larger ones, and they decode one by one."""
     sock = trio.socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel's minimum
     await sock.connect(("127.0.0.1", port))
@@ -107,7 +109,7 @@ async def stalled_client(port: int, name: str) -> trio.socket.SocketType:
     request = (f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                "Sec-WebSocket-Version: 13\r\n\r\n").encode()
-    await sock.send(request + masked(encode(Hello(name, "arena"))))
+    await sock.send(request + masked(encode(Hello(name, "arena", 1))))
     return sock
 
 
@@ -264,7 +266,7 @@ async def test_no_hello_within_the_handshake_timeout(serve) -> None:
 
 @pytest.mark.parametrize(("hello", "error"), [
     pytest.param(hello_frame(hunt=b"nowhere"), ErrorCode.UNKNOWN_HUNT, id="unknown-hunt"),
-    pytest.param(hello_frame(version=2), ErrorCode.BAD_VERSION, id="bad-version"),
+    pytest.param(hello_frame(version=3), ErrorCode.BAD_VERSION, id="bad-version"),
     pytest.param(hello_frame(name=b"tab\there"), ErrorCode.BAD_NAME, id="control-char"),
     pytest.param(hello_frame(name=b" padded"), ErrorCode.BAD_NAME, id="outer-space"),
     pytest.param(hello_frame(name=b"\xff\xfe"), ErrorCode.BAD_NAME, id="bad-utf8"),

@@ -79,6 +79,7 @@ async def test_http_routes_report_a_live_server(serve) -> None:
             status, headers, body = await http_get(port, "/metrics")
     assert health["ok"] is True and health["clients"] == 2 and health["tick"] >= 10
     assert info["protocol_version"] == PROTOCOL_VERSION and info["moves_per_second"] == 60.0
+    assert info["protocol_versions"] == [1, 2]
     assert info["ws_url"] == srv.url and info["ws_port"] == srv.ports.ws
     assert [(h["name"], h["players"]) for h in info["hunts"]] == [("demo", 2)]
     assert stats["clients"] == 2 and stats["players"] == 2 and stats["evictions"] == 0

@@ -29,16 +29,19 @@ def kernel_frames(tick, slots, keyframe, vis, tails, obs_tail, players) -> list[
     """Every observer's frame as the server's kernel writes them."""
     n = len(slots)
     sizes = np.zeros(n, np.int64)
-    total = tf.frame_sizes(n, vis.offsets, obs_tail, tails.rows, sizes)
+    version = np.ones(n, np.uint8)
+    total = tf.frame_sizes(n, version, vis.offsets, obs_tail, tails.rows, sizes)
+    bound = sizes.copy()
     out = np.full(total + 7, 0xEE, np.uint8)  # the guard bytes must stay untouched
     offsets = np.zeros(n + 1, np.int64)
     P = players
-    written = tf.write_frames(n, tick, slots, keyframe, vis.offsets, vis.records.view(np.uint8),
-                              obs_tail, tails.rows, tails.data, P.last_seq, P.x.view(np.int64),
-                              P.y.view(np.int64), P.score, P.hint, out, offsets)
+    pl = tf.Players(P.last_seq, P.x.view(np.int64), P.y.view(np.int64), P.score, P.hint)
+    written = tf.write_frames(n, tick, slots, np.zeros(n, np.int32), version, keyframe,
+                              tf.seen_of(vis), obs_tail, tails.rows, tails.data, pl,
+                              tf.compact_state(1, 1), out, offsets, sizes)
     assert written == total == offsets[n] and (out[total:] == 0xEE).all()
     frames = [out[offsets[i]:offsets[i + 1]].tobytes() for i in range(n)]
-    assert [len(f) for f in frames] == sizes.tolist()
+    assert [len(f) for f in frames] == sizes.tolist() == bound.tolist()
     return frames
 
 

@@ -54,7 +54,8 @@ async def _player(url: str, name: str, seed: int, log: Log, *, hunt_name: str = 
         with trio.fail_after(20):
             while watch() < start_at:
                 await trio.sleep(0.02)
-    async with connect(url, name, hunt_name) as hunt:
+    # Odd seeds speak version 1, even ones version 2: the server serves both in one hunt.
+    async with connect(url, name, hunt_name, version=1 if seed % 2 else 2) as hunt:
         await steer(hunt, rng, log, bye_at or drop_at or END)
         if bye_at is not None:
             await hunt.bye()
@@ -65,7 +66,8 @@ async def _player(url: str, name: str, seed: int, log: Log, *, hunt_name: str = 
     with trio.fail_after(20):
         while watch() < drop_at + 5:
             await trio.sleep(0.02)
-    async with hunt.reconnect() as hunt:
+    # The resume switches versions: the new connection gets TICKs of its own.
+    async with hunt.reconnect(version=3 - hunt.welcome.version) as hunt:
         await steer(hunt, rng, log, END)
 
 
@@ -94,7 +96,7 @@ async def test_every_tick_clients_decode_equals_the_reference(serve, tmp_path: P
                     srv.url, n, k, log, hunt_name="den", start_at=a, watch=server_tick))
     seen = check_against_reference(data_dir, log)
     assert seen["ticks"] > 4 * END - 40, seen
-    for what in ("visible", "discoveries", "leaderboards", "leaves"):
+    for what in ("visible", "discoveries", "leaderboards", "leaves", "version_1", "version_2"):
         assert seen[what] > 0, seen
     assert seen["keyframes"] >= 8, seen  # seven joins and one resume start with one
     assert len(srv.app.hubs()) == 2, "the created hunt has a hub of its own"

@@ -39,6 +39,9 @@ class Received:
     others: dict[int, tuple[int, float, float]]
     #: The hunt the client asked for (each hunt has a World and a journal of its own).
     hunt: str = ""
+    #: The connection's protocol version, and the hunt's size (version 2 quantizes to it).
+    version: int = 1
+    size: tuple[float, float] = (1.0, 1.0)
 
 
 @dataclass
@@ -47,7 +50,9 @@ class Log:
 
     def record(self, hunt: HuntClient, update: TickUpdate) -> None:
         name = hunt._hello.hunt if hunt._hello is not None else ""
-        self.received.append(Received(hunt.player_id, update, dict(hunt.others), name))
+        w = hunt.welcome
+        self.received.append(Received(hunt.player_id, update, dict(hunt.others), name,
+                                      w.version, (w.width, w.height)))
 
 
 async def steer(hunt: HuntClient, rng: random.Random, log: Log, until_tick: int) -> None:
@@ -77,6 +82,13 @@ def read_journal(data_dir: Path) -> dict[int, TickRecord]:
 
 def _f32(v: float) -> float:
     return float(np.float32(v))
+
+
+def _near(got: list[tuple], want: list[tuple], step: tuple[float, float]) -> bool:
+    """Rows ``(..., x, y)`` equal but for positions, which may differ by ``step`` (x, y)."""
+    return len(got) == len(want) and all(
+        g[:-2] == w[:-2] and abs(g[-2] - w[-2]) <= step[0] and abs(g[-1] - w[-1]) <= step[1]
+        for g, w in zip(got, want, strict=True))
 
 
 def check_against_reference(data_dir: Path, log: Log) -> dict[str, int]:
@@ -118,7 +130,7 @@ def _check_journal(data_dir: Path, received: list[Received]) -> dict[str, int]:
         by_tick.setdefault(r.update.tick, []).append(r)
     last = max(by_tick)
     seen = {"ticks": 0, "visible": 0, "discoveries": 0, "leaderboards": 0, "leaves": 0,
-            "keyframes": 0}
+            "keyframes": 0, "version_1": 0, "version_2": 0}
     for t in range(1, last + 1):
         assert t in journal, f"tick {t} was sent to a client but is not in the journal"
         rec = journal[t]
@@ -144,18 +156,29 @@ def _compare(ref: ReferenceWorld, want, r: Received, seen: dict[str, int]) -> No
     who = f"tick {t} player {r.player_id & 0xFFFFFFFF}"
     assert p.active, f"{who}: sent a TICK but not in play"
     assert (u.x, u.y, u.score, u.hint, u.ack) == (p.x, p.y, p.score, p.hint, p.last_seq), who
+    # Version 1 sends the engine's float32 positions; version 2 quantizes them to the hunt's
+    # size: half a step of width / 65535 (docs/protocol.md), and the float32 of both ends.
+    step = (0.0, 0.0) if r.version == 1 else tuple(d / 131070 + d * 2e-7 for d in r.size)
     got = sorted((int(v["slot"]), int(v["gen"]), int(v["flags"]), float(v["x"]), float(v["y"]))
                  for v in u.visible)
     truth = ref.visibility(p.slot, keyframe=u.keyframe)
-    assert got == [(s, g, f, _f32(x), _f32(y)) for s, g, f, x, y in truth], f"{who} visible"
+    want_vis = [(s, g, f, _f32(x), _f32(y)) if f & 1 else (s, g, f, 0.0, 0.0)
+                for s, g, f, x, y in truth] if r.version == 2 else [
+        (s, g, f, _f32(x), _f32(y)) for s, g, f, x, y in truth]
+    assert _near(got, want_vis, step), f"{who} visible"
     in_view = {s: (g, _f32(x), _f32(y)) for s, g, _, x, y in ref.visibility(p.slot, True)}
-    assert r.others == in_view, f"{who}: the client's view is not who is in view"
+    assert sorted(r.others) == sorted(in_view) and _near(
+        [(s, *r.others[s]) for s in sorted(r.others)],
+        [(s, *in_view[s]) for s in sorted(in_view)], step), \
+        f"{who}: the client's view is not who is in view"
     discoveries = [tuple(d) for d in want.discoveries if d[0] == p.hunt]
     decoded = [(int(d["hunt"]), int(d["treasure"]), int(d["slot"]), int(d["gen"]),
                 int(d["value"]), int(d["score"]), float(d["x"]), float(d["y"]))
                for d in u.discoveries]
-    assert decoded == discoveries, f"{who} discoveries"
+    assert _near(decoded, discoveries, step), f"{who} discoveries"
     leaves = [(m[2], m[3]) for m in want.memberships if m[0] == LEFT and m[1] == p.hunt]
+    if r.version == 2 and u.keyframe:
+        leaves = []  # a version-2 keyframe names everyone instead
     assert [(int(e["slot"]), int(e["gen"])) for e in u.leaves] == leaves, f"{who} leaves"
     board_due = u.keyframe or p.hunt in want.leaderboard_changed
     assert (u.leaderboard is not None) == board_due, f"{who} leaderboard presence"
@@ -168,3 +191,4 @@ def _compare(ref: ReferenceWorld, want, r: Received, seen: dict[str, int]) -> No
     seen["discoveries"] += len(discoveries)
     seen["leaves"] += len(leaves)
     seen["keyframes"] += u.keyframe
+    seen[f"version_{r.version}"] += 1

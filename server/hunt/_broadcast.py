@@ -226,7 +226,8 @@ class Broadcaster:
             player_speed=p.player_speed, tick_rate=p.tick_rate,
             discovery_radius=p.discovery_radius, hint_radius=p.hint_radius,
             view_radius=p.view_radius, hint_levels=p.hint_levels,
-            spawn_x=float(P.x[s.slot]), spawn_y=float(P.y[s.slot]), resumed=s.resumed)
+            spawn_x=float(P.x[s.slot]), spawn_y=float(P.y[s.slot]), resumed=s.resumed,
+            version=conn.version)
         conn.send_now(wf.frame(encode(welcome)))
         for frame in self.greet(s, tick):  # round-based hunts: ROUND [, RESULTS]
             conn.send_now(frame)

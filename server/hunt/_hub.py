@@ -23,8 +23,9 @@ and by the worker thread it hands each tick to (``trio.to_thread``; the kernels
 release the GIL). Connection tasks never call the World: their requests wait for
 the tick boundary, and moves go into the current batch; at tick time the ticker
 swaps in the spare batch (double buffering), so sockets keep being read while the
-worker ticks. Deadlines come from the schedule (start + n * period), not from a
-sleep after the work, so the rate does not drift.
+worker ticks. Deadlines come from the schedule (the hunt's tick group's phase + n *
+period: server/hunt/_groups.py), not from a sleep after the work, so the rate does
+not drift.
 """
 
 from __future__ import annotations
@@ -110,6 +111,9 @@ class Hub:
         #: True while :meth:`run_ticker` runs; ``ticker_done`` is set when it returns.
         self.ticking = False
         self.ticker_done = trio.Event()
+        #: Runs the tick's worker part in a thread (the placement shares one among hubs:
+        #: server/hunt/_groups.py BatchedOffload).
+        self.offload: Callable[..., Any] = trio.to_thread.run_sync
 
     # The broadcaster's figures, by the names the shell reads.
     @property
@@ -141,8 +145,13 @@ class Hub:
         """The clients the last tick went to."""
         return self.sessions.observers.sessions
 
-    async def run_ticker(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """The fixed-rate tick loop; returns when :attr:`running` turns False."""
+    async def run_ticker(self, task_status: Any = trio.TASK_STATUS_IGNORED,
+                         schedule: Callable[[float], float] | None = None) -> None:
+        """The fixed-rate tick loop; returns when :attr:`running` turns False.
+
+        ``schedule(deadline)``: the deadline of the tick after the one due at ``deadline``
+        (``trio.current_time()`` seconds; its tick group's phase: server/hunt/_groups.py);
+        default one period later."""
         rate = self.world.tick_rate or 20
         period = 1.0 / rate
         start = trio.current_time()
@@ -152,21 +161,20 @@ class Hub:
         self.ticking = True
         task_status.started()
         try:
-            await self._tick_loop(start, period)
+            await self._tick_loop(start, period, schedule or (lambda t: t + period))
         finally:
             self.ticking = False
             self.report.release()
             self.ticker_done.set()
 
-    async def _tick_loop(self, start: float, period: float) -> None:
-        n = 0
+    async def _tick_loop(self, start: float, period: float,
+                         schedule: Callable[[float], float]) -> None:
+        deadline = start
         while self.running:
-            n += 1
-            deadline = start + n * period
+            deadline = schedule(deadline)
             now = trio.current_time()
             if now > deadline + period:  # overran by more than a whole period: skip ahead
                 missed = int((now - deadline) / period)
-                n += missed
                 deadline += missed * period
                 self.metrics.overruns.inc(missed)
                 self.report.overran(missed)
@@ -196,7 +204,7 @@ class Hub:
         n_moves = batch.count
         t_call = time.perf_counter()
         try:
-            frames = await trio.to_thread.run_sync(self._work, batch, obs, keyframe)
+            frames = await self.offload(self._work, batch, obs, keyframe)
         except BaseException as exc:
             broadcaster.release()
             if isinstance(exc, _Fenced):

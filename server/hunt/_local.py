@@ -74,6 +74,7 @@ class LocalPlacement(Placement):
                              f"{_describe(exc)}; {_start_hint(exc)}") from exc
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
+            nursery.start_soon(self.groups.run, self.log)
             runs = []
             if legacy is not None:
                 runs.append(self._start_legacy(legacy))

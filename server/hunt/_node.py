@@ -106,6 +106,7 @@ class RedisPlacement(Placement):
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 nursery.start_soon(self.sink.run)
+                nursery.start_soon(self.groups.run, self.log)
                 nursery.start_soon(self.results.run)
                 await self._step()
                 self.log.info("cluster_joined", node=self.node_id, redis=self.cfg.redis,

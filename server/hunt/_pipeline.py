@@ -21,7 +21,7 @@ import numpy as np
 from ..protocol import MoveBatch, NameEntry
 from . import _tickframes as tf
 from ._players import Observers, TickInputs
-from ._tails import build_tails
+from ._tails import WireIndex, build_tails
 
 #: Engine phases of ``TickResult.phase_ns``, in order.
 ENGINE_PHASES = ("membership", "movement", "grid", "discovery", "hints", "leaderboard")
@@ -67,6 +67,10 @@ class TickPipeline:
         self.everyone = everyone
         P = world.players.capacity
         self.obs_tail = np.zeros(P, np.int32)
+        # Version 2: hunt-local indices, hunt sizes, what each slot was last sent.
+        self.compact = tf.compact_state(P, world.hunts.capacity)
+        self.wire_index = WireIndex(self.compact)
+        self._names_v2: dict = {}
         self.frame_sizes = np.zeros(P, np.int64)
         self.frame_offsets = np.zeros(P + 1, np.int64)
         self.out = np.zeros(1 << 20, np.uint8)
@@ -103,15 +107,18 @@ class TickPipeline:
         c2 = time.perf_counter()
         obs_tail = self.obs_tail[:n]
         build_tails(world, result, self.tails, obs.hunts, keyframe, obs_tail, self.name_of,
-                    self.everyone)
-        total = tf.frame_sizes(n, vis.offsets, obs_tail, self.tails.rows, self.frame_sizes)
-        if total > self.out.shape[0]:
-            self.out = np.zeros(max(total, 2 * self.out.shape[0]), np.uint8)
+                    self.everyone, obs.versions, self.wire_index, self.compact, self._names_v2)
+        # Each client's frame in its connection's version (server/hunt/_tickframes.py).
+        bound = tf.frame_sizes(n, obs.versions, vis.offsets, obs_tail, self.tails.rows,
+                               self.frame_sizes)
+        if bound > self.out.shape[0]:
+            self.out = np.zeros(max(bound, 2 * self.out.shape[0]), np.uint8)
         P = world.players
-        tf.write_frames(n, result.tick, slots, keyframe, vis.offsets,
-                        vis.records.view(np.uint8), obs_tail, self.tails.rows,
-                        self.tails.data, P.last_seq, P.x.view(np.int64), P.y.view(np.int64),
-                        P.score, P.hint, self.out, self.frame_offsets)
+        tf.write_frames(n, result.tick, slots, obs.hunts, obs.versions, keyframe,
+                        tf.seen_of(vis), obs_tail, self.tails.rows, self.tails.data,
+                        tf.Players(P.last_seq, P.x.view(np.int64), P.y.view(np.int64),
+                                   P.score, P.hint),
+                        self.compact, self.out, self.frame_offsets, self.frame_sizes)
         c3 = time.perf_counter()
         phases = {name: float(ns) * 1e-9
                   for name, ns in zip(ENGINE_PHASES, result.phase_ns, strict=True)}

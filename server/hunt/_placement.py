@@ -48,6 +48,7 @@ from tickengine import EngineConfig, HuntParams, WorldConfig
 
 from ..protocol import MAX_MESSAGE_BYTES, ErrorCode, ErrorMessage, Redirect, encode
 from ..shell import _wsframes as wf
+from ._groups import BatchedOffload, TickGroups
 
 if TYPE_CHECKING:
     from ..shell._app import HuntServer
@@ -160,6 +161,10 @@ class Placement:
         #: again, on this server or any other, and a HELLO for them is refused.
         self.stopped: dict[str, dict[str, Any]] = {}
         self.nursery: trio.Nursery | None = None
+        #: When in the period each hunt here ticks (server/hunt/_groups.py).
+        self.groups = TickGroups(self.cfg.tick_groups)
+        #: One worker-thread hand-off for the ticks due at the same instant.
+        self.offload = BatchedOffload()
 
     # ------------------------------------------------------------------ the interface
 
@@ -276,6 +281,7 @@ class Placement:
         r.hub = hub
         hub.lease_deadline = r.deadline
         hub.nursery = self.app.nursery
+        hub.offload = self.offload.for_hunt(lambda: self.groups.together(r.name))
         self._on_started(r, hub)
         async with trio.open_nursery() as nursery:  # this hunt's own: its failure stays here
             await nursery.start(self._tick, r, hub)
@@ -289,10 +295,14 @@ class Placement:
             await self._stop(r, "lease ran out", release=False)
 
     async def _tick(self, r: Running, hub: Hub, task_status: Any) -> None:
+        schedule = self.groups.schedule(r.name, lambda: len(hub.sessions),
+                                        1.0 / (hub.world.tick_rate or 20))
         try:
-            await hub.run_ticker(task_status=task_status)
+            await hub.run_ticker(task_status=task_status, schedule=schedule)
         except Exception as exc:
             r.error, r.exc = f"{type(exc).__name__}: {exc}", exc
+        finally:
+            self.groups.remove(r.name)
 
     async def _failed(self, r: Running, exc: BaseException, starting: bool) -> None:
         """A hunt's start, tick or journal raised: stop it, tell everyone, then let the

@@ -84,14 +84,17 @@ class TickInputs:
 
 class Observers:
     """The connected players a tick is sent to, in slot order: ``sessions[i]``, its
-    player slot ``slots[i]`` and hunt index ``hunts[i]`` for ``i < count``."""
+    player slot ``slots[i]``, hunt index ``hunts[i]`` and its connection's protocol
+    version ``versions[i]`` for ``i < count``."""
 
     def __init__(self, capacity: int) -> None:
         self.sessions: list[Session] = []
         self._slots = np.zeros(capacity, np.int32)
         self._hunts = np.zeros(capacity, np.int32)
+        self._versions = np.ones(capacity, np.uint8)
         self.slots = self._slots[:0]
         self.hunts = self._hunts[:0]
+        self.versions = self._versions[:0]
         self.count = 0
 
     def rebuild(self, sessions: list[Session]) -> None:
@@ -100,8 +103,10 @@ class Observers:
         self.sessions = sessions
         self._slots[:n] = [s.slot for s in sessions]
         self._hunts[:n] = [s.hunt for s in sessions]
+        self._versions[:n] = [s.conn.version for s in sessions]
         self.slots = self._slots[:n]
         self.hunts = self._hunts[:n]
+        self.versions = self._versions[:n]
 
 
 #: ``close_soon(conn, code, reason, final)``: send ``final``, then close ``code``.

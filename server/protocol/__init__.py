@@ -13,7 +13,8 @@ Layout: private modules, public re-exports (this file).
 - ``_messages``: the events, frozen dataclasses validated in the constructor.
 - ``_codec``: ``encode`` and the decoders of each side, routed by the type byte.
 - ``_rounds``: ROUND and RESULTS, the messages of round-based hunts.
-- ``_tick``: TICK messages: the server's reusable-buffer writer, the client's decoder.
+- ``_tick``: version-1 TICK messages: the server's reusable-buffer writer, the decoder.
+- ``_compact``: version-2 (compact) TICKs: the reference writer, the stateful decoder.
 - ``_ingest``: MOVES frames decoded into preallocated columns (no object per move).
 """
 
@@ -21,6 +22,10 @@ from ._codec import decode_client_frame as decode_client_frame
 from ._codec import decode_server_frame as decode_server_frame
 from ._codec import encode as encode
 from ._codec import frame_type as frame_type
+from ._compact import CompactTickWriter as CompactTickWriter
+from ._compact import TickDecoder as TickDecoder
+from ._compact import encode_hunt_section as encode_hunt_section
+from ._compact import encode_names as encode_names
 from ._constants import CLOSE_CODES as CLOSE_CODES
 from ._constants import CLOSE_REDIRECT as CLOSE_REDIRECT
 from ._constants import MAX_CLIENT_FRAME_BYTES as MAX_CLIENT_FRAME_BYTES

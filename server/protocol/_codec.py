@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import _constants as K
+from ._compact import TickDecoder
 from ._constants import ErrorCode, MessageType
 from ._errors import LocalProtocolError, RemoteProtocolError, malformed, remote_errors, utf8
 from ._messages import (
@@ -266,9 +267,17 @@ def decode_client_frame(frame: Frame | str) -> ClientEvent:
     return _route(frame, "client", K.MAX_CLIENT_FRAME_BYTES)
 
 
-def decode_server_frame(frame: Frame | str) -> ServerEvent:
+def decode_server_frame(frame: Frame | str, ticks: TickDecoder | None = None) -> ServerEvent:
     """Decode what the server sent: WELCOME, REFUSED, REDIRECT, ERROR, TICK, ROUND or RESULTS
-    (binary only)."""
+    (binary only).
+
+    ``ticks``: the connection's :class:`TickDecoder` (built from its WELCOME), which
+    decodes TICKs of the connection's version; without it a TICK is read as version 1.
+    """
     if isinstance(frame, str):
         raise RemoteProtocolError("the server sends binary frames only", ErrorCode.UNKNOWN_TYPE)
+    if ticks is not None:
+        view = byte_view(frame, K.MAX_SERVER_FRAME_BYTES)
+        if view[0] == MessageType.TICK:
+            return ticks.decode(view)
     return _route(frame, "server", K.MAX_SERVER_FRAME_BYTES)

@@ -8,9 +8,10 @@ from __future__ import annotations
 from enum import IntEnum
 
 #: The version a client puts in HELLO (byte 1). Any change of a layout bumps it.
-PROTOCOL_VERSION = 1
-#: Versions this implementation speaks.
-SUPPORTED_VERSIONS = frozenset({PROTOCOL_VERSION})
+#: Version 2 differs from 1 in the TICK only (docs/protocol.md, "TICK, version 2").
+PROTOCOL_VERSION = 2
+#: Versions this implementation speaks: a server answers each connection in its HELLO's.
+SUPPORTED_VERSIONS = frozenset({1, PROTOCOL_VERSION})
 
 
 class MessageType(IntEnum):

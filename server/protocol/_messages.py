@@ -138,12 +138,12 @@ class Welcome:
     @classmethod
     def from_params(cls, params: Any, *, player_id: int, resume_token: bytes, tick: int,
                     spawn_x: float, spawn_y: float, ack: int = 0,
-                    resumed: bool = False) -> Welcome:
+                    resumed: bool = False, version: int = K.PROTOCOL_VERSION) -> Welcome:
         """Built from a ``tickengine.HuntParams`` (duck-typed: the protocol never imports it)."""
         p = params
         return cls(player_id, resume_token, tick, ack, p.width, p.height, p.player_speed,
                    p.tick_rate, p.discovery_radius, p.hint_radius, p.view_radius, p.hint_levels,
-                   spawn_x, spawn_y, resumed)
+                   spawn_x, spawn_y, resumed, version)
 
 
 @dataclass(frozen=True, slots=True)

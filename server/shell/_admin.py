@@ -6,6 +6,8 @@ Routes, on the HTTP port, JSON in and out::
     POST /api/admin/hunts                      create a hunt {"name", "params"}      -> 201
     GET  /api/admin/hunts/<name>               one hunt
     POST /api/admin/hunts/<name>/stop          stop it for good                      -> 200
+    POST /api/admin/hunts/<name>/rounds/next   start the next round now              -> 200
+    POST /api/admin/hunts/<name>/rounds/end    end the running round now             -> 200
 
 ``<name>`` is the hunt's name, percent-encoded (a "/" in it is ``%2F``). Every
 call needs ``Authorization: Bearer <credential>``: the server's ``admin_token``,
@@ -31,15 +33,14 @@ when its owner cannot be reached (its own loop stops it within a lease).
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import trio
 
+from ._admin_auth import Caller, authenticate
 from ._admin_body import AdminError, json_object, parse_create
 from ._admin_forward import FORWARDED_BY, ForwardError, forward
 from ._http import HttpServer, Request, Response, json_response
@@ -60,7 +61,12 @@ FORWARD_TIMEOUT = 20.0
 #: Redis already, and an owner that does not answer stops it at its next loop.
 STOP_FORWARD_TIMEOUT = 3.0
 _ROUTES = ("GET /api/admin/hunts, POST /api/admin/hunts, GET /api/admin/hunts/<name>, "
-           "POST /api/admin/hunts/<name>/stop")
+           "POST /api/admin/hunts/<name>/stop, POST /api/admin/hunts/<name>/rounds/next, "
+           "POST /api/admin/hunts/<name>/rounds/end")
+#: The round controls: route word -> World.request_round's action.
+ROUND_ACTIONS = {"next": "start", "end": "end"}
+#: Seconds a round control waits for the tick that applies it.
+ROUND_TIMEOUT = 10.0
 
 
 class AdminApi:
@@ -76,7 +82,8 @@ class AdminApi:
 
     async def handle(self, request: Request) -> Response:
         try:
-            who = self._authenticate(request)
+            who = authenticate(request, self.app.server.admin_token,
+                               getattr(self.app, "verifier", None))
             return await self._route(request, who)
         except AdminError as exc:
             if request.method == "POST":
@@ -86,45 +93,18 @@ class AdminApi:
             answer.headers.extend(exc.headers)
             return answer
 
-    # ------------------------------------------------------------------ auth
-
-    def _authenticate(self, request: Request) -> Caller:
-        """Who calls (for the log and the audit trail), or 401 / 403."""
-        header = request.headers.get("authorization", "").strip()
-        scheme, _, credential = header.partition(" ")
-        credential = credential.strip()
-        if scheme.lower() != "bearer" or not credential:
-            raise AdminError(401, "an admin credential is needed: send the header "
-                             "'Authorization: Bearer TOKEN' with the server's admin_token "
-                             "(or, in ticket mode, an admin ticket)",
-                             headers=[("WWW-Authenticate", 'Bearer realm="admin"')])
-        token = self.app.server.admin_token
-        verifier = getattr(self.app, "verifier", None)
-        if token and hmac.compare_digest(credential.encode(), token.encode()):
-            return Caller("admin_token")
-        if verifier is not None and credential.count(".") == 2:
-            from ..auth import TicketError, verify_admin_ticket
-
-            try:
-                identity = verify_admin_ticket(verifier, credential)
-            except TicketError as exc:
-                raise AdminError(403, f"this admin ticket is refused: {exc.message}") from None
-            return Caller(f"user:{identity.user}", identity.hunts)
-        if not token and verifier is None:
-            raise AdminError(403, "the admin API is disabled on this server: start it with "
-                             "--admin-token TOKEN (or admin_token in [server]), or in ticket "
-                             "mode for admin tickets")
-        raise AdminError(403, "this admin credential is not valid: use the server's "
-                         "admin_token" + (" or an admin ticket" if verifier else ""))
-
     # ------------------------------------------------------------------ routing
 
     async def _route(self, request: Request, who: Caller) -> Response:
-        parts = [unquote(p, errors="strict") for p in request.path[len(PREFIX):].split("/")]
+        try:
+            parts = [unquote(p, errors="strict") for p in request.path[len(PREFIX):].split("/")]
+        except UnicodeDecodeError:
+            raise AdminError(400, "the hunt name in the path is not percent-encoded UTF-8") \
+                from None
         method = "GET" if request.method == "HEAD" else request.method
         if parts and parts[-1] == "" and len(parts) > 1:
             parts.pop()  # a trailing slash
-        if parts[0] != "hunts" or len(parts) > 3:
+        if parts[0] != "hunts" or len(parts) > 4:
             raise AdminError(404, f"no admin route {request.path}; routes: {_ROUTES}")
         if len(parts) == 1:
             if method == "GET":
@@ -135,9 +115,12 @@ class AdminApi:
         if len(parts) == 2:
             _allow(method, "GET")
             return await self._show(request, name)
-        if parts[2] == "stop":
+        if parts[2] == "stop" and len(parts) == 3:
             _allow(method, "POST")
             return await self._stop(request, name, who)
+        if parts[2] == "rounds" and len(parts) == 4 and parts[3] in ROUND_ACTIONS:
+            _allow(method, "POST")
+            return await self._round(request, name, parts[3], who)
         raise AdminError(404, f"no admin route {request.path}; routes: {_ROUTES}")
 
     # ------------------------------------------------------------------ reads
@@ -279,6 +262,37 @@ class AdminApi:
         await self._changed("stop", name, who, {"reason": reason})
         return json_response(self._row(name, await self._locate(name)))
 
+    async def _round(self, request: Request, name: str, word: str, who: Caller) -> Response:
+        """Start the next round now, or end the running one: queued for the hunt's next
+        tick, journaled with it, answered once that tick is journaled."""
+        loc = await self._locate(name)
+        if loc.stopped is not None:
+            raise AdminError(409, f"hunt {name!r} was stopped: it plays no more rounds")
+        if (loc.params or {}).get("rounds") is None:
+            raise AdminError(409, f"hunt {name!r} has no round plan: create a hunt with "
+                             "\"rounds\" to run it in rounds")
+        routed = await self._to_owner(request, name, loc)
+        if routed is not None:
+            return routed
+        hub = loc.hub
+        if hub is None:
+            status = "failed" if name in self.app.placement.failed else "starting"
+            raise AdminError(409, f"hunt {name!r} is not ticking now ({status}): retry once "
+                             "it ticks (GET /api/admin/hunts/<name> says when)")
+        action = ROUND_ACTIONS[word]
+        try:
+            req = await hub.control_round(name, action, timeout=ROUND_TIMEOUT)
+        except trio.TooSlowError:
+            raise AdminError(503, f"hunt {name!r} did not tick within {ROUND_TIMEOUT:g} s "
+                             "(stopping, or overloaded): retry") from None
+        if req.error is not None:
+            raise AdminError(409, f"hunt {name!r} refused \"{word}\": {req.error}")
+        state = req.state
+        await self._changed(f"round_{word}", name, who,
+                            {"tick": req.tick, "round": state.number if state else None,
+                             "phase": state.phase if state else None})
+        return json_response({**self._row(name, loc), "applied_tick": req.tick})
+
     # ------------------------------------------------------------------ helpers
 
     async def _locate(self, name: str) -> Location:
@@ -322,21 +336,6 @@ class AdminApi:
             await trio.to_thread.run_sync(append_audit, data_dir, hunt, record)
         except OSError as exc:  # the change itself is kept; only its trail line is lost
             self.log.warning("admin_audit_failed", hunt=hunt, action=action, error=str(exc))
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who makes an admin call: ``who`` ("admin_token", or "user:<id>" for an admin
-    ticket) and the hunts it may change (None: all; an admin ticket's ``hunts`` claim)."""
-
-    who: str
-    hunts: frozenset[str] | None = None
-
-    def check(self, hunt: str) -> None:
-        """403 unless this caller may act on ``hunt``."""
-        if self.hunts is not None and hunt not in self.hunts:
-            raise AdminError(403, f"this admin ticket does not cover hunt {hunt!r} (its "
-                             "hunts claim): use a ticket for it, or the admin token")
 
 
 def _allow(method: str, allowed: str) -> None:

@@ -47,6 +47,7 @@ from ..protocol import (
     CLOSE_REDIRECT,
     MAX_CLIENT_FRAME_BYTES,
     PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
     ErrorCode,
     ErrorMessage,
     Hello,
@@ -330,6 +331,7 @@ class HuntServer:
             await self._fail(conn, target)
             return None
         hub = target
+        conn.version = hello.version
         name = identity.name if identity else hello.name
         req = JoinRequest(conn, name, hello.hunt, hello.resume_token,
                           user=identity.user if identity else "")
@@ -538,7 +540,8 @@ class HuntServer:
         return json_response({
             "ws_port": ports.ws if ports else None,
             "ws_url": f"ws://{host}:{ports.ws}/" if ports else None,
-            "protocol_version": PROTOCOL_VERSION, "hunts": hunts,
+            "protocol_version": PROTOCOL_VERSION,
+            "protocol_versions": sorted(SUPPORTED_VERSIONS), "hunts": hunts,
             "moves_per_second": self.server.moves_per_second,
             "node": self.placement.node_id,
             "watch": bool(self.server.admin_token) or self.verifier is not None})

@@ -118,6 +118,8 @@ class Connection:
         self.outbox_limit = outbox_limit
         self.closed: ConnectionClosed | None = None
         self.path = "/"
+        #: The protocol version of its HELLO: WELCOME echoes it, its TICKs are of it.
+        self.version = 1
         self.remote = _peer(stream)
         self._fd = stream.socket.fileno()
         self._wake = trio.Event()

@@ -1,5 +1,5 @@
-// The treasure-hunt wire protocol, version 1 (docs/protocol.md), for browsers: pure functions
-// on bytes, no socket. Encoders for what a client sends (HELLO, MOVES, BYE), one decoder for
+// The treasure-hunt wire protocol, versions 1 and 2 (docs/protocol.md), for browsers: pure
+// functions on bytes, no socket (version 2's stateful TICK decoder is in hunt-compact.js). Encoders for what a client sends (HELLO, MOVES, BYE), one decoder for
 // what the server sends (WELCOME, REFUSED, REDIRECT, ERROR, TICK, ROUND, RESULTS). Held byte for byte to
 // tests/protocol_vectors.json by tests/test_browser_protocol.py, like the Python implementation.
 //
@@ -7,7 +7,8 @@
 // 2^53 (a tick counter at 20 Hz reaches that after 14 million years); the player id is a
 // BigInt, with its slot and generation as Numbers. Positions are in world units.
 
-export const PROTOCOL_VERSION = 1;
+/** The version this client speaks (2: compact TICKs); a server also speaks 1. */
+export const PROTOCOL_VERSION = 2;
 
 export const MessageType = Object.freeze({
   HELLO: 0x01, MOVES: 0x02, BYE: 0x03, WELCOME: 0x81, REFUSED: 0x82, TICK: 0x83, ERROR: 0x84,
@@ -418,9 +419,11 @@ function decodeResults(bytes, view) {
  *   end (0 time, 1 all found, 2 score), targetScore}; time left = phaseEnd - tick.tick ticks
  * - "results": {round, tick, players, yourRank (0: not ranked), yourScore, yourFound,
  *   standings: [{rank, slot, gen, found, score, lastTick}]}
+ * `ticks`: the connection's TickDecoder (hunt-compact.js, built from its WELCOME), which
+ * decodes the TICKs of the connection's version; without it a TICK is read as version 1.
  * Throws ProtocolError (with the code and close code to use) for anything the protocol forbids.
  */
-export function decodeServerFrame(frame) {
+export function decodeServerFrame(frame, ticks = null) {
   const bytes = frame instanceof ArrayBuffer ? new Uint8Array(frame)
     : new Uint8Array(frame.buffer, frame.byteOffset, frame.byteLength);
   if (!bytes.length) throw malformed("empty frame");
@@ -433,7 +436,7 @@ export function decodeServerFrame(frame) {
     case MessageType.WELCOME: return decodeWelcome(bytes, view);
     case MessageType.REFUSED: return decodeNotice(bytes, view, "refused");
     case MessageType.ERROR: return decodeNotice(bytes, view, "error");
-    case MessageType.TICK: return decodeTick(bytes, view);
+    case MessageType.TICK: return ticks ? ticks.decode(bytes, view, decodeTick) : decodeTick(bytes, view);
     case MessageType.REDIRECT: return decodeRedirect(bytes, view);
     case MessageType.ROUND: return decodeRound(bytes, view);
     case MessageType.RESULTS: return decodeResults(bytes, view);

@@ -17,9 +17,11 @@
 import {
   ErrorCode, ProtocolError, decodeServerFrame, encodeBye, encodeHello, encodeMoves, toHex,
 } from "./hunt-protocol.js";
+import { TickDecoder } from "./hunt-compact.js";
 import { HuntView } from "./hunt-view.js";
 
 export * from "./hunt-protocol.js";
+export { TickDecoder } from "./hunt-compact.js";
 export { HuntView, lerpPosition } from "./hunt-view.js";
 
 /** Refusals a retry cannot fix: the page must change something (name, hunt) first. */
@@ -119,6 +121,8 @@ export class HuntClient {
     this._attempt = 0;
     this._final = false;
     this._ws = null;
+    /** The TickDecoder of the open connection (from its WELCOME). */
+    this._ticks = null;
     this._lastMessageMs = 0;
     this._watchdog = setInterval(() => this._checkStall(), 500);
     // The browser knows when the network comes back: retry then, not at the end of a backoff.
@@ -277,6 +281,7 @@ export class HuntClient {
     }
     ws.binaryType = "arraybuffer";
     this._ws = ws;
+    this._ticks = null;  // until this connection's WELCOME
     this._lastMessageMs = performance.now();
     ws.onopen = () => {
       let hello;
@@ -316,7 +321,7 @@ export class HuntClient {
     }
     let msg;
     try {
-      msg = decodeServerFrame(data);
+      msg = decodeServerFrame(data, this._ticks);
     } catch (err) {
       this._fail(ws, err);
       return;
@@ -331,6 +336,7 @@ export class HuntClient {
       this._attempt = 0;  // a working connection: the next failure starts a fresh backoff
       this._emit("tick", msg, this.view);
     } else if (msg.type === "welcome") {
+      this._ticks = new TickDecoder(msg);  // this connection's TICKs are of msg.version
       this.resumeToken = toHex(msg.resumeToken);
       if (msg.resumed) this.resumes += 1;
       this.seq = Math.max(this.seq, msg.ack);

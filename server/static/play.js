@@ -1,9 +1,10 @@
 // The play page: join form, input (keys, click / touch to walk somewhere), the side panel
 // (score, warmer / colder meter, leaderboard, discoveries) and the render loop. The protocol
-// and the reconnects are hunt.js's; the drawing is play-render.js's.
+// and the reconnects are hunt.js's; the drawing is play-render.js's; the rounds' clock and
+// results screen are play-rounds.js's.
 //
 // Reloading the page resumes the same player (its resume token is kept in sessionStorage).
-// `window.game` holds {client, view} for the console (and the browser tests).
+// `window.game` holds {client, view, rounds} for the console (and the browser tests).
 //
 // On a platform (docs/js-client.md, "Tickets"), the embedding page hands over its user's join
 // ticket in the URL fragment (#ticket=...), by postMessage({type: "treasure-hunt:ticket",
@@ -13,6 +14,7 @@
 
 import { ErrorCode, connect, isValidName, ticketClaims } from "./hunt.js";
 import { MapRenderer, hintColour } from "./play-render.js";
+import { RoundPanel } from "./play-rounds.js";
 
 const $ = (id) => document.getElementById(id);
 const SESSION_KEY = "treasure-hunt.session";
@@ -28,6 +30,7 @@ const ADJECTIVES = ["Swift", "Clever", "Quiet", "Lucky", "Bold", "Curious", "Bra
 const ANIMALS = ["Fox", "Otter", "Heron", "Lynx", "Badger", "Falcon", "Hare", "Wren"];
 
 const renderer = new MapRenderer($("map"));
+const rounds = new RoundPanel();
 const pressed = new Set();
 let client = null;
 let info = null;
@@ -135,8 +138,9 @@ function join(name, hunt, resumeToken = null) {
   renderFeed();
   boardShown = null;
   target = null;
+  rounds.reset();
   client = connect(wsUrl(), { name, hunt, resumeToken, ticket });
-  window.game = { client, view: client.view };
+  window.game = { client, view: client.view, rounds };
   client.on("status", (state, detail) => {
     if (state === "connecting") setStatus(state, `Joining ${hunt}…`);
     else if (state === "playing") setStatus(state, `Playing in ${hunt}`);
@@ -155,6 +159,8 @@ function join(name, hunt, resumeToken = null) {
     $("map").focus();
   });
   client.on("tick", onTick);
+  client.on("round", (round) => rounds.onRound(round));
+  client.on("results", (results, view) => rounds.onResults(results, view, name));
   client.on("error", (err) => {
     if (err.code === ErrorCode.RESUME_INVALID) {
       sessionStorage.removeItem(SESSION_KEY);
@@ -190,6 +196,7 @@ $("leave").addEventListener("click", () => {
   sessionStorage.removeItem(SESSION_KEY);
   client?.leave();
   client = null;
+  rounds.reset();
   setStatus("idle", "Not connected");
   showJoin();
 });
@@ -373,6 +380,7 @@ function frame() {
     ? "Touch the map to walk there" : "Move with W A S D or the arrows, or click the map";
   if (view) renderer.draw(view, alpha, target, client.name, help);
   else renderer.fit();
+  rounds.update(view, lastTickMs);
   requestAnimationFrame(frame);
 }
 

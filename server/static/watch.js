@@ -1,5 +1,7 @@
 // The operator's watch page: polls /api/watch a few times per second (the JSON of
 // server/_watch.py) and draws the whole hunt, with positions interpolated between polls.
+// For a hunt with rounds it shows the phase and its clock, and the results of every round
+// that ended (GET /api/hunts/<hunt>/rounds, read again when a round ends).
 // The admin token comes from ?token= or the form (an admin ticket from #ticket=), and is kept
 // in sessionStorage (this tab only). `window.watch` holds the last payload, for the console
 // and the browser tests.
@@ -13,7 +15,7 @@ const canvas = $("map");
 const ctx = canvas.getContext("2d");
 const state = {
   token: null, hunt: null, payload: null, previous: new Map(), polledAt: 0, bursts: [],
-  seen: new Set(), feed: [],
+  seen: new Set(), feed: [], roundKey: null, history: [], latest: null,
 };
 window.watch = state;
 
@@ -52,6 +54,8 @@ $("hunt").addEventListener("change", () => {
   state.previous.clear();
   state.seen.clear();
   state.feed = [];
+  state.roundKey = null;
+  state.history = [];
   renderFeed();
 });
 
@@ -140,6 +144,88 @@ function renderSide(p) {
     { className: "empty", textContent: "Nobody has scored yet." }));
   $("board").replaceChildren(...rows);
   renderFeed();
+  renderRound(p);
+}
+
+// ------------------------------------------------------------------ rounds
+
+function clock(seconds) {
+  const s = Math.max(0, Math.ceil(seconds));
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+
+const PHASE_WORDS = {
+  lobby: "lobby: players gather", running: "running", results: "results", over: "over",
+};
+
+function renderRound(p) {
+  const r = p.round;
+  $("round-card").hidden = !r;
+  $("history-card").hidden = !r;
+  if (!r) return;
+  const of = r.count ? ` of ${r.count}` : "";
+  const line = $("w-phase");
+  line.dataset.phase = r.phase;
+  line.textContent = r.phase === "over" ? `The hunt is over (${r.number} rounds played)`
+    : `Round ${r.number}${of} · ${PHASE_WORDS[r.phase] ?? r.phase}`;
+  const small = document.createElement("small");
+  small.textContent = r.phase === "over" ? "nothing more happens"
+    : `${clock(r.seconds_left)} left (until tick ${r.phase_end})` +
+      (r.request ? ` · "${r.request}" queued for the next tick` : "");
+  line.append(small);
+  const key = `${p.hunt}:${r.number}:${r.phase}`;
+  if (key !== state.roundKey) {
+    state.roundKey = key;
+    loadHistory(p.hunt);
+  }
+}
+
+async function loadHistory(hunt) {
+  try {
+    const response = await fetch(`/api/hunts/${encodeURIComponent(hunt)}/rounds`,
+      { cache: "no-store" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const body = await response.json();
+    if (hunt !== state.hunt && state.hunt) return;  // the operator picked another hunt
+    state.history = body.rounds ?? [];
+    const newest = state.history.at(-1);
+    state.latest = null;
+    if (newest) {
+      const detail = await fetch(
+        `/api/hunts/${encodeURIComponent(hunt)}/rounds/${newest.round}`, { cache: "no-store" });
+      if (detail.ok) state.latest = await detail.json();
+    }
+  } catch (err) {
+    console.warn("results history:", err.message);
+    return;
+  }
+  renderHistory();
+}
+
+function renderHistory() {
+  const rounds = [...state.history].sort((a, b) => b.round - a.round);
+  if (!rounds.length) {
+    $("history").innerHTML = "<li class='empty'>No round has ended yet.</li>";
+    return;
+  }
+  const who = (row) => row.name ?? row.user ?? `player ${row.player_id}`;
+  $("history").replaceChildren(...rounds.map((entry) => {
+    const li = document.createElement("li");
+    const no = document.createElement("span");
+    no.className = "round-no";
+    no.textContent = `Round ${entry.round}`;
+    const latest = state.latest?.round === entry.round ? state.latest : null;
+    let text;
+    if (latest?.standings.length) {
+      text = latest.standings.slice(0, 3).map((row) =>
+        `${row.rank}. ${who(row)} ${row.score}`).join(" · ");
+    } else {
+      text = entry.winner ? `winner ${who(entry.winner)} with ${entry.winner.score}`
+        : "nobody played";
+    }
+    li.append(no, text, ` (${entry.players} ranked, ended at tick ${entry.ended_tick})`);
+    return li;
+  }));
 }
 
 function renderFeed() {

@@ -129,6 +129,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="Numba threads of the tick (default 1: the other core serves sockets)")
     ops.add_argument("--send-threads", type=int, choices=(1, 2),
                      help="threads writing each tick's frames to the sockets (default 2)")
+    ops.add_argument("--tick-groups", type=int, metavar="N",
+                     help="hunts tick in N groups spread over the tick period, balanced by "
+                          "players (default 0: automatic, one per hunt, phases >= 2.5 ms apart)")
     ops.add_argument("--log-format", choices=("auto", "json", "console"),
                      help="log lines: readable on a terminal, JSON otherwise (default auto)")
     p.set_defaults(run=run, prog=p.prog)
@@ -153,6 +156,7 @@ def build_config(args: argparse.Namespace):  # -> ServeConfig
         resume_grace=args.resume_grace, idle_timeout=args.idle_timeout,
         allow_create_hunts=args.allow_create_hunts, admin_token=args.admin_token,
         tick_threads=args.tick_threads, send_threads=args.send_threads,
+        tick_groups=args.tick_groups,
         log_format=args.log_format,
         data_dir=args.data_dir if args.data_dir is not None else (cfg.server.data_dir or "data"),
         fsync=args.fsync, snapshot_every=args.snapshot_every, redis=args.redis,

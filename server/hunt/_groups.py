@@ -1,0 +1,264 @@
+"""Tick groups: a server's hunts tick in groups, each group at its own phase of the period.
+
+Why: a hunt's tick ends with one message to each of its clients. When every hunt
+ticks at the same instant, all those messages leave as one burst and the last
+client of the burst waits for all the others (at 1,000 clients, 10-20 ms). With
+G groups ticking ``period / G`` apart, a tick's burst reaches only its group's
+clients and the bursts are spread over the period, as a server of independent
+rooms spreads them; the work per second is the same.
+
+What grouping changes is *when* in the period a hunt ticks, never what its tick
+computes: every hunt keeps its own World, journal, tick numbers and state hash
+(``replay --verify`` of a grouped hunt's journal reproduces each recorded hash).
+perf/README.md ("Tick groups") has the measurements behind that design (a World
+per group would batch the kernels but tie the hunts' states together).
+
+Groups are balanced by players: each hunt goes to the group with the fewest
+players (longest-processing-time first), so one big hunt ends up alone in its
+group while small ones share theirs. Players come and go, so the groups are
+rebalanced every :data:`REBALANCE_EVERY` seconds when the largest group holds
+more than its fair share by :data:`IMBALANCE` (a hunt that changes group ticks
+once a fraction of a period early or late, then at its new phase).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+#: Seconds between two looks at the groups' balance.
+REBALANCE_EVERY = 2.0
+#: The groups are rebalanced when the largest holds more than its fair share
+#: (players / groups, or the largest hunt) times (1 + IMBALANCE) ...
+IMBALANCE = 0.25
+#: ... and at least this many players more than that share.
+IMBALANCE_MIN_PLAYERS = 8
+#: Automatic group count: as many groups as hunts, with phases at least this far apart
+#: (seconds): closer phases no longer separate the bursts of small hunts.
+MIN_PHASE_GAP = 0.0025
+
+
+def auto_groups(hunts: int, period: float) -> int:
+    """The automatic number of groups for ``hunts`` hunts ticking every ``period`` seconds."""
+    return max(1, min(hunts, int(period / MIN_PHASE_GAP)))
+
+
+def balance(loads: Mapping[str, int], groups: int,
+            current: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Hunts (name -> players) into ``groups`` groups balanced by players: largest hunt
+    first, each to the group with the fewest players (then the fewest hunts). Group
+    numbers are then matched to ``current`` so that as few hunts as possible move."""
+    fill = [[0, 0, g] for g in range(groups)]  # players, hunts, group
+    out: dict[str, int] = {}
+    for name in sorted(loads, key=lambda n: (-loads[n], n)):
+        least = min(fill)
+        least[0] += loads[name]
+        least[1] += 1
+        out[name] = least[2]
+    if not current:
+        return out
+    # Relabel: the new group that shares the most players with an old one takes its number.
+    overlap: dict[tuple[int, int], int] = {}
+    for name, g in out.items():
+        old = current.get(name)
+        if old is not None and old < groups:
+            overlap[(g, old)] = overlap.get((g, old), 0) + loads[name] + 1
+    label: dict[int, int] = {}
+    for (new, old), _ in sorted(overlap.items(), key=lambda kv: -kv[1]):
+        if new not in label and old not in label.values():
+            label[new] = old
+    free = iter(g for g in range(groups) if g not in label.values())
+    for g in range(groups):
+        if g not in label:
+            label[g] = next(free)
+    return {name: label[g] for name, g in out.items()}
+
+
+def imbalanced(loads: Mapping[str, int], assignment: Mapping[str, int], groups: int) -> bool:
+    """Whether the largest group holds clearly more than its fair share of players."""
+    if not loads or groups <= 1:
+        return False
+    per_group = [0] * groups
+    for name, players in loads.items():
+        per_group[assignment.get(name, 0) % groups] += players
+    fair = max(sum(loads.values()) / groups, max(loads.values()))
+    worst = max(per_group)
+    return worst > fair * (1 + IMBALANCE) and worst - fair >= IMBALANCE_MIN_PLAYERS
+
+
+@dataclass(eq=False)
+class _Member:
+    name: str
+    players: Callable[[], int]
+    #: The hunt's tick period (seconds).
+    period: float
+    group: int = 0
+
+
+class TickGroups:
+    """The tick groups of one server. :meth:`schedule` gives a hunt's ticker its
+    deadlines; :meth:`run` rebalances while the server runs.
+
+    ``configured``: the number of groups (``tick_groups``; 0: :func:`auto_groups`
+    of the hunts running). ``epoch``: ``trio.current_time()`` the phases count from.
+    """
+
+    def __init__(self, configured: int = 0, epoch: float = 0.0) -> None:
+        self.configured = configured
+        self.epoch = epoch
+        self.members: dict[str, _Member] = {}
+        self.rebalances = 0
+
+    @property
+    def count(self) -> int:
+        """Groups in use now (automatic: for the shortest tick period of the hunts)."""
+        if self.configured or not self.members:
+            return self.configured or 1
+        period = min(m.period for m in self.members.values())
+        return auto_groups(len(self.members), period)
+
+    def phase(self, name: str) -> float:
+        """The fraction of the period at which hunt ``name`` ticks (group / groups)."""
+        m = self.members.get(name)
+        groups = self.count
+        return 0.0 if m is None else (m.group % groups) / groups
+
+    def groups(self) -> dict[int, list[str]]:
+        """The hunts of each group in use (by group number)."""
+        out: dict[int, list[str]] = {g: [] for g in range(self.count)}
+        for m in self.members.values():
+            out[m.group % self.count].append(m.name)
+        return out
+
+    def schedule(self, name: str, players: Callable[[], int], period: float
+                 ) -> Callable[[float], float]:
+        """Add hunt ``name`` (``players()``: its players now) to the lightest group; returns
+        its ticker's schedule: the deadline that follows a given deadline (seconds,
+        ``trio.current_time()``), ``epoch + (k + phase) * period`` at least half a period on."""
+        m = self.members[name] = _Member(name, players, period)
+        load = [0] * self.count
+        hunts = [0] * self.count
+        for other in self.members.values():
+            if other is not m:
+                load[other.group % self.count] += other.players()
+                hunts[other.group % self.count] += 1
+        m.group = min(range(self.count), key=lambda g: (load[g], hunts[g], g))
+
+        def next_deadline(after: float) -> float:
+            phase = self.phase(name)
+            k = math.ceil((after + period / 2 - self.epoch) / period - phase)
+            return self.epoch + (k + phase) * period
+        return next_deadline
+
+    def remove(self, name: str) -> None:
+        """Hunt ``name`` no longer ticks here."""
+        self.members.pop(name, None)
+
+    def together(self, name: str) -> int:
+        """Hunts that tick at the same instant as hunt ``name`` (itself included)."""
+        m = self.members.get(name)
+        if m is None:
+            return 1
+        groups = self.count
+        g = m.group % groups
+        return sum(1 for other in self.members.values() if other.group % groups == g)
+
+    def rebalance(self, force: bool = False) -> bool:
+        """Rebalance by players if the groups are out of balance (or ``force``); True if
+        any hunt changed group."""
+        groups = self.count
+        loads = {m.name: m.players() for m in self.members.values()}
+        current = {m.name: m.group % groups for m in self.members.values()}
+        if not force and not imbalanced(loads, current, groups):
+            return False
+        new = balance(loads, groups, current)
+        moved = False
+        for name, g in new.items():
+            if current[name] != g:
+                self.members[name].group = g
+                moved = True
+        self.rebalances += moved
+        return moved
+
+    async def run(self, log: Any = None) -> None:
+        """Rebalance every :data:`REBALANCE_EVERY` seconds, until cancelled."""
+        while True:
+            await trio.sleep(REBALANCE_EVERY)
+            if self.rebalance() and log is not None:
+                log.info("tick_groups_rebalanced", groups={
+                    g: len(names) for g, names in self.groups().items()})
+
+
+class _Job:
+    __slots__ = ("args", "done", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn, self.args = fn, args
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = trio.Event()
+
+
+def _run_jobs(jobs: list[_Job]) -> None:
+    for job in jobs:  # one hunt's failure is that hunt's (its ticker re-raises it)
+        try:
+            job.result = job.fn(*job.args)
+        except BaseException as exc:  # handed to the job's caller
+            job.error = exc
+
+
+class BatchedOffload:
+    """``await offload(fn, *args)``: ``fn(*args)`` in a worker thread, like
+    ``trio.to_thread.run_sync``, except that the calls made at the same instant (the
+    ticks of one group, whose deadlines are equal) share one hand-off and run one after
+    the other in that thread: per group, not per hunt, one trip to a thread and back.
+
+    Why: each hand-off wakes a thread that contends for the GIL with the Trio thread
+    and with the other hunts' workers; 50 hunts at 20 Hz made 1,000 of them a second
+    and the hand-offs, not the ticks, took most of the period (perf/README.md).
+    Not cancellable, as ``trio.to_thread.run_sync`` by default: a tick in flight ends.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[_Job] = []
+        #: Hand-offs made, and calls they carried (for the metrics and the tests).
+        self.handoffs = 0
+        self.calls = 0
+
+    def for_hunt(self, together: Callable[[], int]) -> Callable[..., Awaitable[Any]]:
+        """The offload of one hunt; ``together()``: the hunts due at the same instant as
+        it (1: it ticks alone, so its call goes to the thread at once)."""
+        async def offload(fn: Callable[..., Any], *args: Any) -> Any:
+            return await self._call(fn, args, together())
+        return offload
+
+    async def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self._call(fn, args, 0)
+
+    async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], together: int
+                    ) -> Any:
+        job = _Job(fn, args)
+        pending = self._pending
+        pending.append(job)
+        with trio.CancelScope(shield=True):
+            if len(pending) > 1:  # the first call of this instant carries this one
+                await job.done.wait()
+            else:
+                if together != 1:
+                    # One trip through the scheduler: the other ticks due now add theirs.
+                    await trio.lowlevel.checkpoint()
+                jobs, self._pending = self._pending, []
+                self.handoffs += 1
+                self.calls += len(jobs)
+                try:
+                    await trio.to_thread.run_sync(_run_jobs, jobs)
+                finally:
+                    for other in jobs:
+                        other.done.set()
+        if job.error is not None:
+            raise job.error
+        return job.result

@@ -1,0 +1,196 @@
+"""Tick groups (server/hunt/_groups.py): hunts tick in groups at their own phases of the
+period, balanced by players, with one worker hand-off per group; what a hunt computes does
+not depend on its group (its journal replays to the hashes the live server recorded)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import trio
+
+from server._config import ServerConfig
+from server.client import connect
+from server.durability import recover
+from server.hunt._groups import BatchedOffload, TickGroups, auto_groups, balance, imbalanced
+from server.hunt._placement import hunt_journals
+from tickengine import ConfigError
+
+pytestmark = pytest.mark.usefixtures("collect_garbage")
+
+
+# ---------------------------------------------------------------------- balance
+
+
+def test_balance_puts_a_big_hunt_alone_and_spreads_the_small_ones() -> None:
+    loads = {"big": 60, **{f"s{k}": 5 for k in range(6)}}
+    groups = balance(loads, 3)
+    assert [n for n, g in groups.items() if g == groups["big"]] == ["big"]
+    per_group = [sum(loads[n] for n, g in groups.items() if g == k) for k in range(3)]
+    assert sorted(per_group) == [15, 15, 60]
+    # Equal hunts: as many in each group (give or take one), every group used.
+    equal = balance({f"h{k:02d}": 20 for k in range(50)}, 4)
+    counts = sorted(list(equal.values()).count(g) for g in range(4))
+    assert counts == [12, 12, 13, 13]
+    # Empty hunts (a server just started) are spread by count too.
+    empty = balance({f"h{k}": 0 for k in range(8)}, 4)
+    assert sorted(list(empty.values()).count(g) for g in range(4)) == [2, 2, 2, 2]
+
+
+def test_rebalancing_keeps_group_numbers_so_that_few_hunts_move() -> None:
+    loads = {"a": 10, "b": 10, "c": 10, "d": 10}
+    current = {"a": 3, "b": 2, "c": 1, "d": 0}
+    assert balance(loads, 4, current) == current
+    # "a" grew: it gets a group of its own, the others stay where they were if they can.
+    loads = {"a": 40, "b": 20, "c": 10, "d": 10}
+    current = {"a": 0, "b": 0, "c": 1, "d": 1}
+    assert imbalanced(loads, current, 2)
+    new = balance(loads, 2, current)
+    assert new["a"] == 0 and new["b"] == new["c"] == new["d"] == 1
+    assert not imbalanced(loads, new, 2)
+    # Within the tolerance nothing moves.
+    assert not imbalanced({"a": 12, "b": 10}, {"a": 0, "b": 1}, 2)
+
+
+def test_automatic_group_count() -> None:
+    assert auto_groups(0, 0.05) == 1 and auto_groups(1, 0.05) == 1
+    assert auto_groups(3, 0.05) == 3 and auto_groups(50, 0.05) == 20
+    assert auto_groups(50, 0.01) == 4  # 100 Hz: phases 2.5 ms apart
+
+
+def test_tick_groups_setting_is_checked() -> None:
+    assert ServerConfig().tick_groups == 0
+    assert ServerConfig(tick_groups=4).tick_groups == 4
+    with pytest.raises(ConfigError, match="tick_groups"):
+        ServerConfig(tick_groups=-1)
+
+
+# ---------------------------------------------------------------------- schedule
+
+
+def test_each_group_ticks_at_its_phase_and_a_moved_hunt_keeps_its_rate() -> None:
+    period = 0.05
+    groups = TickGroups(4, epoch=100.0)
+    players = {f"h{k}": 10 for k in range(4)}
+    schedules = {n: groups.schedule(n, lambda n=n: players[n], period) for n in players}
+    phases = sorted(groups.phase(n) for n in players)
+    assert phases == [0.0, 0.25, 0.5, 0.75]
+    for name, next_deadline in schedules.items():
+        t = 100.0
+        for _ in range(5):
+            t2 = next_deadline(t)
+            assert t2 - t == pytest.approx(period) or t == 100.0
+            t = t2
+        offset = ((t - 100.0) / period) % 1.0
+        assert min(abs(offset - groups.phase(name)), 1 - abs(offset - groups.phase(name))) \
+            < 1e-6
+    # A hunt that changes group ticks once between half a period and 1.5 periods later,
+    # then every period at its new phase.
+    players["h0"] = 100
+    groups.members["h1"].group = groups.members["h0"].group  # h1 shares h0's group
+    last = {n: schedules[n](100.0) for n in players}
+    before = {n: groups.phase(n) for n in players}
+    assert groups.rebalance(force=True)
+    moved = [n for n in players if groups.phase(n) != before[n]]
+    assert moved == ["h1"]
+    t2 = schedules["h1"](last["h1"])
+    assert 0.5 * period - 1e-9 <= t2 - last["h1"] <= 1.5 * period + 1e-9
+    assert schedules["h1"](t2) - t2 == pytest.approx(period)
+    assert sorted(groups.phase(n) for n in players) == [0.0, 0.25, 0.5, 0.75]
+
+
+async def test_ticks_due_at_one_instant_share_one_handoff() -> None:
+    offload = BatchedOffload()
+    threads: list[int] = []
+
+    def work(k: int) -> int:
+        import threading
+        threads.append(threading.get_ident())
+        if k == 2:
+            raise ValueError("hunt 2 failed")
+        return k * 10
+
+    results: dict[int, object] = {}
+
+    async def call(k: int) -> None:
+        try:
+            results[k] = await offload(work, k)
+        except ValueError as exc:
+            results[k] = exc
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for k in range(4):
+                nursery.start_soon(call, k)
+    assert offload.handoffs == 1 and offload.calls == 4
+    assert len(set(threads)) == 1 and threads[0] != __import__("threading").get_ident()
+    assert results[0] == 0 and results[1] == 10 and results[3] == 30
+    assert isinstance(results[2], ValueError)  # the failure goes to its caller only
+    # Calls at different instants get hand-offs of their own; a hunt alone in its group
+    # goes to the thread without waiting for others.
+    assert await offload(work, 5) == 50 and offload.handoffs == 2
+    alone = offload.for_hunt(lambda: 1)
+    assert await alone(work, 6) == 60 and offload.handoffs == 3
+    groups = TickGroups(2)
+    for name in ("a", "b", "c"):
+        groups.schedule(name, lambda: 0, 0.05)
+    assert sorted(groups.together(n) for n in "abc") == [1, 2, 2]
+
+
+# ---------------------------------------------------------------------- a real server
+
+
+async def test_grouped_hunts_tick_at_their_phases_and_replay_to_the_live_hashes(
+        serve, tmp_path: Path) -> None:
+    """Four hunts in two groups, one of them crowded; clients move in each; then the
+    groups are rebalanced (the crowded hunt alone in its group). Every client sees every
+    tick number, the hunts of one group share one worker hand-off, and each hunt's
+    journal, replayed alone, reproduces every state hash recorded live and the live
+    world's final hash: its result does not depend on its group."""
+    data = tmp_path / "data"
+    names = ["north", "south", "east", "west"]
+    srv = await serve(*({"name": n, "max_players": 16, "seed": k} for k, n in enumerate(names)),
+                      data_dir=str(data), hash_every=1, snapshot_every=0, tick_groups=2)
+    placement = srv.app.placement
+    groups = placement.groups
+    assert groups.count == 2
+    assert sorted(groups.phase(n) for n in names) == [0.0, 0.0, 0.5, 0.5]
+    seen: dict[str, list[int]] = {}
+
+    async def play(hunt: str, who: str, ticks: int) -> None:
+        async with connect(srv.url, who, hunt) as c:
+            got = seen.setdefault(f"{hunt}/{who}", [])
+            async for tick in c.ticks():
+                got.append(tick.tick)
+                if len(got) >= ticks:
+                    break
+                await c.move(math.cos(len(got)), math.sin(len(got)))
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for n in names:
+                nursery.start_soon(play, n, "solo", 30)
+            for k in range(5):
+                nursery.start_soon(play, "north", f"crowd{k}", 30)
+            while groups.groups() and sum(len(h.sessions) for h in srv.app.hubs()) < 9:
+                await trio.sleep(0.05)
+            # Crowded "north" shares a group; rebalancing gives it one of its own.
+            mate = next(n for n in names if n != "north"
+                        and groups.phase(n) == groups.phase("north"))
+            assert mate
+            placement.groups.rebalance(force=True)
+            assert [n for n, g in groups.groups().items() if "north" in g] and \
+                groups.groups()[next(g for g, ns in groups.groups().items()
+                                     if "north" in ns)] == ["north"]
+    for ticks in seen.values():
+        assert len(ticks) == 30 and ticks == list(range(ticks[0], ticks[0] + 30))
+    assert placement.offload.calls > placement.offload.handoffs > 0
+    live = {h.world.hunt_params[0].name: h for h in srv.app.hubs()}
+    await placement.leave()
+    journals = hunt_journals(data)
+    assert sorted(journals) == sorted(names)
+    for name, path in journals.items():
+        rec = recover(path, verify=True)
+        assert rec.report.hashes_verified >= rec.tick - 1 > 30
+        assert rec.state_hash == live[name].world.state_hash()
