@@ -273,8 +273,19 @@ def machine_cpu() -> dict[str, float]:
     return {"procs": (v[0] + v[1] + v[2]) / CLK_TCK, "irq": (v[5] + v[6]) / CLK_TCK}
 
 
+def run_queue_seconds(pid: int) -> float:
+    """Seconds the threads of process ``pid`` have spent runnable but waiting for a CPU
+    (the run-queue delay of each ``/proc/<pid>/task/<tid>/schedstat``, summed)."""
+    total = 0.0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(stat.read_text().split()[1]) * 1e-9
+    return total
+
+
 def snapshot(server: subprocess.Popen, http_url: str, stats_url: str) -> dict[str, Any]:
     return {"t": time.monotonic(), "cpu": cpu_seconds(server.pid), "machine": machine_cpu(),
+            "run_queue": run_queue_seconds(server.pid),
             "stats": json.loads(http_get(stats_url)), "metrics": metrics(http_url)}
 
 
@@ -421,6 +432,9 @@ def figures(clients: int, args: argparse.Namespace, ready: list[dict], results: 
                     "hist_p50_le": bucket_quantile(m0, m1, "total", 0.5),
                     "hist_p99_le": bucket_quantile(m0, m1, "total", 0.99)},
         "phase_ms": {k: {"p50": q(v, 50), "p99": q(v, 99)} for k, v in timings.items()},
+        # Everything but the writes: prepare, hand-off, engine, visibility, frames, finish.
+        "tick_but_writes_ms": {"p50": q(total - timings["send"], 50),
+                               "p99": q(total - timings["send"], 99)},
         "server": {
             "ticks_per_s": rate("hunt_ticks_total") / args.hunts,  # per hunt
             "messages_per_s": rate("hunt_messages_sent_total"),
@@ -436,6 +450,9 @@ def figures(clients: int, args: argparse.Namespace, ready: list[dict], results: 
             "overruns": delta("hunt_tick_overruns_total"),
             "cpu_pct": (s1["cpu"]["all"] - s0["cpu"]["all"]) / wall * 100,
             "cpu_pct_trio_thread": (s1["cpu"]["main"] - s0["cpu"]["main"]) / wall * 100,
+            # Per second of the window, how long the server's threads were runnable but
+            # had no CPU (other processes had the cores): what no code change recovers.
+            "run_queue_ms_per_s": (s1["run_queue"] - s0["run_queue"]) / wall * 1e3,
             "evictions_total": int(stats["evictions"]), "clients_end": int(stats["clients"]),
         },
         "clients_side": {

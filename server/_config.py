@@ -100,6 +100,11 @@ class ServerConfig:
     tick_threads: int = 1
     #: Threads writing the tick's frames to the sockets (2: half the clients each).
     send_threads: int = 2
+    #: ``sys.setswitchinterval`` while the server runs (seconds; 0: leave Python's, 5 ms):
+    #: the longest a thread that wants the GIL waits for the thread holding it. The tick's
+    #: threads take the GIL back after each kernel while the Trio thread reads sockets;
+    #: at Python's 5 ms that wait is most of a tick's hand-off and writes tail.
+    switch_interval: float = 0.0005
     #: Tick groups: the hunts tick in this many groups, each at its own phase of the
     #: period, balanced by players (server/hunt/_groups.py). 0: automatic, one group
     #: per hunt with phases at least 2.5 ms apart (20 groups at most at 20 Hz).
@@ -142,7 +147,8 @@ class ServerConfig:
             "handshake_timeout": (0.01, 3600), "idle_timeout": (0.1, 86_400),
             "moves_per_second": (0.1, 10_000), "outbox_messages": (1, 10_000),
             "evict_after_ticks": (1, 1_000_000), "resume_grace": (0, 86_400),
-            "tick_threads": (1, 256), "send_threads": (1, 2), "tick_groups": (0, 1000),
+            "tick_threads": (1, 256), "send_threads": (1, 2), "switch_interval": (0, 1),
+            "tick_groups": (0, 1000),
             "max_moves_per_tick": (64, 10_000_000),
             "snapshot_every": (0, 100_000_000), "hash_every": (0, 100_000_000),
             "lease_seconds": (0.3, 3600), "auth_leeway": (0, 3600),

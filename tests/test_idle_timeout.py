@@ -1,6 +1,6 @@
-"""The idle timeout of a playing client (server/shell/_poller.py moves the deadline at most once
-a step, ``idle_step``, while moves arrive): a client that keeps moving outlives several
-timeouts, a silent one is told why (ERROR before the close) once the timeout passes."""
+"""The idle timeout of a playing client (server/shell/_poller.py moves the deadline when it is
+within a step, ``idle_step``, of it and moves came since): a client that keeps moving outlives
+several timeouts, a silent one is told why (ERROR before the close) once the timeout passes."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ ticker task here passes each one's output to the next and nothing flows back:
   to evict, which the ticker hands back to the sessions as lost connections.
 
 Threads and ownership: the World is touched by one Trio task, the ticker (here),
-and by the worker thread it hands each tick to (``trio.to_thread``; the kernels
+and by the worker thread it hands each tick to (server/hunt/_worker.py; the kernels
 release the GIL). Connection tasks never call the World: their requests wait for
 the tick boundary, and moves go into the current batch; at tick time the ticker
 swaps in the spare batch (double buffering), so sockets keep being read while the
@@ -51,6 +51,7 @@ from ._players import Observers
 from ._players import Session as Session
 from ._rounds_stage import HubRounds
 from ._sessions import Sessions
+from ._worker import TickThread
 
 
 class _Fenced(Exception):
@@ -92,6 +93,7 @@ class Hub:
                                      sessions.names, rounds.after_journal)
         self.broadcaster = Broadcaster(self.world, self.server, metrics, log, self.report,
                                        sessions.joined_name, self._close_soon, rounds.greet)
+        self._worker = TickThread("hub-tick")
         # What the shell hands in, as the sessions take it.
         self.requests: list[JoinRequest] = self.sessions.requests
         self.leaves: list[Session] = self.sessions.leaves
@@ -111,9 +113,9 @@ class Hub:
         #: True while :meth:`run_ticker` runs; ``ticker_done`` is set when it returns.
         self.ticking = False
         self.ticker_done = trio.Event()
-        #: Runs the tick's worker part in a thread (the placement shares one among hubs:
-        #: server/hunt/_groups.py BatchedOffload).
-        self.offload: Callable[..., Any] = trio.to_thread.run_sync
+        #: Runs the tick's worker part in a thread: the hub's own (server/hunt/_worker.py)
+        #: unless the placement shares one among hubs (server/hunt/_groups.py BatchedOffload).
+        self.offload: Callable[..., Any] = self._worker.run
 
     # The broadcaster's figures, by the names the shell reads.
     @property
@@ -285,4 +287,5 @@ class Hub:
     def close(self) -> None:
         """Release the hub's threads (after its ticker ended). Idempotent."""
         self.rounds.control.refuse_all("the hunt stopped ticking here")
+        self._worker.close()
         self.broadcaster.close()

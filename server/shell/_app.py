@@ -17,6 +17,9 @@ that a full collection scans only what play creates. This affects the whole
 process: a program that embeds the server gets its own start-up objects frozen
 too (they are never collected, which is harmless for objects that live as long
 as the process); call ``gc.unfreeze()`` after the server returns to undo it.
+While it runs, the server also sets the interpreter's thread switch interval
+(``[server] switch_interval``, ``sys.setswitchinterval``) for the whole process, and
+restores the previous one when it returns.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import contextlib
 import gc
 import hmac
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +163,16 @@ class HuntServer:
         self._stop.set()
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        # Process-wide, like gc.freeze (see the module docstring); restored on return.
+        previous = sys.getswitchinterval()
+        if self.server.switch_interval:
+            sys.setswitchinterval(self.server.switch_interval)
+        try:
+            await self._run(task_status)
+        finally:
+            sys.setswitchinterval(previous)
+
+    async def _run(self, task_status: Any) -> None:
         cfg = self.server
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
