@@ -801,3 +801,14 @@ def test_clients_rebuild_the_engines_view_from_tick_messages():
             expect = {int(r["slot"]): (int(r["gen"]), float(r["x"]), float(r["y"]))
                       for r in truth.of(i)}
             assert views[pid] == expect, (step, pid)
+
+
+def test_a_signalling_nan_direction_is_refused_quietly():
+    # Two moves (the array path), the second's dx a float32 signalling NaN (0x7f801000).
+    record = struct.pack("<qff", 1, 0.0, 0.0)
+    nan = struct.pack("<q", 2) + bytes.fromhex("00 10 80 7f") + struct.pack("<f", 0.0)
+    frame = bytes([MessageType.MOVES, 0]) + struct.pack("<H", 2) + record + nan
+    seqs, dxs, dys = np.zeros(4, np.int64), np.zeros(4), np.zeros(4)
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_moves_into(frame, seqs, dxs, dys)
+    assert info.value.code == ErrorCode.INVALID_VALUE

@@ -61,8 +61,11 @@ def decode_moves_into(frame: Frame | str, seqs: np.ndarray, dxs: np.ndarray, dys
         end = _check_room(start, len(records), seqs, dxs, dys, ids)
         s, x, y = seqs[start:end], dxs[start:end], dys[start:end]
         s[:] = records["seq"]
-        x[:] = records["dx"]
-        y[:] = records["dy"]
+        # A signalling NaN sets the FPU's invalid flag when widened; it is refused below,
+        # so the warning NumPy would raise for it says nothing.
+        with np.errstate(invalid="ignore"):
+            x[:] = records["dx"]
+            y[:] = records["dy"]
         # argmin/argmax find NaN too, and cost a fraction of min/max on small arrays.
         if s[s.argmin()] <= 0 or s[s.argmax()] > MAX_CLIENT_SEQ:
             raise RemoteProtocolError(_SEQ_ERROR, ErrorCode.INVALID_VALUE)
