@@ -30,6 +30,8 @@ from typing import Any
 
 import trio
 
+from ._worker import TickThread
+
 #: Seconds between two looks at the groups' balance.
 REBALANCE_EVERY = 2.0
 #: The groups are rebalanced when the largest holds more than its fair share
@@ -216,6 +218,9 @@ class BatchedOffload:
     ``trio.to_thread.run_sync``, except that the calls made at the same instant (the
     ticks of one group, whose deadlines are equal) share one hand-off and run one after
     the other in that thread: per group, not per hunt, one trip to a thread and back.
+    The threads are persistent (:class:`~server.hunt._worker.TickThread`: no limiter
+    checkpoint between the hand-off and the thread's start), as many as there are
+    hand-offs in flight at once.
 
     Why: each hand-off wakes a thread that contends for the GIL with the Trio thread
     and with the other hunts' workers; 50 hunts at 20 Hz made 1,000 of them a second
@@ -225,6 +230,10 @@ class BatchedOffload:
 
     def __init__(self) -> None:
         self._pending: list[_Job] = []
+        #: Tick threads waiting for a hand-off. One per group in flight at once: a group
+        #: whose tick is slow (a stalled disk) holds its thread, never the next group's.
+        self._idle: list[TickThread] = []
+        self._closed = False
         #: Hand-offs made, and calls they carried (for the metrics and the tests).
         self.handoffs = 0
         self.calls = 0
@@ -254,11 +263,23 @@ class BatchedOffload:
                 jobs, self._pending = self._pending, []
                 self.handoffs += 1
                 self.calls += len(jobs)
+                thread = self._idle.pop() if self._idle else TickThread("tick-group")
                 try:
-                    await trio.to_thread.run_sync(_run_jobs, jobs)
+                    await thread.run(_run_jobs, jobs)
                 finally:
+                    if self._closed:  # a tick that ended after close: its thread ends too
+                        thread.close()
+                    else:
+                        self._idle.append(thread)
                     for other in jobs:
                         other.done.set()
         if job.error is not None:
             raise job.error
         return job.result
+
+    def close(self) -> None:
+        """End the tick threads: the idle ones now, a busy one when its tick ends.
+        Idempotent; a later call still works (in a new thread, ended at its return)."""
+        self._closed = True
+        while self._idle:
+            self._idle.pop().close()

@@ -92,6 +92,7 @@ class LocalPlacement(Placement):
             try:
                 await trio.sleep_forever()
             finally:
+                self.offload.close()
                 self._release_lock()
 
     def _prepare_data_dir(self) -> Path | None:

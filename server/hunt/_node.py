@@ -120,6 +120,7 @@ class RedisPlacement(Placement):
                 finally:
                     with trio.CancelScope(shield=True):
                         await self._leave_cluster()
+                    self.offload.close()
                 nursery.cancel_scope.cancel()
 
     async def leave(self) -> None:
