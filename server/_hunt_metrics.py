@@ -15,6 +15,7 @@ Prometheus histograms by :class:`HuntCollector`.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,15 +32,17 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.075, 0.1, 0.15, 
 class BulkHistogram:
     """A Prometheus histogram that takes many observations at once (NumPy), never per call."""
 
-    __slots__ = ("bounds", "counts", "sum")
+    __slots__ = ("_bounds", "bounds", "counts", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = tuple(float(b) for b in bounds)
         self.bounds = np.asarray(bounds, np.float64)
         self.counts = np.zeros(len(bounds) + 1, np.int64)  # last: above every bound (+Inf)
         self.sum = 0.0
 
     def observe(self, value: float, weight: int = 1) -> None:
-        self.counts[int(np.searchsorted(self.bounds, value, "left"))] += weight
+        # bisect_left is searchsorted(..., "left") of one value, at a tenth of its cost.
+        self.counts[bisect_left(self._bounds, value)] += weight
         self.sum += value * weight
 
     def observe_many(self, values: np.ndarray, weights: np.ndarray) -> None:
@@ -173,6 +176,10 @@ class HubReport:
         timed, ``now`` the tick's end (Trio clock, seconds)."""
         figs = self._sync(params)
         h = len(figs)
+        if h == 1:  # a hub per hunt: no counting by hunt
+            self._tick_one(figs[0], players, obs_hunt, discoveries, truncated, seconds)
+            clock.observe(self.metrics.move_latency, moves, now)
+            return
         clients = np.bincount(obs_hunt, minlength=h)
         disc = np.bincount(discoveries, minlength=h) if len(discoveries) else None
         trunc = (np.bincount(obs_hunt[truncated != 0], minlength=h)
@@ -191,6 +198,23 @@ class HubReport:
                 fig.moves_dropped += int(dropped[i])
                 dropped[i] = 0
         clock.observe(self.metrics.move_latency, moves, now)
+
+    def _tick_one(self, fig: HuntFigures, players: np.ndarray, obs_hunt: np.ndarray,
+                  discoveries: np.ndarray, truncated: np.ndarray | None, seconds: float
+                  ) -> None:
+        """:meth:`tick` of a hub with one hunt (index 0)."""
+        fig.players = int(players[0])
+        fig.clients = len(obs_hunt)
+        fig.ticks += 1
+        fig.tick.observe(seconds)
+        if len(discoveries):
+            fig.discoveries += len(discoveries)
+        if truncated is not None:
+            fig.truncations += int(np.count_nonzero(truncated[:len(obs_hunt)]))
+        dropped = self.dropped
+        if dropped[0]:
+            fig.moves_dropped += int(dropped[0])
+            dropped[0] = 0
 
     def rounds(self, world: Any, changed: np.ndarray, ended: int) -> None:
         """After a tick of a world with round hunts: the phase and round of the hunts whose
