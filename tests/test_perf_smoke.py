@@ -83,3 +83,15 @@ def test_bench_writes_quick_run_measures_every_case(tmp_path: Path) -> None:
     for r in rows:
         assert r["clients"] == 200 and r["send_p50_ms"] > 0 and r["copy_p50_ms"] > 0
         assert r["short_writes_last"] == 0  # every frame fit its socket: all were sent
+
+
+def test_bench_render_smoke_run_times_a_tick_and_a_frame(tmp_path: Path) -> None:
+    out = tmp_path / "render.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "perf" / "bench_render.py"), "--repeats", "1",
+         "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    data = json.loads(out.read_text())
+    assert data["runs"][0]["players"] == 500
+    assert data["summary"]["drawMs"]["median"] > 0 and data["summary"]["tickMs"]["worst"] > 0
