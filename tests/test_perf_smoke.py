@@ -100,3 +100,15 @@ def test_bench_handoff_quick_run_measures_every_variant(tmp_path: Path) -> None:
             assert 0 < r[leg]["p50"] <= r[leg]["p99"] <= r[leg]["max"], (name, leg)
         assert r["cpu_wait"]["p50"] >= 0, name
         assert r["handoff_minus_cpu"]["p50"] <= r["handoff"]["p50"], name
+
+
+def test_bench_render_smoke_run_times_a_tick_and_a_frame(tmp_path: Path) -> None:
+    out = tmp_path / "render.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "perf" / "bench_render.py"), "--repeats", "1",
+         "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    data = json.loads(out.read_text())
+    assert data["runs"][0]["players"] == 500
+    assert data["summary"]["drawMs"]["median"] > 0 and data["summary"]["tickMs"]["worst"] > 0
