@@ -8,9 +8,11 @@ hub being replaced by another hub of the same server; a hub that stops drops the
 its hunts (their gauges would otherwise stay frozen on the scrape).
 
 Nothing here runs per move: the hub adds whole ticks (NumPy sums over its arrays), and the
-one per-frame step of a move's latency is a float comparison in :meth:`MoveClock.mark`.
-Histograms are bucket-count arrays updated with one ``searchsorted`` per tick, rendered as
-Prometheus histograms by :class:`HuntCollector`.
+one per-pass step of a move's latency is a float comparison in :meth:`MoveClock.mark`.
+Histograms are lists of bucket counts updated by bisection, rendered as Prometheus
+histograms by :class:`HuntCollector`. Observing makes no NumPy temporaries: the moves'
+latencies are a few runs a tick, and each NumPy call on them would allocate several objects
+per tick (perf/README.md, "Allocation calls").
 """
 
 from __future__ import annotations
@@ -30,27 +32,29 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.075, 0.1, 0.15, 
 
 
 class BulkHistogram:
-    """A Prometheus histogram that takes many observations at once (NumPy), never per call."""
+    """A Prometheus histogram that takes weighted observations, never one call per event.
 
-    __slots__ = ("_bounds", "bounds", "counts", "sum")
+    ``counts[k]`` observations fell in bucket k: at most ``bounds[k]`` and above the bound
+    before (``le`` buckets; the last is +Inf). Python numbers, not NumPy: an observation
+    costs a bisection and two additions (at most one new int object).
+    """
+
+    __slots__ = ("bounds", "counts", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
-        self._bounds = tuple(float(b) for b in bounds)
-        self.bounds = np.asarray(bounds, np.float64)
-        self.counts = np.zeros(len(bounds) + 1, np.int64)  # last: above every bound (+Inf)
+        self.bounds = tuple(float(b) for b in bounds)
+        self.counts = [0] * (len(bounds) + 1)  # last: above every bound (+Inf)
         self.sum = 0.0
 
     def observe(self, value: float, weight: int = 1) -> None:
-        # bisect_left is searchsorted(..., "left") of one value, at a tenth of its cost.
-        self.counts[bisect_left(self._bounds, value)] += weight
+        """``weight`` observations of ``value``."""
+        self.counts[bisect_left(self.bounds, value)] += weight
         self.sum += value * weight
 
     def observe_many(self, values: np.ndarray, weights: np.ndarray) -> None:
         """``weights[i]`` observations of ``values[i]`` each."""
-        idx = np.searchsorted(self.bounds, values, "left")
-        self.counts += np.bincount(idx, weights=weights, minlength=self.counts.shape[0]
-                                   ).astype(np.int64)
-        self.sum += float(np.dot(values, weights))
+        for value, weight in zip(values.tolist(), weights.tolist(), strict=True):
+            self.observe(value, int(weight))
 
     def buckets(self) -> list[tuple[str, float]]:
         cum = np.cumsum(self.counts)
@@ -73,8 +77,9 @@ class MoveClock:
     CAPACITY = 4096
 
     def __init__(self) -> None:
-        self.first = np.zeros(self.CAPACITY, np.int64)
-        self.t = np.zeros(self.CAPACITY, np.float64)
+        # Lists: reading a NumPy element makes a scalar object, reading a list's does not.
+        self.first = [0] * self.CAPACITY
+        self.t = [0.0] * self.CAPACITY
         self.n = 0
         self.time = -1.0
 
@@ -93,11 +98,12 @@ class MoveClock:
 
     def observe(self, hist: BulkHistogram, count: int, applied_at: float) -> None:
         """The batch's ``count`` moves were applied by a tick that ended at ``applied_at``."""
-        n = self.n
-        if n:
-            first = self.first[:n]
-            weights = np.diff(first, append=count).astype(np.float64)
-            hist.observe_many(applied_at - self.t[:n], weights)
+        n, first, t = self.n, self.first, self.t
+        i = 0
+        while i < n:  # not range(): a range and its iterator are two objects a tick
+            end = first[i + 1] if i + 1 < n else count
+            hist.observe(applied_at - t[i], end - first[i])
+            i += 1
         self.n = 0
         self.time = -1.0
 

@@ -22,8 +22,12 @@ from ._runtime_metrics import register_runtime
 #: (waits, not work); ``finish``: the Trio thread after the worker (welcomes, per-client
 #: accounting, the frames of clients with a backlog queued); ``total``: tick start to the
 #: end of ``finish``, when every client's message has been handed to its socket or outbox.
+#: Not parts of ``total`` but shares of it: ``handoff_cpu``, of ``handoff``, the time the
+#: waiting thread was runnable without a CPU (other threads or processes had the cores);
+#: ``cpu_wait``, the same over everything but the writes (prepare, hand-off, engine to
+#: frames, finish). What the code costs is the phase minus its wait.
 TICK_PHASES = (*PHASES, "visibility", "frames", "send", "prepare", "handoff", "finish",
-               "total")
+               "total", "handoff_cpu", "cpu_wait")
 
 _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025,
             0.05, 0.1, 0.25, 1.0)

@@ -8,17 +8,15 @@ not JSON); :func:`admin_call_sync` does the same from a thread or a plain test
 
 from __future__ import annotations
 
-import contextlib
 import json
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import trio
+from serve_support import ServeChild
 
 TOKEN = "s3cret-admin"
 
@@ -74,69 +72,22 @@ def _decode(payload: bytes) -> Any:
         return payload
 
 
-class ServeProcess:
-    """``treasure-hunt serve`` as a real process (its JSON log in a file), killed for real.
+class ServeProcess(ServeChild):
+    """``treasure-hunt serve`` on one node as a real process (its JSON log in a file).
 
-    ``ServeProcess(tmp, config_text, "--admin-token", TOKEN).start()``; ``http`` and
-    ``ws_url`` come from its ``serving`` line; :meth:`kill` is SIGKILL, :meth:`stop`
-    SIGTERM (then SIGKILL after a timeout).
+    ``ServeProcess(tmp, config_text, "--allow-create-hunts").start()``; ``http`` and
+    ``ws_url`` come from its ``serving`` line; :meth:`events` reads the current run's log.
     """
 
     def __init__(self, workdir: Path, config: str, *extra: str) -> None:
         self.workdir = workdir
         self.data_dir = workdir / "data"
-        self.log_path = workdir / "serve.log"
         (workdir / "serve.toml").write_text(config)
-        self.args = [sys.executable, "-m", "server", "serve", "--config",
-                     str(workdir / "serve.toml"), "--port", "0", "--http-port", "0",
-                     "--data-dir", str(self.data_dir), "--log-format", "json",
-                     "--admin-token", TOKEN, *extra]
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.http = 0
-        self.ws_url = ""
-        self._seen = 0
+        super().__init__([sys.executable, "-m", "server", "serve", "--config",
+                          str(workdir / "serve.toml"), "--port", "0", "--http-port", "0",
+                          "--data-dir", str(self.data_dir), "--log-format", "json",
+                          "--admin-token", TOKEN, *extra], workdir / "serve.log")
 
-    def start(self, timeout: float = 240.0) -> ServeProcess:
-        self._seen = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=log,
-                                         cwd=Path(__file__).parent.parent)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for e in self.events():
-                if e.get("event") == "serving":
-                    self.ws_url = e["ws_url"]
-                    self.http = int(e["http_url"].rsplit(":", 1)[1].strip("/"))
-                    return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.kill()
-        raise AssertionError(f"serve did not start:\n{self.log_path.read_text()[-4000:]}")
-
-    def events(self) -> list[dict[str, Any]]:
-        """The JSON log lines of the current run."""
-        data = self.log_path.read_bytes()[self._seen:] if self.log_path.exists() else b""
-        out = []
-        for line in data.decode(errors="replace").splitlines():
-            if line.startswith("{"):
-                with contextlib.suppress(ValueError):
-                    out.append(json.loads(line))
-        return out
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+    def events(self, since_start: bool = True) -> list[dict[str, Any]]:
+        """The JSON log lines of the current run (of every run with ``since_start=False``)."""
+        return super().events(since_start)

@@ -1,8 +1,9 @@
 """perf/bench_alloc.py --quick as a subprocess, so the allocation benchmark cannot rot.
 
 A real server with the counting allocator preloaded (compiled with gcc here), 20 real
-clients, 2 s windows: the JSON must hold counts from both hooks and both runs. The
-figures are not held to the targets here (perf/README.md reports them).
+clients, 2 s windows: the JSON must hold counts from both hooks and both runs, and (with
+--where) the call sites they came from. The figures are not held to the targets here
+(perf/README.md reports them).
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_quick_allocation_benchmark_counts_calls_of_a_live_server(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "perf" / "bench_alloc.py"), "--quick", "--out",
-         str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=240)
+        [sys.executable, str(ROOT / "perf" / "bench_alloc.py"), "--quick", "--where",
+         "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "bench_alloc.json").read_text())
     (row,) = report["rows"]
@@ -36,3 +39,10 @@ def test_quick_allocation_benchmark_counts_calls_of_a_live_server(tmp_path: Path
     assert row["per_tick_total"] > 1
     assert math.isfinite(row["per_move_total"])
     assert busy["evictions"] == idle["evictions"] == 0
+    # --where: every counted call has a site, and the server's own code is named.
+    sites = row["where"]
+    assert sum(s["idle_per_tick"] for s in sites) == pytest.approx(row["per_tick_total"],
+                                                                   rel=0.1)
+    assert any(s["site"].startswith("Py main  server/shell/_poller.py") for s in sites)
+    assert any(s["site"].startswith("C  other tickengine/") for s in sites)
+    assert "call sites, per tick" in proc.stdout

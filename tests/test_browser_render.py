@@ -1,9 +1,9 @@
-"""The play page stays responsive with hundreds of players in view (headless Chromium).
+"""The play page takes hundreds of players in view (headless Chromium).
 
-Times, in the real browser, what the page does per tick (decode a TICK, apply it to the
-view) and per animation frame (draw the map with every player interpolated), with 500
-players in view, and saves a screenshot of that crowd. The bounds are loose (a shared CI
-core); the figures go to tests/artifacts/render.json.
+Decodes and applies a keyframe and 20 diff TICKs of 500 players in the real browser,
+draws frames with every player interpolated, and saves a screenshot of that crowd; the
+timings it takes go to tests/artifacts/render.json. What they must stay under is
+perf/bench_render.py's business (timings are never asserted in tests: CI is noisy).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def page() -> Iterator[Any]:
         assert not errors, errors
 
 
-def test_five_hundred_players_in_view_decode_apply_and_draw_fast(page: Any):
+def test_five_hundred_players_in_view_decode_apply_and_draw(page: Any):
     rng = np.random.default_rng(1)
     keyframe = crowd(1201, rng, keyframe=True)
     diffs = [crowd(1202 + i, rng, keyframe=False) for i in range(20)]
@@ -88,7 +88,4 @@ def test_five_hundred_players_in_view_decode_apply_and_draw_fast(page: Any):
     (ARTIFACTS / "render.json").write_text(json.dumps(figures, indent=2), encoding="utf-8")
     screenshot(page, "render-500-players")
     assert figures["players"] == PLAYERS
-    # A tick arrives every 50 ms and a frame is due every 16.7 ms. On a quiet machine a draw
-    # takes about 8 ms; the bound (30 fps) leaves room for a CI machine under load.
-    assert figures["tickMs"] < 10, figures
-    assert figures["drawMs"] < 33, figures
+    assert figures["tickMs"] > 0 and figures["drawMs"] > 0, figures

@@ -1,5 +1,5 @@
-"""Smoke tests of perf/bench_tick.py and perf/bench_writes.py: a --quick run finishes
-and writes sane results.
+"""Smoke tests of perf/bench_tick.py, perf/bench_writes.py and perf/bench_handoff.py: a
+--quick run finishes and writes sane results.
 
 Timings are never asserted (the machine is noisy); this only keeps the
 benchmark from rotting as the engine changes.
@@ -83,3 +83,32 @@ def test_bench_writes_quick_run_measures_every_case(tmp_path: Path) -> None:
     for r in rows:
         assert r["clients"] == 200 and r["send_p50_ms"] > 0 and r["copy_p50_ms"] > 0
         assert r["short_writes_last"] == 0  # every frame fit its socket: all were sent
+
+
+def test_bench_handoff_quick_run_measures_every_variant(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "perf" / "bench_handoff.py"), "--quick", "--out",
+         str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    results = json.loads((tmp_path / "bench_handoff.json").read_text())["results"]
+    assert set(results) == {f"{how} switch={ms}ms" for how in ("to_thread", "tick_thread")
+                            for ms in ("5", "0.5")}
+    for name, r in results.items():
+        # 30 ticks per variant, the first 5 of each a warm-up.
+        assert 0 < r["samples"] <= 25, name
+        for leg in ("go", "back", "handoff"):
+            assert 0 < r[leg]["p50"] <= r[leg]["p99"] <= r[leg]["max"], (name, leg)
+        assert r["cpu_wait"]["p50"] >= 0, name
+        assert r["handoff_minus_cpu"]["p50"] <= r["handoff"]["p50"], name
+
+
+def test_bench_render_smoke_run_times_a_tick_and_a_frame(tmp_path: Path) -> None:
+    out = tmp_path / "render.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "perf" / "bench_render.py"), "--repeats", "1",
+         "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    data = json.loads(out.read_text())
+    assert data["runs"][0]["players"] == 500
+    assert data["summary"]["drawMs"]["median"] > 0 and data["summary"]["tickMs"]["worst"] > 0

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import trio
 
@@ -86,6 +87,11 @@ async def test_http_routes_report_a_live_server(serve) -> None:
     assert stats["tick"] >= 10
     assert all(len(v) == 5 for v in stats["timings_ms"].values())
     assert "total" in stats["timings_ms"]
+    # The machine's shares of the hand-off and of everything but the writes.
+    t = {k: np.asarray(v) for k, v in stats["timings_ms"].items()}
+    assert (t["handoff_cpu"] >= 0).all() and (t["handoff_cpu"] <= t["handoff"] + 1e-3).all()
+    assert (t["cpu_wait"] >= 0).all()
+    assert (t["cpu_wait"] <= t["total"] - t["send"] + 1e-3).all()
     assert status == 200 and headers["content-type"].startswith("text/plain")
     after = metrics(body)
     grew = {k for k in after if after[k] > before.get(k, 0.0)}

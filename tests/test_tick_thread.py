@@ -1,7 +1,10 @@
-"""The hub's tick thread (server/hunt/_worker.py): one persistent thread per hub."""
+"""The hub's tick thread (server/hunt/_worker.py): one persistent thread per hub; and the
+clock of how long a thread waited for a CPU."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 import sys
 import threading
 import time
@@ -9,7 +12,7 @@ import time
 import pytest
 import trio
 
-from server.hunt._worker import TickThread
+from server.hunt._worker import RunQueueClock, TickThread, TickWaits, own_clock
 
 
 async def test_it_runs_each_call_in_its_own_thread_and_gives_back_value_or_exception() -> None:
@@ -67,3 +70,66 @@ async def test_the_server_sets_the_switch_interval_while_it_runs_and_restores_it
             assert sys.getswitchinterval() == pytest.approx(0.0007)
             app.shutdown()
     assert sys.getswitchinterval() == before
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/thread-self/schedstat"),
+                    reason="the kernel has no schedstat")
+def test_the_run_queue_clock_counts_the_time_a_busy_thread_had_no_cpu() -> None:
+    """This thread and a spinning process pinned to one core: this thread is runnable
+    about half of its 0.4 s without the core; alone on it, about none of 0.2 s."""
+    cpu = min(os.sched_getaffinity(0))
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        clock = RunQueueClock()
+        assert own_clock() is own_clock()
+        a = clock()
+        _spin(0.2)
+        alone = clock() - a
+        hog = mp.get_context("spawn").Process(target=_spin, args=(30.0,), daemon=True)
+        hog.start()
+        try:
+            os.sched_setaffinity(hog.pid, {cpu})
+            time.sleep(0.2)  # the child is up and spinning
+            b = clock()
+            _spin(0.4)
+            shared = clock() - b
+        finally:
+            hog.kill()
+            hog.join(10)
+        clock.close()
+        assert clock() == 0.0, "a closed clock reads 0"
+    finally:
+        os.sched_setaffinity(0, before)
+    assert shared > 0.05 and shared > alone, (shared, alone)
+
+
+async def test_tick_waits_are_shares_of_the_phases_they_are_given() -> None:
+    """The steps of a tick through a real tick thread: both figures are >= 0 and at most
+    what they are shares of."""
+    waits, t = TickWaits(), TickThread("tick-test")
+
+    def work() -> None:
+        waits.work_begins()
+        _spin(0.002)
+        waits.work_computed()
+        waits.work_ends()
+
+    try:
+        for _ in range(5):
+            waits.start()
+            waits.call()
+            await t.run(work)
+            waits.back()
+            handoff_cpu, cpu_wait = waits.end(0.001, 0.01)
+            assert 0 <= handoff_cpu <= 0.001 and 0 <= cpu_wait <= 0.01
+        assert waits.end(0.0, 0.0) == (0.0, 0.0)
+    finally:
+        t.close()
+        waits.close()

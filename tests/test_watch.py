@@ -110,3 +110,29 @@ def test_a_round_hunt_reports_its_clock_and_others_none():
     assert clock["seconds_left"] == clock["ticks_left"] / 20
     assert watch_payload(w, "open", {}, [], STATS)["round"] is None
     json.dumps(clock, allow_nan=False)
+
+
+def test_recent_discoveries_keep_each_hunts_newest_with_the_name_at_the_time():
+    """The broadcaster's record of discoveries (the watch view's ``recent``), from the
+    tick's DISCOVERY_RECORD array: per hunt, oldest first, at most ``keep``."""
+    from server.hunt._broadcast import RecentDiscoveries
+    from server.protocol._records import DISCOVERY_RECORD
+
+    recent = RecentDiscoveries(keep=3)
+    names = {7: "Ada"}
+    for tick in (1, 2):
+        d = np.zeros(3, DISCOVERY_RECORD)
+        d["hunt"] = [0, 1, 0]
+        d["slot"] = [7, 9, 7]
+        d["value"] = [10 * tick, -5, 3]
+        d["x"], d["y"] = [1.26, 2.0, 3.0], [4.0, 5.04, 6.0]
+        recent.add(tick, d, names.get)
+        names[7] = "Bea"  # a later name does not rewrite what was recorded
+    assert recent[0] == [
+        {"tick": 1, "slot": 7, "name": "Ada", "value": 3, "x": 3.0, "y": 6.0},
+        {"tick": 2, "slot": 7, "name": "Bea", "value": 20, "x": 1.3, "y": 4.0},
+        {"tick": 2, "slot": 7, "name": "Bea", "value": 3, "x": 3.0, "y": 6.0}]
+    assert recent[1][-1] == {"tick": 2, "slot": 9, "name": "?", "value": -5, "x": 2.0,
+                             "y": 5.0}
+    assert recent[5] == []
+    json.dumps(recent[0], allow_nan=False)  # plain Python values

@@ -40,6 +40,35 @@ RING = 8192
 SPLIT_MIN = 128
 
 
+class RecentDiscoveries:
+    """The last ``keep`` discoveries of each hunt, for the watch view: ``self[hunt]`` is
+    a list of dicts (``tick``, ``slot``, ``name``, ``value``, ``x``, ``y``; x, y in world
+    units to 0.1), oldest first. Kept as tuples and made dicts only when read: they are
+    added every tick, and the page that reads them is seldom open."""
+
+    FIELDS = ("tick", "slot", "name", "value", "x", "y")
+
+    def __init__(self, keep: int = 20) -> None:
+        self.keep = keep
+        self._by_hunt: defaultdict[int, deque[tuple]] = defaultdict(lambda: deque(maxlen=keep))
+
+    def add(self, tick: int, discoveries: np.ndarray,
+            name_of: Callable[[int], str | None]) -> None:
+        """The tick's ``discoveries`` (DISCOVERY_RECORD); ``name_of(slot)`` as the finder's
+        name is now (None: "?")."""
+        f = discoveries.dtype.names
+        hunt, slot, value, x, y = (f.index("hunt"), f.index("slot"), f.index("value"),
+                                   f.index("x"), f.index("y"))
+        by_hunt = self._by_hunt
+        for d in discoveries[-self.keep:].tolist():  # tuples: no NumPy scalar per field
+            name = name_of(d[slot])
+            by_hunt[d[hunt]].append((tick, d[slot], name if name is not None else "?",
+                                     d[value], round(d[x], 1), round(d[y], 1)))
+
+    def __getitem__(self, hunt: int) -> list[dict[str, Any]]:
+        return [dict(zip(self.FIELDS, r, strict=True)) for r in self._by_hunt[hunt]]
+
+
 @dataclass(eq=False)
 class Delivery:
     """What :meth:`Broadcaster.finish` did: messages and bytes sent (or queued), ticks
@@ -93,8 +122,7 @@ class Broadcaster:
         self.evictions = 0
         self.skipped_total = 0
         #: The last 20 discoveries of each hunt, by hunt index, for the watch view.
-        self.recent_discoveries: defaultdict[int, deque[dict[str, Any]]] = defaultdict(
-            lambda: deque(maxlen=20))
+        self.recent_discoveries = RecentDiscoveries(20)
         #: Observers cut by a full visibility buffer since the last log line about it.
         self.truncated_since_log = 0
         self._truncation_logged = -math.inf
@@ -284,12 +312,7 @@ class Broadcaster:
         n_disc = len(result.discoveries)
         if n_disc:
             m.discoveries.inc(n_disc)
-            for d in result.discoveries[-20:]:
-                name = self.name_of(int(d["slot"]))
-                self.recent_discoveries[int(d["hunt"])].append({
-                    "tick": result.tick, "slot": int(d["slot"]),
-                    "name": name if name is not None else "?", "value": int(d["value"]),
-                    "x": round(float(d["x"]), 1), "y": round(float(d["y"]), 1)})
+            self.recent_discoveries.add(result.tick, result.discoveries, self.name_of)
         m.clients.set(clients)
         m.players.set(players)
         m.hunts.set(self.world.hunts.count)

@@ -51,7 +51,7 @@ from ._players import Observers
 from ._players import Session as Session
 from ._rounds_stage import HubRounds
 from ._sessions import Sessions
-from ._worker import TickThread
+from ._worker import TickThread, TickWaits
 
 
 class _Fenced(Exception):
@@ -94,6 +94,8 @@ class Hub:
         self.broadcaster = Broadcaster(self.world, self.server, metrics, log, self.report,
                                        sessions.joined_name, self._close_soon, rounds.greet)
         self._worker = TickThread("hub-tick")
+        #: How long the tick's threads waited for a CPU (the machine's share of its time).
+        self._waits = TickWaits()
         # What the shell hands in, as the sessions take it.
         self.requests: list[JoinRequest] = self.sessions.requests
         self.leaves: list[Session] = self.sessions.leaves
@@ -192,6 +194,8 @@ class Hub:
     async def tick_once(self) -> None:
         """One tick: sessions -> pipeline (worker) -> broadcaster."""
         t0 = time.perf_counter()
+        waits = self._waits
+        waits.start()
         now = trio.current_time()
         sessions, broadcaster = self.sessions, self.broadcaster
         accepted = sessions.apply_requests(now)
@@ -205,6 +209,7 @@ class Hub:
         clock = self.report.swap_clocks()
         n_moves = batch.count
         t_call = time.perf_counter()
+        waits.call()
         try:
             frames = await self.offload(self._work, batch, obs, keyframe)
         except BaseException as exc:
@@ -213,6 +218,7 @@ class Hub:
                 self._fence(accepted)
                 return
             raise
+        waits.back()
         sessions.batch_done(batch)
         t_send = time.perf_counter()
         phases = frames.phases
@@ -226,6 +232,8 @@ class Hub:
         t_end = time.perf_counter()
         phases["finish"] = t_end - t_send
         phases["total"] = t_end - t0
+        phases["handoff_cpu"], phases["cpu_wait"] = waits.end(
+            phases["handoff"], phases["total"] - phases["send"])
         result, vis = frames.result, frames.vis
         broadcaster.account(result, phases, sent, received, sessions.take_dropped(),
                             obs.count, len(sessions))
@@ -258,14 +266,18 @@ class Hub:
     def _work(self, batch: MoveBatch, obs: Observers, keyframe: np.ndarray) -> Frames:
         """Worker thread: the pipeline's tick and frames, then the broadcaster's writes.
         Touches no Trio object."""
+        waits = self._waits
+        waits.work_begins()
         frames = self.pipeline.compute(batch, self.sessions.inputs, obs, keyframe)
         c3 = time.perf_counter()
+        waits.work_computed()
         # Fencing: this tick is journaled; it may be acknowledged only while the lease holds
         # (a node paused past its lease must not tell clients of ticks the next owner lacks).
         if time.monotonic() >= self.lease_deadline:
             raise _Fenced
         self.broadcaster.write(frames)
         c4 = time.perf_counter()
+        waits.work_ends()
         frames.phases["send"] = c4 - c3
         frames.phases["_c4"] = c4  # for the hand-off time (popped by the ticker)
         return frames
@@ -288,4 +300,5 @@ class Hub:
         """Release the hub's threads (after its ticker ended). Idempotent."""
         self.rounds.control.refuse_all("the hunt stopped ticking here")
         self._worker.close()
+        self._waits.close()
         self.broadcaster.close()

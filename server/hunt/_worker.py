@@ -1,4 +1,5 @@
-"""The hub's tick thread: one persistent thread that runs each tick's worker part.
+"""The hub's tick thread: one persistent thread that runs each tick's worker part; and
+the clock that tells how long a thread of the tick waited for a CPU.
 
 ``trio.to_thread.run_sync`` costs a tick more than its thread: it takes the default
 capacity limiter, whose acquisition is a checkpoint, so the ticker yields to every
@@ -12,6 +13,7 @@ the thread's start, nothing allocated but the job's tuple and its outcome.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -60,3 +62,102 @@ class TickThread:
         if self._thread is not None:
             self._jobs.put(None)
             self._thread = None
+
+
+class RunQueueClock:
+    """How long the thread that made it has waited for a CPU (seconds, read from any
+    thread): the run-queue delay of its ``/proc/thread-self/schedstat``, the time it was
+    runnable while other threads or processes had every core. The tick subtracts it
+    from its phases to tell the machine's share from the code's (``handoff_cpu`` and
+    ``cpu_wait`` in server/_metrics.py). Reads 0.0 where the kernel has no schedstat."""
+
+    __slots__ = ("_fd",)
+
+    def __init__(self) -> None:
+        try:
+            self._fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self._fd = -1
+
+    def __call__(self) -> float:
+        if self._fd < 0:
+            return 0.0
+        try:
+            return int(os.pread(self._fd, 64, 0).split()[1]) * 1e-9
+        except (OSError, IndexError, ValueError):  # the thread ended
+            return 0.0
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+
+_own = threading.local()
+
+
+def own_clock() -> RunQueueClock:
+    """The calling thread's :class:`RunQueueClock` (made at its first call; closed when
+    the thread ends)."""
+    clock = getattr(_own, "clock", None)
+    if clock is None:
+        clock = _own.clock = RunQueueClock()
+    return clock
+
+
+class TickWaits:
+    """The run-queue delay of one hub's tick, taken at the tick's steps (seconds).
+
+    On the Trio thread: :meth:`start` (the tick begins), :meth:`call` (the hand-off to
+    the worker), :meth:`back` (the ticker runs again), :meth:`end` (the tick is done);
+    on the worker: :meth:`work_begins`, :meth:`work_computed` (before the writes) and
+    :meth:`work_ends` (after them). :meth:`end` gives ``(handoff_cpu, cpu_wait)``:
+    the waiting thread's delay during the two legs of the hand-off (the worker's to
+    start, the Trio thread's to take the result back), and the delay of the tick's
+    threads over everything but the writes (prepare, hand-off, engine to frames,
+    finish). The send thread's share of the writes is not counted.
+    """
+
+    __slots__ = ("_go", "_t0", "_t1", "_t2", "_tc4", "_trio", "_w0", "_w3")
+
+    def __init__(self) -> None:
+        self._trio: RunQueueClock | None = None  # the ticker's thread (made at its first tick)
+        self._t0 = self._t1 = self._t2 = self._tc4 = self._go = self._w0 = self._w3 = 0.0
+
+    def start(self) -> None:
+        if self._trio is None:
+            self._trio = RunQueueClock()
+        self._t0 = self._trio()
+
+    def call(self) -> None:
+        self._t1 = self._trio()
+
+    def work_begins(self) -> None:
+        self._w0 = w0 = own_clock()()
+        # Since the end of this thread's last job: the wait to run after its wake-up.
+        self._go = w0 - getattr(_own, "after", w0)
+
+    def work_computed(self) -> None:
+        self._w3 = own_clock()()
+
+    def work_ends(self) -> None:
+        _own.after = own_clock()()
+        self._tc4 = self._trio()
+
+    def back(self) -> None:
+        self._t2 = self._trio()
+
+    def end(self, handoff: float, but_writes: float) -> tuple[float, float]:
+        """``(handoff_cpu, cpu_wait)``, at most the ``handoff`` and ``but_writes`` they
+        are shares of (seconds; the go leg's delay counts from the worker's last job)."""
+        t3 = self._trio()
+        go_back = self._go + (self._t2 - self._tc4)
+        wait = (self._t1 - self._t0) + go_back + (self._w3 - self._w0) + (t3 - self._t2)
+        return min(go_back, handoff), min(wait, but_writes)
+
+    def close(self) -> None:
+        if self._trio is not None:
+            self._trio.close()

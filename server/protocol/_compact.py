@@ -144,24 +144,33 @@ def encode_hunt_section(index_of: Mapping[int, int], width: float, height: float
     ``names``: ``(index, slot, gen, name)`` of each player to announce (None: name
     unknown), or that list already encoded by :func:`encode_names`.
     """
+    # Records are read as tuples (``tolist``): a NumPy record and its fields would each be
+    # an object per value, and these loops run once per hunt every tick.
     out = bytearray(1)
     mask = 0
     if discoveries is not None and len(discoveries):
         mask |= S_DISCOVERIES
         put_varint(out, len(discoveries))
-        for d in discoveries:
-            for value in (index_of[int(d["slot"])], int(d["hunt"]), int(d["treasure"]),
-                          zigzag(int(d["value"])), zigzag(int(d["score"]))):
-                put_varint(out, value)
-            out += _QQ.pack(quantize(float(d["x"]), width), quantize(float(d["y"]), height))
+        f = discoveries.dtype.names
+        slot, hunt, treasure = f.index("slot"), f.index("hunt"), f.index("treasure")
+        value, score, x, y = f.index("value"), f.index("score"), f.index("x"), f.index("y")
+        for d in discoveries.tolist():
+            put_varint(out, index_of[d[slot]])
+            put_varint(out, d[hunt])
+            put_varint(out, d[treasure])
+            put_varint(out, zigzag(d[value]))
+            put_varint(out, zigzag(d[score]))
+            out += _QQ.pack(quantize(d[x], width), quantize(d[y], height))
     if leaderboard is not None:
         if len(leaderboard) > K.MAX_LEADERBOARD_ROWS:
             raise LocalProtocolError(f"a leaderboard has at most {K.MAX_LEADERBOARD_ROWS} rows")
         mask |= S_LEADERBOARD
         put_varint(out, len(leaderboard))
-        for row in leaderboard:
-            put_varint(out, index_of[int(row["slot"])])
-            put_varint(out, zigzag(int(row["score"])))
+        f = leaderboard.dtype.names
+        slot, score = f.index("slot"), f.index("score")
+        for row in leaderboard.tolist():
+            put_varint(out, index_of[row[slot]])
+            put_varint(out, zigzag(row[score]))
     if leaves is not None and len(leaves):
         mask |= S_LEAVES
         put_varint(out, len(leaves))

@@ -139,7 +139,34 @@ async def _run(args: argparse.Namespace) -> int:
                 show(d)
             sys.stdout.flush()
             return 0
-        return await _follow(store, args, show)
+        return await _until_interrupted(_follow(store, args, show))
+
+
+async def _until_interrupted(work: Any) -> int:
+    """Run ``work`` (a coroutine returning the exit status) until it ends or SIGINT /
+    SIGTERM arrives (then 0). Why: a KeyboardInterrupt raised wherever the Redis client's
+    tasks happen to be running can surface as an exception group with a traceback; a
+    signal receiver turns Ctrl-C into a plain cancellation."""
+    import signal
+
+    import trio
+
+    status = 0
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            async def watch() -> None:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    return
+
+            async def main() -> None:
+                nonlocal status
+                status = await work
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            nursery.start_soon(main)
+    return status
 
 
 async def _follow(store: Any, args: argparse.Namespace, show: Any) -> int:
