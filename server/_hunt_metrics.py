@@ -246,6 +246,48 @@ class HubReport:
         self.hunts = []
 
 
+class TickTotals:
+    """The server's counters that every tick adds to, summed in plain integers (each hub
+    adds its tick: many small hunts make a thousand additions a second)."""
+
+    __slots__ = ("applied", "bytes", "discoveries", "dropped", "messages", "received",
+                 "skipped", "ticks")
+
+    def __init__(self) -> None:
+        self.ticks = self.received = self.applied = self.dropped = 0
+        self.messages = self.bytes = self.skipped = self.discoveries = 0
+
+
+class TotalsCollector:
+    """Renders :class:`TickTotals` as Prometheus counters."""
+
+    _COUNTERS = (("ticks", "hunt_ticks", "Ticks run"),
+                 ("messages", "hunt_messages_sent", "Messages handed to sockets"),
+                 ("bytes", "hunt_bytes_sent", "Bytes handed to sockets"),
+                 ("skipped", "hunt_ticks_skipped", "TICK messages not sent to a client whose "
+                  "outbox was full"),
+                 ("discoveries", "hunt_discoveries", "Treasures found"))
+
+    def __init__(self, totals: TickTotals) -> None:
+        self.totals = totals
+
+    def describe(self) -> Iterator[Any]:
+        return self._families(None)
+
+    def collect(self) -> Iterator[Any]:
+        return self._families(self.totals)
+
+    def _families(self, totals: TickTotals | None) -> Iterator[Any]:
+        for attr, name, doc in self._COUNTERS:
+            yield CounterMetricFamily(name, doc, value=None if totals is None
+                                      else getattr(totals, attr))
+        moves = CounterMetricFamily("hunt_moves", "Moves by fate", labels=["fate"])
+        if totals is not None:
+            for fate in ("received", "applied", "dropped"):
+                moves.add_metric([fate], getattr(totals, fate))
+        yield moves
+
+
 class HuntCollector:
     """Renders the per-hunt figures and the move latency at scrape time."""
 

@@ -9,11 +9,22 @@ server/_runtime_metrics.py.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import HistogramMetricFamily
 
 from tickengine import PHASES
 
-from ._hunt_metrics import LATENCY_BUCKETS, BulkHistogram, HubReport, HuntCollector, HuntFigures
+from ._hunt_metrics import (
+    LATENCY_BUCKETS,
+    BulkHistogram,
+    HubReport,
+    HuntCollector,
+    HuntFigures,
+    TickTotals,
+    TotalsCollector,
+)
 from ._runtime_metrics import register_runtime
 
 #: Phases timed per tick, in seconds: the engine's, then the server's own. ``send``: the
@@ -41,11 +52,16 @@ class Metrics:
         self.hunt_figures: dict[str, HuntFigures] = {}
         self.move_latency = BulkHistogram(LATENCY_BUCKETS)
         r.register(HuntCollector(self))
-        self.tick_seconds = Histogram(
-            "hunt_tick_seconds", "Tick processing time by phase (total: tick start to the last "
-            "message handed to its socket)", ["phase"], buckets=_BUCKETS, registry=r)
-        self._phase = {p: self.tick_seconds.labels(p) for p in TICK_PHASES}
-        self.ticks = Counter("hunt_ticks", "Ticks run", registry=r)
+        #: ``hunt_tick_seconds{phase}``: every hub observes each phase once per tick (a
+        #: thousand ticks a second with many small hunts), so the phases are kept as bucket
+        #: counts and rendered at scrape time, without the client library's locks.
+        self.tick_phases = {p: BulkHistogram(_BUCKETS) for p in TICK_PHASES}
+        r.register(_PhaseCollector(self.tick_phases))
+        #: What each tick adds, in plain integers rendered at scrape time (server/_hunt_metrics.py
+        #: TickTotals): hunt_ticks, hunt_moves{fate}, hunt_messages_sent, hunt_bytes_sent,
+        #: hunt_ticks_skipped, hunt_discoveries.
+        self.totals = TickTotals()
+        r.register(TotalsCollector(self.totals))
         self.overruns = Counter("hunt_tick_overruns", "Ticks that started late because the "
                                 "previous one overran its period", registry=r)
         self.clients = Gauge("hunt_connected_clients", "Clients connected and joined", registry=r)
@@ -54,15 +70,8 @@ class Metrics:
         self.hunts = Gauge("hunt_hunts", "Hunts in the world", registry=r)
         self.players = Gauge("hunt_players", "Players in all hunts (connected or within their "
                              "resume grace)", registry=r)
-        self.moves = Counter("hunt_moves", "Moves by fate", ["fate"], registry=r)
-        self._moves = {f: self.moves.labels(f) for f in ("received", "applied", "dropped")}
-        self.messages = Counter("hunt_messages_sent", "Messages handed to sockets", registry=r)
-        self.bytes = Counter("hunt_bytes_sent", "Bytes handed to sockets", registry=r)
-        self.skipped = Counter("hunt_ticks_skipped", "TICK messages not sent to a client "
-                               "whose outbox was full", registry=r)
         self.evictions = Counter("hunt_evictions", "Clients evicted for falling behind",
                                  registry=r)
-        self.discoveries = Counter("hunt_discoveries", "Treasures found", registry=r)
         self.protocol_errors = Counter("hunt_protocol_errors", "Protocol errors by code",
                                        ["code"], registry=r)
         self.events = Counter("hunt_connection_events", "Connection events by kind", ["kind"],
@@ -113,17 +122,31 @@ class Metrics:
             self.redis_write_seconds.set(sink["last_write_s"])
 
     def observe_tick(self, seconds: dict[str, float]) -> None:
+        phases = self.tick_phases
         for phase, value in seconds.items():
-            self._phase[phase].observe(value)
-
-    def add_moves(self, received: int, applied: int, dropped: int) -> None:
-        m = self._moves
-        if received:
-            m["received"].inc(received)
-        if applied:
-            m["applied"].inc(applied)
-        if dropped:
-            m["dropped"].inc(dropped)
+            phases[phase].observe(value)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _PhaseCollector:
+    """Renders ``hunt_tick_seconds{phase}`` from the phases' bucket counts."""
+
+    def __init__(self, phases: dict[str, BulkHistogram]) -> None:
+        self.phases = phases
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield self._family()
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        h = self._family()
+        for phase, hist in self.phases.items():
+            h.add_metric([phase], hist.buckets(), hist.sum)
+        yield h
+
+    @staticmethod
+    def _family() -> HistogramMetricFamily:
+        return HistogramMetricFamily(
+            "hunt_tick_seconds", "Tick processing time by phase (total: tick start to the "
+            "last message handed to its socket)", labels=["phase"])

@@ -291,10 +291,9 @@ class Broadcaster:
             self.truncated_since_log = 0
 
     def account(self, result: Any, phases: dict[str, float], sent: Delivery, received: int,
-                dropped: int, clients: int, players: int) -> None:
+                dropped: int) -> None:
         """The tick's figures: ``phases`` (seconds, by ``TICK_PHASES`` name), ``sent``,
-        the moves ``received`` and ``dropped`` (MOVES frames) for it, and the
-        ``clients`` and ``players`` it had."""
+        and the moves ``received`` and ``dropped`` (MOVES frames) for it."""
         m = self.metrics
         m.observe_tick(phases)
         row = self.ring[self.ring_count % RING]
@@ -302,20 +301,19 @@ class Broadcaster:
             row[k] = phases[name] * 1e3
         self.ring_count += 1
         self.skipped_total += sent.skipped
-        m.ticks.inc()
-        m.add_moves(received, result.moves_applied, dropped)
-        if sent.messages:
-            m.messages.inc(sent.messages)
-            m.bytes.inc(sent.bytes)
-        if sent.skipped:
-            m.skipped.inc(sent.skipped)
+        totals = m.totals
+        totals.ticks += 1
+        totals.received += received
+        totals.applied += result.moves_applied
+        totals.dropped += dropped
+        totals.messages += sent.messages
+        totals.bytes += sent.bytes
+        totals.skipped += sent.skipped
         n_disc = len(result.discoveries)
         if n_disc:
-            m.discoveries.inc(n_disc)
+            totals.discoveries += n_disc
             self.recent_discoveries.add(result.tick, result.discoveries, self.name_of)
-        m.clients.set(clients)
-        m.players.set(players)
-        m.hunts.set(self.world.hunts.count)
+        # The gauges of clients, players and hunts are sums over the hubs, set at scrape time.
         if result.tick % 10 == 0:  # for the watch view: the ring's last 200 ticks
             n = min(self.ring_count, 200)
             idx = np.arange(self.ring_count - n, self.ring_count) % RING

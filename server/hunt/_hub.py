@@ -235,8 +235,7 @@ class Hub:
         phases["handoff_cpu"], phases["cpu_wait"] = waits.end(
             phases["handoff"], phases["total"] - phases["send"])
         result, vis = frames.result, frames.vis
-        broadcaster.account(result, phases, sent, received, sessions.take_dropped(),
-                            obs.count, len(sessions))
+        broadcaster.account(result, phases, sent, received, sessions.take_dropped())
         world = self.world
         self.report.tick(world.hunt_params, world.hunts.players, obs.hunts,
                          result.discoveries["hunt"], vis.truncated if vis.dropped else None,
