@@ -44,7 +44,7 @@ extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);
 
 /* ---- the call-site table (where mode only) ---- */
-#define WHERE_DEPTH 6
+#define WHERE_DEPTH 8
 #define N_SITES (1 << 16)
 typedef struct {
     uint64_t n;

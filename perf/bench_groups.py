@@ -111,7 +111,8 @@ def handoffs(count: int, rounds: int) -> dict[str, float]:
 
 
 def idle_cpu(src: Path, hunts: int, seconds: float, flags: list[str]) -> float:
-    """CPU % (of one core) of ``serve`` from ``src`` ticking ``hunts`` hunts, no client."""
+    """CPU % (of one core) of ``serve`` from ``src`` ticking ``hunts`` hunts, no client.
+    CPU seconds, not wall time: another process's load moves it little."""
     from loadtest import cpu_seconds, wait_serving
 
     with tempfile.TemporaryDirectory(prefix="bench-groups-") as tmp:
@@ -148,21 +149,36 @@ def main(argv: list[str] | None = None) -> int:
                    help="--idle: the server's --tick-groups values to run (0: automatic)")
     p.add_argument("--commit", help="--idle: also run the server of this git commit")
     p.add_argument("--seconds", type=float, default=5.0, help="--idle: measuring window")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="--idle: runs of each server, alternated; the least CPU is kept")
+    p.add_argument("--idle-only", action="store_true", help="--idle, and nothing else")
     args = p.parse_args(argv)
-    if args.idle:
+    if args.idle or args.idle_only:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from loadtest import ROOT, server_source
 
-        idle = {}
-        if args.commit:
-            src, rev = server_source(args.commit)
-            idle[rev] = idle_cpu(src, args.hunts, args.seconds, [])
-        for g in args.tick_groups.split(","):
-            idle[f"this tree, --tick-groups {g}"] = idle_cpu(
-                ROOT, args.hunts, args.seconds, ["--tick-groups", g])
+        runs: dict[str, list[float]] = {}
+        commit = server_source(args.commit) if args.commit else None
+        # Old and new alternate, so that a change in the machine's load falls on both.
+        for _ in range(args.repeat):
+            for g in args.tick_groups.split(","):
+                flags = ["--tick-groups", g]
+                if commit is not None:
+                    runs.setdefault(f"{commit[1]}, --tick-groups {g}", []).append(
+                        idle_cpu(commit[0], args.hunts, args.seconds, flags))
+                runs.setdefault(f"this tree, --tick-groups {g}", []).append(
+                    idle_cpu(ROOT, args.hunts, args.seconds, flags))
+        idle = {k: min(v) for k, v in runs.items()}
+        hunt_ticks = args.hunts * args.tick_rate  # per second
         for k, v in idle.items():
-            print(f"serve, {args.hunts} idle hunts at 20 Hz, {k}: CPU {v:.1f}% of a core")
-        print(json.dumps({"idle_cpu_pct": idle}))
+            print(f"serve, {args.hunts} idle hunts at {args.tick_rate} Hz, {k}: CPU {v:.1f}% of "
+                  f"a core, {v * 10 / hunt_ticks * 1e3:.0f} us per hunt-tick (least of "
+                  f"{len(runs[k])}: {', '.join(f'{x:.1f}' for x in runs[k])})")
+        print(json.dumps({"idle_cpu_pct": idle,
+                          "idle_us_per_hunt_tick": {k: v * 10 / hunt_ticks * 1e3
+                                                    for k, v in idle.items()}}))
+        if args.idle_only:
+            return 0
     warm_up()
     eng = engine(args.hunts, args.players, args.ticks)
     hand = handoffs(args.hunts, max(20, args.ticks // 5))

@@ -537,6 +537,8 @@ def start_profile(procs: Procs, pid: int, clients: int, args: argparse.Namespace
     cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(args.duration)),
            "--rate", "100", "--nonblocking", "--threads", "--format", fmt,
            "-o", str(base.with_suffix(suffix))]
+    if args.profile_gil:  # only the thread holding the GIL: the Python work, not the waits
+        cmd.insert(-2, "--gil")
     out.append((procs.start(cmd, stdout_lines=False, stderr=subprocess.DEVNULL),
                 base.with_suffix(suffix)))
     return out
@@ -587,6 +589,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", nargs="?", const="raw", choices=("raw", "svg"),
                    help="py-spy the server over the window: raw stacks in --out and "
                         "function shares in the JSON (raw, the default), or a flamegraph SVG")
+    p.add_argument("--profile-gil", action="store_true",
+                   help="--profile samples only the thread that holds the GIL")
     p.add_argument("--switch-interval", type=float, metavar="SECONDS",
                    help="experiment: run the server with sys.setswitchinterval(SECONDS) "
                         "(Python's default 0.005): how long the tick's worker thread waits "

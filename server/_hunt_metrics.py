@@ -182,6 +182,10 @@ class HubReport:
         timed, ``now`` the tick's end (Trio clock, seconds)."""
         figs = self._sync(params)
         h = len(figs)
+        if h == 1:  # a hub per hunt: no counting by hunt
+            self._tick_one(figs[0], players, obs_hunt, discoveries, truncated, seconds)
+            clock.observe(self.metrics.move_latency, moves, now)
+            return
         clients = np.bincount(obs_hunt, minlength=h)
         disc = np.bincount(discoveries, minlength=h) if len(discoveries) else None
         trunc = (np.bincount(obs_hunt[truncated != 0], minlength=h)
@@ -200,6 +204,23 @@ class HubReport:
                 fig.moves_dropped += int(dropped[i])
                 dropped[i] = 0
         clock.observe(self.metrics.move_latency, moves, now)
+
+    def _tick_one(self, fig: HuntFigures, players: np.ndarray, obs_hunt: np.ndarray,
+                  discoveries: np.ndarray, truncated: np.ndarray | None, seconds: float
+                  ) -> None:
+        """:meth:`tick` of a hub with one hunt (index 0)."""
+        fig.players = int(players[0])
+        fig.clients = len(obs_hunt)
+        fig.ticks += 1
+        fig.tick.observe(seconds)
+        if len(discoveries):
+            fig.discoveries += len(discoveries)
+        if truncated is not None:
+            fig.truncations += int(np.count_nonzero(truncated[:len(obs_hunt)]))
+        dropped = self.dropped
+        if dropped[0]:
+            fig.moves_dropped += int(dropped[0])
+            dropped[0] = 0
 
     def rounds(self, world: Any, changed: np.ndarray, ended: int) -> None:
         """After a tick of a world with round hunts: the phase and round of the hunts whose

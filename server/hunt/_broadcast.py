@@ -319,9 +319,9 @@ class Broadcaster:
         if result.tick % 10 == 0:  # for the watch view: the ring's last 200 ticks
             n = min(self.ring_count, 200)
             idx = np.arange(self.ring_count - n, self.ring_count) % RING
-            total = self.ring[idx, TICK_PHASES.index("total")]
-            self.stats["tick_ms_p50"] = float(np.percentile(total, 50))
-            self.stats["tick_ms_p99"] = float(np.percentile(total, 99))
+            total = np.sort(self.ring[idx, TICK_PHASES.index("total")])
+            self.stats["tick_ms_p50"] = _quantile(total, 0.50)
+            self.stats["tick_ms_p99"] = _quantile(total, 0.99)
         self.stats["tick"] = result.tick
 
     def close(self) -> None:
@@ -329,3 +329,12 @@ class Broadcaster:
         if self._send_pool is not None:
             self._send_pool.shutdown(wait=False)
             self._send_pool = None
+
+
+def _quantile(ordered: np.ndarray, q: float) -> float:
+    """``np.percentile(ordered, 100 * q)`` of an ascending array (its linear interpolation),
+    without its generality's cost: the hubs of many small hunts ask for two every 10 ticks."""
+    at = (ordered.shape[0] - 1) * q
+    lo = int(at)
+    hi = min(lo + 1, ordered.shape[0] - 1)
+    return float(ordered[lo] + (ordered[hi] - ordered[lo]) * (at - lo))

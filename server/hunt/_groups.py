@@ -114,19 +114,33 @@ class TickGroups:
         self.epoch = epoch
         self.members: dict[str, _Member] = {}
         self.rebalances = 0
+        # Every ticker asks for its phase and its group's size each tick: both are kept
+        # here and recomputed only when a hunt comes, goes or changes group, so a tick
+        # costs the same whatever the number of hunts.
+        self._count = configured or 1
+        self._sizes = [0] * self._count
+
+    def _refresh(self) -> None:
+        """Recompute the group count and the hunts per group (after a change)."""
+        if self.configured or not self.members:
+            count = self.configured or 1
+        else:
+            period = min(m.period for m in self.members.values())
+            count = auto_groups(len(self.members), period)
+        sizes = [0] * count
+        for m in self.members.values():
+            sizes[m.group % count] += 1
+        self._count, self._sizes = count, sizes
 
     @property
     def count(self) -> int:
         """Groups in use now (automatic: for the shortest tick period of the hunts)."""
-        if self.configured or not self.members:
-            return self.configured or 1
-        period = min(m.period for m in self.members.values())
-        return auto_groups(len(self.members), period)
+        return self._count
 
     def phase(self, name: str) -> float:
         """The fraction of the period at which hunt ``name`` ticks (group / groups)."""
         m = self.members.get(name)
-        groups = self.count
+        groups = self._count
         return 0.0 if m is None else (m.group % groups) / groups
 
     def groups(self) -> dict[int, list[str]]:
@@ -142,6 +156,7 @@ class TickGroups:
         its ticker's schedule: the deadline that follows a given deadline (seconds,
         ``trio.current_time()``), ``epoch + (k + phase) * period`` at least half a period on."""
         m = self.members[name] = _Member(name, players, period)
+        self._refresh()
         load = [0] * self.count
         hunts = [0] * self.count
         for other in self.members.values():
@@ -149,25 +164,24 @@ class TickGroups:
                 load[other.group % self.count] += other.players()
                 hunts[other.group % self.count] += 1
         m.group = min(range(self.count), key=lambda g: (load[g], hunts[g], g))
+        self._refresh()
 
         def next_deadline(after: float) -> float:
-            phase = self.phase(name)
+            groups = self._count
+            phase = (m.group % groups) / groups
             k = math.ceil((after + period / 2 - self.epoch) / period - phase)
             return self.epoch + (k + phase) * period
         return next_deadline
 
     def remove(self, name: str) -> None:
         """Hunt ``name`` no longer ticks here."""
-        self.members.pop(name, None)
+        if self.members.pop(name, None) is not None:
+            self._refresh()
 
     def together(self, name: str) -> int:
         """Hunts that tick at the same instant as hunt ``name`` (itself included)."""
         m = self.members.get(name)
-        if m is None:
-            return 1
-        groups = self.count
-        g = m.group % groups
-        return sum(1 for other in self.members.values() if other.group % groups == g)
+        return 1 if m is None else self._sizes[m.group % self._count]
 
     def rebalance(self, force: bool = False) -> bool:
         """Rebalance by players if the groups are out of balance (or ``force``); True if
@@ -184,6 +198,7 @@ class TickGroups:
                 self.members[name].group = g
                 moved = True
         self.rebalances += moved
+        self._refresh()
         return moved
 
     async def run(self, log: Any = None) -> None:

@@ -81,7 +81,8 @@ class TickPipeline:
         """Worker thread: tick the World with ``batch`` and ``inputs`` (journaled before
         anything of this tick is sent), then build the frame of every observer of
         ``obs``; ``keyframe[i]`` != 0: observer i's TICK is a keyframe."""
-        numba.set_num_threads(self.tick_threads)
+        if numba.get_num_threads() != self.tick_threads:  # setting it costs 3x asking
+            numba.set_num_threads(self.tick_threads)
         world = self.world
         c0 = time.perf_counter()
         moves = batch.columns()
@@ -108,17 +109,19 @@ class TickPipeline:
         obs_tail = self.obs_tail[:n]
         build_tails(world, result, self.tails, obs.hunts, keyframe, obs_tail, self.name_of,
                     self.everyone, obs.versions, self.wire_index, self.compact, self._names_v2)
-        # Each client's frame in its connection's version (server/hunt/_tickframes.py).
-        bound = tf.frame_sizes(n, obs.versions, vis.offsets, obs_tail, self.tails.rows,
-                               self.frame_sizes)
-        if bound > self.out.shape[0]:
-            self.out = np.zeros(max(bound, 2 * self.out.shape[0]), np.uint8)
-        P = world.players
-        tf.write_frames(n, result.tick, slots, obs.hunts, obs.versions, keyframe,
-                        tf.seen_of(vis), obs_tail, self.tails.rows, self.tails.data,
-                        tf.Players(P.last_seq, P.x.view(np.int64), P.y.view(np.int64),
-                                   P.score, P.hint),
-                        self.compact, self.out, self.frame_offsets, self.frame_sizes)
+        if n:  # each client's frame in its connection's version (server/hunt/_tickframes.py)
+            bound = tf.frame_sizes(n, obs.versions, vis.offsets, obs_tail, self.tails.rows,
+                                   self.frame_sizes)
+            if bound > self.out.shape[0]:
+                self.out = np.zeros(max(bound, 2 * self.out.shape[0]), np.uint8)
+            P = world.players
+            tf.write_frames(n, result.tick, slots, obs.hunts, obs.versions, keyframe,
+                            tf.seen_of(vis), obs_tail, self.tails.rows, self.tails.data,
+                            tf.Players(P.last_seq, P.x.view(np.int64), P.y.view(np.int64),
+                                       P.score, P.hint),
+                            self.compact, self.out, self.frame_offsets, self.frame_sizes)
+        else:  # nobody to send to (the kernels' Python calls are most of an idle tick)
+            self.frame_offsets[0] = 0
         c3 = time.perf_counter()
         phases = {name: float(ns) * 1e-9
                   for name, ns in zip(ENGINE_PHASES, result.phase_ns, strict=True)}

@@ -118,11 +118,22 @@ def build_tails(world: Any, result: Any, tails: TailTable, obs_hunt: np.ndarray,
     extra: list[int] = []
     if wire is not None:
         extra = wire.joined(world, mem, int(result.dropped_events))
+    if not len(obs_hunt):  # no observer: no tail, but the indices follow the joins and leaves
+        if wire is not None:
+            wire.left(mem)
+        return tails.used
     changed = set(result.leaderboard_changed.tolist())
     v2 = (obs_version == 2) if obs_version is not None else np.zeros(len(obs_hunt), np.bool_)
     kf = obs_keyframe != 0
     rows = np.zeros((4, n_hunts), np.int32)  # v1 diff, v1 keyframe, v2 diff, v2 keyframe
-    need = [set(np.unique(obs_hunt[m]).tolist()) for m in (~v2, ~v2 & kf, v2, v2 & kf)]
+    # Which (kind, hunt) pairs have observers: one count over all observers.
+    kind = np.where(v2, 2, 0) + kf
+    present = np.bincount(kind * n_hunts + obs_hunt, minlength=4 * n_hunts) != 0
+    if n_hunts == 1:  # a hub per hunt: no hunt numbers to list
+        has = [{0} if x else set() for x in present.tolist()]
+    else:
+        has = [set(np.flatnonzero(row).tolist()) for row in present.reshape(4, n_hunts)]
+    need = [has[0] | has[1], has[1], has[2] | has[3], has[3]]
     if need[2]:
         assert wire is not None and compact is not None, "version 2 needs the wire index"
         compact.width[:n_hunts] = [p.width for p in world.hunt_params[:n_hunts]]
@@ -156,7 +167,6 @@ def build_tails(world: Any, result: Any, tails: TailTable, obs_hunt: np.ndarray,
                     index, p.width, p.height, d, world.leaderboard(h), None, blob))
     if wire is not None:
         wire.left(mem)
-    kind = np.where(v2, 2, 0) + kf
     obs_tail[:] = rows[kind, obs_hunt]
     return tails.used
 
