@@ -180,6 +180,8 @@ static void put_frame(FILE *out, PyCodeObject *code, int lasti) {
     const char *file = PyUnicode_AsUTF8(code->co_filename);
     const char *name = PyUnicode_AsUTF8(code->co_qualname);
     int line = PyCode_Addr2Line(code, lasti * (int)sizeof(_Py_CODEUNIT));
+    if (line < 0) /* a frame that has not run its first instruction yet */
+        line = code->co_firstlineno;
     fprintf(out, "\t%s:%d %s", file ? file : "?", line, name ? name : "?");
     PyErr_Clear();
 }

@@ -159,7 +159,10 @@ function join(name, hunt, resumeToken = null) {
     $("map").focus();
   });
   client.on("tick", onTick);
-  client.on("round", (round) => rounds.onRound(round));
+  client.on("round", (round) => {
+    rounds.onRound(round);
+    rounds.update(client.view, lastTickMs);  // label and clock now, not at the next frame
+  });
   client.on("results", (results, view) => rounds.onResults(results, view, name));
   client.on("error", (err) => {
     if (err.code === ErrorCode.RESUME_INVALID) {
