@@ -296,6 +296,18 @@ def snapshot(server: subprocess.Popen, http_url: str, stats_url: str) -> dict[st
             "stats": json.loads(http_get(stats_url)), "metrics": metrics(http_url)}
 
 
+def gc_max_bound(m0: dict[str, float], m1: dict[str, float], gen: str) -> float | None:
+    """Upper bound (ms) of the histogram bucket that holds the longest pause of collector
+    generation ``gen`` during the window (None: no collection; inf: over the last bound)."""
+    prefix = f'hunt_gc_pause_seconds_bucket{{generation="{gen}",le="'
+    rows = sorted((float(k[len(prefix):-2]), v - m0.get(k, 0.0))
+                  for k, v in m1.items() if k.startswith(prefix))
+    if not rows or rows[-1][1] <= 0:
+        return None
+    # Cumulative buckets: the first that counts every pause of the window holds the longest.
+    return next(le * 1e3 for le, n in rows if n >= rows[-1][1])
+
+
 def bucket_quantile(m0: dict[str, float], m1: dict[str, float], phase: str, q: float
                     ) -> float | None:
     """Upper bound (ms) of the histogram bucket holding quantile ``q`` over the window."""
@@ -470,6 +482,14 @@ def figures(clients: int, args: argparse.Namespace, ready: list[dict], results: 
             # Per second of the window, how long the server's threads were runnable but
             # had no CPU (other processes had the cores): what no code change recovers.
             "run_queue_ms_per_s": run_queue_delta(s0["run_queue"], s1["run_queue"]) / wall * 1e3,
+            # The cyclic collector over the window, by generation: collections and the
+            # pauses' total (ms) and largest bucket bound (ms), all threads.
+            "gc": {g: {"collections": delta(f'hunt_gc_pause_seconds_count{{generation="{g}"}}'),
+                       "pause_ms": round((m1.get(f'hunt_gc_pause_seconds_sum{{generation="{g}"}}',
+                                                 0.0) - m0.get(
+                           f'hunt_gc_pause_seconds_sum{{generation="{g}"}}', 0.0)) * 1e3, 3),
+                       "max_le_ms": gc_max_bound(m0, m1, g)}
+                   for g in ("0", "1", "2")},
             "evictions_total": int(stats["evictions"]), "clients_end": int(stats["clients"]),
         },
         "clients_side": {

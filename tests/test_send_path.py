@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
+import numpy as np
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
@@ -572,3 +573,44 @@ async def test_resume_and_replace_races_leave_one_playing_connection(serve) -> N
     assert tally["welcomed"] + tally["overtaken"] == 24
     assert tally["welcomed"] == tally["replaced"] + tally["dropped"]
     assert tally["replaced"] + tally["overtaken"] >= 18
+
+
+def test_two_send_threads_write_every_claimed_frame_once() -> None:
+    """send_threads = 2: the worker writes the first half of
+    the claimed clients and the send thread the second; every socket gets its own frame
+    whole, and a client not claimed (fd -1) gets nothing."""
+    from types import SimpleNamespace
+
+    from server._config import ServerConfig
+    from server._metrics import Metrics
+    from server.hunt._broadcast import SPLIT_MIN, Broadcaster
+    from tickengine import EngineConfig, World
+
+    n = 2 * SPLIT_MIN + 5
+    world = World(EngineConfig(max_players=n, max_treasures=16))
+    b = Broadcaster(world, ServerConfig(send_threads=2), Metrics(), None, None,
+                    lambda slot: None, lambda *a: None)
+    pairs = [socket.socketpair() for _ in range(n)]
+    try:
+        sizes = np.array([1 + i % 7 for i in range(n)], np.int64)
+        offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        out = np.concatenate([np.full(s, i % 251, np.uint8) for i, s in enumerate(sizes)])
+        b._fds[:n] = [w.fileno() for w, _ in pairs]
+        b._fds[7] = -1  # not claimed: its frame goes through the outbox
+        vis = SimpleNamespace(dropped=0, truncated=np.zeros(n, np.uint8))
+        b.write(SimpleNamespace(count=n, vis=vis, out=out, offsets=offsets))
+        for i, (_, r) in enumerate(pairs):
+            r.setblocking(False)
+            if i == 7:
+                assert b._written[i] == -2
+                with pytest.raises(BlockingIOError):
+                    r.recv(64)
+                continue
+            assert b._written[i] == sizes[i]
+            assert r.recv(64) == bytes([i % 251]) * int(sizes[i])
+    finally:
+        b.close()
+        for w, r in pairs:
+            w.close()
+            r.close()
