@@ -16,7 +16,11 @@ figures (perf/README.md, "Tick groups").
 
 ``--idle``: ``treasure-hunt serve`` with ``--hunts`` hunts and no client, its CPU over
 ``--seconds``: what ticking them costs before any client (the hand-offs and each World's
-fixed cost per tick), for each ``--tick-groups`` value asked and for ``--commit``'s server.
+fixed cost per tick), for each ``--tick-groups`` value asked and for ``--commit``'s server,
+also as CPU microseconds per hunt-tick. ``--repeat N`` runs each server N times, old and new
+alternated, and keeps the least; ``--idle-only`` skips the engine and hand-off timings:
+
+    python perf/bench_groups.py --idle-only --commit a75aa61 --tick-groups 0,1 --repeat 3
 """
 
 from __future__ import annotations
