@@ -159,7 +159,7 @@ async def test_handoffs_reuse_persistent_threads_and_a_slow_group_holds_only_its
             await trio.sleep(0.05)
             # The next group's tick runs while the first is stuck, in another thread.
             assert await offload(work, 3) == 3
-            assert seen[-1] != seen[-2]
+            assert seen[-1] != seen[-2] and offload.alongside == 1
             release.set()
     before = {t.ident for t in threading.enumerate()}
     assert set(seen) <= before
@@ -168,6 +168,34 @@ async def test_handoffs_reuse_persistent_threads_and_a_slow_group_holds_only_its
         while set(seen) & {t.ident for t in threading.enumerate()}:
             await trio.sleep(0.01)
     assert await offload(work, 4) == 4  # still usable: a thread of its own, ended after
+
+
+async def test_a_group_due_during_another_groups_trip_waits_for_it_in_the_same_thread(
+        ) -> None:
+    import threading
+    import time
+
+    offload = BatchedOffload()
+    seen: list[tuple[int, int]] = []
+
+    def work(k: int) -> int:
+        seen.append((k, threading.get_ident()))
+        time.sleep(0.02)  # a busy tick, well short of a stall
+        return k
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(offload, work, 0)
+            await trio.sleep(0.005)  # the first trip is in flight
+            nursery.start_soon(offload, work, 1)  # the next group, due now ...
+            nursery.start_soon(offload, work, 2)  # ... and the one after, due meanwhile
+    # One thread, one trip after the other; the calls that came due during the first
+    # trip shared the second (in either order: Trio does not promise which task starts
+    # first): no trip alongside a busy (not stalled) one.
+    assert seen[0][0] == 0 and sorted(k for k, _ in seen) == [0, 1, 2]
+    assert len({t for _, t in seen}) == 1
+    assert (offload.handoffs, offload.calls, offload.alongside) == (2, 3, 0)
+    offload.close()
 
 
 # ---------------------------------------------------------------------- a real server

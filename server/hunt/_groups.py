@@ -39,6 +39,10 @@ REBALANCE_EVERY = 2.0
 IMBALANCE = 0.25
 #: ... and at least this many players more than that share.
 IMBALANCE_MIN_PLAYERS = 8
+#: A group's trip to its tick thread waits while another group's trip is in flight, for
+#: at most this long (seconds) after that trip began; past it, the other trip counts as
+#: stalled (a disk, a bug) and the waiting one takes a thread of its own.
+STALLED_AFTER = 0.05
 #: Automatic group count: as many groups as hunts, with phases at least this far apart
 #: (seconds): closer phases no longer separate the bursts of small hunts.
 MIN_PHASE_GAP = 0.0025
@@ -234,12 +238,18 @@ class BatchedOffload:
     ticks of one group, whose deadlines are equal) share one hand-off and run one after
     the other in that thread: per group, not per hunt, one trip to a thread and back.
     The threads are persistent (:class:`~server.hunt._worker.TickThread`: no limiter
-    checkpoint between the hand-off and the thread's start), as many as there are
-    hand-offs in flight at once.
+    checkpoint between the hand-off and the thread's start).
+
+    One trip at a time: a group due while another's trip is in flight waits for it (and
+    the calls that come due meanwhile join its trip), unless that trip began more than
+    :data:`STALLED_AFTER` seconds ago; then it takes a thread of its own, so a stalled
+    group holds only its own thread.
 
     Why: each hand-off wakes a thread that contends for the GIL with the Trio thread
     and with the other hunts' workers; 50 hunts at 20 Hz made 1,000 of them a second
-    and the hand-offs, not the ticks, took most of the period (perf/README.md).
+    and the hand-offs, not the ticks, took most of the period (perf/README.md). Two
+    trips at once share one interpreter lock, so neither ends sooner, and a server that
+    falls behind would start ever more of them at once.
     Not cancellable, as ``trio.to_thread.run_sync`` by default: a tick in flight ends.
     """
 
@@ -249,9 +259,14 @@ class BatchedOffload:
         #: whose tick is slow (a stalled disk) holds its thread, never the next group's.
         self._idle: list[TickThread] = []
         self._closed = False
-        #: Hand-offs made, and calls they carried (for the metrics and the tests).
+        #: Trips in flight: when each began (``trio.current_time()``), by trip number.
+        self._in_flight: dict[int, float] = {}
+        self._trip_ended = trio.lowlevel.ParkingLot()
+        #: Hand-offs made, calls they carried, and hand-offs that found another group's
+        #: trip stalled and went alongside it (for the metrics and the tests).
         self.handoffs = 0
         self.calls = 0
+        self.alongside = 0
 
     def for_hunt(self, together: Callable[[], int]) -> Callable[..., Awaitable[Any]]:
         """The offload of one hunt; ``together()``: the hunts due at the same instant as
@@ -275,13 +290,18 @@ class BatchedOffload:
                 if together != 1:
                     # One trip through the scheduler: the other ticks due now add theirs.
                     await trio.lowlevel.checkpoint()
+                await self._turn()
                 jobs, self._pending = self._pending, []
                 self.handoffs += 1
                 self.calls += len(jobs)
+                trip = self.handoffs
+                self._in_flight[trip] = trio.current_time()
                 thread = self._idle.pop() if self._idle else TickThread("tick-group")
                 try:
                     await thread.run(_run_jobs, jobs)
                 finally:
+                    del self._in_flight[trip]
+                    self._trip_ended.unpark_all()
                     if self._closed:  # a tick that ended after close: its thread ends too
                         thread.close()
                     else:
@@ -291,6 +311,16 @@ class BatchedOffload:
         if job.error is not None:
             raise job.error
         return job.result
+
+    async def _turn(self) -> None:
+        """Wait until no trip is in flight, or the newest in flight is stalled."""
+        while self._in_flight:
+            stalled_at = max(self._in_flight.values()) + STALLED_AFTER
+            if trio.current_time() >= stalled_at:
+                self.alongside += 1
+                return
+            with trio.move_on_at(stalled_at):
+                await self._trip_ended.park()
 
     def close(self) -> None:
         """End the tick threads: the idle ones now, a busy one when its tick ends.
