@@ -18,16 +18,21 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "perf" / "bench_tick.py"
 
 
+def run_bench(script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``perf/<script> args...`` in a child process; fails the test with its output unless
+    it exits 0."""
+    proc = subprocess.run([sys.executable, str(ROOT / "perf" / script), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc
+
+
 def positive(stats: dict) -> bool:
     return all(stats[k] > 0 for k in ("p50", "p99", "mean"))
 
 
 def test_bench_tick_quick_run_writes_json_and_png(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    proc = run_bench(BENCH.name, "--quick", "--out", str(tmp_path), timeout=300)
     assert "bench_tick.json" in proc.stdout and "bench_tick.png" in proc.stdout
 
     data = json.loads((tmp_path / "bench_tick.json").read_text())
@@ -73,10 +78,7 @@ def test_bench_tick_quick_run_writes_json_and_png(tmp_path: Path) -> None:
 
 
 def test_bench_writes_quick_run_measures_every_case(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "perf" / "bench_writes.py"), "--quick", "--out",
-         str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    run_bench("bench_writes.py", "--quick", "--out", str(tmp_path))
     rows = json.loads((tmp_path / "bench_writes.json").read_text())["rows"]
     assert {(r["receiver"], r["threads"]) for r in rows} == {
         ("blocking", 1), ("blocking", 2), ("busy", 1), ("busy", 2)}
@@ -86,10 +88,7 @@ def test_bench_writes_quick_run_measures_every_case(tmp_path: Path) -> None:
 
 
 def test_bench_handoff_quick_run_measures_every_variant(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "perf" / "bench_handoff.py"), "--quick", "--out",
-         str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    run_bench("bench_handoff.py", "--quick", "--out", str(tmp_path))
     results = json.loads((tmp_path / "bench_handoff.json").read_text())["results"]
     assert set(results) == {f"{how} switch={ms}ms" for how in ("to_thread", "tick_thread")
                             for ms in ("5", "0.5")}
@@ -104,11 +103,7 @@ def test_bench_handoff_quick_run_measures_every_variant(tmp_path: Path) -> None:
 
 def test_bench_render_smoke_run_times_a_tick_and_a_frame(tmp_path: Path) -> None:
     out = tmp_path / "render.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "perf" / "bench_render.py"), "--repeats", "1",
-         "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300,
-        check=False)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    run_bench("bench_render.py", "--repeats", "1", "--json", str(out), timeout=300)
     data = json.loads(out.read_text())
     assert data["runs"][0]["players"] == 500
     assert data["summary"]["drawMs"]["median"] > 0 and data["summary"]["tickMs"]["worst"] > 0
