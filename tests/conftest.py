@@ -84,3 +84,13 @@ def collect_garbage() -> Iterator[None]:
     (ResourceWarning is an error) rather than whichever test runs next."""
     yield
     gc.collect()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless Chromium shared by one module's browser tests
+    (tests/test_browser_support.py: the system Chromium, Playwright's sync API)."""
+    from test_browser_support import launched_browser
+
+    with launched_browser() as b:
+        yield b

@@ -6,15 +6,13 @@ it says the server wants one."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from auth_support import AUDIENCE, SECRET
-from test_browser_support import ServerProcess, capture_errors, launched_browser, screenshot
+from test_browser_support import WAIT_MS, ServerProcess, capture_errors, screenshot
 
 from server.auth import mint_ticket
 
-WAIT_MS = 15_000
 pytestmark = pytest.mark.slow
 
 
@@ -43,12 +41,6 @@ view_radius = 400.0
         yield process
     finally:
         process.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with launched_browser() as b:
-        yield b
 
 
 def ticket(user: str, name: str) -> str:

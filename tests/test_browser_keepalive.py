@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_browser_support import ServerProcess, capture_errors, launched_browser, serving
+from test_browser_support import ServerProcess, capture_errors, serving
 
 IDLE_TIMEOUT = 1.0
 CONFIG = f"""
@@ -43,12 +43,6 @@ pytestmark = pytest.mark.slow
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with serving(tmp_path_factory, "still", CONFIG) as process:
         yield process
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with launched_browser() as b:
-        yield b
 
 
 def stand_still(browser: Any, server: ServerProcess, keep_alive_ms: int) -> dict[str, Any]:

@@ -15,9 +15,12 @@ from typing import Any
 
 import pytest
 from test_browser_support import (
+    DESKTOP,
+    PHONE,
+    WAIT_MS,
     ServerProcess,
     capture_errors,
-    launched_browser,
+    join_page,
     screenshot,
     serving,
 )
@@ -47,10 +50,6 @@ respawn_delay = 10
 seed = 5
 """
 
-PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2,
-         "is_mobile": True, "has_touch": True}
-DESKTOP = {"viewport": {"width": 1280, "height": 800}}
-WAIT_MS = 15_000
 
 pytestmark = pytest.mark.slow
 
@@ -61,23 +60,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield process
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with launched_browser() as b:
-        yield b
-
-
 def join(browser: Any, server: ServerProcess, name: str, **context: Any) -> tuple[Any, list]:
-    page = browser.new_context(**context).new_page()
-    errors = capture_errors(page)
-    page.goto(server.http_url + "/")
-    page.wait_for_selector("#hunt option[value=meadow]", state="attached")
-    page.fill("#name", name)
-    page.click("#join-button")
-    # Playing, and the first keyframe applied.
-    page.wait_for_function("() => window.game?.client.state === 'playing' && "
-                           "window.game.view.tick > window.game.view.params.tick", timeout=WAIT_MS)
-    return page, errors
+    return join_page(browser, server, name, "meadow", **context)
 
 
 def me(page: Any) -> dict[str, Any]:

@@ -16,9 +16,12 @@ from typing import Any
 import pytest
 from admin_support import admin_call_sync
 from test_browser_support import (
+    DESKTOP,
+    PHONE,
+    WAIT_MS,
     ServerProcess,
     capture_errors,
-    launched_browser,
+    join_page,
     screenshot,
     serving,
 )
@@ -51,10 +54,6 @@ results_ticks = {LONG}
 treasures = 60
 """
 
-PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2,
-         "is_mobile": True, "has_touch": True}
-DESKTOP = {"viewport": {"width": 1280, "height": 800}}
-WAIT_MS = 15_000
 CLOCK = re.compile(r"^\d+:\d\d$")
 
 pytestmark = pytest.mark.slow
@@ -66,12 +65,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield process
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with launched_browser() as b:
-        yield b
-
-
 def admin(server: ServerProcess, action: str) -> dict[str, Any]:
     port = int(server.http_url.rsplit(":", 1)[1])
     status, body = admin_call_sync(port, "POST", f"/api/admin/hunts/cup/rounds/{action}",
@@ -81,15 +74,7 @@ def admin(server: ServerProcess, action: str) -> dict[str, Any]:
 
 
 def join(browser: Any, server: ServerProcess, name: str, **context: Any) -> tuple[Any, list]:
-    page = browser.new_context(**context).new_page()
-    errors = capture_errors(page)
-    page.goto(server.http_url + "/?hunt=cup")
-    page.wait_for_selector("#hunt option[value=cup]", state="attached")
-    page.fill("#name", name)
-    page.click("#join-button")
-    page.wait_for_function("() => window.game?.client.state === 'playing' && "
-                           "window.game.view.tick > window.game.view.params.tick", timeout=WAIT_MS)
-    return page, errors
+    return join_page(browser, server, name, "cup", "/?hunt=cup", **context)
 
 
 def banner(page: Any) -> tuple[str, str, str]:

@@ -21,6 +21,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -175,3 +176,27 @@ def serving(tmp_path_factory: object, name: str, config: str) -> Iterator[Server
         yield process
     finally:
         process.stop()
+
+
+#: Browser contexts: a phone (touch, 2x pixels) and a desktop window.
+PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2,
+         "is_mobile": True, "has_touch": True}
+DESKTOP = {"viewport": {"width": 1280, "height": 800}}
+#: How long a page may take to reach a state (ms), on a loaded CI machine.
+WAIT_MS = 15_000
+
+
+def join_page(browser: Any, server: ServerProcess, name: str, hunt: str, path: str = "/",
+              **context: Any) -> tuple[Any, list[str]]:
+    """A new page (browser context options ``context``) that opens the play page at
+    ``path``, joins ``hunt`` as ``name`` and waits until it plays with its first keyframe
+    applied; returns the page and the list its errors go to."""
+    page = browser.new_context(**context).new_page()
+    errors = capture_errors(page)
+    page.goto(server.http_url + path)
+    page.wait_for_selector(f"#hunt option[value={hunt}]", state="attached")
+    page.fill("#name", name)
+    page.click("#join-button")
+    page.wait_for_function("() => window.game?.client.state === 'playing' && "
+                           "window.game.view.tick > window.game.view.params.tick", timeout=WAIT_MS)
+    return page, errors
