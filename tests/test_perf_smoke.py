@@ -1,5 +1,5 @@
-"""Smoke tests of perf/bench_tick.py, perf/bench_writes.py and perf/bench_handoff.py: a
---quick run finishes and writes sane results.
+"""Smoke tests of perf/bench_tick.py, bench_writes.py, bench_handoff.py, bench_render.py and
+bench_hunt_tick.py: a quick run finishes and writes sane results.
 
 Timings are never asserted (the machine is noisy); this only keeps the
 benchmark from rotting as the engine changes.
@@ -107,3 +107,17 @@ def test_bench_render_smoke_run_times_a_tick_and_a_frame(tmp_path: Path) -> None
     data = json.loads(out.read_text())
     assert data["runs"][0]["players"] == 500
     assert data["summary"]["drawMs"]["median"] > 0 and data["summary"]["tickMs"]["worst"] > 0
+
+
+def test_bench_hunt_tick_quick_run_breaks_a_hunt_tick_down(tmp_path: Path) -> None:
+    proc = run_bench("bench_hunt_tick.py", "--quick", "--out", str(tmp_path), timeout=300)
+    assert "bench_hunt_tick.json" in proc.stdout
+    best = json.loads((tmp_path / "bench_hunt_tick.json").read_text())["best"]
+    assert len(best) == 1  # this tree only (no --commit)
+    (r,) = best.values()
+    assert r["hunts"] == 4 and r["players"] == 20
+    assert r["us_per_hunt_tick"] > 0 and len(r["runs"]) == r["repeat"]
+    assert set(r["parts"]) == {"moves", "engine kernels", "World.tick Python", "visibility",
+                               "tails", "frames", "waits", "write", "rest"}
+    for part in ("moves", "engine kernels", "visibility", "tails", "frames", "write"):
+        assert r["parts"][part] > 0, part
