@@ -228,6 +228,10 @@ class World:
         self._t_order = np.zeros(T, np.int32)
         self._t_sorted_x = np.zeros(T, np.float64)
         self._t_sorted_y = np.zeros(T, np.float64)
+        # The treasure grid holds _t_placed treasures; rebuilt only when treasures changed
+        # (a discovery, a respawn, a round's step, a new hunt, a restore).
+        self._t_placed = 0
+        self._t_grid_stale = True
         # Hints: hunt h's player-grid rows are rows [_p_row_base[h], _p_row_base[h + 1]) of
         # all hunts' rows; its hint tiles are _hint_tile[h] cells wide.
         self._p_row_base = np.zeros(H + 1, np.int64)
@@ -479,10 +483,11 @@ class World:
 
     # ------------------------------------------------------------------ the tick
 
-    def tick(self, moves: MoveBuffer | None = None) -> TickResult:
+    def tick(self, moves: MoveBuffer | None = None, threads: int | None = None) -> TickResult:
         """Run one tick of every hunt (docs/rules.md, steps 1-7) and return its events.
 
-        ``moves`` defaults to :attr:`moves`; its kept moves are consumed.
+        ``moves`` defaults to :attr:`moves`; its kept moves are consumed. ``threads``: the
+        calling thread's ``numba.get_num_threads()``, if the caller knows it already.
         """
         mv = self.moves if moves is None else moves
         P, T, H = self.players, self.treasures, self.hunts
@@ -508,7 +513,8 @@ class World:
             self._move_counts,
         )
         c2 = clock()
-        threads = numba.get_num_threads()
+        if threads is None:
+            threads = numba.get_num_threads()
         if n >= PARALLEL_SORT_MIN_ROWS and threads > 1 and self._p_counts.shape[1]:
             place_rows_parallel(min(threads, self._sort_chunks), n, P.cell, P.x, P.y,
                                 self._p_cells, self._p_counts, self._p_order,
@@ -519,7 +525,10 @@ class World:
         c3 = clock()
         respawns = respawn_due(t, T.used, T.hunt, T.state, T.x, T.y, T.value, T.respawn_tick,
                                T.finder_slot, T.finder_gen, H.f, H.i, H.rng)
-        n_placed = self._build_treasure_grid()
+        # Treasures never move: the grid changes only when one leaves or enters play.
+        if respawns or self._t_grid_stale or self._round_hunts:
+            self._t_placed = self._build_treasure_grid()
+        n_placed = self._t_placed
         find_finders(n_placed, self._t_order, self._t_sorted_x, self._t_sorted_y, T.hunt,
                      T.candidate, self._p_cells, self._p_order, self._p_sorted_x,
                      self._p_sorted_y, H.f, H.i)
@@ -528,6 +537,8 @@ class World:
             T.finder_slot, T.finder_gen, T.candidate,
             P.gen, P.score, P.found, P.score_tick, H.i, self._discoveries, self._scorers,
         )
+        # A find moved its treasure out of the grid's positions; it leaves the grid next tick.
+        self._t_grid_stale = n_disc + drop_disc > 0
         c4 = clock()
         update_hints(threads, H.count, self._p_row_base, self._hint_tile,
                      self._p_cells, self._p_order, self._p_sorted_x, self._p_sorted_y, P.hint,
@@ -599,16 +610,19 @@ class World:
                    HF_P_INV_X, HF_P_INV_Y, HI_P_NCX, HI_P_NCY, HI_P_BASE,
                    P.cell, self._p_cells, self._p_cursor, self._p_order,
                    self._p_sorted_x, self._p_sorted_y)
-        self._build_treasure_grid()
+        self._t_placed = self._build_treasure_grid()
+        self._t_grid_stale = False
 
     # ------------------------------------------------------------------ queries
 
-    def visibility(self, observers: np.ndarray, keyframe: np.ndarray | None = None) -> Visibility:
+    def visibility(self, observers: np.ndarray, keyframe: np.ndarray | None = None,
+                   threads: int | None = None) -> Visibility:
         """Who each observer sees after the last tick (docs/rules.md, "Visibility").
 
         ``observers``: slots (int32 or int64 array); an observer not in play gets
         no records. ``keyframe``: per observer, nonzero for everything in view
-        instead of the diff (uint8 array; default all diffs).
+        instead of the diff (uint8 array; default all diffs). ``threads``: the calling
+        thread's ``numba.get_num_threads()``, if the caller knows it already.
         """
         n = observers.shape[0]
         if n > self.players.capacity:
@@ -619,8 +633,10 @@ class World:
         if kf.shape[0] < n:
             raise ValueError(f"keyframe has {kf.shape[0]} entries for {n} observers")
         P, H = self.players, self.hunts
+        if threads is None:
+            threads = numba.get_num_threads()
         dropped = compute_visibility(
-            numba.get_num_threads(), n, observers, kf, self._tick, P.state, P.gen, P.hunt,
+            threads, n, observers, kf, self._tick, P.state, P.gen, P.hunt,
             P.x, P.y, P.x_prev, P.y_prev, P.changed_tick, P.joined_tick, self._p_cells,
             self._p_order, self._p_sorted_x, self._p_sorted_y, H.f, H.i,
             self._vis_offsets, self._vis_truncated, self._vis_records, self._vis_words,
