@@ -215,13 +215,18 @@ class TickGroups:
 
 
 class _Job:
-    __slots__ = ("args", "done", "error", "fn", "result")
+    __slots__ = ("args", "error", "fn", "result", "task")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.fn, self.args = fn, args
         self.result: Any = None
         self.error: BaseException | None = None
-        self.done = trio.Event()
+        #: The task waiting for the job (None: the trip's own carrier).
+        self.task: Any = None
+
+
+def _uncancellable(_: Any) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.FAILED
 
 
 def _run_jobs(jobs: list[_Job]) -> None:
@@ -280,34 +285,41 @@ class BatchedOffload:
 
     async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], together: int
                     ) -> Any:
+        # Every wait here is uncancellable, as a tick in flight must end: the carrier's
+        # waits for the thread, the others' for the carrier. Parking with
+        # ``wait_task_rescheduled`` does that without a shielded cancel scope and an Event
+        # per call, which were most of a small hunt's hand-off on the Trio thread.
         job = _Job(fn, args)
         pending = self._pending
         pending.append(job)
-        with trio.CancelScope(shield=True):
-            if len(pending) > 1:  # the first call of this instant carries this one
-                await job.done.wait()
-            else:
-                if together != 1:
-                    # One trip through the scheduler: the other ticks due now add theirs.
-                    await trio.lowlevel.checkpoint()
-                await self._turn()
-                jobs, self._pending = self._pending, []
-                self.handoffs += 1
-                self.calls += len(jobs)
-                trip = self.handoffs
-                self._in_flight[trip] = trio.current_time()
-                thread = self._idle.pop() if self._idle else TickThread("tick-group")
-                try:
-                    await thread.run(_run_jobs, jobs)
-                finally:
-                    del self._in_flight[trip]
-                    self._trip_ended.unpark_all()
-                    if self._closed:  # a tick that ended after close: its thread ends too
-                        thread.close()
-                    else:
-                        self._idle.append(thread)
-                    for other in jobs:
-                        other.done.set()
+        if len(pending) > 1:  # the first call of this instant carries this one
+            job.task = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(_uncancellable)
+        else:
+            if together != 1:
+                # One trip through the scheduler: the other ticks due now add theirs.
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            if self._in_flight:
+                with trio.CancelScope(shield=True):
+                    await self._turn()
+            jobs, self._pending = self._pending, []
+            self.handoffs += 1
+            self.calls += len(jobs)
+            trip = self.handoffs
+            self._in_flight[trip] = trio.current_time()
+            thread = self._idle.pop() if self._idle else TickThread("tick-group")
+            try:
+                await thread.run(_run_jobs, jobs)
+            finally:
+                del self._in_flight[trip]
+                self._trip_ended.unpark_all()
+                if self._closed:  # a tick that ended after close: its thread ends too
+                    thread.close()
+                else:
+                    self._idle.append(thread)
+                for other in jobs:
+                    if other.task is not None:
+                        trio.lowlevel.reschedule(other.task)
         if job.error is not None:
             raise job.error
         return job.result
