@@ -121,3 +121,14 @@ def test_bench_hunt_tick_quick_run_breaks_a_hunt_tick_down(tmp_path: Path) -> No
                                "tails", "frames", "waits", "write", "rest"}
     for part in ("moves", "engine kernels", "visibility", "tails", "frames", "write"):
         assert r["parts"][part] > 0, part
+
+
+def test_every_perf_command_explains_itself() -> None:
+    """``--help`` of every perf/ script with a command line prints its usage (a help text
+    with a bare ``%`` made argparse fail)."""
+    scripts = sorted(p.name for p in (ROOT / "perf").glob("*.py")
+                     if "argparse" in p.read_text())
+    assert "loadgen.py" in scripts and "loadtest.py" in scripts
+    for script in scripts:
+        proc = run_bench(script, "--help", timeout=60)
+        assert "usage:" in proc.stdout, script

@@ -291,3 +291,25 @@ async def test_a_tick_in_flight_ends_even_if_its_callers_are_cancelled() -> None
     assert sorted(done) == [0, 1]  # ... and get them: neither call was abandoned
     assert (offload.handoffs, offload.calls) == (1, 2)
     offload.close()
+
+
+async def test_a_group_trip_carries_every_member_due_and_does_not_wait_for_one_behind(
+        ) -> None:
+    offload = BatchedOffload()
+    group = offload.for_hunt(lambda: 3)  # three hunts tick at this instant
+
+    def work(k: int) -> int:
+        return k
+
+    async def tick(k: int, out: list[int]) -> None:
+        out.append(await group(work, k))
+
+    for members in (3, 2):  # all three due; then one of them is behind its schedule
+        done: list[int] = []
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for k in range(members):
+                    nursery.start_soon(tick, k, done)
+        assert sorted(done) == list(range(members))
+    assert (offload.handoffs, offload.calls) == (2, 5)
+    offload.close()
