@@ -583,7 +583,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hunt", default="demo",
                    help="hunt to join; several, comma separated: the clients round robin")
     p.add_argument("--index-offset", type=int, default=0,
-                   help="with several hunts, client i joins hunt number (i + OFFSET) % hunts")
+                   help="with several hunts, client i joins hunt number (i + OFFSET) %% hunts")
     p.add_argument("--protocol-version", type=int, choices=(1, 2), default=2,
                    help="the HELLO's protocol version: 2 (compact TICKs) or 1")
     p.add_argument("--name-prefix", default="lg-", help="player names are PREFIX + index")

@@ -1,5 +1,5 @@
-"""Smoke tests of the perf/ benchmarks (bench_tick, bench_writes, bench_handoff,
-bench_render, bench_pipeline): a --quick run finishes and writes sane results.
+"""Smoke tests of perf/bench_tick.py, bench_writes.py, bench_handoff.py, bench_render.py,
+bench_hunt_tick.py and bench_pipeline.py: a quick run finishes and writes sane results.
 
 Timings are never asserted (the machine is noisy); this only keeps the
 benchmark from rotting as the engine changes.
@@ -123,3 +123,28 @@ def test_bench_pipeline_quick_run_times_every_phase(tmp_path: Path) -> None:
             "total"} <= run["ms"].keys()
     assert run["ms"]["total"]["p50"] > 0
     assert run["ms"]["visibility"]["p50"] > 0 and run["ms"]["write_frames"]["p50"] > 0
+
+
+def test_bench_hunt_tick_quick_run_breaks_a_hunt_tick_down(tmp_path: Path) -> None:
+    proc = run_bench("bench_hunt_tick.py", "--quick", "--out", str(tmp_path), timeout=300)
+    assert "bench_hunt_tick.json" in proc.stdout
+    best = json.loads((tmp_path / "bench_hunt_tick.json").read_text())["best"]
+    assert len(best) == 1  # this tree only (no --commit)
+    (r,) = best.values()
+    assert r["hunts"] == 4 and r["players"] == 20
+    assert r["us_per_hunt_tick"] > 0 and len(r["runs"]) == r["repeat"]
+    assert set(r["parts"]) == {"moves", "engine kernels", "World.tick Python", "visibility",
+                               "tails", "frames", "waits", "write", "rest"}
+    for part in ("moves", "engine kernels", "visibility", "tails", "frames", "write"):
+        assert r["parts"][part] > 0, part
+
+
+def test_every_perf_command_explains_itself() -> None:
+    """``--help`` of every perf/ script with a command line prints its usage (a help text
+    with a bare ``%`` made argparse fail)."""
+    scripts = sorted(p.name for p in (ROOT / "perf").glob("*.py")
+                     if "argparse" in p.read_text())
+    assert "loadgen.py" in scripts and "loadtest.py" in scripts
+    for script in scripts:
+        proc = run_bench(script, "--help", timeout=60)
+        assert "usage:" in proc.stdout, script

@@ -254,3 +254,62 @@ async def test_grouped_hunts_tick_at_their_phases_and_replay_to_the_live_hashes(
         rec = recover(path, verify=True)
         assert rec.report.hashes_verified >= rec.tick - 1 >= 30  # each client saw 30 ticks
         assert rec.state_hash == live[name].world.state_hash()
+
+
+async def test_a_tick_in_flight_ends_even_if_its_callers_are_cancelled() -> None:
+    import threading
+
+    offload = BatchedOffload()
+    started, release = threading.Event(), threading.Event()
+    done: list[int] = []
+
+    def work(k: int) -> int:
+        started.set()
+        release.wait(5)
+        return k
+
+    async def call(k: int) -> None:
+        done.append(await offload(work, k))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as outer:
+            callers = trio.CancelScope()
+
+            async def callers_task() -> None:
+                with callers:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(call, 0)  # carries the trip ...
+                        nursery.start_soon(call, 1)  # ... and this one, due at once
+
+            outer.start_soon(callers_task)
+            while not started.is_set():
+                await trio.sleep(0.001)
+            callers.cancel()  # e.g. shutdown, while the thread ticks
+            await trio.sleep(0.02)
+            assert done == []  # both still wait for their ticks ...
+            release.set()
+    assert sorted(done) == [0, 1]  # ... and get them: neither call was abandoned
+    assert (offload.handoffs, offload.calls) == (1, 2)
+    offload.close()
+
+
+async def test_a_group_trip_carries_every_member_due_and_does_not_wait_for_one_behind(
+        ) -> None:
+    offload = BatchedOffload()
+    group = offload.for_hunt(lambda: 3)  # three hunts tick at this instant
+
+    def work(k: int) -> int:
+        return k
+
+    async def tick(k: int, out: list[int]) -> None:
+        out.append(await group(work, k))
+
+    for members in (3, 2):  # all three due; then one of them is behind its schedule
+        done: list[int] = []
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for k in range(members):
+                    nursery.start_soon(tick, k, done)
+        assert sorted(done) == list(range(members))
+    assert (offload.handoffs, offload.calls) == (2, 5)
+    offload.close()

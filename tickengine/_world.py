@@ -89,6 +89,7 @@ from ._state import (
     OP_LEAVE,
     PENDING,
     T_ACTIVE,
+    T_WAITING,
     Hunts,
     Players,
     Treasures,
@@ -99,6 +100,8 @@ from ._visibility import compute_visibility, vis_scratch
 PHASES = ("membership", "movement", "grid", "discovery", "hints", "leaderboard")
 
 _STATE_NAMES = {0: "free", 1: "pending", 2: "active"}
+#: A tick no world reaches.
+_NEVER = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +231,12 @@ class World:
         self._t_order = np.zeros(T, np.int32)
         self._t_sorted_x = np.zeros(T, np.float64)
         self._t_sorted_y = np.zeros(T, np.float64)
+        # The treasure grid holds _t_placed treasures; rebuilt only when treasures changed
+        # (a discovery, a respawn, a round's step, a new hunt, a restore).
+        self._t_placed = 0
+        self._t_grid_stale = True
+        # The earliest respawn tick of a waiting treasure (none waiting: never).
+        self._next_respawn = _NEVER
         # Hints: hunt h's player-grid rows are rows [_p_row_base[h], _p_row_base[h + 1]) of
         # all hunts' rows; its hint tiles are _hint_tile[h] cells wide.
         self._p_row_base = np.zeros(H + 1, np.int64)
@@ -479,10 +488,11 @@ class World:
 
     # ------------------------------------------------------------------ the tick
 
-    def tick(self, moves: MoveBuffer | None = None) -> TickResult:
+    def tick(self, moves: MoveBuffer | None = None, threads: int | None = None) -> TickResult:
         """Run one tick of every hunt (docs/rules.md, steps 1-7) and return its events.
 
-        ``moves`` defaults to :attr:`moves`; its kept moves are consumed.
+        ``moves`` defaults to :attr:`moves`; its kept moves are consumed. ``threads``: the
+        calling thread's ``numba.get_num_threads()``, if the caller knows it already.
         """
         mv = self.moves if moves is None else moves
         P, T, H = self.players, self.treasures, self.hunts
@@ -493,13 +503,17 @@ class World:
         n_round_changed = n_ended = n_results = 0
         if self._round_hunts:
             n_round_changed, n_ended, n_results = self._step_rounds(t)
-        n_mem, drop_mem = apply_membership(
-            t, self._n_ops, self._op_kind, self._op_slot,
-            P.state, P.gen, P.hunt, P.leaving, P.x, P.y, P.x_prev, P.y_prev, P.dx, P.dy,
-            P.score, P.found, P.last_seq, P.hint, P.score_tick, P.changed_tick, P.joined_tick,
-            P.free, P.free_top, H.f, H.rng, H.players, self._memberships,
-        )
-        self._n_ops = 0
+        # Steps the tick's inputs make no-ops are skipped (most ticks of a small hunt:
+        # no join or leave, no treasure due, no score changed).
+        n_mem = drop_mem = 0
+        if self._n_ops:
+            n_mem, drop_mem = apply_membership(
+                t, self._n_ops, self._op_kind, self._op_slot,
+                P.state, P.gen, P.hunt, P.leaving, P.x, P.y, P.x_prev, P.y_prev, P.dx, P.dy,
+                P.score, P.found, P.last_seq, P.hint, P.score_tick, P.changed_tick,
+                P.joined_tick, P.free, P.free_top, H.f, H.rng, H.players, self._memberships,
+            )
+            self._n_ops = 0
         c1 = clock()
         n = P.high_water
         apply_inputs_and_move(
@@ -508,7 +522,8 @@ class World:
             self._move_counts,
         )
         c2 = clock()
-        threads = numba.get_num_threads()
+        if threads is None:
+            threads = numba.get_num_threads()
         if n >= PARALLEL_SORT_MIN_ROWS and threads > 1 and self._p_counts.shape[1]:
             place_rows_parallel(min(threads, self._sort_chunks), n, P.cell, P.x, P.y,
                                 self._p_cells, self._p_counts, self._p_order,
@@ -517,9 +532,14 @@ class World:
             place_rows(n, P.cell, P.x, P.y, self._p_cells, self._p_cursor, self._p_order,
                        self._p_sorted_x, self._p_sorted_y)
         c3 = clock()
-        respawns = respawn_due(t, T.used, T.hunt, T.state, T.x, T.y, T.value, T.respawn_tick,
-                               T.finder_slot, T.finder_gen, H.f, H.i, H.rng)
-        n_placed = self._build_treasure_grid()
+        respawns = 0
+        if t >= self._next_respawn or self._round_hunts:
+            respawns = respawn_due(t, T.used, T.hunt, T.state, T.x, T.y, T.value,
+                                   T.respawn_tick, T.finder_slot, T.finder_gen, H.f, H.i, H.rng)
+        # Treasures never move: the grid changes only when one leaves or enters play.
+        if respawns or self._t_grid_stale or self._round_hunts:
+            self._t_placed = self._build_treasure_grid()
+        n_placed = self._t_placed
         find_finders(n_placed, self._t_order, self._t_sorted_x, self._t_sorted_y, T.hunt,
                      T.candidate, self._p_cells, self._p_order, self._p_sorted_x,
                      self._p_sorted_y, H.f, H.i)
@@ -528,19 +548,26 @@ class World:
             T.finder_slot, T.finder_gen, T.candidate,
             P.gen, P.score, P.found, P.score_tick, H.i, self._discoveries, self._scorers,
         )
+        # A find moved its treasure out of the grid's positions; it leaves the grid next tick.
+        self._t_grid_stale = found = n_disc + drop_disc > 0
+        if found or respawns:
+            self._next_respawn = self._earliest_respawn()
         c4 = clock()
         update_hints(threads, H.count, self._p_row_base, self._hint_tile,
                      self._p_cells, self._p_order, self._p_sorted_x, self._p_sorted_y, P.hint,
                      self._t_cells, self._t_sorted_x, self._t_sorted_y, H.f, H.i,
                      self._hint_scratch)
         c5 = clock()
-        n_changed = rank_hunts(
-            n, H.count, self._lb_full, self._scorers, n_disc + drop_disc,
-            P.state, P.hunt, P.gen, P.score, P.score_tick, H.i,
-            self._lb_slot, self._lb_key, self._lb_len,
-            H.board_slot, H.board_gen, H.board_score, H.board_len, self._changed_hunts,
-        )
-        self._lb_full = False
+        n_changed = 0
+        # A board changes only with a score, a player leaving play, or a round's reset.
+        if self._lb_full or found or n_mem or drop_mem or self._round_hunts:
+            n_changed = rank_hunts(
+                n, H.count, self._lb_full, self._scorers, n_disc + drop_disc,
+                P.state, P.hunt, P.gen, P.score, P.score_tick, H.i,
+                self._lb_slot, self._lb_key, self._lb_len,
+                H.board_slot, H.board_gen, H.board_score, H.board_len, self._changed_hunts,
+            )
+            self._lb_full = False
         c6 = clock()
         ph[:] = (c1 - c0, c2 - c1, c3 - c2, c4 - c3, c5 - c4, c6 - c5)
         self._tick = t
@@ -579,6 +606,12 @@ class World:
                 ended += 1
         return changed, ended, written
 
+    def _earliest_respawn(self) -> int:
+        """The first tick at which a waiting treasure respawns (none waiting: never)."""
+        T = self.treasures
+        due = T.respawn_tick[: T.used][T.state[: T.used] == T_WAITING]
+        return int(due.min()) if len(due) else _NEVER
+
     def _build_treasure_grid(self) -> int:
         """Sort the active treasures into the treasure grid; returns how many were placed."""
         T, H = self.treasures, self.hunts
@@ -599,16 +632,20 @@ class World:
                    HF_P_INV_X, HF_P_INV_Y, HI_P_NCX, HI_P_NCY, HI_P_BASE,
                    P.cell, self._p_cells, self._p_cursor, self._p_order,
                    self._p_sorted_x, self._p_sorted_y)
-        self._build_treasure_grid()
+        self._t_placed = self._build_treasure_grid()
+        self._t_grid_stale = False
+        self._next_respawn = self._earliest_respawn()
 
     # ------------------------------------------------------------------ queries
 
-    def visibility(self, observers: np.ndarray, keyframe: np.ndarray | None = None) -> Visibility:
+    def visibility(self, observers: np.ndarray, keyframe: np.ndarray | None = None,
+                   threads: int | None = None) -> Visibility:
         """Who each observer sees after the last tick (docs/rules.md, "Visibility").
 
         ``observers``: slots (int32 or int64 array); an observer not in play gets
         no records. ``keyframe``: per observer, nonzero for everything in view
-        instead of the diff (uint8 array; default all diffs).
+        instead of the diff (uint8 array; default all diffs). ``threads``: the calling
+        thread's ``numba.get_num_threads()``, if the caller knows it already.
         """
         n = observers.shape[0]
         if n > self.players.capacity:
@@ -619,8 +656,10 @@ class World:
         if kf.shape[0] < n:
             raise ValueError(f"keyframe has {kf.shape[0]} entries for {n} observers")
         P, H = self.players, self.hunts
+        if threads is None:
+            threads = numba.get_num_threads()
         dropped = compute_visibility(
-            numba.get_num_threads(), n, observers, kf, self._tick, P.state, P.gen, P.hunt,
+            threads, n, observers, kf, self._tick, P.state, P.gen, P.hunt,
             P.x, P.y, P.x_prev, P.y_prev, P.changed_tick, P.joined_tick, self._p_cells,
             self._p_order, self._p_sorted_x, self._p_sorted_y, H.f, H.i,
             self._vis_offsets, self._vis_truncated, self._vis_words, self._vis_scratch,

@@ -23,6 +23,7 @@ once a fraction of a period early or late, then at its new phase).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -215,21 +216,41 @@ class TickGroups:
 
 
 class _Job:
-    __slots__ = ("args", "done", "error", "fn", "result")
+    __slots__ = ("args", "done", "error", "fn", "result", "taken", "task")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.fn, self.args = fn, args
         self.result: Any = None
         self.error: BaseException | None = None
-        self.done = trio.Event()
+        #: A trip carries the job (``taken``) and has run it (``done``).
+        self.taken = self.done = False
+        #: The task parked until the job is done (None: none parked).
+        self.task: Any = None
 
 
-def _run_jobs(jobs: list[_Job]) -> None:
+def _uncancellable(_: Any) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.FAILED
+
+
+def _run_jobs(jobs: list[_Job], token: trio.lowlevel.TrioToken) -> None:
     for job in jobs:  # one hunt's failure is that hunt's (its ticker re-raises it)
         try:
             job.result = job.fn(*job.args)
         except BaseException as exc:  # handed to the job's caller
             job.error = exc
+    # The parked callers wake with the trip's carrier, in the same pass of the scheduler,
+    # rather than one pass after it.
+    with contextlib.suppress(trio.RunFinishedError):
+        token.run_sync_soon(_wake, jobs)
+
+
+def _wake(jobs: list[_Job]) -> None:
+    """Trio thread: the jobs are done; reschedule the callers parked on them."""
+    for job in jobs:
+        if not job.done:
+            job.done = True
+            if job.task is not None:
+                trio.lowlevel.reschedule(job.task)
 
 
 class BatchedOffload:
@@ -239,6 +260,10 @@ class BatchedOffload:
     the other in that thread: per group, not per hunt, one trip to a thread and back.
     The threads are persistent (:class:`~server.hunt._worker.TickThread`: no limiter
     checkpoint between the hand-off and the thread's start).
+
+    The last call of a group (``together()`` of :meth:`for_hunt` calls in) starts the
+    trip at once; if some never come (a hunt behind its schedule), the first starts it
+    after one pass of the scheduler.
 
     One trip at a time: a group due while another's trip is in flight waits for it (and
     the calls that come due meanwhile join its trip), unless that trip began more than
@@ -280,37 +305,51 @@ class BatchedOffload:
 
     async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], together: int
                     ) -> Any:
+        # Every wait here is uncancellable, as a tick in flight must end. Parking with
+        # ``wait_task_rescheduled`` does that without a shielded cancel scope and an Event
+        # per call, which were most of a small hunt's hand-off on the Trio thread.
         job = _Job(fn, args)
         pending = self._pending
         pending.append(job)
-        with trio.CancelScope(shield=True):
-            if len(pending) > 1:  # the first call of this instant carries this one
-                await job.done.wait()
-            else:
-                if together != 1:
-                    # One trip through the scheduler: the other ticks due now add theirs.
-                    await trio.lowlevel.checkpoint()
-                await self._turn()
-                jobs, self._pending = self._pending, []
-                self.handoffs += 1
-                self.calls += len(jobs)
-                trip = self.handoffs
-                self._in_flight[trip] = trio.current_time()
-                thread = self._idle.pop() if self._idle else TickThread("tick-group")
-                try:
-                    await thread.run(_run_jobs, jobs)
-                finally:
-                    del self._in_flight[trip]
-                    self._trip_ended.unpark_all()
-                    if self._closed:  # a tick that ended after close: its thread ends too
-                        thread.close()
-                    else:
-                        self._idle.append(thread)
-                    for other in jobs:
-                        other.done.set()
+        n = len(pending)
+        everyone = 0 < together <= n  # every tick due at this instant is in
+        if n == 1 or everyone:
+            if not everyone:
+                # One pass of the scheduler: the other ticks due now add theirs, and the
+                # last of them takes this one along at once.
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            if not job.taken and self._in_flight:
+                with trio.CancelScope(shield=True):
+                    await self._turn()
+            if not job.taken:
+                await self._trip()
+        if not job.done:
+            job.task = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(_uncancellable)
         if job.error is not None:
             raise job.error
         return job.result
+
+    async def _trip(self) -> None:
+        """Take every pending call to a tick thread and back; wake those who wait."""
+        jobs, self._pending = self._pending, []
+        for job in jobs:
+            job.taken = True
+        self.handoffs += 1
+        self.calls += len(jobs)
+        trip = self.handoffs
+        self._in_flight[trip] = trio.current_time()
+        thread = self._idle.pop() if self._idle else TickThread("tick-group")
+        try:
+            await thread.run(_run_jobs, jobs, trio.lowlevel.current_trio_token())
+        finally:
+            del self._in_flight[trip]
+            self._trip_ended.unpark_all()
+            if self._closed:  # a tick that ended after close: its thread ends too
+                thread.close()
+            else:
+                self._idle.append(thread)
+            _wake(jobs)  # those the thread's wake-up has not reached (it raised)
 
     async def _turn(self) -> None:
         """Wait until no trip is in flight, or the newest in flight is stalled."""

@@ -75,19 +75,26 @@ class TickPipeline:
         self.frame_offsets = np.zeros(P + 1, np.int64)
         self.out = np.zeros(1 << 20, np.uint8)
         self.tails = tf.TailTable()
+        # The World's player columns as the frame kernels read them (its buffers are fixed).
+        p = world.players
+        self.players = tf.Players(p.last_seq, p.x.view(np.int64), p.y.view(np.int64), p.score,
+                                  p.hint)
+        self._seen: tf.Seen | None = None
 
     def compute(self, batch: MoveBatch, inputs: TickInputs, obs: Observers,
                 keyframe: np.ndarray) -> Frames:
         """Worker thread: tick the World with ``batch`` and ``inputs`` (journaled before
         anything of this tick is sent), then build the frame of every observer of
         ``obs``; ``keyframe[i]`` != 0: observer i's TICK is a keyframe."""
-        if numba.get_num_threads() != self.tick_threads:  # setting it costs 3x asking
-            numba.set_num_threads(self.tick_threads)
+        threads = self.tick_threads
+        if numba.get_num_threads() != threads:  # setting it costs 3x asking
+            numba.set_num_threads(threads)
         world = self.world
         c0 = time.perf_counter()
         moves = batch.columns()
-        world.moves.put_many(*moves)
-        result = world.tick()
+        if batch.count:
+            world.moves.put_many(*moves)
+        result = world.tick(threads=threads)
         journal = self.journal
         if journal is not None:
             # On disk (per the fsync policy) before any message of this tick leaves.
@@ -104,7 +111,7 @@ class TickPipeline:
         c1 = time.perf_counter()
         n = obs.count
         slots = obs.slots
-        vis = world.visibility(slots, keyframe)
+        vis = world.visibility(slots, keyframe, threads)
         c2 = time.perf_counter()
         obs_tail = self.obs_tail[:n]
         build_tails(world, result, self.tails, obs.hunts, keyframe, obs_tail, self.name_of,
@@ -114,19 +121,25 @@ class TickPipeline:
                                    self.frame_sizes)
             if bound > self.out.shape[0]:
                 self.out = np.zeros(max(bound, 2 * self.out.shape[0]), np.uint8)
-            P = world.players
             tf.write_frames(n, result.tick, slots, obs.hunts, obs.versions, keyframe,
-                            tf.seen_of(vis), obs_tail, self.tails.rows, self.tails.data,
-                            tf.Players(P.last_seq, P.x.view(np.int64), P.y.view(np.int64),
-                                       P.score, P.hint),
-                            self.compact, self.out, self.frame_offsets, self.frame_sizes)
+                            self._seen_of(vis), obs_tail, self.tails.rows, self.tails.data,
+                            self.players, self.compact, self.out, self.frame_offsets,
+                            self.frame_sizes)
         else:  # nobody to send to (the kernels' Python calls are most of an idle tick)
             self.frame_offsets[0] = 0
         c3 = time.perf_counter()
-        phases = {name: float(ns) * 1e-9
-                  for name, ns in zip(ENGINE_PHASES, result.phase_ns, strict=True)}
+        phases = {name: ns * 1e-9
+                  for name, ns in zip(ENGINE_PHASES, result.phase_ns.tolist(), strict=True)}
         phases["visibility"] = c2 - c1
         phases["frames"] = c3 - c2
         phases["_c0"] = c0  # for the hand-off time (popped by the ticker)
         return Frames(result, vis, n, self.out, self.frame_offsets, self.frame_sizes[:n],
                       phases)
+
+    def _seen_of(self, vis: Any) -> tf.Seen:
+        """``tf.seen_of(vis)``: its record columns made once (the World's records buffer is
+        fixed), its offsets this tick's."""
+        seen = self._seen
+        if seen is None or seen.raw.base is not vis.records:
+            seen = self._seen = tf.seen_of(vis)
+        return seen._replace(offsets=vis.offsets)

@@ -40,6 +40,8 @@ class WireIndex:
         self.epoch: dict[int, int] = {}
         self._synced = False
         self._stale: list[tuple[int, int]] = []
+        #: Hunts whose sizes are in the compact state (a hunt's size never changes).
+        self.sized = 0
 
     def _assign(self, hunt: int, slot: int) -> None:
         if self.index[slot] >= 0:
@@ -105,11 +107,12 @@ def build_tails(world: Any, result: Any, tails: TailTable, obs_hunt: np.ndarray,
     ``world``, ``result``: the World after its tick and that tick's TickResult.
     ``obs_hunt[i]``, ``obs_keyframe[i]``, ``obs_version[i]``: observer i's hunt index,
     whether its TICK is a keyframe, its protocol version (None: all version 1);
-    ``obs_tail[i]`` receives the row of its tail. ``name_of(slot)``: the name of a
+    ``obs_tail[i]`` receives the row of its tail (a tick with no event and no keyframe:
+    one empty tail, row 0, for everyone). ``name_of(slot)``: the name of a
     player who joined (None: gone already); ``everyone(hunt)``: every player's name,
     for a keyframe. ``wire``, ``compact``: the indices and hunt sizes of version 2,
-    updated here (needed when any observer speaks it; ``names_cache``: a dict kept
-    between ticks). Returns the bytes the tails take.
+    updated here (needed when any observer speaks it; ``compact`` the state ``wire`` was
+    made from; ``names_cache``: a dict kept between ticks). Returns the bytes the tails take.
     """
     tails.clear()
     n_hunts = world.hunts.count
@@ -119,6 +122,19 @@ def build_tails(world: Any, result: Any, tails: TailTable, obs_hunt: np.ndarray,
     if wire is not None:
         extra = wire.joined(world, mem, int(result.dropped_events))
     if not len(obs_hunt):  # no observer: no tail, but the indices follow the joins and leaves
+        if wire is not None:
+            wire.left(mem)
+        return tails.used
+    if wire is not None and wire.sized < n_hunts:  # version 2 quantizes to the hunt's size
+        assert compact is not None, "version 2 needs the compact state"
+        compact.width[wire.sized:n_hunts] = [p.width for p in world.hunt_params[wire.sized:]]
+        compact.height[wire.sized:n_hunts] = [p.height for p in world.hunt_params[wire.sized:]]
+        wire.sized = n_hunts
+    if not (len(disc) or len(mem) or len(result.leaderboard_changed) or extra
+            or obs_keyframe.any()):
+        # Nothing happened and no keyframe is due (most ticks of a small hunt): every
+        # observer's tail is the empty one, the same row in either version.
+        obs_tail[:] = tails.add_raw(b"")
         if wire is not None:
             wire.left(mem)
         return tails.used
@@ -136,8 +152,6 @@ def build_tails(world: Any, result: Any, tails: TailTable, obs_hunt: np.ndarray,
     need = [has[0] | has[1], has[1], has[2] | has[3], has[3]]
     if need[2]:
         assert wire is not None and compact is not None, "version 2 needs the wire index"
-        compact.width[:n_hunts] = [p.width for p in world.hunt_params[:n_hunts]]
-        compact.height[:n_hunts] = [p.height for p in world.hunt_params[:n_hunts]]
     for h in sorted(need[0] | need[2]):
         d = disc[disc["hunt"] == h] if len(disc) else None
         left = mem[(mem["hunt"] == h) & (mem["kind"] == LEFT)] if len(mem) else None
