@@ -6,12 +6,12 @@ This times the part of a real hub's tick that runs in the tick's worker thread
 (``Hub._work``: the tick pipeline, then the broadcaster's write, and the CPU-wait clock
 reads around them), with no network: H hubs built as the server builds them
 (``hunt_world_config``, ``Hub``), each with M players who joined through the hub's real
-sessions over real connections (socket pairs) speaking protocol version 2, about half
-of them sending a move each tick (``Sessions.take_moves``). Each hub ticks with its real
-``tick_once``; only the hand-off differs: the worker part runs inline, timed with
-``time.thread_time`` (CPU of this thread). The connections are not bound to the worker's
-writes (no claimed socket: the ``write(2)`` calls are not measured here); their frames go
-out on the Trio side, and the peers are drained between ticks.
+sessions over real loopback connections speaking protocol version 2, about half of
+them sending a move each tick (``Sessions.take_moves``). Each hub ticks with its real
+``tick_once`` and its own tick thread (``TickThread``), one hub after the other; the
+worker part is timed in that thread with ``time.thread_time``. The connections are not
+bound to the worker's writes (no claimed socket: the ``write(2)`` calls are not measured
+here); their frames go out on the Trio side, and the peers are drained between ticks.
 
     .venv/bin/python perf/bench_hunt_tick.py                     # 50 hunts of 20, this tree
     .venv/bin/python perf/bench_hunt_tick.py --commit 99620d4    # + that commit, same run
@@ -169,17 +169,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(1)
     spent = {"worker": 0.0}
 
-    async def inline(fn: Any, *a: Any) -> Any:
-        t = time.thread_time()
-        try:
-            return fn(*a)
-        finally:
-            spent["worker"] += time.thread_time() - t
+    def timed(work: Any) -> Any:
+        def run(*a: Any) -> Any:  # in the hub's tick thread
+            t = time.thread_time()
+            try:
+                return work(*a)
+            finally:
+                spent["worker"] += time.thread_time() - t
+        return run
 
     async with trio.open_nursery() as nursery:
         for hub in hubs:
             hub.nursery = nursery
-            hub.offload = inline
+            hub._work = timed(hub._work)
         for hub in hubs:
             await hub.tick_once()  # the joins, their WELCOMEs
         # No claimed socket: the worker's write has nothing to write.

@@ -639,18 +639,20 @@ class World:
     # ------------------------------------------------------------------ queries
 
     def visibility(self, observers: np.ndarray, keyframe: np.ndarray | None = None,
-                   threads: int | None = None) -> Visibility:
+                   threads: int | None = None, check: bool = True) -> Visibility:
         """Who each observer sees after the last tick (docs/rules.md, "Visibility").
 
         ``observers``: slots (int32 or int64 array); an observer not in play gets
         no records. ``keyframe``: per observer, nonzero for everything in view
         instead of the diff (uint8 array; default all diffs). ``threads``: the calling
         thread's ``numba.get_num_threads()``, if the caller knows it already.
+        ``check=False``: the caller vouches that every observer is a slot in
+        ``[0, engine.max_players)`` (the kernel reads their rows unchecked).
         """
         n = observers.shape[0]
         if n > self.players.capacity:
             raise ValueError(f"at most {self.players.capacity} observers, got {n}")
-        if n and (observers.min() < 0 or observers.max() >= self.players.capacity):
+        if check and n and (observers.min() < 0 or observers.max() >= self.players.capacity):
             raise ValueError("observers must be slots in [0, engine.max_players)")
         kf = self._vis_no_keyframe if keyframe is None else keyframe
         if kf.shape[0] < n:

@@ -111,7 +111,7 @@ class TickPipeline:
         c1 = time.perf_counter()
         n = obs.count
         slots = obs.slots
-        vis = world.visibility(slots, keyframe, threads)
+        vis = world.visibility(slots, keyframe, threads, check=False)  # the hub's own slots
         c2 = time.perf_counter()
         obs_tail = self.obs_tail[:n]
         build_tails(world, result, self.tails, obs.hunts, keyframe, obs_tail, self.name_of,
@@ -137,9 +137,11 @@ class TickPipeline:
                       phases)
 
     def _seen_of(self, vis: Any) -> tf.Seen:
-        """``tf.seen_of(vis)``: its record columns made once (the World's records buffer is
-        fixed), its offsets this tick's."""
+        """``tf.seen_of(vis)``, made once: the World's records and offsets buffers are
+        fixed (``vis.offsets`` is a view of the whole offsets buffer, which the frame
+        kernel reads only as far as this tick's observers)."""
         seen = self._seen
-        if seen is None or seen.raw.base is not vis.records:
-            seen = self._seen = tf.seen_of(vis)
-        return seen._replace(offsets=vis.offsets)
+        offsets = vis.offsets if vis.offsets.base is None else vis.offsets.base
+        if seen is None or seen.raw.base is not vis.records or seen.offsets is not offsets:
+            seen = self._seen = tf.seen_of(vis)._replace(offsets=offsets)
+        return seen

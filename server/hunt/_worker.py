@@ -16,6 +16,7 @@ import contextlib
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -23,6 +24,10 @@ import outcome
 import trio
 
 T = TypeVar("T")
+
+#: A :class:`RunQueueClock` read this soon after its last read gives that read again
+#: (seconds): the hubs of a tick group read their threads' clocks one after the other.
+REUSE_WITHIN = 50e-6
 
 
 class TickThread:
@@ -69,23 +74,36 @@ class RunQueueClock:
     thread): the run-queue delay of its ``/proc/thread-self/schedstat``, the time it was
     runnable while other threads or processes had every core. The tick subtracts it
     from its phases to tell the machine's share from the code's (``handoff_cpu`` and
-    ``cpu_wait`` in server/_metrics.py). Reads 0.0 where the kernel has no schedstat."""
+    ``cpu_wait`` in server/_metrics.py). Reads 0.0 where the kernel has no schedstat.
 
-    __slots__ = ("_fd",)
+    A read within :data:`REUSE_WITHIN` of the clock's last read returns that read (a
+    read is a system call, and a tick group's hubs read one after the other): the delay
+    of that short a time then counts toward the next read instead, so each difference
+    of two reads may count or miss up to that much of it."""
+
+    __slots__ = ("_fd", "_last")
 
     def __init__(self) -> None:
+        #: (time.perf_counter(), value) of the last read, as one object: read from two threads.
+        self._last = (-1.0, 0.0)
         try:
             self._fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             self._fd = -1
 
     def __call__(self) -> float:
+        now = time.perf_counter()
+        at, value = self._last
+        if now - at < REUSE_WITHIN:
+            return value
         if self._fd < 0:
             return 0.0
         try:
-            return int(os.pread(self._fd, 64, 0).split()[1]) * 1e-9
+            value = int(os.pread(self._fd, 64, 0).split()[1]) * 1e-9
         except (OSError, IndexError, ValueError):  # the thread ended
             return 0.0
+        self._last = (now, value)
+        return value
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -124,12 +142,12 @@ class TickWaits:
     __slots__ = ("_go", "_t0", "_t1", "_t2", "_tc4", "_trio", "_w0", "_w3")
 
     def __init__(self) -> None:
-        self._trio: RunQueueClock | None = None  # the ticker's thread (made at its first tick)
+        self._trio: RunQueueClock | None = None  # the ticker's thread's (at its first tick)
         self._t0 = self._t1 = self._t2 = self._tc4 = self._go = self._w0 = self._w3 = 0.0
 
     def start(self) -> None:
-        if self._trio is None:
-            self._trio = RunQueueClock()
+        if self._trio is None:  # the thread's own: the hubs it ticks share its reads
+            self._trio = own_clock()
         self._t0 = self._trio()
 
     def call(self) -> None:
@@ -156,8 +174,8 @@ class TickWaits:
         t3 = self._trio()
         go_back = self._go + (self._t2 - self._tc4)
         wait = (self._t1 - self._t0) + go_back + (self._w3 - self._w0) + (t3 - self._t2)
-        return min(go_back, handoff), min(wait, but_writes)
+        # >= 0: a read another thread took at the same moment may be the older one.
+        return max(0.0, min(go_back, handoff)), max(0.0, min(wait, but_writes))
 
     def close(self) -> None:
-        if self._trio is not None:
-            self._trio.close()
+        """Nothing to release: the clocks are their threads' (:func:`own_clock`)."""
