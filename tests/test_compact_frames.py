@@ -230,3 +230,46 @@ def test_indices_survive_dropped_membership_events() -> None:
     build_tails(world, result, tails, hunts[:1], np.zeros(1, np.uint8), obs_tail[:1],
                 names.get, lambda h: [], versions[:1], wire, compact, {})
     assert (compact.index[slots[:3]] == -1).all() and compact.index[slots[3]] >= 0
+
+
+def test_records_of_every_index_length_in_and_out_of_view() -> None:
+    """The kernel writes an in-view record from its per-tick cache in one 8-byte store
+    when the index varint and the position fit in 8 bytes, and byte by byte when they
+    do not (indices from 2**27 on): both, in and out of view, as the reference does, and
+    nothing past the frame's bound."""
+    from server.protocol import VISIBLE_RECORD
+
+    indices = [0, 63, 64, 8191, 8192, 2**20, 2**21 - 1, 2**21, 2**27 - 1, 2**27, 2**30]
+    n = 2 * len(indices)
+    records = np.zeros(n, VISIBLE_RECORD)
+    records["slot"] = np.arange(n) % len(indices) + 1
+    records["flags"] = np.arange(n) < len(indices)  # each player once in view, once out
+    rng = np.random.default_rng(5)
+    records["x"] = np.tile(rng.random(len(indices)) * 100, 2)
+    records["y"] = np.tile(rng.random(len(indices)) * 50, 2)
+    vis = type("Vis", (), {"offsets": np.array([0, n], np.int64), "records": records})
+    compact = tf.compact_state(len(indices) + 1, 1)
+    compact.index[1:] = indices
+    compact.width[0], compact.height[0] = 100.0, 50.0
+    tails = tf.TailTable()
+    tails.add_raw(b"")
+    P = type("P", (), {})
+    P.last_seq, P.score = np.array([42], np.int64), np.array([7], np.int64)
+    P.x, P.y, P.hint = np.array([1.5]), np.array([2.5]), np.array([3], np.int8)
+    sizes = np.zeros(1, np.int64)
+    one = np.ones(1, np.uint8)
+    total = tf.frame_sizes(1, one + 1, vis.offsets, np.zeros(1, np.int32), tails.rows, sizes)
+    out = np.full(total + 3, 0xEE, np.uint8)
+    pl = tf.Players(P.last_seq, P.x.view(np.int64), P.y.view(np.int64), P.score, P.hint)
+    for tick in (1201, 1202):  # the second tick: the cache of the first is stale
+        written = tf.write_frames(1, tick, np.zeros(1, np.int32), np.zeros(1, np.int32),
+                                  one + 1, one, tf.seen_of(vis), np.zeros(1, np.int32),
+                                  tails.rows, tails.data, pl, compact, out,
+                                  np.zeros(2, np.int64), sizes)
+        assert (out[total:] == 0xEE).all() and written == sizes[0] <= total
+        index = {k + 1: i for k, i in enumerate(indices)}
+        index[0] = 2**31 - 1
+        expected = CompactTickWriter(index, 100.0, 50.0).write(tick, 42, 1.5, 2.5, 7, 3,
+                                                               records, b"", True)
+        assert out[:written].tobytes() == wf.frame(expected)
+        records["x"] = 100 - records["x"]

@@ -18,7 +18,7 @@ import pytest
 from tickengine import Bots, EngineConfig, HuntParams, World
 from tickengine._dtypes import VISIBLE_DTYPE
 from tickengine._state import ACTIVE
-from tickengine._visibility import compute_visibility
+from tickengine._visibility import compute_visibility, vis_scratch
 
 
 def brute_force_records(world: World, s: int, keyframe: bool) -> list[tuple]:
@@ -92,8 +92,8 @@ def test_visibility_equals_brute_force_for_any_chunking_and_capacity(seed: int) 
                 n_chunks, observers.shape[0], observers, keyframe, world.tick_number,
                 P.state, P.gen, P.hunt, P.x, P.y, P.x_prev, P.y_prev, P.changed_tick,
                 P.joined_tick, world._p_cells, world._p_order, world._p_sorted_x,
-                world._p_sorted_y, H.f, H.i, offsets, truncated, records,
-                records.view(np.uint64), np.zeros(4, np.int64))
+                world._p_sorted_y, H.f, H.i, offsets, truncated, records.view(np.uint64),
+                vis_scratch(P.capacity, 4))
             assert list(truncated) == expected_trunc, (cap, n_chunks)
             assert offsets[0] == 0
             assert dropped == sum(len(w) for w, t in zip(wanted, expected_trunc, strict=True) if t)

@@ -1,5 +1,5 @@
-"""Smoke tests of perf/bench_tick.py, bench_writes.py, bench_handoff.py, bench_render.py and
-bench_hunt_tick.py: a quick run finishes and writes sane results.
+"""Smoke tests of perf/bench_tick.py, bench_writes.py, bench_handoff.py, bench_render.py,
+bench_hunt_tick.py and bench_pipeline.py: a quick run finishes and writes sane results.
 
 Timings are never asserted (the machine is noisy); this only keeps the
 benchmark from rotting as the engine changes.
@@ -107,6 +107,22 @@ def test_bench_render_smoke_run_times_a_tick_and_a_frame(tmp_path: Path) -> None
     data = json.loads(out.read_text())
     assert data["runs"][0]["players"] == 500
     assert data["summary"]["drawMs"]["median"] > 0 and data["summary"]["tickMs"]["worst"] > 0
+
+
+def test_bench_pipeline_quick_run_times_every_phase(tmp_path: Path) -> None:
+    proc = run_bench("bench_pipeline.py", "--quick", "--out", str(tmp_path), timeout=300)
+    assert "bench_pipeline.json" in proc.stdout
+
+    data = json.loads((tmp_path / "bench_pipeline.json").read_text())
+    (sizes,) = data["runs"].values()
+    (run,) = sizes
+    assert run["players"] == 200 and run["ticks"] > 0
+    assert run["records_per_tick"] > 0 and run["bytes_per_tick"] > 0
+    assert len(run["digests"]) == 1
+    assert {"movement", "visibility", "tails", "frame_sizes", "write_frames", "other",
+            "total"} <= run["ms"].keys()
+    assert run["ms"]["total"]["p50"] > 0
+    assert run["ms"]["visibility"]["p50"] > 0 and run["ms"]["write_frames"]["p50"] > 0
 
 
 def test_bench_hunt_tick_quick_run_breaks_a_hunt_tick_down(tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ def warm_up() -> WarmUpReport:
     from ._grid import assign_cells_parallel, place_rows_parallel
     from ._roundplan import RoundPlan
     from ._state import ACTIVE, HF_P_INV_X, HF_P_INV_Y, HI_P_BASE, HI_P_NCX, HI_P_NCY
+    from ._visibility import _copy_rows_parallel
     from ._world import World
 
     start = time.perf_counter()
@@ -88,6 +89,10 @@ def warm_up() -> WarmUpReport:
     counts = np.zeros((2, world._p_cells.shape[0] - 1), np.int32)
     place_rows_parallel(2, P.high_water, P.cell, P.x, P.y, world._p_cells, counts,
                         world._p_order, world._p_sorted_x, world._p_sorted_y)
+    g = world._vis_scratch
+    _copy_rows_parallel(int(world._p_cells[-1]), world.tick_number, world._p_order, P.gen,
+                        P.x_prev, P.y_prev, P.changed_tick, P.joined_tick, world._p_sorted_x,
+                        world._p_sorted_y, g.x_prev, g.y_prev, g.head, g.xy, g.fresh)
     compiled1, loaded1 = _counts()
     return WarmUpReport(seconds=time.perf_counter() - start, compiled=compiled1 - compiled0,
                         loaded=loaded1 - loaded0)

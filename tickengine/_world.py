@@ -94,7 +94,7 @@ from ._state import (
     Players,
     Treasures,
 )
-from ._visibility import compute_visibility
+from ._visibility import compute_visibility, vis_scratch
 
 #: Names of the tick's phases, in order, as timed in :attr:`TickResult.phase_ns`.
 PHASES = ("membership", "movement", "grid", "discovery", "hints", "leaderboard")
@@ -270,7 +270,7 @@ class World:
         self._vis_truncated = np.zeros(P, np.uint8)
         self._vis_no_keyframe = np.zeros(P, np.uint8)
         self._vis_words = self._vis_records.view(np.uint64)
-        self._vis_chunk_len = np.zeros(numba.config.NUMBA_NUM_THREADS, np.int64)
+        self._vis_scratch = vis_scratch(P, numba.config.NUMBA_NUM_THREADS)
         for params in hunts:
             self.add_hunt(params)
 
@@ -664,8 +664,7 @@ class World:
             threads, n, observers, kf, self._tick, P.state, P.gen, P.hunt,
             P.x, P.y, P.x_prev, P.y_prev, P.changed_tick, P.joined_tick, self._p_cells,
             self._p_order, self._p_sorted_x, self._p_sorted_y, H.f, H.i,
-            self._vis_offsets, self._vis_truncated, self._vis_records, self._vis_words,
-            self._vis_chunk_len,
+            self._vis_offsets, self._vis_truncated, self._vis_words, self._vis_scratch,
         )
         return Visibility(
             offsets=self._vis_offsets[: n + 1],

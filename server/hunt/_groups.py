@@ -5,7 +5,9 @@ ticks at the same instant, all those messages leave as one burst and the last
 client of the burst waits for all the others (at 1,000 clients, 10-20 ms). With
 G groups ticking ``period / G`` apart, a tick's burst reaches only its group's
 clients and the bursts are spread over the period, as a server of independent
-rooms spreads them; the work per second is the same.
+rooms spreads them; the work per second is the same, but each group's tick costs a
+fixed trip to a thread and back, so the automatic count (:func:`auto_groups`) makes
+only as many groups as keep each burst to about :data:`BURST_PLAYERS` players.
 
 What grouping changes is *when* in the period a hunt ticks, never what its tick
 computes: every hunt keeps its own World, journal, tick numbers and state hash
@@ -17,8 +19,9 @@ Groups are balanced by players: each hunt goes to the group with the fewest
 players (longest-processing-time first), so one big hunt ends up alone in its
 group while small ones share theirs. Players come and go, so the groups are
 rebalanced every :data:`REBALANCE_EVERY` seconds when the largest group holds
-more than its fair share by :data:`IMBALANCE` (a hunt that changes group ticks
-once a fraction of a period early or late, then at its new phase).
+more than its fair share by :data:`IMBALANCE`, or when the automatic count changed
+with the players (a hunt that changes group ticks once a fraction of a period early or
+late, then at its new phase).
 """
 
 from __future__ import annotations
@@ -44,14 +47,34 @@ IMBALANCE_MIN_PLAYERS = 8
 #: at most this long (seconds) after that trip began; past it, the other trip counts as
 #: stalled (a disk, a bug) and the waiting one takes a thread of its own.
 STALLED_AFTER = 0.05
-#: Automatic group count: as many groups as hunts, with phases at least this far apart
-#: (seconds): closer phases no longer separate the bursts of small hunts.
+#: Automatic group count: at most as many groups as hunts, with phases at least this far
+#: apart (seconds): closer phases no longer separate the bursts of small hunts ...
 MIN_PHASE_GAP = 0.0025
+#: ... and no more groups than it takes to keep a group's burst of TICKs to about this
+#: many players. Each group's tick costs two thread wake-ups (the hand-off to its tick
+#: thread and back), a fixed cost whatever the group holds (on a virtual machine, where a
+#: wake-up is dear, more than the ticks of a few small hunts): groups pay only while they
+#: keep the bursts short, and a server of idle hunts ticks them in one group.
+BURST_PLAYERS = 250
+#: The automatic count falls only once the players would fit in one group fewer with this
+#: much room to spare (a fraction of BURST_PLAYERS), so that players coming and going at
+#: a boundary do not move the hunts between phases every few seconds.
+SHRINK_MARGIN = 0.2
 
 
-def auto_groups(hunts: int, period: float) -> int:
-    """The automatic number of groups for ``hunts`` hunts ticking every ``period`` seconds."""
+def group_cap(hunts: int, period: float) -> int:
+    """The most groups worth having for ``hunts`` hunts ticking every ``period`` seconds."""
     return max(1, min(hunts, int(period / MIN_PHASE_GAP)))
+
+
+def auto_groups(hunts: int, period: float, players: int, current: int = 0) -> int:
+    """The automatic number of groups for ``hunts`` hunts of ``players`` players in all,
+    ticking every ``period`` seconds; ``current``: the count in use (0: none yet), kept
+    while one group fewer would not hold the players with room to spare."""
+    want = max(1, math.ceil(players / BURST_PLAYERS))
+    if want < current and players > (current - 1) * BURST_PLAYERS * (1 - SHRINK_MARGIN):
+        want = current
+    return min(group_cap(hunts, period), want)
 
 
 def balance(loads: Mapping[str, int], groups: int,
@@ -110,8 +133,9 @@ class TickGroups:
     """The tick groups of one server. :meth:`schedule` gives a hunt's ticker its
     deadlines; :meth:`run` rebalances while the server runs.
 
-    ``configured``: the number of groups (``tick_groups``; 0: :func:`auto_groups`
-    of the hunts running). ``epoch``: ``trio.current_time()`` the phases count from.
+    ``configured``: the number of groups (``tick_groups``; 0: automatic, one group to
+    start with, then :func:`auto_groups` of the players at each rebalance). ``epoch``:
+    ``trio.current_time()`` the phases count from.
     """
 
     def __init__(self, configured: int = 0, epoch: float = 0.0) -> None:
@@ -125,13 +149,16 @@ class TickGroups:
         self._count = configured or 1
         self._sizes = [0] * self._count
 
-    def _refresh(self) -> None:
-        """Recompute the group count and the hunts per group (after a change)."""
+    def _refresh(self, players: int | None = None) -> None:
+        """Recompute the hunts per group after a change. The automatic count keeps within
+        :func:`group_cap` as hunts come and go, and follows ``players`` (the players of
+        every hunt, given at a rebalance) by :func:`auto_groups`."""
         if self.configured or not self.members:
             count = self.configured or 1
         else:
             period = min(m.period for m in self.members.values())
-            count = auto_groups(len(self.members), period)
+            count = (min(self._count, group_cap(len(self.members), period)) if players is None
+                     else auto_groups(len(self.members), period, players, self._count))
         sizes = [0] * count
         for m in self.members.values():
             sizes[m.group % count] += 1
@@ -189,19 +216,23 @@ class TickGroups:
         return 1 if m is None else self._sizes[m.group % self._count]
 
     def rebalance(self, force: bool = False) -> bool:
-        """Rebalance by players if the groups are out of balance (or ``force``); True if
-        any hunt changed group."""
-        groups = self.count
+        """Rebalance by players if the groups are out of balance, the automatic count
+        changed with the players (or ``force``); True if any hunt changed phase."""
+        before = self._count
         loads = {m.name: m.players() for m in self.members.values()}
+        if not self.configured and self.members:
+            self._refresh(sum(loads.values()))
+        groups = self._count
         current = {m.name: m.group % groups for m in self.members.values()}
-        if not force and not imbalanced(loads, current, groups):
+        recounted = groups != before
+        if not (force or recounted) and not imbalanced(loads, current, groups):
             return False
         new = balance(loads, groups, current)
-        moved = False
+        moved = recounted
         for name, g in new.items():
-            if current[name] != g:
-                self.members[name].group = g
-                moved = True
+            m = self.members[name]
+            moved = moved or current[name] != g
+            m.group = g
         self.rebalances += moved
         self._refresh()
         return moved

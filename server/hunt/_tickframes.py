@@ -52,6 +52,7 @@ class Seen(NamedTuple):
 
     offsets: np.ndarray  # int64, observer i's records are [offsets[i], offsets[i + 1])
     raw: np.ndarray  # uint8: the records' bytes, copied as they lie into version-1 TICKs
+    words: np.ndarray  # uint64: the same bytes, two words a record
     slot: np.ndarray  # uint32 column
     flags: np.ndarray  # uint16 column: bit 0, in view
     x: np.ndarray  # float32 columns, world units
@@ -69,20 +70,27 @@ class Compact(NamedTuple):
     sent_y: np.ndarray
     sent_score: np.ndarray  # int64
     sent_hint: np.ndarray  # int16 (-1: none yet)
-    q_tick: np.ndarray  # int64 per slot: the tick of ``q_xy`` (-1: none)
-    q_xy: np.ndarray  # int64 per slot: its quantized position at that tick, qx | qy << 16
+    q_tick: np.ndarray  # int64 per slot: the tick of ``q_rec`` (-1: none)
+    #: int64 per slot: its in-view VISIBLE record at that tick as wire bytes, little-endian
+    #: (the index varint, qx, qy), and how many bytes that is (uint8; 0: more than 8).
+    q_rec: np.ndarray
+    q_len: np.ndarray
 
 
 def seen_of(vis) -> Seen:
     """The :class:`Seen` of a ``tickengine.Visibility``."""
     r = vis.records
-    return Seen(vis.offsets, r.view(np.uint8), r["slot"], r["flags"], r["x"], r["y"])
+    return Seen(vis.offsets, r.view(np.uint8), r.view(np.uint64), r["slot"], r["flags"],
+                r["x"], r["y"])
 
 
 @njit(cache=True, inline="always")
 def _put(out, at, value, nbytes):
+    # An unsigned index: no negative-index wraparound per byte, so the compiler merges
+    # the byte stores into one.
+    a = np.uint64(at)
     for k in range(nbytes):
-        out[at + k] = (value >> (8 * k)) & 0xFF
+        out[a + np.uint64(k)] = (value >> (8 * k)) & 0xFF
 
 
 @njit(cache=True, inline="always")
@@ -197,14 +205,39 @@ def _write_v1(out, at, tick, s, kf, n_vis, v0, seen, t, tails, tail_bytes, pl):
     return at + t1 - t0
 
 
+@njit(cache=True)
+def _in_view_bytes(index, q):
+    """A VISIBLE record in view (docs/protocol.md) of the player at hunt-local ``index``
+    with quantized position ``q`` (``qx | qy << 16``): up to 8 bytes, little-endian, and
+    their count; a count of 0 when it takes more (the value is then ``q`` alone).
+
+    Not inlined: a loop in the caller's inner loop keeps Numba from pruning the
+    reference counts of the caller's arrays (an atomic update each, every record)."""
+    v = np.int64(index) * 2 + 1
+    rec = 0
+    n = 0
+    while v >= 0x80:
+        rec |= ((v & 0x7F) | 0x80) << (8 * n)
+        v >>= 7
+        n += 1
+    rec |= v << (8 * n)
+    n += 1
+    if n > 4:
+        return q, 0
+    return rec | (q << (8 * n)), n + 4
+
+
 @njit(cache=True, inline="always")
-def _position(cp, slot, tick, x, y, w, h):
-    """The quantized position of ``slot`` (``qx | qy << 16``), computed once per tick: every
-    in-view record of a player carries the same float32 position in one tick."""
+def _in_view_record(cp, slot, tick, x, y, w, h):
+    """``slot``'s in-view record as :func:`_in_view_bytes` gives it, computed once per
+    tick: every in-view record of a player carries the same float32 position ``x``, ``y``
+    in one tick, and its index does not change within a tick."""
     if cp.q_tick[slot] != tick:
         cp.q_tick[slot] = tick
-        cp.q_xy[slot] = _quantize(x, w) | (_quantize(y, h) << 16)
-    return cp.q_xy[slot]
+        rec, n = _in_view_bytes(cp.index[slot], _quantize(x, w) | (_quantize(y, h) << 16))
+        cp.q_rec[slot] = rec
+        cp.q_len[slot] = n
+    return cp.q_rec[slot], np.int64(cp.q_len[slot])
 
 
 @njit(cache=True, inline="always")
@@ -261,15 +294,26 @@ def _write_v2(out, at, tick, s, h, kf, n_vis, v0, seen, t, tails, tail_bytes, pl
         at = _put_varint(out, at, n_vis)
         w = cp.width[h]
         ht = cp.height[h]
+        words = seen.words
         for k in range(v0, v0 + n_vis):
-            slot = seen.slot[k]
-            code = cp.index[slot] * 2
-            if seen.flags[k] & 1:
-                at = _put_varint(out, at, code + 1)
-                _put(out, at, _position(cp, slot, tick, seen.x[k], seen.y[k], w, ht), 4)
-                at += 4
+            # A record's words: slot | gen << 32 | flags << 48, then x and y (unsigned
+            # indices: no negative-index wraparound).
+            head = words[np.uint64(2 * k)]
+            slot = head & np.uint64(0xFFFFFFFF)
+            if head & np.uint64(1 << 48):  # in view
+                rec, n = _in_view_record(cp, slot, tick, seen.x[k], seen.y[k], w, ht)
+                if n:
+                    # One 8-byte store: the bytes past the record are written over by
+                    # what follows (the next record, the tail, the next frame), and
+                    # frame_sizes leaves 9 bytes a record.
+                    _put(out, at, rec, 8)
+                    at += n
+                else:
+                    at = _put_varint(out, at, cp.index[slot] * 2 + 1)
+                    _put(out, at, rec, 4)
+                    at += 4
             else:
-                at = _put_varint(out, at, code)
+                at = _put_varint(out, at, cp.index[slot] * 2)
     out[at:at + t1 - t0] = tail_bytes[t0:t1]
     at += t1 - t0
     cp.sent_ack[s] = ack
@@ -361,7 +405,7 @@ def compact_state(players: int, hunts: int) -> Compact:
                    np.zeros(players, np.int64), np.zeros(players, np.int64),
                    np.zeros(players, np.int64), np.zeros(players, np.int64),
                    np.full(players, -1, np.int16), np.full(players, -1, np.int64),
-                   np.zeros(players, np.int64))
+                   np.zeros(players, np.int64), np.zeros(players, np.uint8))
 
 
 def warm_up() -> None:
