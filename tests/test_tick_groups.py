@@ -54,15 +54,15 @@ def test_rebalancing_keeps_group_numbers_so_that_few_hunts_move() -> None:
 
 
 def test_automatic_group_count() -> None:
-    # A group per BURST_PLAYERS players (250), within one per hunt and phases 2.5 ms apart.
+    # A group per BURST_PLAYERS players (50), within one per hunt and phases 2.5 ms apart.
     assert auto_groups(0, 0.05, 0) == 1 and auto_groups(50, 0.05, 0) == 1  # idle: one
-    assert auto_groups(50, 0.05, 1000) == 4 and auto_groups(50, 0.05, 2000) == 8
-    assert auto_groups(3, 0.05, 1000) == 3 and auto_groups(50, 0.05, 100_000) == 20
+    assert auto_groups(50, 0.05, 200) == 4 and auto_groups(20, 0.05, 400) == 8
+    assert auto_groups(3, 0.05, 1000) == 3 and auto_groups(50, 0.05, 1000) == 20
     assert auto_groups(50, 0.01, 100_000) == 4  # 100 Hz: phases 2.5 ms apart
     # It grows at once, and shrinks only with room to spare (no flapping at a boundary).
-    assert auto_groups(50, 0.05, 760, current=3) == 4
-    assert auto_groups(50, 0.05, 740, current=4) == 4  # 3 groups would hold 750
-    assert auto_groups(50, 0.05, 590, current=4) == 3
+    assert auto_groups(50, 0.05, 152, current=3) == 4
+    assert auto_groups(50, 0.05, 148, current=4) == 4  # 3 groups would hold 150
+    assert auto_groups(50, 0.05, 118, current=4) == 3
 
 
 async def test_automatic_count_follows_the_players_at_a_rebalance() -> None:
@@ -72,17 +72,17 @@ async def test_automatic_count_follows_the_players_at_a_rebalance() -> None:
         groups.schedule(name, lambda name=name: players[name], 0.05)
     assert groups.count == 1  # idle hunts tick in one group
     for name in players:
-        players[name] = 20  # 1,000 players join
+        players[name] = 4  # 200 players join
     assert groups.rebalance() and groups.count == 4
     assert sorted(groups.together(n) for n in players)[::13] == [12, 12, 13, 13]
     assert sorted({groups.phase(n) for n in players}) == [0.0, 0.25, 0.5, 0.75]
     assert not groups.rebalance()  # balanced, and the count holds
     for name in list(players)[:13]:
-        players[name] = 0  # 740 left: 3 groups would hold them, but with no room to spare
+        players[name] = 0  # 148 left: 3 groups would hold them, but with no room to spare
     groups.rebalance()
     assert groups.count == 4
     for name in list(players)[:21]:
-        players[name] = 0  # 580 left
+        players[name] = 0  # 116 left
     assert groups.rebalance() and groups.count == 3
     assert sorted({groups.phase(n) for n in players}) == [0.0, 1 / 3, 2 / 3]
     for name in list(players)[:48]:

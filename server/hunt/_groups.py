@@ -7,7 +7,7 @@ G groups ticking ``period / G`` apart, a tick's burst reaches only its group's
 clients and the bursts are spread over the period, as a server of independent
 rooms spreads them; the work per second is the same, but each group's tick costs a
 fixed trip to a thread and back, so the automatic count (:func:`auto_groups`) makes
-only as many groups as keep each burst to about :data:`BURST_PLAYERS` players.
+only as many groups as keep each to about :data:`BURST_PLAYERS` players.
 
 What grouping changes is *when* in the period a hunt ticks, never what its tick
 computes: every hunt keeps its own World, journal, tick numbers and state hash
@@ -50,12 +50,14 @@ STALLED_AFTER = 0.05
 #: Automatic group count: at most as many groups as hunts, with phases at least this far
 #: apart (seconds): closer phases no longer separate the bursts of small hunts ...
 MIN_PHASE_GAP = 0.0025
-#: ... and no more groups than it takes to keep a group's burst of TICKs to about this
-#: many players. Each group's tick costs two thread wake-ups (the hand-off to its tick
-#: thread and back), a fixed cost whatever the group holds (on a virtual machine, where a
-#: wake-up is dear, more than the ticks of a few small hunts): groups pay only while they
-#: keep the bursts short, and a server of idle hunts ticks them in one group.
-BURST_PLAYERS = 250
+#: ... and no more groups than it takes to keep a group to about this many players. Each
+#: group's tick costs two thread wake-ups (the hand-off to its tick thread and back), a
+#: fixed cost whatever the group holds (on a virtual machine, where a wake-up is dear,
+#: more than the ticks of a few small hunts), while the hunts of a group tick one after
+#: the other in its trip, so the last waits for the others: fewer, larger groups cost
+#: less CPU and more latency (perf/README.md, "Tick groups"). A server of idle hunts
+#: ticks them in one group.
+BURST_PLAYERS = 50
 #: The automatic count falls only once the players would fit in one group fewer with this
 #: much room to spare (a fraction of BURST_PLAYERS), so that players coming and going at
 #: a boundary do not move the hunts between phases every few seconds.
