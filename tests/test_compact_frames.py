@@ -5,6 +5,8 @@ ticks (positions to within the quantization step docs/protocol.md states)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -159,6 +161,35 @@ def test_compact_frames_equal_the_writer_and_say_what_version_1_says() -> None:
     assert bytes_v2 < bytes_v1 / 2, (bytes_v1, bytes_v2)
 
 
+def _one_observer(records: np.ndarray, indices: object) -> Callable[[int], bytes]:
+    """One version-2 observer (slot 0, index -1) seeing ``records`` (slot k + 1 has index
+    ``indices[k]``) in a 100 x 50 hunt: ``write(tick)`` runs the frame kernel for a keyframe
+    and returns the frame, checking that nothing was written past its bound."""
+    vis = type("Vis", (), {"offsets": np.array([0, len(records)], np.int64),
+                           "records": records})
+    compact = tf.compact_state(len(indices) + 1, 1)
+    compact.index[1:] = indices
+    compact.width[0], compact.height[0] = 100.0, 50.0
+    tails = tf.TailTable()
+    tails.add_raw(b"")
+    last_seq, score = np.array([42], np.int64), np.array([7], np.int64)
+    x, y, hint = np.array([1.5]), np.array([2.5]), np.array([3], np.int8)
+    sizes = np.zeros(1, np.int64)
+    one = np.ones(1, np.uint8)
+    zero = np.zeros(1, np.int32)
+    total = tf.frame_sizes(1, one + 1, vis.offsets, zero, tails.rows, sizes)
+    out = np.full(total + 3, 0xEE, np.uint8)
+    pl = tf.Players(last_seq, x.view(np.int64), y.view(np.int64), score, hint)
+
+    def write(tick: int) -> bytes:
+        written = tf.write_frames(1, tick, zero, zero, one + 1, one, tf.seen_of(vis), zero,
+                                  tails.rows, tails.data, pl, compact, out,
+                                  np.zeros(2, np.int64), sizes)
+        assert (out[total:] == 0xEE).all() and written == sizes[0] <= total
+        return out[:written].tobytes()
+    return write
+
+
 @pytest.mark.parametrize(("n_visible", "header"), [(0, 2), (20, 2), (30, 4), (13200, 10)])
 def test_the_three_websocket_header_sizes(n_visible: int, header: int) -> None:
     """Synthetic records: a keyframe of 24 + 5 V bytes (6 V from index 64 on) crosses 126 at
@@ -171,26 +202,8 @@ def test_the_three_websocket_header_sizes(n_visible: int, header: int) -> None:
     records["slot"] = np.arange(n_visible) + 1  # slot k + 1 has index k (1 or 2 bytes)
     records["flags"] = 1
     records["x"], records["y"] = rng.random(n_visible) * 100, rng.random(n_visible) * 50
-    vis = type("Vis", (), {"offsets": np.array([0, n_visible], np.int64), "records": records})
-    compact = tf.compact_state(n_visible + 1, 1)
-    compact.index[1:] = np.arange(n_visible)
-    compact.width[0], compact.height[0] = 100.0, 50.0
-    tails = tf.TailTable()
-    tails.add_raw(b"")
-    P = type("P", (), {})
-    P.last_seq, P.score = np.array([42], np.int64), np.array([7], np.int64)
-    P.x, P.y, P.hint = np.array([1.5]), np.array([2.5]), np.array([3], np.int8)
-    sizes = np.zeros(1, np.int64)
-    one = np.ones(1, np.uint8)
-    total = tf.frame_sizes(1, one + 1, vis.offsets, np.zeros(1, np.int32), tails.rows, sizes)
-    out = np.full(total + 3, 0xEE, np.uint8)
-    offsets = np.zeros(2, np.int64)
-    pl = tf.Players(P.last_seq, P.x.view(np.int64), P.y.view(np.int64), P.score, P.hint)
-    written = tf.write_frames(1, 1201, np.zeros(1, np.int32), np.zeros(1, np.int32), one + 1,
-                              one, tf.seen_of(vis), np.zeros(1, np.int32), tails.rows,
-                              tails.data, pl, compact, out, offsets, sizes)
-    assert (out[total:] == 0xEE).all() and written == sizes[0] <= total
-    frame = out[:written].tobytes()
+    write = _one_observer(records, np.arange(n_visible))
+    frame = write(1201)
     index = {k + 1: k for k in range(n_visible)}
     index[0] = n_visible
     expected = CompactTickWriter(index, 100.0, 50.0).write(1201, 42, 1.5, 2.5, 7, 3, records,
@@ -247,29 +260,12 @@ def test_records_of_every_index_length_in_and_out_of_view() -> None:
     rng = np.random.default_rng(5)
     records["x"] = np.tile(rng.random(len(indices)) * 100, 2)
     records["y"] = np.tile(rng.random(len(indices)) * 50, 2)
-    vis = type("Vis", (), {"offsets": np.array([0, n], np.int64), "records": records})
-    compact = tf.compact_state(len(indices) + 1, 1)
-    compact.index[1:] = indices
-    compact.width[0], compact.height[0] = 100.0, 50.0
-    tails = tf.TailTable()
-    tails.add_raw(b"")
-    P = type("P", (), {})
-    P.last_seq, P.score = np.array([42], np.int64), np.array([7], np.int64)
-    P.x, P.y, P.hint = np.array([1.5]), np.array([2.5]), np.array([3], np.int8)
-    sizes = np.zeros(1, np.int64)
-    one = np.ones(1, np.uint8)
-    total = tf.frame_sizes(1, one + 1, vis.offsets, np.zeros(1, np.int32), tails.rows, sizes)
-    out = np.full(total + 3, 0xEE, np.uint8)
-    pl = tf.Players(P.last_seq, P.x.view(np.int64), P.y.view(np.int64), P.score, P.hint)
+    write = _one_observer(records, indices)
     for tick in (1201, 1202):  # the second tick: the cache of the first is stale
-        written = tf.write_frames(1, tick, np.zeros(1, np.int32), np.zeros(1, np.int32),
-                                  one + 1, one, tf.seen_of(vis), np.zeros(1, np.int32),
-                                  tails.rows, tails.data, pl, compact, out,
-                                  np.zeros(2, np.int64), sizes)
-        assert (out[total:] == 0xEE).all() and written == sizes[0] <= total
+        frame = write(tick)
         index = {k + 1: i for k, i in enumerate(indices)}
         index[0] = 2**31 - 1
         expected = CompactTickWriter(index, 100.0, 50.0).write(tick, 42, 1.5, 2.5, 7, 3,
                                                                records, b"", True)
-        assert out[:written].tobytes() == wf.frame(expected)
+        assert frame == wf.frame(expected)
         records["x"] = 100 - records["x"]
