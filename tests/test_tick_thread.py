@@ -133,3 +133,36 @@ async def test_tick_waits_are_shares_of_the_phases_they_are_given() -> None:
     finally:
         t.close()
         waits.close()
+
+
+@pytest.mark.parametrize("early_min", [1, 256])
+async def test_a_hub_of_many_clients_reads_their_moves_ahead_of_its_tick(
+        serve, monkeypatch: pytest.MonkeyPatch, early_min: int) -> None:
+    """From EARLY_READ_MIN observers the hub reads its sockets once more EARLY_READ seconds
+    before each deadline (below it, not: a wake-up more per tick); either way every move a
+    client sends is applied and acknowledged, in order."""
+    from server.client import connect
+    from server.hunt import _hub
+
+    monkeypatch.setattr(_hub, "EARLY_READ_MIN", early_min)
+    srv = await serve()
+    hub = srv.app.placement.hub_named("demo")
+    reads = 0
+    read_ahead = hub.sessions.read_ahead
+
+    def counted() -> None:
+        nonlocal reads
+        reads += 1
+        read_ahead()
+
+    hub.sessions.read_ahead = counted
+    with trio.fail_after(30):
+        async with connect(srv.url, "ahead", "demo") as c:
+            sent = 0
+            async for _ in c.ticks():
+                if c.ack >= 20:
+                    break
+                if c.ack == sent:
+                    sent = await c.move(1.0, 0.0)
+    assert c.ack >= 20
+    assert (reads > 10) if early_min == 1 else reads == 0

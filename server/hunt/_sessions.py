@@ -359,6 +359,12 @@ class Sessions:
             self._observers_dirty = False
         return self.observers
 
+    def read_ahead(self) -> None:
+        """Shortly before the tick: the poller's pass over this hub's sockets, into the
+        current batch (the pass in :meth:`take_batch` then has less to read)."""
+        if self.before_batch is not None:
+            self.before_batch()
+
     def take_batch(self) -> tuple[MoveBatch, int]:
         """At the tick: the batch of moves to tick, and how many of them clients sent
         (the rest are the server's stop moves). Moves go into the spare batch meanwhile
