@@ -54,7 +54,7 @@ def test_rebalancing_keeps_group_numbers_so_that_few_hunts_move() -> None:
 
 
 def test_automatic_group_count() -> None:
-    # A group per BURST_PLAYERS players (50), within one per hunt and phases 2.5 ms apart.
+    # A group per PLAYERS_PER_GROUP players (50), within one per hunt and phases 2.5 ms apart.
     assert auto_groups(0, 0.05, 0) == 1 and auto_groups(50, 0.05, 0) == 1  # idle: one
     assert auto_groups(50, 0.05, 200) == 4 and auto_groups(20, 0.05, 400) == 8
     assert auto_groups(3, 0.05, 1000) == 3 and auto_groups(50, 0.05, 1000) == 20

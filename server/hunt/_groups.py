@@ -7,7 +7,7 @@ G groups ticking ``period / G`` apart, a tick's burst reaches only its group's
 clients and the bursts are spread over the period, as a server of independent
 rooms spreads them; the work per second is the same, but each group's tick costs a
 fixed trip to a thread and back, so the automatic count (:func:`auto_groups`) makes
-only as many groups as keep each to about :data:`BURST_PLAYERS` players.
+only as many groups as hold about :data:`PLAYERS_PER_GROUP` players each.
 
 What grouping changes is *when* in the period a hunt ticks, never what its tick
 computes: every hunt keeps its own World, journal, tick numbers and state hash
@@ -57,10 +57,10 @@ MIN_PHASE_GAP = 0.0025
 #: the other in its trip, so the last waits for the others: fewer, larger groups cost
 #: less CPU and more latency (perf/README.md, "Tick groups"). A server of idle hunts
 #: ticks them in one group.
-BURST_PLAYERS = 50
+PLAYERS_PER_GROUP = 50
 #: The automatic count falls only once the players would fit in one group fewer with this
-#: much room to spare (a fraction of BURST_PLAYERS), so that players coming and going at
-#: a boundary do not move the hunts between phases every few seconds.
+#: much room to spare (a fraction of PLAYERS_PER_GROUP), so that players coming and going
+#: at a boundary do not move the hunts between phases every few seconds.
 SHRINK_MARGIN = 0.2
 
 
@@ -73,8 +73,8 @@ def auto_groups(hunts: int, period: float, players: int, current: int = 0) -> in
     """The automatic number of groups for ``hunts`` hunts of ``players`` players in all,
     ticking every ``period`` seconds; ``current``: the count in use (0: none yet), kept
     while one group fewer would not hold the players with room to spare."""
-    want = max(1, math.ceil(players / BURST_PLAYERS))
-    if want < current and players > (current - 1) * BURST_PLAYERS * (1 - SHRINK_MARGIN):
+    want = max(1, math.ceil(players / PLAYERS_PER_GROUP))
+    if want < current and players > (current - 1) * PLAYERS_PER_GROUP * (1 - SHRINK_MARGIN):
         want = current
     return min(group_cap(hunts, period), want)
 
