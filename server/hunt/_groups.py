@@ -340,7 +340,7 @@ class BatchedOffload:
                     ) -> Any:
         # Every wait here is uncancellable, as a tick in flight must end. Parking with
         # ``wait_task_rescheduled`` does that without a shielded cancel scope and an Event
-        # per call, which were most of a small hunt's hand-off on the Trio thread.
+        # per call, Trio-thread work every small hunt paid on every tick.
         job = _Job(fn, args)
         pending = self._pending
         pending.append(job)
