@@ -13,7 +13,14 @@ import trio
 from server._config import ServerConfig
 from server.client import connect
 from server.durability import recover
-from server.hunt._groups import BatchedOffload, TickGroups, auto_groups, balance, imbalanced
+from server.hunt._groups import (
+    INLINE_PLAYERS,
+    BatchedOffload,
+    TickGroups,
+    auto_groups,
+    balance,
+    imbalanced,
+)
 from server.hunt._placement import hunt_journals
 from tickengine import ConfigError
 
@@ -285,6 +292,86 @@ async def test_grouped_hunts_tick_at_their_phases_and_replay_to_the_live_hashes(
         rec = recover(path, verify=True)
         assert rec.report.hashes_verified >= rec.tick - 1 >= 30  # each client saw 30 ticks
         assert rec.state_hash == live[name].world.state_hash()
+
+
+async def test_a_trip_of_small_hunts_without_a_journal_runs_on_the_trio_thread() -> None:
+    import threading
+
+    offload = BatchedOffload()
+    here = threading.get_ident()
+    ran: dict[str, int] = {}
+
+    def work(name: str) -> str:
+        ran[name] = threading.get_ident()
+        if name == "bad":
+            raise ValueError("this hunt failed")
+        return name
+
+    async def group(*members: tuple[str, int]) -> dict[str, object]:
+        """One instant's calls, each ``(name, players)`` (-1: a journaled hunt)."""
+        out: dict[str, object] = {}
+
+        async def call(name: str, players: int) -> None:
+            hunt = offload.for_hunt(lambda: len(members), lambda: players)
+            try:
+                out[name] = await hunt(work, name)
+            except ValueError as exc:
+                out[name] = exc
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for name, players in members:
+                    nursery.start_soon(call, name, players)
+        return out
+
+    # Small hunts with no journal: one trip, run here; a failure still goes to its caller.
+    out = await group(("a", 20), ("bad", 20), ("c", 20))
+    assert out["a"] == "a" and out["c"] == "c" and isinstance(out["bad"], ValueError)
+    assert {ran[n] for n in ("a", "bad", "c")} == {here}
+    assert (offload.handoffs, offload.inline) == (1, 1)
+    # A journaled hunt in the trip (its tick waits for a disk), or more players than
+    # INLINE_PLAYERS in all: the whole trip goes to a tick thread.
+    for members in ((("d", 20), ("e", -1)), (("f", INLINE_PLAYERS), ("g", 1))):
+        out = await group(*members)
+        assert out == {n: n for n, _ in members}
+        assert {ran[n] for n, _ in members} != {here} and len({ran[n] for n, _ in members}) == 1
+    assert (offload.handoffs, offload.inline) == (3, 1)
+    # A plain call (no hunt behind it) always leaves the Trio thread.
+    assert await offload(work, "h") == "h" and ran["h"] != here
+    offload.close()
+
+
+async def test_a_server_without_a_journal_ticks_small_groups_on_the_trio_thread(
+        serve, tmp_path: Path) -> None:
+    """Two small hunts, no data dir: their ticks run on the Trio thread and every client
+    gets every tick; with a journal (below) no trip does."""
+    for data_dir in ("", str(tmp_path / "data")):
+        srv = await serve({"name": "north", "max_players": 16},
+                          {"name": "south", "max_players": 16}, data_dir=data_dir)
+        offload = srv.app.placement.offload
+        seen: list[list[int]] = []
+
+        async def play(url: str, hunt: str, got: list[int]) -> None:
+            async with connect(url, "solo", hunt) as c:
+                async for tick in c.ticks():
+                    got.append(tick.tick)
+                    if len(got) >= 20:
+                        break
+                    await c.move(1.0, 0.0)
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for hunt in ("north", "south"):
+                    seen.append([])
+                    nursery.start_soon(play, srv.url, hunt, seen[-1])
+        for ticks in seen:
+            assert ticks == list(range(ticks[0], ticks[0] + 20))
+        assert offload.handoffs >= 20
+        if data_dir:
+            assert offload.inline == 0
+        else:
+            assert offload.inline == offload.handoffs
+        await srv.app.placement.leave()
 
 
 async def test_a_tick_in_flight_ends_even_if_its_callers_are_cancelled() -> None:

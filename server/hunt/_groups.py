@@ -58,6 +58,14 @@ MIN_PHASE_GAP = 0.0025
 #: less CPU and more latency (perf/README.md, "Tick groups"). A server of idle hunts
 #: ticks them in one group.
 PLAYERS_PER_GROUP = 50
+#: A trip whose hunts have no journal and hold at most this many players in all runs on
+#: the Trio thread, in its group's turn, instead of in a tick thread. Nothing in such a
+#: tick can block (no file is written; the sockets are non-blocking), a small hunt's tick
+#: is shorter than the two thread wake-ups of a trip, and the Trio thread sleeps through
+#: none of it. A journaled hunt's tick waits for its disk (fsync), so it always goes to
+#: a thread, as a large hunt's does, whose kernels leave the Trio thread free to read the
+#: sockets meanwhile.
+INLINE_PLAYERS = 128
 #: The automatic count falls only once the players would fit in one group fewer with this
 #: much room to spare (a fraction of PLAYERS_PER_GROUP), so that players coming and going
 #: at a boundary do not move the hunts between phases every few seconds.
@@ -249,10 +257,12 @@ class TickGroups:
 
 
 class _Job:
-    __slots__ = ("args", "done", "error", "fn", "result", "taken", "task")
+    __slots__ = ("args", "done", "error", "fn", "players", "result", "taken", "task")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], players: int) -> None:
         self.fn, self.args = fn, args
+        #: The players of the hunt it ticks; -1: one that must leave the Trio thread.
+        self.players = players
         self.result: Any = None
         self.error: BaseException | None = None
         #: A trip carries the job (``taken``) and has run it (``done``).
@@ -265,12 +275,26 @@ def _uncancellable(_: Any) -> trio.lowlevel.Abort:
     return trio.lowlevel.Abort.FAILED
 
 
-def _run_jobs(jobs: list[_Job], token: trio.lowlevel.TrioToken) -> None:
+def _run(jobs: list[_Job]) -> None:
     for job in jobs:  # one hunt's failure is that hunt's (its ticker re-raises it)
         try:
             job.result = job.fn(*job.args)
         except BaseException as exc:  # handed to the job's caller
             job.error = exc
+
+
+def _inline(jobs: list[_Job]) -> bool:
+    """Whether a trip may run on the Trio thread (:data:`INLINE_PLAYERS`)."""
+    players = 0
+    for job in jobs:
+        if job.players < 0:
+            return False
+        players += job.players
+    return players <= INLINE_PLAYERS
+
+
+def _run_jobs(jobs: list[_Job], token: trio.lowlevel.TrioToken) -> None:
+    _run(jobs)
     # The parked callers wake with the trip's carrier, in the same pass of the scheduler,
     # rather than one pass after it.
     with contextlib.suppress(trio.RunFinishedError):
@@ -293,6 +317,9 @@ class BatchedOffload:
     the other in that thread: per group, not per hunt, one trip to a thread and back.
     The threads are persistent (:class:`~server.hunt._worker.TickThread`: no limiter
     checkpoint between the hand-off and the thread's start).
+
+    A trip of small hunts without a journal (:data:`INLINE_PLAYERS`) runs on the Trio
+    thread instead, in the same turn, with no hand-off.
 
     The last call of a group (``together()`` of :meth:`for_hunt` calls in) starts the
     trip at once; if some never come (a hunt behind its schedule), the first starts it
@@ -320,28 +347,32 @@ class BatchedOffload:
         #: Trips in flight: when each began (``trio.current_time()``), by trip number.
         self._in_flight: dict[int, float] = {}
         self._trip_ended = trio.lowlevel.ParkingLot()
-        #: Hand-offs made, calls they carried, and hand-offs that found another group's
-        #: trip stalled and went alongside it (for the metrics and the tests).
+        #: Hand-offs made (trips), calls they carried, the trips run on the Trio thread,
+        #: and hand-offs that found another group's trip stalled and went alongside it
+        #: (for the metrics and the tests).
         self.handoffs = 0
         self.calls = 0
+        self.inline = 0
         self.alongside = 0
 
-    def for_hunt(self, together: Callable[[], int]) -> Callable[..., Awaitable[Any]]:
+    def for_hunt(self, together: Callable[[], int],
+                 players: Callable[[], int] = lambda: -1) -> Callable[..., Awaitable[Any]]:
         """The offload of one hunt; ``together()``: the hunts due at the same instant as
-        it (1: it ticks alone, so its call goes to the thread at once)."""
+        it (1: it ticks alone, so its call goes to the thread at once); ``players()``: its
+        players if its tick never blocks (no journal), else -1 (see :data:`INLINE_PLAYERS`)."""
         async def offload(fn: Callable[..., Any], *args: Any) -> Any:
-            return await self._call(fn, args, together())
+            return await self._call(fn, args, together(), players())
         return offload
 
     async def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await self._call(fn, args, 0)
+        return await self._call(fn, args, 0, -1)
 
-    async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], together: int
-                    ) -> Any:
+    async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], together: int,
+                    players: int) -> Any:
         # Every wait here is uncancellable, as a tick in flight must end. Parking with
         # ``wait_task_rescheduled`` does that without a shielded cancel scope and an Event
         # per call, Trio-thread work every small hunt paid on every tick.
-        job = _Job(fn, args)
+        job = _Job(fn, args, players)
         pending = self._pending
         pending.append(job)
         n = len(pending)
@@ -364,12 +395,20 @@ class BatchedOffload:
         return job.result
 
     async def _trip(self) -> None:
-        """Take every pending call to a tick thread and back; wake those who wait."""
+        """Take every pending call to a tick thread and back, or run them here if they
+        may (:func:`_inline`); wake those who wait."""
         jobs, self._pending = self._pending, []
         for job in jobs:
             job.taken = True
         self.handoffs += 1
         self.calls += len(jobs)
+        if _inline(jobs):
+            self.inline += 1
+            try:
+                _run(jobs)
+            finally:
+                _wake(jobs)
+            return
         trip = self.handoffs
         self._in_flight[trip] = trio.current_time()
         thread = self._idle.pop() if self._idle else TickThread("tick-group")

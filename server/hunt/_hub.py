@@ -275,8 +275,9 @@ class Hub:
         return (getattr(s, "user", None) or None) if s is not None else None
 
     def _work(self, batch: MoveBatch, obs: Observers, keyframe: np.ndarray) -> Frames:
-        """Worker thread: the pipeline's tick and frames, then the broadcaster's writes.
-        Touches no Trio object."""
+        """Worker thread (or the Trio thread, for a small group without a journal:
+        server/hunt/_groups.py): the pipeline's tick and frames, then the broadcaster's
+        writes. Touches no Trio object."""
         waits = self._waits
         waits.work_begins()
         frames = self.pipeline.compute(batch, self.sessions.inputs, obs, keyframe)

@@ -281,7 +281,9 @@ class Placement:
         r.hub = hub
         hub.lease_deadline = r.deadline
         hub.nursery = self.app.nursery
-        hub.offload = self.offload.for_hunt(lambda: self.groups.together(r.name))
+        hub.offload = self.offload.for_hunt(
+            lambda: self.groups.together(r.name),
+            lambda: -1 if hub.journal is not None else len(hub.sessions))
         self._on_started(r, hub)
         async with trio.open_nursery() as nursery:  # this hunt's own: its failure stays here
             await nursery.start(self._tick, r, hub)

@@ -154,9 +154,11 @@ class TickWaits:
         self._t1 = self._trio()
 
     def work_begins(self) -> None:
-        self._w0 = w0 = own_clock()()
-        # Since the end of this thread's last job: the wait to run after its wake-up.
-        self._go = w0 - getattr(_own, "after", w0)
+        clock = own_clock()
+        self._w0 = w0 = clock()
+        # Since the end of this thread's last job: the wait to run after its wake-up; on
+        # the ticker's own thread (a trip run there, server/hunt/_groups.py): since the call.
+        self._go = w0 - (self._t1 if clock is self._trio else getattr(_own, "after", w0))
 
     def work_computed(self) -> None:
         self._w3 = own_clock()()
