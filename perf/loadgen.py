@@ -166,11 +166,17 @@ class LoadGen:
         self.by_fd: dict[int, Client] = {}
         self.ep = select.epoll()
         self.rng = random.Random(args.seed)
-        # Move schedule: a wheel of `slots` slots per move period; client k sends in slot
-        # k % slots, so the clients' phases are spread evenly over the period.
+        # Move schedule: a wheel of `slots` slots per move period, each client in one, as
+        # many in each slot, so the clients' phases are spread evenly over the period. The
+        # slots are dealt at random (seeded), not by client index: clients round robin over
+        # the hunts, so with as many slots as hunts slot k % slots would put every client
+        # of a hunt in one slot, and each hunt's moves would all come at one phase of its
+        # tick (a latency set by how the phases happen to line up, not by the server).
         self.period = 1.0 / args.rate
         self.n_slots = max(1, min(50, args.clients))
         self.wheel: list[list[Client]] = [[] for _ in range(self.n_slots)]
+        self.slot_of = [k % self.n_slots for k in range(args.clients)]
+        self.rng.shuffle(self.slot_of)
         self.wstart = float("inf")
         self.wend = float("inf")
         self.latencies = array.array("d")  # move sent -> its ack read by this process
@@ -378,7 +384,7 @@ class LoadGen:
         c.seq = _Q.unpack_from(data, p + 40)[0]  # ack: continue from it
         self.playing += 1
         self.welcomed += 1
-        self.wheel[c.index % self.n_slots].append(c)
+        self.wheel[self.slot_of[c.index]].append(c)
 
     # ------------------------------------------------------------------ moves
 
@@ -599,7 +605,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="measure for --duration once ready, without start/stop on stdin")
     p.add_argument("--latency-out", help="write every window latency (ms, float32) here")
     p.add_argument("--max-seconds", type=float, default=900.0, help="hard limit on the run")
-    p.add_argument("--seed", type=int, default=0, help="seed of the move directions")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the move directions and of the clients' places in the move "
+                   "schedule")
     p.add_argument("--repeat", action="store_true",
                    help="after a window's result, wait for the next 'start' (until 'quit')")
     p.add_argument("--source-prefix", default="",

@@ -177,10 +177,13 @@ def hunts_config(clients: int, args: argparse.Namespace) -> str:
     sized for its share of the clients (a World's buffers follow its max_players)."""
     per_hunt = -(-clients // args.hunts)
     # Every client comes from 127.0.0.1 and their HELLOs reach the hunts in clumps: the
-    # per-address bursts are lifted as the flags lift the rates (start_server).
-    lines = ["[server]", f"hello_burst_per_address = {clients + 64}",
-             f"connection_burst_per_address = {clients + 64}", "",
-             "[defaults]", f"max_players = {max(64, 2 * per_hunt)}",
+    # per-address bursts are lifted as the flags lift the rates (start_server), in the
+    # servers that have them (--commit may run an older one).
+    lines = []
+    if "hello_burst_per_address" in (args.server_src / "server" / "_config.py").read_text():
+        lines += ["[server]", f"hello_burst_per_address = {clients + 64}",
+                  f"connection_burst_per_address = {clients + 64}", ""]
+    lines += ["[defaults]", f"max_players = {max(64, 2 * per_hunt)}",
              f"width = {args.world_size:g}", f"height = {args.world_size:g}", ""]
     for k, name in enumerate(hunt_names(args)):
         lines += ["[[hunt]]", f'name = "{name}"', f"seed = {k}", ""]
