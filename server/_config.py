@@ -107,7 +107,8 @@ class ServerConfig:
     switch_interval: float = 0.0005
     #: Tick groups: the hunts tick in this many groups, each at its own phase of the
     #: period, balanced by players (server/hunt/_groups.py). 0: automatic, one group
-    #: per hunt with phases at least 2.5 ms apart (20 groups at most at 20 Hz).
+    #: per 50 players with phases at least 2.5 ms apart (20 groups at most at 20 Hz);
+    #: without a data dir one per 20 players, at least 1 ms apart (50 at 20 Hz).
     tick_groups: int = 0
     #: Log format: "auto" (readable on a terminal, JSON lines otherwise), "json" or "console".
     log_format: str = "auto"

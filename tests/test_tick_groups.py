@@ -70,6 +70,13 @@ def test_automatic_group_count() -> None:
     assert auto_groups(50, 0.05, 152, current=3) == 4
     assert auto_groups(50, 0.05, 148, current=4) == 4  # 3 groups would hold 150
     assert auto_groups(50, 0.05, 118, current=4) == 3
+    # Without a journal (small groups tick on the Trio thread): a group per 20 players,
+    # phases down to 1 ms apart, so 50 hunts of 20 tick each at its own phase.
+    assert auto_groups(50, 0.05, 1000, inline=True) == 50
+    assert auto_groups(20, 0.05, 400, inline=True) == 20
+    assert auto_groups(50, 0.05, 0, inline=True) == 1  # idle: still one
+    assert auto_groups(100, 0.05, 100_000, inline=True) == 50  # 20 Hz: 1 ms apart
+    assert auto_groups(50, 0.05, 118, current=6, inline=True) == 6  # 5 would hold 100
 
 
 async def test_automatic_count_follows_the_players_at_a_rebalance() -> None:

@@ -6,8 +6,11 @@ client of the burst waits for all the others (at 1,000 clients, 10-20 ms). With
 G groups ticking ``period / G`` apart, a tick's burst reaches only its group's
 clients and the bursts are spread over the period, as a server of independent
 rooms spreads them; the work per second is the same, but each group's tick costs a
-fixed trip to a thread and back, so the automatic count (:func:`auto_groups`) makes
-only as many groups as hold about :data:`PLAYERS_PER_GROUP` players each.
+fixed trip to a thread and back (on a server without a journal, a small group's tick
+runs on the Trio thread instead: one wake-up of it), so the automatic count
+(:func:`auto_groups`) makes only as many groups as hold about
+:data:`PLAYERS_PER_GROUP` players each (:data:`INLINE_PLAYERS_PER_GROUP` without a
+journal).
 
 What grouping changes is *when* in the period a hunt ticks, never what its tick
 computes: every hunt keeps its own World, journal, tick numbers and state hash
@@ -47,8 +50,9 @@ IMBALANCE_MIN_PLAYERS = 8
 #: at most this long (seconds) after that trip began; past it, the other trip counts as
 #: stalled (a disk, a bug) and the waiting one takes a thread of its own.
 STALLED_AFTER = 0.05
-#: Automatic group count: at most as many groups as hunts, with phases at least this far
-#: apart (seconds): closer phases no longer separate the bursts of small hunts ...
+#: Automatic group count, for a server whose hunts' ticks go to a tick thread (it keeps
+#: a journal): at most as many groups as hunts, with phases at least this far apart
+#: (seconds): closer phases no longer separate the bursts of small hunts ...
 MIN_PHASE_GAP = 0.0025
 #: ... and no more groups than it takes to keep a group to about this many players. Each
 #: group's tick costs two thread wake-ups (the hand-off to its tick thread and back), a
@@ -58,6 +62,12 @@ MIN_PHASE_GAP = 0.0025
 #: less CPU and more latency (perf/README.md, "Tick groups"). A server of idle hunts
 #: ticks them in one group.
 PLAYERS_PER_GROUP = 50
+#: The same two for a server without a journal, whose small groups tick on the Trio
+#: thread (:data:`INLINE_PLAYERS`): a group's tick is then one wake-up of that thread and
+#: no trip, so a small hunt gets a group of its own, with phases down to 1 ms apart (the
+#: same CPU as fewer groups, and no hunt waits for another's tick).
+INLINE_MIN_PHASE_GAP = 0.001
+INLINE_PLAYERS_PER_GROUP = 20
 #: A trip whose hunts have no journal and hold at most this many players in all runs on
 #: the Trio thread, in its group's turn, instead of in a tick thread. Nothing in such a
 #: tick can block (no file is written; the sockets are non-blocking), a small hunt's tick
@@ -72,19 +82,24 @@ INLINE_PLAYERS = 128
 SHRINK_MARGIN = 0.2
 
 
-def group_cap(hunts: int, period: float) -> int:
-    """The most groups worth having for ``hunts`` hunts ticking every ``period`` seconds."""
-    return max(1, min(hunts, int(period / MIN_PHASE_GAP)))
+def group_cap(hunts: int, period: float, inline: bool = False) -> int:
+    """The most groups worth having for ``hunts`` hunts ticking every ``period`` seconds
+    (``inline``: on a server without a journal)."""
+    gap = INLINE_MIN_PHASE_GAP if inline else MIN_PHASE_GAP
+    return max(1, min(hunts, int(period / gap + 1e-9)))
 
 
-def auto_groups(hunts: int, period: float, players: int, current: int = 0) -> int:
+def auto_groups(hunts: int, period: float, players: int, current: int = 0,
+                inline: bool = False) -> int:
     """The automatic number of groups for ``hunts`` hunts of ``players`` players in all,
     ticking every ``period`` seconds; ``current``: the count in use (0: none yet), kept
-    while one group fewer would not hold the players with room to spare."""
-    want = max(1, math.ceil(players / PLAYERS_PER_GROUP))
-    if want < current and players > (current - 1) * PLAYERS_PER_GROUP * (1 - SHRINK_MARGIN):
+    while one group fewer would not hold the players with room to spare; ``inline``: on
+    a server without a journal (:data:`INLINE_PLAYERS_PER_GROUP`)."""
+    per_group = INLINE_PLAYERS_PER_GROUP if inline else PLAYERS_PER_GROUP
+    want = max(1, math.ceil(players / per_group))
+    if want < current and players > (current - 1) * per_group * (1 - SHRINK_MARGIN):
         want = current
-    return min(group_cap(hunts, period), want)
+    return min(group_cap(hunts, period, inline), want)
 
 
 def balance(loads: Mapping[str, int], groups: int,
@@ -145,12 +160,15 @@ class TickGroups:
 
     ``configured``: the number of groups (``tick_groups``; 0: automatic, one group to
     start with, then :func:`auto_groups` of the players at each rebalance). ``epoch``:
-    ``trio.current_time()`` the phases count from.
+    ``trio.current_time()`` the phases count from. ``inline``: the server keeps no
+    journal, so its small groups tick on the Trio thread (the automatic count's
+    ``inline``).
     """
 
-    def __init__(self, configured: int = 0, epoch: float = 0.0) -> None:
+    def __init__(self, configured: int = 0, epoch: float = 0.0, inline: bool = False) -> None:
         self.configured = configured
         self.epoch = epoch
+        self.inline = inline
         self.members: dict[str, _Member] = {}
         self.rebalances = 0
         # Every ticker asks for its phase and its group's size each tick: both are kept
@@ -167,8 +185,9 @@ class TickGroups:
             count = self.configured or 1
         else:
             period = min(m.period for m in self.members.values())
-            count = (min(self._count, group_cap(len(self.members), period)) if players is None
-                     else auto_groups(len(self.members), period, players, self._count))
+            hunts, inline = len(self.members), self.inline
+            count = (min(self._count, group_cap(hunts, period, inline)) if players is None
+                     else auto_groups(hunts, period, players, self._count, inline))
         sizes = [0] * count
         for m in self.members.values():
             sizes[m.group % count] += 1

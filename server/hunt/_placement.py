@@ -162,7 +162,7 @@ class Placement:
         self.stopped: dict[str, dict[str, Any]] = {}
         self.nursery: trio.Nursery | None = None
         #: When in the period each hunt here ticks (server/hunt/_groups.py).
-        self.groups = TickGroups(self.cfg.tick_groups)
+        self.groups = TickGroups(self.cfg.tick_groups, inline=not self.cfg.data_dir)
         #: One worker-thread hand-off for the ticks due at the same instant.
         self.offload = BatchedOffload()
 

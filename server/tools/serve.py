@@ -131,7 +131,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="threads writing each tick's frames to the sockets (default 2)")
     ops.add_argument("--tick-groups", type=int, metavar="N",
                      help="hunts tick in N groups spread over the tick period, balanced by "
-                          "players (default 0: automatic, one per hunt, phases >= 2.5 ms apart)")
+                          "players (default 0: automatic, one per 50 players, 20 without a "
+                          "data dir; see docs/server.md)")
     ops.add_argument("--log-format", choices=("auto", "json", "console"),
                      help="log lines: readable on a terminal, JSON otherwise (default auto)")
     p.set_defaults(run=run, prog=p.prog)
