@@ -70,12 +70,13 @@ INLINE_MIN_PHASE_GAP = 0.001
 INLINE_PLAYERS_PER_GROUP = 20
 #: A trip whose hunts have no journal and hold at most this many players in all runs on
 #: the Trio thread, in its group's turn, instead of in a tick thread. Nothing in such a
-#: tick can block (no file is written; the sockets are non-blocking), a small hunt's tick
-#: is shorter than the two thread wake-ups of a trip, and the Trio thread sleeps through
-#: none of it. A journaled hunt's tick waits for its disk (fsync), so it always goes to
-#: a thread, as a large hunt's does, whose kernels leave the Trio thread free to read the
-#: sockets meanwhile.
-INLINE_PLAYERS = 128
+#: tick can block (no file is written; the sockets are non-blocking); a small hunt's tick
+#: costs less than the trip's two thread wake-ups, and a hunt of 1,000 players no longer
+#: waits for a core at each hand-off (perf/README.md, "Ticks on the Trio thread"). Above
+#: it the kernels and writes (about 10 ms a tick at 2,000 players) would keep the Trio
+#: thread from the sockets too long, so the trip goes to a thread, as a journaled hunt's
+#: always does: its tick waits for its disk (fsync).
+INLINE_PLAYERS = 1024
 #: The automatic count falls only once the players would fit in one group fewer with this
 #: much room to spare (a fraction of PLAYERS_PER_GROUP), so that players coming and going
 #: at a boundary do not move the hunts between phases every few seconds.
