@@ -4,8 +4,11 @@ not depend on its group (its journal replays to the hashes the live server recor
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -145,6 +148,24 @@ def test_each_group_ticks_at_its_phase_and_a_moved_hunt_keeps_its_rate() -> None
     assert sorted(groups.phase(n) for n in players) == [0.0, 0.25, 0.5, 0.75]
 
 
+async def _at_once(calls: dict[Any, Callable[[], Awaitable[Any]]]) -> dict[Any, object]:
+    """Run ``calls`` at one instant (the ticks of one group); each key's result, or the
+    ValueError its call raised."""
+    out: dict[Any, object] = {}
+
+    async def one(key: Any, call: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            out[key] = await call()
+        except ValueError as exc:
+            out[key] = exc
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for key, call in calls.items():
+                nursery.start_soon(one, key, call)
+    return out
+
+
 async def test_ticks_due_at_one_instant_share_one_handoff() -> None:
     offload = BatchedOffload()
     threads: list[int] = []
@@ -156,18 +177,7 @@ async def test_ticks_due_at_one_instant_share_one_handoff() -> None:
             raise ValueError("hunt 2 failed")
         return k * 10
 
-    results: dict[int, object] = {}
-
-    async def call(k: int) -> None:
-        try:
-            results[k] = await offload(work, k)
-        except ValueError as exc:
-            results[k] = exc
-
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            for k in range(4):
-                nursery.start_soon(call, k)
+    results = await _at_once({k: functools.partial(offload, work, k) for k in range(4)})
     assert offload.handoffs == 1 and offload.calls == 4
     assert len(set(threads)) == 1 and threads[0] != __import__("threading").get_ident()
     assert results[0] == 0 and results[1] == 10 and results[3] == 30
@@ -316,20 +326,10 @@ async def test_a_trip_of_small_hunts_without_a_journal_runs_on_the_trio_thread()
 
     async def group(*members: tuple[str, int]) -> dict[str, object]:
         """One instant's calls, each ``(name, players)`` (-1: a journaled hunt)."""
-        out: dict[str, object] = {}
-
-        async def call(name: str, players: int) -> None:
-            hunt = offload.for_hunt(lambda: len(members), lambda: players)
-            try:
-                out[name] = await hunt(work, name)
-            except ValueError as exc:
-                out[name] = exc
-
-        with trio.fail_after(10):
-            async with trio.open_nursery() as nursery:
-                for name, players in members:
-                    nursery.start_soon(call, name, players)
-        return out
+        return await _at_once({
+            name: functools.partial(offload.for_hunt(lambda: len(members), lambda p=players: p),
+                                    work, name)
+            for name, players in members})
 
     # Small hunts with no journal: one trip, run here; a failure still goes to its caller.
     out = await group(("a", 20), ("bad", 20), ("c", 20))
