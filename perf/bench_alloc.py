@@ -7,8 +7,9 @@ malloc / calloc / realloc (the C heap: NumPy's array data, Numba's runtime, the 
 allocator's blocks above 512 bytes) and, installed once Python runs, wraps the Python
 allocator's MEM and OBJ domains with PyMem_SetAllocator (every Python object). Counts go
 to a shared file that this script reads, so reading them costs the server nothing; each is
-split between the server's main thread (Trio: sockets, ingest, the tick's bookkeeping) and
-the other threads (the tick's worker and send threads, Numba's).
+split between the server's main thread (Trio: sockets, ingest, the tick's bookkeeping, and
+without a journal the whole tick of a hunt of up to 1,024 players, as here) and the other
+threads (the tick's worker and send threads, Numba's).
 
 For each client count C, two runs of a fresh ``treasure-hunt serve`` with C clients of
 perf/loadgen.py (other processes, not counted):

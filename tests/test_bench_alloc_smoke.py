@@ -30,9 +30,13 @@ def test_quick_allocation_benchmark_counts_calls_of_a_live_server(tmp_path: Path
     assert row["clients"] == idle["playing"] == busy["playing"] == 20
     assert idle["ticks"] >= 20 and busy["ticks"] >= 20 and idle["moves"] < 20
     assert busy["moves"] >= 0.5 * 20 * 10 * busy["window_s"]
-    # Both hooks counted, in the Trio thread and in the tick's worker thread.
+    # Both hooks counted. The bench's server has no journal, so its hunt of 20 ticks on
+    # the Trio thread (server/hunt/_groups.py, INLINE_PLAYERS): the tick's calls are that
+    # thread's too, and the other threads may count none.
     for run in (idle, busy):
-        assert all(v > 0 for v in run["counts"].values()), run["counts"]
+        counts = run["counts"]
+        assert counts["c_main"] > 0 and counts["py_main"] > 0, counts
+        assert counts["c_other"] >= 0 and counts["py_other"] >= 0, counts
     # Every tick allocates (the tick result, its timings). A move need not add anything
     # (the ingest kernel takes it without a Python object): its figure is a difference
     # of two runs, near 0 and either side of it at 20 clients.
@@ -44,5 +48,6 @@ def test_quick_allocation_benchmark_counts_calls_of_a_live_server(tmp_path: Path
     assert sum(s["idle_per_tick"] for s in sites) == pytest.approx(row["per_tick_total"],
                                                                    rel=0.1)
     assert any(s["site"].startswith("Py main  server/shell/_poller.py") for s in sites)
-    assert any(s["site"].startswith("C  other tickengine/") for s in sites)
+    assert any(s["site"].startswith(("C  main  tickengine/", "C  other tickengine/"))
+               for s in sites)
     assert "call sites, per tick" in proc.stdout
