@@ -15,7 +15,8 @@ a bounded rate, warms up, then measures over --duration seconds:
 - messages and bytes per second (server counters), moves received / applied /
   dropped per second; evictions, skipped TICKs, tick overruns;
 - server CPU % (/proc/<pid>/stat over the window; its Trio thread apart from
-  the tick's worker threads) and the load generators' CPU %;
+  the tick's worker threads, and its time in the kernel: ``cpu_pct_system`` in the
+  JSON) and the load generators' CPU %;
 - TICKs per second received per client (min / mean) and missing tick numbers;
 - tick fan-out: per hunt and tick, first to last client to receive it, p50 / p99.
 
@@ -260,12 +261,15 @@ def metrics(http_url: str) -> dict[str, float]:
 
 
 def cpu_seconds(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) of a process: 'all', and 'main' (its first thread)."""
-    def read(path: str) -> float:
+    """CPU seconds of a process: 'all' (user + system), 'main' (its first thread) and
+    'system' (the whole process's time in the kernel: its system calls)."""
+    def read(path: str) -> tuple[float, float]:
         with open(path) as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return {"all": read(f"/proc/{pid}/stat"), "main": read(f"/proc/{pid}/task/{pid}/stat")}
+        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+    user, system = read(f"/proc/{pid}/stat")
+    return {"all": user + system, "system": system,
+            "main": sum(read(f"/proc/{pid}/task/{pid}/stat"))}
 
 
 def machine_cpu() -> dict[str, float]:
@@ -482,6 +486,8 @@ def figures(clients: int, args: argparse.Namespace, ready: list[dict], results: 
             "overruns": delta("hunt_tick_overruns_total"),
             "cpu_pct": (s1["cpu"]["all"] - s0["cpu"]["all"]) / wall * 100,
             "cpu_pct_trio_thread": (s1["cpu"]["main"] - s0["cpu"]["main"]) / wall * 100,
+            # Of cpu_pct, the time in the kernel (system calls: the sockets' reads and writes).
+            "cpu_pct_system": (s1["cpu"]["system"] - s0["cpu"]["system"]) / wall * 100,
             # Per second of the window, how long the server's threads were runnable but
             # had no CPU (other processes had the cores): what no code change recovers.
             "run_queue_ms_per_s": run_queue_delta(s0["run_queue"], s1["run_queue"]) / wall * 1e3,

@@ -1,5 +1,6 @@
 """Smoke tests of perf/bench_tick.py, bench_writes.py, bench_handoff.py, bench_render.py,
-bench_hunt_tick.py and bench_pipeline.py: a quick run finishes and writes sane results.
+bench_hunt_tick.py, bench_pipeline.py and bench_wakeups.py: a quick run finishes and writes
+sane results.
 
 Timings are never asserted (the machine is noisy); this only keeps the
 benchmark from rotting as the engine changes.
@@ -99,6 +100,16 @@ def test_bench_handoff_quick_run_measures_every_variant(tmp_path: Path) -> None:
             assert 0 < r[leg]["p50"] <= r[leg]["p99"] <= r[leg]["max"], (name, leg)
         assert r["cpu_wait"]["p50"] >= 0, name
         assert r["handoff_minus_cpu"]["p50"] <= r["handoff"]["p50"], name
+
+
+def test_bench_wakeups_quick_run_measures_both_loops(tmp_path: Path) -> None:
+    run_bench("bench_wakeups.py", "--quick", "--out", str(tmp_path))
+    data = json.loads((tmp_path / "bench_wakeups.json").read_text())
+    assert [c["phases"] for c in data["cases"]] == [1, 10]
+    for c in data["cases"]:
+        assert c["wakeups_per_s"] == 20 * c["phases"]
+        for loop in ("epoll", "trio"):
+            assert c[f"{loop}_cpu_pct"] > 0 and c[f"{loop}_us_per_wakeup"] > 0, (loop, c)
 
 
 def test_bench_render_smoke_run_times_a_tick_and_a_frame(tmp_path: Path) -> None:
