@@ -272,6 +272,18 @@ def cpu_seconds(pid: int) -> dict[str, float]:
             "main": sum(read(f"/proc/{pid}/task/{pid}/stat"))}
 
 
+def syscalls(pid: int) -> dict[str, int]:
+    """Read-like and write-like system calls of a process so far (``/proc/<pid>/io``'s
+    ``syscr``, ``syscw``: reads, receives and the like; writes, sends); {} where
+    unreadable."""
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            fields = dict(line.split(": ") for line in f.read().splitlines())
+        return {"reads": int(fields["syscr"]), "writes": int(fields["syscw"])}
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
 def machine_cpu() -> dict[str, float]:
     """Machine-wide CPU seconds from /proc/stat: process time (user, nice, system) and
     interrupt time (irq, softirq: loopback TCP work lands here), all cores."""
@@ -299,6 +311,7 @@ def run_queue_delta(r0: dict[str, float], r1: dict[str, float]) -> float:
 
 def snapshot(server: subprocess.Popen, http_url: str, stats_url: str) -> dict[str, Any]:
     return {"t": time.monotonic(), "cpu": cpu_seconds(server.pid), "machine": machine_cpu(),
+            "syscalls": syscalls(server.pid),
             "run_queue": run_queue_seconds(server.pid),
             "stats": json.loads(http_get(stats_url)), "metrics": metrics(http_url)}
 
@@ -488,6 +501,10 @@ def figures(clients: int, args: argparse.Namespace, ready: list[dict], results: 
             "cpu_pct_trio_thread": (s1["cpu"]["main"] - s0["cpu"]["main"]) / wall * 100,
             # Of cpu_pct, the time in the kernel (system calls: the sockets' reads and writes).
             "cpu_pct_system": (s1["cpu"]["system"] - s0["cpu"]["system"]) / wall * 100,
+            # Read-like and write-like system calls a second (reads of the moves, writes of
+            # the TICKs), where /proc/<pid>/io is readable.
+            "syscalls_per_s": {k: (s1["syscalls"][k] - s0["syscalls"].get(k, 0)) / wall
+                               for k in s1["syscalls"]},
             # Per second of the window, how long the server's threads were runnable but
             # had no CPU (other processes had the cores): what no code change recovers.
             "run_queue_ms_per_s": run_queue_delta(s0["run_queue"], s1["run_queue"]) / wall * 1e3,
