@@ -141,3 +141,63 @@ def test_differential_runs_were_not_vacuous() -> None:
         for seed in SEEDS:  # run alone (e.g. with -k): replay the seeds first
             test_engine_matches_reference(seed)
     assert all(v > 50 for v in SEEN.values()), SEEN
+
+
+IDLE_SEEN = {"respawns": 0}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ticks_with_nobody_in_play_match_reference(seed: int) -> None:
+    """A world whose players all left skips its player steps (``World.idle_ticks``) and
+    still agrees with the reference: respawns during the empty stretch, then a new crowd."""
+    pair = Pair(100 + seed)
+    rng = random.Random(seed)
+    for _ in range(80):
+        pair.requests()
+        pair.tick_and_compare()
+    for pid in list(pair.ids):  # everybody leaves
+        pair.ids.remove(pid)
+        pair.world.leave(pid)
+        pair.ref.leave(pid)
+    pair.tick_and_compare()
+    skipped = pair.world.idle_ticks
+    respawns = 0
+    for _ in range(40):
+        # Moves for departed ids: refused by both, so the next tick stays an idle one.
+        pid = rng.randrange(2**40)
+        assert pair.world.moves.put(pid, 1, 1.0, 0.0) == pair.ref.put_move(pid, 1, 1.0, 0.0)
+        respawns += pair.tick_and_compare().respawns
+    assert pair.world.idle_ticks == skipped + 40
+    IDLE_SEEN["respawns"] += respawns
+    for _ in range(80):  # and they come back
+        pair.requests()
+        pair.tick_and_compare()
+
+
+def test_idle_ticks_saw_respawns() -> None:
+    """The empty stretches above respawned treasures: the skip was tested with the steps
+    that still run."""
+    if IDLE_SEEN["respawns"] == 0:
+        for seed in range(6):
+            test_ticks_with_nobody_in_play_match_reference(seed)
+    assert IDLE_SEEN["respawns"] > 0
+
+
+def test_a_move_kept_in_a_callers_buffer_is_counted_stale_after_its_player_left() -> None:
+    """The skip checks the buffer it is given: a move kept there before its player left is
+    reported stale, as the full steps report it."""
+    world = World(EngineConfig(max_players=8, max_treasures=4, max_hunts=1))
+    world.add_hunt(HuntParams(name="h", treasures=2))
+    pid = world.join("h")
+    world.tick()
+    own = world.new_move_buffer()
+    assert own.put(pid, 1, 1.0, 0.0)
+    world.leave(pid)
+    world.tick()  # the player leaves; nobody is in play now
+    world.tick()
+    skipped = world.idle_ticks
+    assert skipped >= 1
+    result = world.tick(moves=own)
+    assert world.idle_ticks == skipped
+    assert (result.moves_applied, result.moves_stale) == (0, 1)
+    assert world.tick().moves_stale == 0 and world.idle_ticks == skipped + 1

@@ -257,6 +257,13 @@ class World:
         self._scorers = np.zeros(T, np.int32)
         self._lb_full = True
         self._phase_ns = np.zeros(len(PHASES), np.int64)
+        # Whether no player was in play at the end of the last tick (None: not known yet,
+        # as after a hunt was added or a restore). Such a world's next tick without joins,
+        # leaves, kept moves or rounds leaves every player column, grid and candidate as
+        # it was, so its player steps are skipped (an idle hunt's tick is mostly their calls).
+        self._empty: bool | None = None
+        #: Ticks that skipped the player steps so (for tests and tools).
+        self.idle_ticks = 0
         # Rounds: how many hunts have a plan, step 0's scratch, the standings buffer (sized
         # when the first round hunt is added).
         self._round_hunts = 0
@@ -506,7 +513,13 @@ class World:
         # Steps the tick's inputs make no-ops are skipped (most ticks of a small hunt:
         # no join or leave, no treasure due, no score changed).
         n_mem = drop_mem = 0
-        if self._n_ops:
+        ops = self._n_ops
+        # A move can be kept only for a player in play or joining, so after a tick that
+        # ended with nobody in play, the buffer is empty unless it was filled before that
+        # tick and handed in again (a caller's own buffer): checked, not assumed.
+        idle = (self._empty and not ops and not self._round_hunts
+                and not mv.seq[: P.high_water].any())
+        if ops:
             n_mem, drop_mem = apply_membership(
                 t, self._n_ops, self._op_kind, self._op_slot,
                 P.state, P.gen, P.hunt, P.leaving, P.x, P.y, P.x_prev, P.y_prev, P.dx, P.dy,
@@ -516,21 +529,26 @@ class World:
             self._n_ops = 0
         c1 = clock()
         n = P.high_water
-        apply_inputs_and_move(
-            t, n, P.state, P.gen, P.hunt, P.x, P.y, P.x_prev, P.y_prev, P.dx, P.dy,
-            P.last_seq, P.changed_tick, mv.seq, mv.gen, mv.dx, mv.dy, H.f, H.i, P.cell,
-            self._move_counts,
-        )
-        c2 = clock()
-        if threads is None:
-            threads = numba.get_num_threads()
-        if n >= PARALLEL_SORT_MIN_ROWS and threads > 1 and self._p_counts.shape[1]:
-            place_rows_parallel(min(threads, self._sort_chunks), n, P.cell, P.x, P.y,
-                                self._p_cells, self._p_counts, self._p_order,
-                                self._p_sorted_x, self._p_sorted_y)
+        if idle:  # what the two steps would report and leave: no move, an empty grid
+            self._move_counts[:] = 0
+            self.idle_ticks += 1
+            c2 = clock()
         else:
-            place_rows(n, P.cell, P.x, P.y, self._p_cells, self._p_cursor, self._p_order,
-                       self._p_sorted_x, self._p_sorted_y)
+            apply_inputs_and_move(
+                t, n, P.state, P.gen, P.hunt, P.x, P.y, P.x_prev, P.y_prev, P.dx, P.dy,
+                P.last_seq, P.changed_tick, mv.seq, mv.gen, mv.dx, mv.dy, H.f, H.i, P.cell,
+                self._move_counts,
+            )
+            c2 = clock()
+            if threads is None:
+                threads = numba.get_num_threads()
+            if n >= PARALLEL_SORT_MIN_ROWS and threads > 1 and self._p_counts.shape[1]:
+                place_rows_parallel(min(threads, self._sort_chunks), n, P.cell, P.x, P.y,
+                                    self._p_cells, self._p_counts, self._p_order,
+                                    self._p_sorted_x, self._p_sorted_y)
+            else:
+                place_rows(n, P.cell, P.x, P.y, self._p_cells, self._p_cursor, self._p_order,
+                           self._p_sorted_x, self._p_sorted_y)
         c3 = clock()
         respawns = 0
         if t >= self._next_respawn or self._round_hunts:
@@ -539,24 +557,29 @@ class World:
         # Treasures never move: the grid changes only when one leaves or enters play.
         if respawns or self._t_grid_stale or self._round_hunts:
             self._t_placed = self._build_treasure_grid()
-        n_placed = self._t_placed
-        find_finders(n_placed, self._t_order, self._t_sorted_x, self._t_sorted_y, T.hunt,
-                     T.candidate, self._p_cells, self._p_order, self._p_sorted_x,
-                     self._p_sorted_y, H.f, H.i)
-        n_disc, drop_disc = score_discoveries(
-            t, T.used, T.hunt, T.state, T.x, T.y, T.value, T.respawn_tick,
-            T.finder_slot, T.finder_gen, T.candidate,
-            P.gen, P.score, P.found, P.score_tick, H.i, self._discoveries, self._scorers,
-        )
+        n_disc = drop_disc = 0
+        if not idle:  # nobody in play finds anything; every candidate is still -1
+            n_placed = self._t_placed
+            find_finders(n_placed, self._t_order, self._t_sorted_x, self._t_sorted_y, T.hunt,
+                         T.candidate, self._p_cells, self._p_order, self._p_sorted_x,
+                         self._p_sorted_y, H.f, H.i)
+            n_disc, drop_disc = score_discoveries(
+                t, T.used, T.hunt, T.state, T.x, T.y, T.value, T.respawn_tick,
+                T.finder_slot, T.finder_gen, T.candidate,
+                P.gen, P.score, P.found, P.score_tick, H.i, self._discoveries, self._scorers,
+            )
         # A find moved its treasure out of the grid's positions; it leaves the grid next tick.
         self._t_grid_stale = found = n_disc + drop_disc > 0
         if found or respawns:
             self._next_respawn = self._earliest_respawn()
         c4 = clock()
-        update_hints(threads, H.count, self._p_row_base, self._hint_tile,
-                     self._p_cells, self._p_order, self._p_sorted_x, self._p_sorted_y, P.hint,
-                     self._t_cells, self._t_sorted_x, self._t_sorted_y, H.f, H.i,
-                     self._hint_scratch)
+        if not idle:  # hints are per player in play
+            if threads is None:
+                threads = numba.get_num_threads()
+            update_hints(threads, H.count, self._p_row_base, self._hint_tile,
+                         self._p_cells, self._p_order, self._p_sorted_x, self._p_sorted_y,
+                         P.hint, self._t_cells, self._t_sorted_x, self._t_sorted_y, H.f, H.i,
+                         self._hint_scratch)
         c5 = clock()
         n_changed = 0
         # A board changes only with a score, a player leaving play, or a round's reset.
@@ -571,6 +594,8 @@ class World:
         c6 = clock()
         ph[:] = (c1 - c0, c2 - c1, c3 - c2, c4 - c3, c5 - c4, c6 - c5)
         self._tick = t
+        if ops or self._empty is None:  # who is in play changes only with joins and leaves
+            self._empty = not H.players[: H.count].any()
         return TickResult(
             tick=t,
             discoveries=self._discoveries[:n_disc],
@@ -628,6 +653,7 @@ class World:
         """
         P, H = self.players, self.hunts
         self._lb_full = True
+        self._empty = None
         build_grid(P.high_water, P.state, ACTIVE, P.hunt, P.x, P.y, H.f, H.i,
                    HF_P_INV_X, HF_P_INV_Y, HI_P_NCX, HI_P_NCY, HI_P_BASE,
                    P.cell, self._p_cells, self._p_cursor, self._p_order,
@@ -657,6 +683,10 @@ class World:
         kf = self._vis_no_keyframe if keyframe is None else keyframe
         if kf.shape[0] < n:
             raise ValueError(f"keyframe has {kf.shape[0]} entries for {n} observers")
+        if n == 0:  # no observer: nothing to compute (a hunt nobody watches)
+            self._vis_offsets[0] = 0
+            return Visibility(offsets=self._vis_offsets[:1], records=self._vis_records,
+                              truncated=self._vis_truncated[:0], dropped=0)
         P, H = self.players, self.hunts
         if threads is None:
             threads = numba.get_num_threads()
