@@ -518,7 +518,7 @@ class World:
         # ended with nobody in play, the buffer is empty unless it was filled before that
         # tick and handed in again (a caller's own buffer): checked, not assumed.
         idle = (self._empty and not ops and not self._round_hunts
-                and not mv.seq[: P.high_water].any())
+                and not (P.high_water and np.count_nonzero(mv.seq[: P.high_water])))
         if ops:
             n_mem, drop_mem = apply_membership(
                 t, self._n_ops, self._op_kind, self._op_slot,
@@ -592,7 +592,13 @@ class World:
             )
             self._lb_full = False
         c6 = clock()
-        ph[:] = (c1 - c0, c2 - c1, c3 - c2, c4 - c3, c5 - c4, c6 - c5)
+        # One item at a time: assigning a tuple to the slice costs several times more.
+        ph[0] = c1 - c0
+        ph[1] = c2 - c1
+        ph[2] = c3 - c2
+        ph[3] = c4 - c3
+        ph[4] = c5 - c4
+        ph[5] = c6 - c5
         self._tick = t
         if ops or self._empty is None:  # who is in play changes only with joins and leaves
             self._empty = not H.players[: H.count].any()
