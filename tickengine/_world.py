@@ -574,8 +574,6 @@ class World:
             self._next_respawn = self._earliest_respawn()
         c4 = clock()
         if not idle:  # hints are per player in play
-            if threads is None:
-                threads = numba.get_num_threads()
             update_hints(threads, H.count, self._p_row_base, self._hint_tile,
                          self._p_cells, self._p_order, self._p_sorted_x, self._p_sorted_y,
                          P.hint, self._t_cells, self._t_sorted_x, self._t_sorted_y, H.f, H.i,
