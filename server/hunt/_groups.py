@@ -78,7 +78,7 @@ INLINE_PLAYERS_PER_GROUP = 20
 #: always does: its tick waits for its disk (fsync).
 INLINE_PLAYERS = 1024
 #: The automatic count falls only once the players would fit in one group fewer with this
-#: much room to spare (a fraction of PLAYERS_PER_GROUP), so that players coming and going
+#: much room to spare (a fraction of a group's players), so that players coming and going
 #: at a boundary do not move the hunts between phases every few seconds.
 SHRINK_MARGIN = 0.2
 
