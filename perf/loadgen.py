@@ -40,6 +40,10 @@ addresses 127.0.5.1, 127.0.5.2, ... (Linux: all of 127/8 is loopback), so that
 a server's per-address limits see many players behind a few addresses, not
 thousands behind one.
 
+perf/loadgen.c is the same load generator in C (perf/loadtest.py's default; it spends a
+fraction of this one's CPU); a change to what one does or reports belongs in both, and
+tests/test_loadgen_c.py holds them to the same fields and counts.
+
 Run alone for a quick look (it starts measuring when ready, for --duration s):
     python perf/loadgen.py --url ws://127.0.0.1:8765/ --clients 100 --duration 10
 """

@@ -2,8 +2,9 @@
 
 Starts ``treasure-hunt serve`` as a subprocess (sized for the run: connection
 limits, a move rate limit above --rate, no journal unless --journal), spreads C
-clients over --procs load-generator processes (perf/loadgen.py) that connect at
-a bounded rate, warms up, then measures over --duration seconds:
+clients over --procs load-generator processes that connect at a bounded rate
+(perf/loadgen.c, compiled on first use, or with --loadgen python perf/loadgen.py:
+the same clients and figures), warms up, then measures over --duration seconds:
 
 - move-to-ack latency on the client clock (send of seq -> first TICK with
   ack >= seq): p50 / p90 / p99 / max, ms, as the load generator read the TICK
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import queue
@@ -164,6 +166,34 @@ def start_server(procs: Procs, clients: int, args: argparse.Namespace, logdir: P
         p = procs.start(cmd, stdout_lines=False, stderr=err, cwd=args.server_src,
                         env={**os.environ, "PYTHONPATH": str(args.server_src)})
     return p, *wait_serving(p, log)
+
+
+def build_loadgen(out: Path) -> Path:
+    """Compile perf/loadgen.c once per version of its source; returns the binary's path."""
+    source = (HERE / "loadgen.c").read_bytes()
+    binary = out / f"loadgen-c-{hashlib.sha256(source).hexdigest()[:12]}"
+    if binary.exists():
+        return binary
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise SystemExit("loadtest: --loadgen c needs a C compiler (apt-get install gcc), "
+                         "or use --loadgen python")
+    tmp = binary.with_suffix(f".tmp{os.getpid()}")
+    done = subprocess.run([cc, "-O2", "-Wall", "-o", str(tmp), str(HERE / "loadgen.c"), "-lm"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"loadtest: compiling perf/loadgen.c failed:\n{done.stderr}")
+    tmp.replace(binary)
+    return binary
+
+
+def loadgen_command(args: argparse.Namespace) -> list[str]:
+    """The load generator's command line up to its options (``--loadgen``, or the default)."""
+    kind = args.loadgen or ("c" if shutil.which("cc") or shutil.which("gcc") else "python")
+    args.loadgen = kind
+    if kind == "python":
+        return [PY, str(HERE / "loadgen.py")]
+    return [str(build_loadgen(args.out))]
 
 
 def hunt_names(args: argparse.Namespace) -> list[str]:
@@ -364,7 +394,7 @@ def run_step(clients: int, args: argparse.Namespace) -> dict[str, Any]:
             server, ws_url, http_url = start_server(procs, clients, args, logdir)
             gens = []
             for k, share in enumerate(shares):
-                cmd = [PY, str(HERE / "loadgen.py"), "--url", ws_url, "--clients", str(share),
+                cmd = [*args.loadgen_cmd, "--url", ws_url, "--clients", str(share),
                        "--hunt", ",".join(hunt_names(args)),
                        "--index-offset", str(sum(shares[:k])),
                        "--rate", str(args.rate), "--name-prefix", f"lg{k}-",
@@ -629,6 +659,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "perf/results/), not the working tree with whatever edits it holds")
     p.add_argument("--protocol-version", type=int, choices=(1, 2),
                    help="the clients' protocol version (default: the newest the server speaks)")
+    p.add_argument("--loadgen", choices=("c", "python"),
+                   help="the load generators: perf/loadgen.c, compiled on first use (the "
+                        "default when a C compiler is found; a fraction of the CPU), or "
+                        "perf/loadgen.py")
     p.add_argument("--quick", action="store_true", help="smoke test: 20 clients, 3 s")
     p.add_argument("--out", type=Path, default=HERE / "results", help="JSON and PNG go here")
     args = p.parse_args(argv)
@@ -645,6 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = args.stamp = time.strftime("%Y%m%d-%H%M%S")
     args.server_src, server_code = server_source(args.commit)
     args.out.mkdir(parents=True, exist_ok=True)
+    args.loadgen_cmd = loadgen_command(args)
     steps: list[dict[str, Any]] = []
     started = time.time()
     for c in counts:
@@ -674,6 +709,7 @@ def main(argv: list[str] | None = None) -> int:
             break
     passing = [s["clients"] for s in steps if s["pass"]]
     report = {"stamp": stamp, "argv": sys.argv[1:], "server_code": server_code,
+              "loadgen": args.loadgen,
               "protocol_version": protocol_version(args),
               "seconds": round(time.time() - started, 1),
               "budget_ms": args.budget_ms, "steps": steps,

@@ -1,8 +1,9 @@
 """perf/loadtest.py --quick, run as a subprocess, so that the load test cannot rot.
 
-A real server, 20 clients from a real load generator, a 3 s window: the JSON it
-writes must hold sane figures. Timings are not asserted against targets (the
-machine is shared): only that the pipeline measured something real.
+A real server, 20 clients from a real load generator (the C one, the default, and the
+Python one), a 3 s window: the JSON it writes must hold sane figures. Timings are not
+asserted against targets (the machine is shared): only that the pipeline measured
+something real.
 """
 
 from __future__ import annotations
@@ -12,18 +13,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_quick_load_test_reports_sane_figures(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loadgen", ["c", "python"])
+def test_quick_load_test_reports_sane_figures(tmp_path: Path, loadgen: str) -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "perf" / "loadtest.py"), "--quick", "--out", str(tmp_path)],
+        [sys.executable, str(ROOT / "perf" / "loadtest.py"), "--quick", "--out", str(tmp_path),
+         "--loadgen", loadgen],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report_path = Path(json.loads(proc.stdout.strip().splitlines()[-1])["json"])
     assert report_path.parent == tmp_path
     assert report_path.with_suffix(".png").stat().st_size > 10_000
-    (step,) = json.loads(report_path.read_text())["steps"]
+    report = json.loads(report_path.read_text())
+    assert report["loadgen"] == loadgen
+    (step,) = report["steps"]
 
     assert step["clients"] == step["playing"] == 20
     assert not step["connect_failures"]
