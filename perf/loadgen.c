@@ -107,8 +107,6 @@ static struct {
 static char **hunts;
 static int n_hunts;
 static Client *clients;
-static Client **by_fd;
-static int fd_cap;
 static int ep;
 static char request[1024];
 static size_t request_len;
@@ -120,7 +118,7 @@ static Span *fanout_ring;  /* n_hunts x FANOUT_RING */
 static long moves_window, bytes_window, msgs_window, send_stalls;
 static long *errors, *refused, *closes;  /* by code, 65536 each */
 static struct { char why[160]; long n; } reasons[MAX_REASONS];
-static int playing, welcomed;
+static int playing, welcomed, settled;  /* settled: clients playing or given up */
 static struct rusage ru_start, ru_stop;
 static int have_ru_start, have_ru_stop;
 static Client **wheel[MAX_SLOTS];
@@ -157,6 +155,7 @@ static void json_str(FILE *f, const char *s) {
         unsigned char ch = (unsigned char)*s;
         if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
         else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+        else if (ch >= 0x80) fputs("\\ufffd", f);  /* what Python's errors="replace" shows */
         else fputc(ch, f);
     }
     fputc('"', f);
@@ -206,10 +205,13 @@ static size_t client_frame(unsigned char *dst, const unsigned char *payload, siz
     dst[h++] = 0x80 | opcode;
     if (n < 126) {
         dst[h++] = 0x80 | n;
-    } else {
+    } else if (n < 65536) {
         dst[h++] = 0x80 | 126;
         dst[h++] = n >> 8;
         dst[h++] = n & 0xFF;
+    } else {
+        dst[h++] = 0x80 | 127;
+        for (int i = 7; i >= 0; i--) dst[h++] = (unsigned char)((uint64_t)n >> (8 * i));
     }
     memcpy(dst + h, MASK, 4);
     h += 4;
@@ -217,15 +219,16 @@ static size_t client_frame(unsigned char *dst, const unsigned char *payload, siz
     return h + n;
 }
 
-static uint64_t varint(const unsigned char *d, size_t *at) {
+/* The LEB128 varint at *at, before `end`; -1 in *ok if it runs past `end` or 10 bytes. */
+static uint64_t varint(const unsigned char *d, size_t *at, size_t end, int *ok) {
     uint64_t value = 0;
-    int shift = 0;
-    for (;;) {
+    for (int shift = 0; *at < end && shift < 70; shift += 7) {
         unsigned char b = d[(*at)++];
         value |= (uint64_t)(b & 0x7F) << shift;
         if (b < 0x80) return value;
-        shift += 7;
     }
+    *ok = 0;
+    return 0;
 }
 
 static uint16_t le16(const unsigned char *p) { return p[0] | p[1] << 8; }
@@ -255,12 +258,13 @@ static void close_client(Client *c, int code) {
     if (c->state == PLAYING) {
         playing--;
         closes[code >= 0 ? code : 1006]++;
+    } else {
+        settled++;
     }
     c->state = CLOSED;
     if (c->fd >= 0) {
         epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
-        by_fd[c->fd] = NULL;
         c->fd = -1;
     }
 }
@@ -294,7 +298,12 @@ static void send_bytes(Client *c, const unsigned char *data, size_t n) {
 
 static void connect_client(Client *c) {
     int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    if (s < 0) { fail(c, "connect: cannot open a socket"); return; }
+    if (s < 0) {
+        char why[160];
+        snprintf(why, sizeof why, "connect: %s", strerror(errno));
+        fail(c, why);
+        return;
+    }
     int one = 1;
     setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     setsockopt(s, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
@@ -302,7 +311,10 @@ static void connect_client(Client *c) {
         char ip[64];
         snprintf(ip, sizeof ip, "%s%d", opt.source_prefix, 1 + c->index / opt.per_address);
         struct sockaddr_in src = {.sin_family = AF_INET};
-        inet_pton(AF_INET, ip, &src.sin_addr);
+        if (inet_pton(AF_INET, ip, &src.sin_addr) != 1) {
+            fprintf(stderr, "loadgen: --source-prefix makes %s, not an IPv4 address\n", ip);
+            exit(2);
+        }
         if (bind(s, (struct sockaddr *)&src, sizeof src) < 0) {
             char why[160];
             snprintf(why, sizeof why, "connect: %s", strerror(errno));
@@ -319,11 +331,13 @@ static void connect_client(Client *c) {
         fail(c, why);
         return;
     }
-    if (s >= fd_cap) { close(s); fail(c, "connect: too many descriptors"); return; }
     c->fd = s;
-    by_fd[s] = c;
     struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
-    epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev) < 0) {
+        char why[160];
+        snprintf(why, sizeof why, "connect: epoll: %s", strerror(errno));
+        fail(c, why);
+    }
 }
 
 static void send_hello(Client *c) {
@@ -382,25 +396,31 @@ static void fanout_note(int hunt, long tick, double arrived) {
     }
 }
 
-static void on_tick(Client *c, const unsigned char *d, size_t p, double now, double arrived) {
+/* A TICK whose payload is d[p:end] (a frame too short for its fields is ignored). */
+static void on_tick(Client *c, const unsigned char *d, size_t p, size_t end, double now,
+                    double arrived) {
     uint64_t tick, ack;
+    int ok = 1;
     if (opt.version == 1) {
+        if (end - p < 24) return;
         tick = le64(d + p + 8);
         ack = le64(d + p + 16);
     } else {
+        if (end - p < 3) return;
         unsigned flags = d[p + 1];
         if (flags & 1) {  /* a keyframe: the tick and the ack */
             size_t at = p + 2;
-            tick = varint(d, &at);
-            ack = varint(d, &at);
+            tick = varint(d, &at, end, &ok);
+            ack = varint(d, &at, end, &ok);
         } else {  /* a diff: the tick from its low byte, and the ack's growth if any */
             tick = c->last_tick + 1 + ((d[p + 2] - c->last_tick - 1) & 0xFF);
             ack = c->ack;
             if (flags & 2) {
                 size_t at = p + 3;
-                ack += varint(d, &at);
+                ack += varint(d, &at, end, &ok);
             }
         }
+        if (!ok) return;
         c->ack = ack;
     }
     if (wstart <= now && now < wend) {
@@ -426,6 +446,7 @@ static void on_welcome(Client *c, const unsigned char *d, size_t p) {
     c->state = PLAYING;
     c->seq = le64(d + p + 40);  /* its ack: continue from it */
     playing++;
+    settled++;
     welcomed++;
     wheel[c->slot][wheel_n[c->slot]++] = c;
 }
@@ -468,7 +489,8 @@ static void on_readable(Client *c, double now) {
         const unsigned char *end = memmem(d, n, "\r\n\r\n", 4);
         if (!end) { bytes_put(&c->in, d, n); return; }
         const unsigned char *sp = memchr(d, ' ', end - d);
-        if (!sp || end - sp < 4 || memcmp(sp + 1, "101", 3) != 0) {
+        if (!sp || end - sp < 4 || memcmp(sp + 1, "101", 3) != 0 ||
+            (end - sp > 4 && sp[4] != ' ' && sp[4] != '\r')) {
             char why[160];
             const unsigned char *eol = memmem(d, end - d + 2, "\r\n", 2);
             int len = (int)((eol ? eol : end) - d);
@@ -493,13 +515,14 @@ static void on_readable(Client *c, double now) {
             for (int i = 0; i < 8; i++) ln = ln << 8 | d[pos + 2 + i];
             h = 10;
         }
-        size_t p = pos + h, end = p + ln;
-        if (end > n) break;
+        size_t p = pos + h;
+        if (ln > n - p) break;  /* not all here yet (and no overflow for a huge length) */
+        size_t end = p + ln;
         int op = d[pos] & 0x0F;
         if (op == 2 && ln) {
             unsigned t = d[p];
-            if (t == 0x83) on_tick(c, d, p, now, arrived);
-            else if (t == 0x81) on_welcome(c, d, p);
+            if (t == 0x83) on_tick(c, d, p, end, now, arrived);
+            else if (t == 0x81 && ln >= 48) on_welcome(c, d, p);
             else if (t == 0x84 && ln >= 4) errors[le16(d + p + 2)]++;
             else if (t == 0x82 && ln >= 4) refused[le16(d + p + 2)]++;
         } else if (op == 8) {
@@ -513,8 +536,10 @@ static void on_readable(Client *c, double now) {
             }
             return;
         } else if (op == 9) {
-            unsigned char pong[140];
-            if (ln <= 125) send_bytes(c, pong, client_frame(pong, d + p, ln, 0xA));
+            unsigned char *pong = malloc(ln + 14);
+            if (!pong) { perror("loadgen: malloc"); exit(1); }
+            send_bytes(c, pong, client_frame(pong, d + p, ln, 0xA));
+            free(pong);
             if (c->state == CLOSED) return;
         }
         pos = end;
@@ -542,10 +567,10 @@ static void send_moves(int slot, double now) {
         memcpy(payload + 12, &dv[0], 4);
         memcpy(payload + 16, &dv[1], 4);
         send_bytes(c, frame, client_frame(frame, payload, 20, 0x2));
-        if (c->state == CLOSED) continue;
         if (c->pcount == c->pcap) {
             size_t cap = c->pcap ? 2 * c->pcap : 16;
             Pend *ring = malloc(cap * sizeof(Pend));
+            if (!ring) { perror("loadgen: malloc"); exit(1); }
             for (size_t i = 0; i < c->pcount; i++) ring[i] = c->pend[(c->phead + i) % c->pcap];
             free(c->pend);
             c->pend = ring;
@@ -580,7 +605,7 @@ static void result(void) {
             if (wstart <= t && t < wend) unacked++;
         }
     }
-    if (opt.latency_out) {  /* float32 ms: all read latencies, then arrivals */
+    if (opt.latency_out && *opt.latency_out) {  /* float32 ms: read latencies, then arrivals */
         FILE *f = fopen(opt.latency_out, "wb");
         if (!f) { perror(opt.latency_out); exit(1); }
         for (int which = 0; which < 2; which++) {
@@ -617,7 +642,8 @@ static void result(void) {
     fputc(',', f);
     summary(f, "latency_arrival_ms", &lat_arrival, 1e3);
     fputs(",\"latency_file\":", f);
-    if (opt.latency_out) json_str(f, opt.latency_out); else fputs("null", f);
+    if (opt.latency_out && *opt.latency_out) json_str(f, opt.latency_out);
+    else fputs("null", f);
     fputs(",\"ticks_per_client\":[", f);
     for (int i = 0; i < opt.clients; i++) fprintf(f, "%s%ld", i ? "," : "", clients[i].wticks);
     fprintf(f, "],\"tick_gaps\":%ld,\"clients_with_gaps\":%ld,\"messages\":%ld,\"bytes\":%ld,",
@@ -695,7 +721,11 @@ static void run(void) {
     if (!automatic) {
         fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-        epoll_ctl(ep, EPOLL_CTL_ADD, 0, &ev);
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, 0, &ev) < 0) {
+            fprintf(stderr, "loadgen: cannot wait for start/stop on stdin (%s): give --auto "
+                    "to measure for --duration once ready\n", strerror(errno));
+            exit(2);
+        }
     }
     struct epoll_event *events = malloc(1024 * sizeof *events);
     for (;;) {
@@ -706,7 +736,10 @@ static void run(void) {
         }
         if (now >= drain_until) {
             result();
-            if (!opt.repeat) return;
+            if (!opt.repeat) {
+                free(events);
+                return;
+            }
             reset_window();
             drain_until = INFINITY;
         }
@@ -727,8 +760,7 @@ static void run(void) {
             next_slot_t = now + slot_width;
         }
         if (!ready_sent && to_connect == opt.clients) {
-            int pending = 0;
-            for (int i = 0; i < opt.clients; i++) pending += clients[i].state < PLAYING;
+            int pending = opt.clients - settled;
             if (ready_deadline < 0) ready_deadline = now + opt.connect_timeout;
             if (!pending || now >= ready_deadline) {
                 ready_sent = 1;
@@ -754,6 +786,7 @@ static void run(void) {
         if (to_connect < opt.clients && next_connect - now < timeout) timeout = next_connect - now;
         if (drain_until - now < timeout) timeout = drain_until - now;
         if (timeout < 0) timeout = 0;
+        if (timeout > 1.0) timeout = 1.0;  /* nothing is due: look again in a second */
         int n = epoll_wait(ep, events, 1024, (int)ceil(timeout * 1e3));
         if (n < 0 && errno != EINTR) { perror("loadgen: epoll_wait"); exit(1); }
         for (int i = 0; i < n; i++) {
@@ -849,11 +882,12 @@ static void parse_args(int argc, char **argv) {
     }
     parse_url(url);
     opt.hunt_list = strdup(hunt);
-    for (char *save, *w = strtok_r(opt.hunt_list, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
+    char *rest = opt.hunt_list, *w;  /* every comma-separated name, empty ones too */
+    while ((w = strsep(&rest, ",")) != NULL) {
         hunts = realloc(hunts, (n_hunts + 1) * sizeof *hunts);
+        if (!hunts) { perror("loadgen: realloc"); exit(1); }
         hunts[n_hunts++] = w;
     }
-    if (!n_hunts) { fputs("loadgen: --hunt names no hunt\n", stderr); exit(2); }
 }
 
 int main(int argc, char **argv) {
@@ -878,9 +912,6 @@ int main(int argc, char **argv) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
-    getrlimit(RLIMIT_NOFILE, &rl);
-    fd_cap = rl.rlim_cur > 1u << 20 ? 1 << 20 : (int)rl.rlim_cur;
-    by_fd = calloc(fd_cap, sizeof *by_fd);
     ep = epoll_create1(0);
     errors = calloc(65536, sizeof(long));
     refused = calloc(65536, sizeof(long));
@@ -900,11 +931,14 @@ int main(int argc, char **argv) {
         slot_of[k] = slot_of[j];
         slot_of[j] = t;
     }
-    for (int s = 0; s < n_slots; s++) wheel[s] = malloc(opt.clients * sizeof(Client *));
+    for (int s = 0; s < n_slots; s++) {
+        wheel[s] = malloc(((opt.clients + n_slots - 1) / n_slots) * sizeof(Client *));
+        if (!wheel[s]) { perror("loadgen: malloc"); exit(1); }
+    }
     clients = calloc(opt.clients, sizeof(Client));
     for (int i = 0; i < opt.clients; i++) {
         clients[i].index = i;
-        clients[i].hunt = (i + opt.index_offset) % n_hunts;
+        clients[i].hunt = ((i + opt.index_offset) % n_hunts + n_hunts) % n_hunts;
         clients[i].fd = -1;
         clients[i].slot = slot_of[i];
     }

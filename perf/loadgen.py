@@ -1,4 +1,4 @@
-"""One load-generator process: C WebSocket players on raw non-blocking sockets.
+"""One load-generator process: --clients WebSocket players on raw non-blocking sockets.
 
 Lean on purpose (it must not be the bottleneck of the load test): one thread,
 one ``select.epoll``, no WebSocket library and no client library. Per client:

@@ -5,14 +5,17 @@ Python one took), so its figures must mean what the Python one's mean. Both run 
 against one real server (a child process, two hunts) over real loopback sockets: the
 result lines carry the same fields, every client plays and gets every tick in both
 protocol versions, the start/stop control works on stdin, and a refused HELLO and a
-failed connection are counted alike.
+failed connection are counted alike. And a peer that sends malformed frames does not make
+the C one read past them.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -142,3 +145,48 @@ def test_refusals_and_failed_connections_are_counted_like_the_python_one(
         assert ready["failed"] == 2
         closed[name] = result["connect_failures"]
     assert closed["c"] == closed["python"] == {"connect: Connection refused": 2}
+
+
+def test_short_and_malformed_frames_are_skipped_not_read_past(
+        c_loadgen: list[str]) -> None:
+    """A peer that is not the server: frames too short for their fields, a varint that never
+    ends and a length near 2**64 are skipped or waited for, never read past; the valid TICK
+    between them is counted, and the close that follows ends the client cleanly."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def frame(payload: bytes, opcode: int = 2) -> bytes:
+        assert len(payload) < 126
+        return bytes((0x80 | opcode, len(payload))) + payload
+
+    def peer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(4096)
+            # The upgrade answer in two pieces, then a WELCOME (type 0x81, ack 0 at byte 40).
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\n")
+            time.sleep(0.05)
+            conn.sendall(b"\r\n" + frame(b"\x81" + bytes(47)))
+            time.sleep(0.6)  # the window opens when every client played
+            conn.sendall(frame(b"\x83")  # a TICK of one byte
+                         + frame(b"\x83\x01\x80\x80")  # a keyframe whose varint never ends
+                         + frame(b"\x81")  # a WELCOME of one byte
+                         + frame(b"\x83\x01\x05\x00")  # a valid keyframe: tick 5, ack 0
+                         + frame(b"\x84\x00"))  # an ERROR too short for its code
+            time.sleep(0.2)
+            conn.sendall(frame(b"\x0f\xa0", opcode=8))  # close 4000
+            time.sleep(1.5)
+
+    thread = threading.Thread(target=peer, daemon=True)
+    thread.start()
+    try:
+        ready, result = run(c_loadgen, "--url", f"ws://127.0.0.1:{port}/", "--clients", "1",
+                            "--duration", "1.2", "--drain", "0.2")
+    finally:
+        thread.join(timeout=10)
+        listener.close()
+    assert ready["playing"] == 1
+    assert result["messages"] == 1 and result["ticks_per_client"] == [1]
+    assert result["closes"] == {"4000": 1} and not result["errors"]
