@@ -1,7 +1,8 @@
 """The attacks of tests/test_adversarial.py, longer, against 200 good clients (issue 11).
 
 Starts ``treasure-hunt serve`` with its default limits (perf/loadtest.py's
-``start_server``), and one load generator (perf/loadgen.py) whose good clients
+``start_server``), and one load generator (perf/loadgen.c, or perf/loadgen.py with
+``--loadgen python``) whose good clients
 play throughout, spread over source addresses 127.0.1.1, 127.0.1.2, ... (25 per
 address: players behind a NAT). Then, one window per phase: a quiet baseline,
 then each attack, run from this process's threads on other loopback addresses
@@ -46,7 +47,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from loadgen import client_frame, hello_frame
-from loadtest import PY, Procs, http_get, metrics, server_source, start_server, tail
+from loadtest import (
+    Procs,
+    add_loadgen_option,
+    http_get,
+    loadgen_command,
+    metrics,
+    server_source,
+    start_server,
+    tail,
+)
 
 HERE = Path(__file__).resolve().parent
 ATTACKS = ("ping_flood", "fragment_flood", "byte_flood", "slow_frames", "hello_churn",
@@ -281,7 +291,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                 lift_limits=False)
         u, h = urlsplit(ws_url), urlsplit(http_url)
         ws, http = (u.hostname, u.port), (h.hostname, h.port)
-        gen = procs.start([PY, str(HERE / "loadgen.py"), "--url", ws_url, "--clients",
+        gen = procs.start([*args.loadgen_cmd, "--url", ws_url, "--clients",
                            str(args.clients), "--rate", str(args.rate), "--repeat",
                            "--source-prefix", "127.0.1.", "--per-address", "25",
                            "--connect-rate", "100", "--drain", str(args.drain)],
@@ -377,6 +387,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"comma-separated subset of {', '.join(ATTACKS)}")
     p.add_argument("--target", type=float, default=1.5,
                    help="largest p99 under attack over the baseline's (default 1.5)")
+    add_loadgen_option(p)
     p.add_argument("--quick", action="store_true", help="smoke test: 20 clients, 2 s a phase")
     p.add_argument("--out", type=Path, default=HERE / "results", help="the JSON goes here")
     args = p.parse_args(argv)
@@ -399,9 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     args.server_src, server_code = server_source(None)
     args.out.mkdir(parents=True, exist_ok=True)
+    args.loadgen_cmd = loadgen_command(args)
     started = time.time()
     report = run(args)
-    report.update(stamp=stamp, argv=sys.argv[1:], server_code=server_code,
+    report.update(stamp=stamp, argv=sys.argv[1:], server_code=server_code, loadgen=args.loadgen,
                   seconds=round(time.time() - started, 1), loadavg=os.getloadavg())
     path = args.out / f"attacks-{stamp}.json"
     path.write_text(json.dumps(report, indent=1))

@@ -12,7 +12,7 @@ without a journal the whole tick of a hunt of up to 1,024 players, as here) and 
 threads (the tick's worker and send threads, Numba's).
 
 For each client count C, two runs of a fresh ``treasure-hunt serve`` with C clients of
-perf/loadgen.py (other processes, not counted):
+perf/loadgen.c (or ``--loadgen python``: perf/loadgen.py; other processes, not counted):
 
 - idle: the clients play but send (almost) no moves: every allocation is the tick's
   (and the server's idle loop's), so allocations per tick = count / ticks;
@@ -52,7 +52,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from loadtest import PY, Procs, metrics, newest_version, server_source, wait_serving
+from loadtest import (
+    PY,
+    Procs,
+    add_loadgen_option,
+    loadgen_command,
+    metrics,
+    newest_version,
+    server_source,
+    wait_serving,
+)
 
 HERE = Path(__file__).resolve().parent
 COUNTERS = ("c_main", "c_other", "py_main", "py_other")
@@ -139,7 +148,7 @@ def run(clients: int, rate: float, shim: Path, args: argparse.Namespace) -> dict
         with Procs() as procs:
             server, ws_url, http_url = start_server(procs, shim, counts, clients, args,
                                                      logdir)
-            gen = procs.start([PY, str(HERE / "loadgen.py"), "--url", ws_url,
+            gen = procs.start([*args.loadgen_cmd, "--url", ws_url,
                                "--clients", str(clients), "--rate", str(rate),
                                "--connect-rate", str(CONNECT_RATE), "--drain", "0.5",
                                "--protocol-version", str(newest_version(args.server_src))],
@@ -283,6 +292,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--where", action="store_true", help="also tally the calls by call "
                    "site and print where the moves' calls come from")
     p.add_argument("--top", type=int, default=30, help="call sites shown with --where")
+    add_loadgen_option(p)
     p.add_argument("--quick", action="store_true", help="smoke test: 20 clients, 2 s windows")
     p.add_argument("--out", type=Path, default=HERE / "results", help="the JSON goes here")
     args = p.parse_args(argv)
@@ -290,6 +300,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.clients, args.duration, args.warmup = "20", 2.0, 1.0
     args.client_counts = [int(c) for c in args.clients.split(",")]
     args.server_src, args.server_code = server_source(args.commit)
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.loadgen_cmd = loadgen_command(args)
     return args
 
 

@@ -187,6 +187,14 @@ def build_loadgen(out: Path) -> Path:
     return binary
 
 
+def add_loadgen_option(p: argparse.ArgumentParser) -> None:
+    """``--loadgen`` (read by :func:`loadgen_command`), for every script that runs clients."""
+    p.add_argument("--loadgen", choices=("c", "python"),
+                   help="the load generators: perf/loadgen.c, compiled on first use (the "
+                        "default when a C compiler is found; a fraction of the CPU), or "
+                        "perf/loadgen.py")
+
+
 def loadgen_command(args: argparse.Namespace) -> list[str]:
     """The load generator's command line up to its options (``--loadgen``, or the default)."""
     kind = args.loadgen or ("c" if shutil.which("cc") or shutil.which("gcc") else "python")
@@ -659,10 +667,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "perf/results/), not the working tree with whatever edits it holds")
     p.add_argument("--protocol-version", type=int, choices=(1, 2),
                    help="the clients' protocol version (default: the newest the server speaks)")
-    p.add_argument("--loadgen", choices=("c", "python"),
-                   help="the load generators: perf/loadgen.c, compiled on first use (the "
-                        "default when a C compiler is found; a fraction of the CPU), or "
-                        "perf/loadgen.py")
+    add_loadgen_option(p)
     p.add_argument("--quick", action="store_true", help="smoke test: 20 clients, 3 s")
     p.add_argument("--out", type=Path, default=HERE / "results", help="JSON and PNG go here")
     args = p.parse_args(argv)
