@@ -19,6 +19,24 @@ import trio
 from serve_support import ServeChild
 
 TOKEN = "s3cret-admin"
+#: A small server config: two hunts, "alpha" and "beta", 200 x 200 world units.
+TWO_HUNTS = """\
+[engine]
+max_players = 256
+max_treasures = 1024
+
+[defaults]
+width = 200.0
+height = 200.0
+treasures = 20
+max_players = 64
+
+[[hunt]]
+name = "alpha"
+
+[[hunt]]
+name = "beta"
+"""
 
 
 def _encode(body: Any) -> bytes:

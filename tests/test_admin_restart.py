@@ -8,35 +8,17 @@ from pathlib import Path
 
 import pytest
 import trio
-from admin_support import ServeProcess, admin_call
+from admin_support import TWO_HUNTS, ServeProcess, admin_call
 
 from server.client import JoinRefused, connect
 from server.protocol import ErrorCode
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """\
-[engine]
-max_players = 256
-max_treasures = 1024
-
-[defaults]
-width = 200.0
-height = 200.0
-treasures = 20
-max_players = 64
-
-[[hunt]]
-name = "alpha"
-
-[[hunt]]
-name = "beta"
-"""
-
 
 async def test_a_created_hunt_exists_and_a_stopped_hunt_stays_stopped_after_kill_9(
         tmp_path: Path) -> None:
-    srv = ServeProcess(tmp_path, CONFIG, "--allow-create-hunts").start()
+    srv = ServeProcess(tmp_path, TWO_HUNTS, "--allow-create-hunts").start()
     try:
         port = srv.http
         status, _, row = await admin_call(port, "POST", "/api/admin/hunts", {

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from admin_support import ServeProcess
+from admin_support import TWO_HUNTS, ServeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "perf"))
@@ -29,28 +29,10 @@ from loadtest import build_loadgen  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """\
-[engine]
-max_players = 256
-max_treasures = 1024
-
-[defaults]
-width = 200.0
-height = 200.0
-treasures = 20
-max_players = 64
-
-[[hunt]]
-name = "alpha"
-
-[[hunt]]
-name = "beta"
-"""
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    srv = ServeProcess(tmp_path_factory.mktemp("lgc"), CONFIG).start()
+    srv = ServeProcess(tmp_path_factory.mktemp("lgc"), TWO_HUNTS).start()
     yield srv
     srv.stop()
 
