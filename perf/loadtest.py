@@ -161,6 +161,8 @@ def start_server(procs: Procs, clients: int, args: argparse.Namespace, logdir: P
     if args.redis:  # a scale-out node of one: the Redis path (leases, event sink) included
         cmd += ["--redis", args.redis_url, "--node-id", "loadtest"]
     cmd += ["--data-dir", str(logdir / "data") if args.journal else ""]
+    if args.journal and getattr(args, "fsync", None):
+        cmd += ["--fsync", args.fsync]
     log = logdir / "server.log"
     with open(log, "wb") as err:
         p = procs.start(cmd, stdout_lines=False, stderr=err, cwd=args.server_src,
@@ -650,6 +652,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="server --send-threads (default: the server's, 2)")
     p.add_argument("--journal", action="store_true",
                    help="run the server with its journal (a temporary --data-dir)")
+    p.add_argument("--fsync", help="with --journal: server --fsync (tick, off or a number of "
+                   "ms; default: the server's, tick)")
     p.add_argument("--profile", nargs="?", const="raw", choices=("raw", "svg"),
                    help="py-spy the server over the window: raw stacks in --out and "
                         "function shares in the JSON (raw, the default), or a flamegraph SVG")
