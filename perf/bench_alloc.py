@@ -327,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / "bench_alloc.json"
     out.write_text(json.dumps({"rows": rows, "rate": args.rate, "tick_rate": args.tick_rate,
-                               "window_s": args.duration, "server": args.server_code},
+                               "window_s": args.duration, "server": args.server_code,
+                               "loadgen": args.loadgen},
                               indent=1))
     print(json.dumps({"json": str(out)}))
     return 0

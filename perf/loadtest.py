@@ -679,6 +679,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.clients, args.duration, args.warmup, args.ramp, args.tries = 20, 3.0, 1.0, None, 1
     if args.clients < 1 or args.duration <= 0 or args.procs < 1 or args.hunts < 1:
         p.error("--clients, --duration, --procs and --hunts must be positive")
+    if args.fsync and not args.journal:
+        p.error("--fsync applies to the journal: give --journal too")
     return args
 
 
