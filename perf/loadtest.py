@@ -325,11 +325,13 @@ def syscalls(pid: int) -> dict[str, int]:
 
 
 def machine_cpu() -> dict[str, float]:
-    """Machine-wide CPU seconds from /proc/stat: process time (user, nice, system) and
-    interrupt time (irq, softirq: loopback TCP work lands here), all cores."""
+    """Machine-wide CPU seconds from /proc/stat: process time (user, nice, system),
+    interrupt time (irq, softirq: loopback TCP work lands here) and steal (time the
+    hypervisor ran something else while this virtual machine had work), all cores."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
-    return {"procs": (v[0] + v[1] + v[2]) / CLK_TCK, "irq": (v[5] + v[6]) / CLK_TCK}
+    return {"procs": (v[0] + v[1] + v[2]) / CLK_TCK, "irq": (v[5] + v[6]) / CLK_TCK,
+            "steal": v[7] / CLK_TCK if len(v) > 7 else 0.0}
 
 
 def run_queue_seconds(pid: int) -> dict[str, float]:
@@ -582,6 +584,8 @@ def figures(clients: int, args: argparse.Namespace, ready: list[dict], results: 
     ours = (s1["cpu"]["all"] - s0["cpu"]["all"]) / wall + lg_cpu / 100
     out["other_cores"] = max(0.0, (s1["machine"]["procs"] - s0["machine"]["procs"]) / wall - ours)
     out["softirq_cores"] = (s1["machine"]["irq"] - s0["machine"]["irq"]) / wall
+    # Invisible as processes: a window with steal ran on a slower machine than it looks.
+    out["steal_cores"] = (s1["machine"]["steal"] - s0["machine"]["steal"]) / wall
     cs = out["clients_side"]
     out["every_tick"] = bool(out["playing"] == clients and cs["tick_gaps"] == 0
                              and cs["ticks_per_s_min"] >= 0.975 * args.tick_rate
