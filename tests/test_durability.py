@@ -136,6 +136,47 @@ def test_one_writer_per_data_dir_and_no_silent_overwrite(tmp_path: Path) -> None
         again.start(make_world(), {})
 
 
+@pytest.mark.parametrize("fsync", ["tick", "off", 10_000])
+def test_a_deferred_record_is_written_by_settle(tmp_path: Path, fsync) -> None:
+    """``append_tick(defer=True)`` only encodes the record: ``settle()`` writes it and
+    fsyncs it per the policy (``settle(sync=False)`` leaves that fsync to the caller and
+    says whether the policy wants one); a snapshot waits for it; ``settle_together``
+    does it for many journals at once, one sync per filesystem."""
+    from server.durability import settle_together
+
+    world, other = make_world(), make_world()
+    with Journal(tmp_path / "a", fsync=fsync, snapshot_every=4) as journal, \
+            Journal(tmp_path / "b", fsync=fsync) as second:
+        journal.start(world, {})
+        second.start(other, {})
+        syncs = 0
+        for _ in range(3):
+            world.tick()
+            journal.append_tick(world.tick_number, defer=True)
+            assert journal.pending
+            due = journal.settle(sync=False)
+            assert due == (fsync == "tick") and not journal.pending  # ms: not due for 10 s
+            if due:
+                journal.sync()
+                syncs += 1
+            assert journal.settle(sync=False) is False  # nothing pending: nothing to do
+        assert journal.stats.fsyncs == syncs
+        world.tick()
+        journal.append_tick(world.tick_number, defer=True)
+        with pytest.raises(JournalError, match="settle"):
+            journal.maybe_snapshot(world, {})
+        other.tick()
+        second.append_tick(other.tick_number, defer=True)
+        assert settle_together([journal, second]) == [None, None]
+        assert not journal.pending and not second.pending
+        want = 1 if fsync == "tick" else 0
+        assert (journal.stats.fsyncs, second.stats.fsyncs) == (syncs + want, want)
+        assert journal.maybe_snapshot(world, {})
+    for path, tick in ((tmp_path / "a", 4), (tmp_path / "b", 1)):
+        rec = recover(path)
+        assert rec is not None and rec.tick == tick
+
+
 def test_misuse_is_refused(tmp_path: Path) -> None:
     world = make_world()
     journal = Journal(tmp_path, snapshot_every=1)

@@ -21,6 +21,11 @@ replay repeats (:func:`apply_record`)::
                         else None)
     journal.maybe_snapshot(world, meta)        # meta: JSON-able dict (or a callable)
 
+A caller that must not wait for the disk where it ticks passes ``defer=True`` to
+``append_tick`` (the record is only encoded) and calls ``journal.settle()``, or
+:func:`settle_together` for many journals (one ``syncfs`` per filesystem), where it may
+wait, before ``maybe_snapshot`` and before sending.
+
 Nothing else may touch the world between ticks (no other ``moves.put``, no
 join outside this list): whatever the journal does not hold, replay cannot
 repeat. Start-up::
@@ -32,8 +37,8 @@ repeat. Start-up::
 
 Layout: private modules, public names re-exported here. ``_format`` (record
 bytes), ``_files`` (data dir, snapshot container), ``_journal`` (writer),
-``_snapshots`` (background snapshot writes, pruning), ``_recover`` (recovery
-and replay), ``_stats``, ``_errors``.
+``_snapshots`` (background snapshot writes, pruning), ``_together`` (many journals
+written and synced at once), ``_recover`` (recovery and replay), ``_stats``, ``_errors``.
 """
 
 from ._errors import DurabilityError as DurabilityError
@@ -52,6 +57,8 @@ from ._recover import RecoveryReport as RecoveryReport
 from ._recover import apply_record as apply_record
 from ._recover import recover as recover
 from ._stats import JournalStats as JournalStats
+from ._together import settle_together as settle_together
+from ._together import warm_up as warm_up
 
 __all__ = [
     "Cut",
@@ -69,5 +76,7 @@ __all__ = [
     "apply_record",
     "discard",
     "recover",
+    "settle_together",
     "token_hash",
+    "warm_up",
 ]

@@ -12,7 +12,11 @@ The server's tick loop (the order replay repeats; see the package docstring)::
 
 ``append_tick`` is one ``write`` of one record, then ``fdatasync`` as the fsync
 policy says. Written means safe from a crash of the process (the bytes are in
-the kernel); fsynced means safe from a crash of the machine.
+the kernel); fsynced means safe from a crash of the machine. A caller that must
+not block passes ``defer=True``, which only encodes the record, and calls
+``settle()`` (the write and the fsync) where it may block, before ``maybe_snapshot``
+and before sending: the server does, in threads, for the hunts of one tick group at
+once.
 """
 
 from __future__ import annotations
@@ -118,6 +122,9 @@ class Journal:
         self._roll_at: int | None = None
         self._last_tick: int | None = None
         self._last_sync = 0.0
+        #: ``(tick, record)`` appended with ``defer``, not yet written (:meth:`settle`).
+        self._pending: tuple[int, bytes] | None = None
+        self._device = -1
         self._hash_tick = -1
         self._hash: str | None = None
         self._snapshots = SnapshotWriter(self.data_dir, self.keep_snapshots, self.stats,
@@ -270,7 +277,8 @@ class Journal:
                     = (),
                     leaves: Iterable[int] = (),
                     moves: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
-                    state_hash: str | None = None, events: list[Any] | None = None) -> int:
+                    state_hash: str | None = None, events: list[Any] | None = None,
+                    defer: bool = False) -> int:
         """Record tick ``tick``'s inputs in one write (and fsync per policy); returns bytes.
 
         ``hunts``: added before this tick. ``joins``: ``(player_id, hunt index,
@@ -281,6 +289,11 @@ class Journal:
         float64, float64). ``state_hash``: ``world.state_hash()`` after the
         tick when :meth:`wants_hash` said so. ``events``: JSON-able server
         events to keep with the tick (e.g. resumes); recovery hands them back.
+        ``defer``: only encode the record; the caller must call :meth:`settle` (the
+        write, and the fsync the policy wants) before :meth:`maybe_snapshot` and before
+        telling anyone of the tick. The server does, so that nothing that can block on
+        the disk runs on its event loop and its hunts of one tick group write and sync
+        together (:attr:`pending`).
         """
         t0 = time.perf_counter()
         if self._last_tick is None:
@@ -323,17 +336,7 @@ class Journal:
                              join_names=names, join_tokens=tokens, leaves=leave_ids,
                              moves=move_arrays, state_hash=digest, events=events,
                              join_users=users)
-        if (self._fd is None or tick == self._roll_at
-                or self._segment_size + len(record) > self.segment_bytes):
-            self._open_segment(tick)
-        write_all(self._fd, record)
-        self._segment_size += len(record)
-        if self._sync_every is not None:
-            now = time.monotonic()
-            if now - self._last_sync >= self._sync_every:
-                os.fdatasync(self._fd)
-                self._last_sync = now
-                self.stats.fsyncs += 1
+        self._pending = (tick, record)
         self._last_tick = tick
         st = self.stats
         st.ticks += 1
@@ -341,14 +344,89 @@ class Journal:
         st.append_last_s = dt = time.perf_counter() - t0
         st.append_max_s = max(st.append_max_s, dt)
         st.append_total_s += dt
+        if not defer:
+            self.settle()
         return len(record)
 
     def sync(self) -> None:
         """fsync the current segment now (e.g. when the server goes idle under a ms policy)."""
+        self.settle(sync=False)
         if self._fd is not None:
-            os.fdatasync(self._fd)
-            self._last_sync = time.monotonic()
-            self.stats.fsyncs += 1
+            self._fdatasync()
+
+    def fileno(self) -> int:
+        """The current segment's file descriptor (-1: none open)."""
+        return -1 if self._fd is None else self._fd
+
+    @property
+    def device(self) -> int:
+        """The filesystem (``st_dev``) of the current segment (-1: none open)."""
+        return self._device
+
+    def synced(self) -> None:
+        """The caller made the current segment durable (an ``fdatasync`` of it, or one
+        ``syncfs`` for many journals of a filesystem: :func:`settle_together`)."""
+        self._last_sync = time.monotonic()
+        self.stats.fsyncs += 1
+
+    @property
+    def pending(self) -> bool:
+        """Whether an :meth:`append_tick` with ``defer`` left its record to :meth:`settle`."""
+        return self._pending is not None
+
+    def settle(self, sync: bool = True) -> bool:
+        """Write the record an :meth:`append_tick` with ``defer`` left pending (in a new
+        segment when one is due), then fsync it if the policy wants a sync now: once it
+        returns, the tick is as durable as the policy makes it. ``sync`` False: leave that
+        fsync to the caller; returns whether the policy wants one now (the caller then
+        syncs the segment and calls :meth:`synced`). Any thread may call it while no other
+        call of this journal runs. An OSError (ENOSPC, EIO) leaves the journal at its last
+        durable tick; the record stays pending, unsent. :func:`settle_together` does the
+        same for many journals at once."""
+        t0 = time.perf_counter()
+        target = self.prepare_settle()
+        if target is None:
+            return False
+        fd, record, due = target
+        write_all(fd, record)
+        self.written()
+        if due and sync:
+            self._fdatasync()
+        self._time_settle(t0)
+        return due and not sync
+
+    def prepare_settle(self) -> tuple[int, bytes, bool] | None:
+        """The first half of :meth:`settle`: ``(fd, record, due)``, the segment the pending
+        record goes to (a new one opened if due), the record, and whether the policy
+        wants an fsync now; None if nothing is pending. The caller writes the whole
+        record to ``fd``, then calls :meth:`written` (and :meth:`synced` once it synced)."""
+        if self._pending is None:
+            return None
+        tick, record = self._pending
+        if (self._fd is None or tick == self._roll_at
+                or self._segment_size + len(record) > self.segment_bytes):
+            self._open_segment(tick)
+        every = self._sync_every
+        due = every is not None and time.monotonic() - self._last_sync >= every
+        return self._fd, record, due
+
+    def written(self) -> None:
+        """The pending record is written whole to the fd :meth:`prepare_settle` gave."""
+        self._segment_size += len(self._pending[1])
+        self._pending = None
+
+    def _time_settle(self, t0: float) -> None:
+        st = self.stats
+        dt = time.perf_counter() - t0
+        st.append_last_s += dt
+        st.append_max_s = max(st.append_max_s, st.append_last_s)
+        st.append_total_s += dt
+
+    def _fdatasync(self) -> None:
+        started = time.monotonic()
+        os.fdatasync(self._fd)
+        self._last_sync = started
+        self.stats.fsyncs += 1
 
     def _open_segment(self, tick: int) -> None:
         if self._fd is not None:
@@ -368,6 +446,7 @@ class Journal:
             os.fdatasync(fd)
             fsync_dir(self.data_dir)  # the new name must survive a crash too
         self._fd = fd
+        self._device = os.fstat(fd).st_dev
         self._segment_size = len(header)
         self._roll_at = None
 
@@ -385,6 +464,9 @@ class Journal:
         if tick != self._last_tick:
             raise JournalError(f"maybe_snapshot after tick {tick} but the last tick journaled is "
                                f"{self._last_tick}: append the tick first")
+        if self._pending is not None:
+            raise JournalError(f"maybe_snapshot before tick {tick}'s record is written: "
+                               "settle() first")
         if not self.snapshot_due(tick):
             return False
         t0 = time.perf_counter()

@@ -12,7 +12,8 @@ class JournalStats:
     ticks: int = 0
     bytes: int = 0
     fsyncs: int = 0
-    #: Seconds in ``append_tick`` (encode + write + fsync): last, max and total.
+    #: Seconds in ``append_tick`` and its ``settle`` (encode + write + fsync): last tick, max
+    #: and total.
     append_last_s: float = 0.0
     append_max_s: float = 0.0
     append_total_s: float = 0.0
