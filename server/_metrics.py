@@ -37,7 +37,7 @@ from ._runtime_metrics import register_runtime
 #: waiting thread was runnable without a CPU (other threads or processes had the cores);
 #: ``cpu_wait``, the same over everything but the writes (prepare, hand-off, engine to
 #: frames, finish). What the code costs is the phase minus its wait.
-TICK_PHASES = (*PHASES, "visibility", "frames", "send", "prepare", "handoff", "finish",
+TICK_PHASES = (*PHASES, "visibility", "frames", "sync", "send", "prepare", "handoff", "finish",
                "total", "handoff_cpu", "cpu_wait")
 
 _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025,

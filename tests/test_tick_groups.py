@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from server.durability import recover
 from server.hunt._groups import (
     INLINE_PLAYERS,
     BatchedOffload,
+    Staged,
     TickGroups,
     auto_groups,
     balance,
@@ -64,22 +66,24 @@ def test_rebalancing_keeps_group_numbers_so_that_few_hunts_move() -> None:
 
 
 def test_automatic_group_count() -> None:
-    # A group per PLAYERS_PER_GROUP players (50), within one per hunt and phases 2.5 ms apart.
+    # A group per PLAYERS_PER_GROUP players (100), within one per hunt and phases 2.5 ms
+    # apart.
     assert auto_groups(0, 0.05, 0) == 1 and auto_groups(50, 0.05, 0) == 1  # idle: one
-    assert auto_groups(50, 0.05, 200) == 4 and auto_groups(20, 0.05, 400) == 8
-    assert auto_groups(3, 0.05, 1000) == 3 and auto_groups(50, 0.05, 1000) == 20
+    assert auto_groups(50, 0.05, 400) == 4 and auto_groups(20, 0.05, 800) == 8
+    assert auto_groups(3, 0.05, 1000) == 3 and auto_groups(50, 0.05, 1000) == 10
+    assert auto_groups(50, 0.05, 5000) == 20  # 20 Hz: phases 2.5 ms apart
     assert auto_groups(50, 0.01, 100_000) == 4  # 100 Hz: phases 2.5 ms apart
     # It grows at once, and shrinks only with room to spare (no flapping at a boundary).
-    assert auto_groups(50, 0.05, 152, current=3) == 4
-    assert auto_groups(50, 0.05, 148, current=4) == 4  # 3 groups would hold 150
-    assert auto_groups(50, 0.05, 118, current=4) == 3
+    assert auto_groups(50, 0.05, 304, current=3) == 4
+    assert auto_groups(50, 0.05, 296, current=4) == 4  # 3 groups would hold 300
+    assert auto_groups(50, 0.05, 236, current=4) == 3
     # Without a journal (small groups tick on the Trio thread): a group per 20 players,
     # phases down to 1 ms apart, so 50 hunts of 20 tick each at its own phase.
-    assert auto_groups(50, 0.05, 1000, inline=True) == 50
-    assert auto_groups(20, 0.05, 400, inline=True) == 20
-    assert auto_groups(50, 0.05, 0, inline=True) == 1  # idle: still one
-    assert auto_groups(100, 0.05, 100_000, inline=True) == 50  # 20 Hz: 1 ms apart
-    assert auto_groups(50, 0.05, 118, current=6, inline=True) == 6  # 5 would hold 100
+    assert auto_groups(50, 0.05, 1000, journal=False) == 50
+    assert auto_groups(20, 0.05, 400, journal=False) == 20
+    assert auto_groups(50, 0.05, 0, journal=False) == 1  # idle: still one
+    assert auto_groups(100, 0.05, 100_000, journal=False) == 50  # 20 Hz: 1 ms apart
+    assert auto_groups(50, 0.05, 118, current=6, journal=False) == 6  # 5 would hold 100
 
 
 async def test_automatic_count_follows_the_players_at_a_rebalance() -> None:
@@ -89,17 +93,17 @@ async def test_automatic_count_follows_the_players_at_a_rebalance() -> None:
         groups.schedule(name, lambda name=name: players[name], 0.05)
     assert groups.count == 1  # idle hunts tick in one group
     for name in players:
-        players[name] = 4  # 200 players join
+        players[name] = 8  # 400 players join
     assert groups.rebalance() and groups.count == 4
     assert sorted(groups.together(n) for n in players)[::13] == [12, 12, 13, 13]
     assert sorted({groups.phase(n) for n in players}) == [0.0, 0.25, 0.5, 0.75]
     assert not groups.rebalance()  # balanced, and the count holds
     for name in list(players)[:13]:
-        players[name] = 0  # 148 left: 3 groups would hold them, but with no room to spare
+        players[name] = 0  # 296 left: 3 groups would hold them, but with no room to spare
     groups.rebalance()
     assert groups.count == 4
     for name in list(players)[:21]:
-        players[name] = 0  # 116 left
+        players[name] = 0  # 232 left
     assert groups.rebalance() and groups.count == 3
     assert sorted({groups.phase(n) for n in players}) == [0.0, 1 / 3, 2 / 3]
     for name in list(players)[:48]:
@@ -150,13 +154,13 @@ def test_each_group_ticks_at_its_phase_and_a_moved_hunt_keeps_its_rate() -> None
 
 async def _at_once(calls: dict[Any, Callable[[], Awaitable[Any]]]) -> dict[Any, object]:
     """Run ``calls`` at one instant (the ticks of one group); each key's result, or the
-    ValueError its call raised."""
+    ValueError, OSError or RuntimeError its call raised."""
     out: dict[Any, object] = {}
 
     async def one(key: Any, call: Callable[[], Awaitable[Any]]) -> None:
         try:
             out[key] = await call()
-        except ValueError as exc:
+        except (ValueError, OSError, RuntimeError) as exc:
             out[key] = exc
 
     with trio.fail_after(10):
@@ -253,6 +257,85 @@ async def test_a_group_due_during_another_groups_trip_waits_for_it_in_the_same_t
     offload.close()
 
 
+def _journals(tmp_path: Path, n: int) -> list[Any]:
+    """``n`` real journals (``fsync = "tick"``), started, with tick 1 on disk and tick 2
+    appended with ``defer``: its record pending."""
+    from journal_writer import make_world
+
+    from server.durability import Journal
+
+    out = []
+    for k in range(n):
+        world = make_world()
+        journal = Journal(tmp_path / f"j{k}", snapshot_every=0, background=False)
+        journal.start(world, {})
+        for defer in (False, True):
+            world.tick()
+            journal.append_tick(world.tick_number, defer=defer)
+        out.append(journal)
+    return out
+
+
+@pytest.mark.parametrize("on_trio_thread", [True, False])
+async def test_a_trips_staged_jobs_are_written_and_synced_together_before_any_is_sent(
+        tmp_path: Path, on_trio_thread: bool) -> None:
+    """Jobs that return a Staged (a journaled hunt's tick, its record pending) get their
+    records written and synced together, off the Trio thread, then each one's ``after``
+    there, and only then any ``then`` (the writes to clients), there too: in the disk
+    lane for a trip run on the Trio thread, in the tick thread for the others. A journal
+    whose write fails fails its own job alone, as does a failing ``after``; a job that
+    fails before its record is written writes nothing."""
+    import threading
+
+    offload = BatchedOffload()
+    here = threading.get_ident()
+    journals = _journals(tmp_path, 5)
+    # Journal 3's segment is swapped for a read-only descriptor: its write fails (EBADF).
+    ro = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(ro, journals[3].fileno())
+    os.close(ro)
+    log: list[tuple[str, int, int]] = []
+
+    def after(k: int) -> None:
+        log.append(("after", k, threading.get_ident()))
+        if k == 4:
+            raise RuntimeError("hunt 4's round record failed")
+
+    def then(k: int) -> int:
+        assert not any(j.pending for i, j in enumerate(journals) if i in (0, 2, 4))
+        log.append(("then", k, threading.get_ident()))
+        return k * 10
+
+    def work(k: int) -> Staged:
+        log.append(("first", k, threading.get_ident()))
+        if k == 1:
+            raise ValueError("hunt 1's tick failed")
+        return Staged(journals[k], functools.partial(after, k), functools.partial(then, k))
+
+    group = offload.for_hunt(lambda: 5, lambda: 20 if on_trio_thread else -1)
+    results = await _at_once({k: functools.partial(group, work, k) for k in range(5)})
+    assert (offload.handoffs, offload.inline) == (1, int(on_trio_thread))
+    assert results[0] == 0 and results[2] == 20
+    assert isinstance(results[1], ValueError)
+    assert isinstance(results[3], OSError) and results[3].errno == 9
+    assert isinstance(results[4], RuntimeError)
+    assert [j.stats.fsyncs for j in journals] == [2, 1, 2, 1, 2]
+    assert journals[1].pending and journals[3].pending  # never written, never sent
+    assert sorted(k for what, k, _ in log if what == "after") == [0, 2, 4]
+    assert sorted(k for what, k, _ in log if what == "then") == [0, 2]
+    last_after = max(i for i, e in enumerate(log) if e[0] == "after")
+    assert all(i > last_after for i, e in enumerate(log) if e[0] == "then")
+    threads = {what: {t for w, _, t in log if w == what} for what in ("first", "after", "then")}
+    assert here not in threads["after"] and threads["then"] == threads["after"]
+    assert len(threads["after"]) == 1
+    assert (threads["first"] == {here}) == on_trio_thread
+    offload.close()
+    for journal in journals:
+        journal.close()
+    for k in (0, 2, 4):  # what was synced is there
+        assert recover(tmp_path / f"j{k}").tick == 2
+
+
 # ---------------------------------------------------------------------- a real server
 
 
@@ -303,6 +386,9 @@ async def test_grouped_hunts_tick_at_their_phases_and_replay_to_the_live_hashes(
     assert placement.offload.calls > placement.offload.handoffs > 0
     live = {h.world.hunt_params[0].name: h for h in srv.app.hubs()}
     await placement.leave()
+    for hub in live.values():  # fsync "tick": every tick written and synced, none left
+        assert hub.journal.stats.fsyncs == hub.journal.stats.ticks > 30
+        assert not hub.journal.pending
     journals = hunt_journals(data)
     assert sorted(journals) == sorted(names)
     for name, path in journals.items():
@@ -311,7 +397,7 @@ async def test_grouped_hunts_tick_at_their_phases_and_replay_to_the_live_hashes(
         assert rec.state_hash == live[name].world.state_hash()
 
 
-async def test_a_trip_of_small_hunts_without_a_journal_runs_on_the_trio_thread() -> None:
+async def test_a_trip_of_small_hunts_runs_on_the_trio_thread() -> None:
     import threading
 
     offload = BatchedOffload()
@@ -325,19 +411,20 @@ async def test_a_trip_of_small_hunts_without_a_journal_runs_on_the_trio_thread()
         return name
 
     async def group(*members: tuple[str, int]) -> dict[str, object]:
-        """One instant's calls, each ``(name, players)`` (-1: a journaled hunt)."""
+        """One instant's calls, each ``(name, players)`` (-1: one that must leave the Trio
+        thread)."""
         return await _at_once({
             name: functools.partial(offload.for_hunt(lambda: len(members), lambda p=players: p),
                                     work, name)
             for name, players in members})
 
-    # Small hunts with no journal: one trip, run here; a failure still goes to its caller.
+    # Small hunts: one trip, run here; a failure still goes to its caller.
     out = await group(("a", 20), ("bad", 20), ("c", 20))
     assert out["a"] == "a" and out["c"] == "c" and isinstance(out["bad"], ValueError)
     assert {ran[n] for n in ("a", "bad", "c")} == {here}
     assert (offload.handoffs, offload.inline) == (1, 1)
-    # A journaled hunt in the trip (its tick waits for a disk), or more players than
-    # INLINE_PLAYERS in all: the whole trip goes to a tick thread.
+    # One that must leave the Trio thread, or more players than INLINE_PLAYERS in all:
+    # the whole trip goes to a tick thread.
     for members in ((("d", 20), ("e", -1)), (("f", INLINE_PLAYERS), ("g", 1))):
         out = await group(*members)
         assert out == {n: n for n, _ in members}
@@ -348,15 +435,26 @@ async def test_a_trip_of_small_hunts_without_a_journal_runs_on_the_trio_thread()
     offload.close()
 
 
-async def test_a_server_without_a_journal_ticks_small_groups_on_the_trio_thread(
+async def test_a_server_ticks_small_groups_on_the_trio_thread_and_writes_journals_in_threads(
         serve, tmp_path: Path) -> None:
-    """Two small hunts, no data dir: their ticks run on the Trio thread and every client
-    gets every tick; with a journal (below) no trip does."""
+    """Two small hunts, with no data dir and then with one: their ticks run on the Trio
+    thread and every client gets every tick; a journal's writes and fsyncs run in other
+    threads, one fsync per tick (``fsync = "tick"``), each before its tick is sent."""
+    import threading
+
     for data_dir in ("", str(tmp_path / "data")):
         srv = await serve({"name": "north", "max_players": 16},
                           {"name": "south", "max_players": 16}, data_dir=data_dir)
         offload = srv.app.placement.offload
         seen: list[list[int]] = []
+        settled: set[int] = set()
+        for hub in srv.app.hubs():
+            if hub.journal is not None:
+                def prepare(real: Any = hub.journal.prepare_settle,
+                            into: set[int] = settled) -> Any:
+                    into.add(threading.get_ident())
+                    return real()
+                hub.journal.prepare_settle = prepare
 
         async def play(url: str, hunt: str, got: list[int]) -> None:
             async with connect(url, "solo", hunt) as c:
@@ -373,12 +471,15 @@ async def test_a_server_without_a_journal_ticks_small_groups_on_the_trio_thread(
                     nursery.start_soon(play, srv.url, hunt, seen[-1])
         for ticks in seen:
             assert ticks == list(range(ticks[0], ticks[0] + 20))
-        assert offload.handoffs >= 20
-        if data_dir:
-            assert offload.inline == 0
-        else:
-            assert offload.inline == offload.handoffs
+        assert offload.handoffs >= 20 and offload.inline == offload.handoffs
+        hubs = srv.app.hubs()
         await srv.app.placement.leave()
+        if data_dir:
+            assert settled and threading.get_ident() not in settled
+            for hub in hubs:
+                assert hub.journal.stats.fsyncs == hub.journal.stats.ticks >= 20
+        else:
+            assert not settled
 
 
 async def test_a_tick_in_flight_ends_even_if_its_callers_are_cancelled() -> None:

@@ -5,12 +5,19 @@ ticks at the same instant, all those messages leave as one burst and the last
 client of the burst waits for all the others (at 1,000 clients, 10-20 ms). With
 G groups ticking ``period / G`` apart, a tick's burst reaches only its group's
 clients and the bursts are spread over the period, as a server of independent
-rooms spreads them; the work per second is the same, but each group's tick costs a
-fixed trip to a thread and back (on a server without a journal, a small group's tick
-runs on the Trio thread instead: one wake-up of it), so the automatic count
+rooms spreads them; the work per second is the same, but each group's tick has a
+fixed cost (a small group ticks on the Trio thread: one wake-up of it; with a journal,
+a trip to the disk lane and back as well), so the automatic count
 (:func:`auto_groups`) makes only as many groups as hold about
-:data:`PLAYERS_PER_GROUP` players each (:data:`INLINE_PLAYERS_PER_GROUP` without a
+:data:`PLAYERS_PER_GROUP` players each (:data:`NO_JOURNAL_PLAYERS_PER_GROUP` without a
 journal).
+
+Where a group's tick runs (:class:`BatchedOffload`): a group of at most
+:data:`INLINE_PLAYERS` players ticks on the Trio thread; with a journal, its hunts'
+records are then written and synced together in the disk lane (:class:`DiskLane`, one
+thread, one ``syncfs`` for the batch), which then sends their clients' messages, so no
+message leaves before its tick is on disk and nothing on the Trio thread waits for a
+disk. A larger group goes to a tick thread, which does all of that itself.
 
 What grouping changes is *when* in the period a hunt ticks, never what its tick
 computes: every hunt keeps its own World, journal, tick numbers and state hash
@@ -31,12 +38,15 @@ from __future__ import annotations
 
 import contextlib
 import math
+import queue
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
+from ..durability import settle_together
 from ._worker import TickThread
 
 #: Seconds between two looks at the groups' balance.
@@ -46,61 +56,62 @@ REBALANCE_EVERY = 2.0
 IMBALANCE = 0.25
 #: ... and at least this many players more than that share.
 IMBALANCE_MIN_PLAYERS = 8
-#: A group's trip to its tick thread waits while another group's trip is in flight, for
-#: at most this long (seconds) after that trip began; past it, the other trip counts as
-#: stalled (a disk, a bug) and the waiting one takes a thread of its own.
+#: A group's trip to a tick thread (a group of more than :data:`INLINE_PLAYERS` players)
+#: waits while another group's trip is in flight, for at most this long (seconds) after
+#: that trip began; past it, the other trip counts as stalled (a bug) and the waiting one
+#: takes a thread of its own.
 STALLED_AFTER = 0.05
-#: Automatic group count, for a server whose hunts' ticks go to a tick thread (it keeps
-#: a journal): at most as many groups as hunts, with phases at least this far apart
-#: (seconds): closer phases no longer separate the bursts of small hunts ...
+#: A trip whose hunts hold at most this many players in all runs on the Trio thread, in
+#: its group's turn, instead of in a tick thread: a small hunt's tick costs less than a
+#: trip's two thread wake-ups, and a hunt of 1,000 players no longer waits for a core at
+#: each hand-off (perf/README.md, "Ticks on the Trio thread"). Nothing that can block runs
+#: there: the sockets are non-blocking, and what waits for the disk (a journal's write and
+#: fsync, round records, snapshots) goes to the :class:`DiskLane` with the writes to
+#: clients that must follow it. Above it the kernels and writes (about 10 ms a tick at
+#: 2,000 players) would keep the Trio thread from the sockets too long: the trip goes to a
+#: thread.
+INLINE_PLAYERS = 1024
+#: Automatic group count, for a server whose hunts keep a journal: at most as many groups
+#: as hunts, with phases at least this far apart (seconds) ...
 MIN_PHASE_GAP = 0.0025
 #: ... and no more groups than it takes to keep a group to about this many players. Each
-#: group's tick costs two thread wake-ups (the hand-off to its tick thread and back), a
-#: fixed cost whatever the group holds (on a virtual machine, where a wake-up is dear,
-#: more than the ticks of a few small hunts), while the hunts of a group tick one after
-#: the other in its trip, so the last waits for the others: fewer, larger groups cost
-#: less CPU and more latency (perf/README.md, "Tick groups"). A server of idle hunts
+#: group's tick costs a trip to the disk lane and back (two thread wake-ups, one sync), a
+#: fixed cost whatever the group holds, and each of those wake-ups makes a thread take the
+#: interpreter lock from a busy Trio thread; with small groups they came often enough to
+#: hold ticks back, and the server could stay late (perf/README.md, "One sync for many
+#: journals"). The hunts of a group tick one after the other, so the last waits for the
+#: others: fewer, larger groups cost less CPU and more latency. A server of idle hunts
 #: ticks them in one group.
-PLAYERS_PER_GROUP = 50
-#: The same two for a server without a journal, whose small groups tick on the Trio
-#: thread (:data:`INLINE_PLAYERS`): a group's tick is then one wake-up of that thread and
-#: no trip, so a small hunt gets a group of its own, with phases down to 1 ms apart (the
-#: same CPU as fewer groups, and no hunt waits for another's tick).
-INLINE_MIN_PHASE_GAP = 0.001
-INLINE_PLAYERS_PER_GROUP = 20
-#: A trip whose hunts have no journal and hold at most this many players in all runs on
-#: the Trio thread, in its group's turn, instead of in a tick thread. Nothing in such a
-#: tick can block (no file is written; the sockets are non-blocking); a small hunt's tick
-#: costs less than the trip's two thread wake-ups, and a hunt of 1,000 players no longer
-#: waits for a core at each hand-off (perf/README.md, "Ticks on the Trio thread"). Above
-#: it the kernels and writes (about 10 ms a tick at 2,000 players) would keep the Trio
-#: thread from the sockets too long, so the trip goes to a thread, as a journaled hunt's
-#: always does: its tick waits for its disk (fsync).
-INLINE_PLAYERS = 1024
+PLAYERS_PER_GROUP = 100
+#: The same two for a server without a journal: a group's tick is then one wake-up of
+#: the Trio thread and no trip, so a small hunt gets a group of its own, with phases down
+#: to 1 ms apart (the same CPU as fewer groups, and no hunt waits for another's tick).
+NO_JOURNAL_MIN_PHASE_GAP = 0.001
+NO_JOURNAL_PLAYERS_PER_GROUP = 20
 #: The automatic count falls only once the players would fit in one group fewer with this
 #: much room to spare (a fraction of a group's players), so that players coming and going
 #: at a boundary do not move the hunts between phases every few seconds.
 SHRINK_MARGIN = 0.2
 
 
-def group_cap(hunts: int, period: float, inline: bool = False) -> int:
+def group_cap(hunts: int, period: float, journal: bool = True) -> int:
     """The most groups worth having for ``hunts`` hunts ticking every ``period`` seconds
-    (``inline``: on a server without a journal)."""
-    gap = INLINE_MIN_PHASE_GAP if inline else MIN_PHASE_GAP
+    (``journal``: on a server whose hunts keep one)."""
+    gap = MIN_PHASE_GAP if journal else NO_JOURNAL_MIN_PHASE_GAP
     return max(1, min(hunts, int(period / gap + 1e-9)))
 
 
 def auto_groups(hunts: int, period: float, players: int, current: int = 0,
-                inline: bool = False) -> int:
+                journal: bool = True) -> int:
     """The automatic number of groups for ``hunts`` hunts of ``players`` players in all,
     ticking every ``period`` seconds; ``current``: the count in use (0: none yet), kept
-    while one group fewer would not hold the players with room to spare; ``inline``: on
-    a server without a journal (:data:`INLINE_PLAYERS_PER_GROUP`)."""
-    per_group = INLINE_PLAYERS_PER_GROUP if inline else PLAYERS_PER_GROUP
+    while one group fewer would not hold the players with room to spare; ``journal``: on
+    a server whose hunts keep one (else :data:`NO_JOURNAL_PLAYERS_PER_GROUP`)."""
+    per_group = PLAYERS_PER_GROUP if journal else NO_JOURNAL_PLAYERS_PER_GROUP
     want = max(1, math.ceil(players / per_group))
     if want < current and players > (current - 1) * per_group * (1 - SHRINK_MARGIN):
         want = current
-    return min(group_cap(hunts, period, inline), want)
+    return min(group_cap(hunts, period, journal), want)
 
 
 def balance(loads: Mapping[str, int], groups: int,
@@ -161,15 +172,14 @@ class TickGroups:
 
     ``configured``: the number of groups (``tick_groups``; 0: automatic, one group to
     start with, then :func:`auto_groups` of the players at each rebalance). ``epoch``:
-    ``trio.current_time()`` the phases count from. ``inline``: the server keeps no
-    journal, so its small groups tick on the Trio thread (the automatic count's
-    ``inline``).
+    ``trio.current_time()`` the phases count from. ``journal``: the server's hunts keep
+    a journal (the automatic count's ``journal``).
     """
 
-    def __init__(self, configured: int = 0, epoch: float = 0.0, inline: bool = False) -> None:
+    def __init__(self, configured: int = 0, epoch: float = 0.0, journal: bool = True) -> None:
         self.configured = configured
         self.epoch = epoch
-        self.inline = inline
+        self.journal = journal
         self.members: dict[str, _Member] = {}
         self.rebalances = 0
         # Every ticker asks for its phase and its group's size each tick: both are kept
@@ -186,9 +196,9 @@ class TickGroups:
             count = self.configured or 1
         else:
             period = min(m.period for m in self.members.values())
-            hunts, inline = len(self.members), self.inline
-            count = (min(self._count, group_cap(hunts, period, inline)) if players is None
-                     else auto_groups(hunts, period, players, self._count, inline))
+            hunts, journal = len(self.members), self.journal
+            count = (min(self._count, group_cap(hunts, period, journal)) if players is None
+                     else auto_groups(hunts, period, players, self._count, journal))
         sizes = [0] * count
         for m in self.members.values():
             sizes[m.group % count] += 1
@@ -295,12 +305,124 @@ def _uncancellable(_: Any) -> trio.lowlevel.Abort:
     return trio.lowlevel.Abort.FAILED
 
 
-def _run(jobs: list[_Job]) -> None:
+class Staged:
+    """What a job returns when the rest of it must wait for its tick to be on disk:
+    ``journal`` holds the tick's record, pending (``Journal.append_tick(defer=True)``);
+    ``after()`` is what follows its write and sync, off the Trio thread (round records, a
+    snapshot); ``then()`` is the rest of the job (the writes to clients), whose value is
+    the job's. The records of many staged jobs are written and synced together
+    (:class:`DiskLane`, ``settle_together``)."""
+
+    __slots__ = ("after", "journal", "then")
+
+    def __init__(self, journal: Any, after: Callable[[], None], then: Callable[[], Any]
+                 ) -> None:
+        self.journal, self.after, self.then = journal, after, then
+
+
+def _first(jobs: list[_Job]) -> list[_Job]:
+    """Each job's work, or its first part; returns the jobs that gave a :class:`Staged`."""
+    staged: list[_Job] = []
     for job in jobs:  # one hunt's failure is that hunt's (its ticker re-raises it)
         try:
             job.result = job.fn(*job.args)
         except BaseException as exc:  # handed to the job's caller
             job.error = exc
+        else:
+            if type(job.result) is Staged:
+                staged.append(job)
+    return staged
+
+
+def _durable(staged: list[_Job]) -> None:
+    """Off the Trio thread: the staged jobs' records written and synced together, then
+    each one's ``after``; a job whose write, sync or ``after`` fails gets that error."""
+    errors = settle_together([job.result.journal for job in staged])
+    for job, error in zip(staged, errors, strict=True):
+        try:
+            if error is not None:
+                raise error
+            job.result.after()
+        except BaseException as exc:
+            job.result, job.error = None, exc
+
+
+def _then(staged: list[_Job]) -> None:
+    """The rest of each staged job still standing."""
+    for job in staged:
+        if job.error is None:
+            try:
+                job.result = job.result.then()
+            except BaseException as exc:
+                job.result, job.error = None, exc
+
+
+def _run(jobs: list[_Job]) -> None:
+    """A trip in a tick thread: every job, the staged ones' records on disk together."""
+    staged = _first(jobs)
+    if staged:
+        _durable(staged)
+        _then(staged)
+
+
+def _reschedule_all(tasks: list[Any]) -> None:
+    for task in tasks:
+        trio.lowlevel.reschedule(task)
+
+
+class DiskLane:
+    """One thread where the staged jobs of the trips run on the Trio thread get their
+    records written and synced (:func:`_durable`), in batches: every request that came
+    while the thread was busy goes in its next batch, so the more ticks wait for the
+    disk, the more share one sync (group commit). A tick's ``after`` runs there too."""
+
+    def __init__(self) -> None:
+        self._requests: queue.SimpleQueue[tuple[list[_Job], Any, Any] | None] = (
+            queue.SimpleQueue())
+        self._thread: threading.Thread | None = None
+
+    async def run(self, staged: list[_Job]) -> None:
+        """:func:`_durable` of ``staged`` in the lane's thread; returns once it is done.
+        Not cancellable: a tick whose record is being written ends."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="tick-disk", daemon=True)
+            self._thread.start()
+        self._requests.put((staged, trio.lowlevel.current_trio_token(),
+                            trio.lowlevel.current_task()))
+        await trio.lowlevel.wait_task_rescheduled(_uncancellable)
+
+    def _loop(self) -> None:
+        requests = self._requests
+        stop = False
+        while not stop:
+            batch = [requests.get()]
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    batch.append(requests.get_nowait())
+            stop = None in batch
+            taken = [r for r in batch if r is not None]
+            jobs = [job for staged, _, _ in taken for job in staged]
+            try:
+                _durable(jobs)
+                _then(jobs)
+            except BaseException as exc:  # a bug here: the ticks fail, the waiters wake
+                for job in jobs:
+                    if job.error is None:
+                        job.result, job.error = None, exc
+            del jobs
+            # One wake-up of the Trio thread for the batch: each call made here takes the
+            # GIL back after a system call, which waits while the Trio thread is busy.
+            if taken:
+                with contextlib.suppress(trio.RunFinishedError):
+                    taken[0][1].run_sync_soon(_reschedule_all, [task for _, _, task in taken])
+            del batch, taken
+
+    def close(self) -> None:
+        """End the thread once its batch is done. Idempotent; a later :meth:`run` starts
+        another."""
+        if self._thread is not None:
+            self._requests.put(None)
+            self._thread = None
 
 
 def _inline(jobs: list[_Job]) -> bool:
@@ -338,15 +460,18 @@ class BatchedOffload:
     The threads are persistent (:class:`~server.hunt._worker.TickThread`: no limiter
     checkpoint between the hand-off and the thread's start).
 
-    A trip of small hunts without a journal (:data:`INLINE_PLAYERS`) runs on the Trio
-    thread instead, in the same turn, with no hand-off.
+    A trip of small hunts (:data:`INLINE_PLAYERS`) runs on the Trio thread instead, in
+    the same turn, with no hand-off; the jobs that give a :class:`Staged` (a journaled
+    hunt's tick) then go to the :class:`DiskLane`, which writes and syncs their records
+    and runs the rest of each (the writes to clients).
 
     The last call of a group (``together()`` of :meth:`for_hunt` calls in) starts the
     trip at once; if some never come (a hunt behind its schedule), the first starts it
     after one pass of the scheduler.
 
-    One trip at a time: a group due while another's trip is in flight waits for it (and
-    the calls that come due meanwhile join its trip), unless that trip began more than
+    One trip to a tick thread at a time: a group due while another's trip is in flight
+    waits for it (and the calls that come due meanwhile join its trip), unless that trip
+    began more than
     :data:`STALLED_AFTER` seconds ago; then it takes a thread of its own, so a stalled
     group holds only its own thread.
 
@@ -363,6 +488,8 @@ class BatchedOffload:
         #: Tick threads waiting for a hand-off. One per group in flight at once: a group
         #: whose tick is slow (a stalled disk) holds its thread, never the next group's.
         self._idle: list[TickThread] = []
+        #: Where the staged jobs of trips run here are written and synced (:class:`Staged`).
+        self._disk = DiskLane()
         self._closed = False
         #: Trips in flight: when each began (``trio.current_time()``), by trip number.
         self._in_flight: dict[int, float] = {}
@@ -379,7 +506,7 @@ class BatchedOffload:
                  players: Callable[[], int] = lambda: -1) -> Callable[..., Awaitable[Any]]:
         """The offload of one hunt; ``together()``: the hunts due at the same instant as
         it (1: it ticks alone, so its call goes to the thread at once); ``players()``: its
-        players if its tick never blocks (no journal), else -1 (see :data:`INLINE_PLAYERS`)."""
+        players, or -1 if its tick must leave the Trio thread (see :data:`INLINE_PLAYERS`)."""
         async def offload(fn: Callable[..., Any], *args: Any) -> Any:
             return await self._call(fn, args, together(), players())
         return offload
@@ -425,23 +552,31 @@ class BatchedOffload:
         if _inline(jobs):
             self.inline += 1
             try:
-                _run(jobs)
+                staged = _first(jobs)
+                if staged:  # what may block on the disk, in the disk lane
+                    await self._disk.run(staged)
             finally:
                 _wake(jobs)
             return
         trip = self.handoffs
         self._in_flight[trip] = trio.current_time()
-        thread = self._idle.pop() if self._idle else TickThread("tick-group")
+        thread = self._thread()
         try:
             await thread.run(_run_jobs, jobs, trio.lowlevel.current_trio_token())
         finally:
             del self._in_flight[trip]
             self._trip_ended.unpark_all()
-            if self._closed:  # a tick that ended after close: its thread ends too
-                thread.close()
-            else:
-                self._idle.append(thread)
+            self._done_with(thread)
             _wake(jobs)  # those the thread's wake-up has not reached (it raised)
+
+    def _thread(self) -> TickThread:
+        return self._idle.pop() if self._idle else TickThread("tick-group")
+
+    def _done_with(self, thread: TickThread) -> None:
+        if self._closed:  # a tick that ended after close: its thread ends too
+            thread.close()
+        else:
+            self._idle.append(thread)
 
     async def _turn(self) -> None:
         """Wait until no trip is in flight, or the newest in flight is stalled."""
@@ -459,3 +594,4 @@ class BatchedOffload:
         self._closed = True
         while self._idle:
             self._idle.pop().close()
+        self._disk.close()

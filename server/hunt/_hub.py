@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -45,13 +46,14 @@ from .._metrics import Metrics
 from ..protocol import MoveBatch
 from ..shell._conn import Connection
 from ._broadcast import Broadcaster
+from ._groups import BatchedOffload, Staged
 from ._pipeline import Frames, TickPipeline
 from ._players import JoinRequest as JoinRequest
 from ._players import Observers
 from ._players import Session as Session
 from ._rounds_stage import HubRounds
 from ._sessions import Sessions
-from ._worker import TickThread, TickWaits
+from ._worker import TickWaits
 
 #: Seconds before its deadline a hub of many clients reads their sockets once more
 #: (:meth:`Sessions.read_ahead`): the pass just before the tick then reads only what came
@@ -102,7 +104,8 @@ class Hub:
                                      sessions.names, rounds.after_journal)
         self.broadcaster = Broadcaster(self.world, self.server, metrics, log, self.report,
                                        sessions.joined_name, self._close_soon, rounds.greet)
-        self._worker = TickThread("hub-tick")
+        #: The hub's own offload, for a hub no placement shares one with (a benchmark's).
+        self._own_offload = BatchedOffload()
         #: How long the tick's threads waited for a CPU (the machine's share of its time).
         self._waits = TickWaits()
         # What the shell hands in, as the sessions take it.
@@ -124,9 +127,9 @@ class Hub:
         #: True while :meth:`run_ticker` runs; ``ticker_done`` is set when it returns.
         self.ticking = False
         self.ticker_done = trio.Event()
-        #: Runs the tick's worker part in a thread: the hub's own (server/hunt/_worker.py)
-        #: unless the placement shares one among hubs (server/hunt/_groups.py BatchedOffload).
-        self.offload: Callable[..., Any] = self._worker.run
+        #: Runs the tick's worker part in a thread (server/hunt/_groups.py BatchedOffload):
+        #: the hub's own unless the placement shares one among hubs.
+        self.offload: Callable[..., Any] = self._own_offload.for_hunt(lambda: 1)
 
     # The broadcaster's figures, by the names the shell reads.
     @property
@@ -274,24 +277,39 @@ class Hub:
         s = self.sessions.get(slot)
         return (getattr(s, "user", None) or None) if s is not None else None
 
-    def _work(self, batch: MoveBatch, obs: Observers, keyframe: np.ndarray) -> Frames:
-        """Worker thread (or the Trio thread, for a small group without a journal:
-        server/hunt/_groups.py): the pipeline's tick and frames, then the broadcaster's
-        writes. Touches no Trio object."""
+    def _work(self, batch: MoveBatch, obs: Observers, keyframe: np.ndarray
+              ) -> Frames | Staged:
+        """A tick thread, or the Trio thread for a small group (server/hunt/_groups.py):
+        the pipeline's tick and frames, then the broadcaster's writes (:meth:`_deliver`).
+        With a journal, the writes wait for the tick to be on disk: a :class:`Staged`,
+        whose record is written and synced in a thread with those of other hunts, then
+        the pipeline's ``on_disk`` (round records, snapshot). Touches no Trio object."""
         waits = self._waits
         waits.work_begins()
-        frames = self.pipeline.compute(batch, self.sessions.inputs, obs, keyframe)
-        c3 = time.perf_counter()
+        pipeline = self.pipeline
+        frames = pipeline.compute(batch, self.sessions.inputs, obs, keyframe)
+        frames.phases["_c3"] = time.perf_counter()
         waits.work_computed()
+        if self.journal is not None:
+            return Staged(self.journal, partial(pipeline.on_disk, frames.result),
+                          partial(self._deliver, frames))
+        pipeline.on_disk(frames.result)  # no journal: the rounds' records only
+        return self._deliver(frames)
+
+    def _deliver(self, frames: Frames) -> Frames:
+        """Once the tick is on disk: the broadcaster's writes (where :meth:`_work` ran)."""
+        c3 = time.perf_counter()
+        phases = frames.phases
+        phases["sync"] = c3 - phases.pop("_c3")
         # Fencing: this tick is journaled; it may be acknowledged only while the lease holds
         # (a node paused past its lease must not tell clients of ticks the next owner lacks).
         if time.monotonic() >= self.lease_deadline:
             raise _Fenced
         self.broadcaster.write(frames)
         c4 = time.perf_counter()
-        waits.work_ends()
-        frames.phases["send"] = c4 - c3
-        frames.phases["_c4"] = c4  # for the hand-off time (popped by the ticker)
+        self._waits.work_ends()
+        phases["send"] = c4 - c3
+        phases["_c4"] = c4  # for the hand-off time (popped by the ticker)
         return frames
 
     def _fence(self, accepted: list[JoinRequest] = ()) -> None:
@@ -311,6 +329,6 @@ class Hub:
     def close(self) -> None:
         """Release the hub's threads (after its ticker ended). Idempotent."""
         self.rounds.control.refuse_all("the hunt stopped ticking here")
-        self._worker.close()
+        self._own_offload.close()
         self._waits.close()
         self.broadcaster.close()

@@ -44,13 +44,15 @@ class Frames:
 
 
 class TickPipeline:
-    """Batch -> World.tick -> journal -> visibility -> frames, in the worker thread.
+    """Batch -> World.tick -> journal record -> visibility -> frames (:meth:`compute`);
+    the record on disk (the caller), then :meth:`on_disk`.
 
     ``world`` and ``journal`` (None: no durability) are the hub's; between two calls of
     :meth:`compute` only the Trio thread touches the World. ``journal_meta()``: what a
     snapshot keeps beside the World; ``name_of(slot)`` and ``everyone(hunt)``: the names
     the tails carry (see :func:`~server.hunt._tails.build_tails`); ``after_journal(result)``:
-    called once the tick is journaled, before a snapshot (the round results' files).
+    called by :meth:`on_disk` once the tick is on disk, before a snapshot (the round
+    results' files).
     """
 
     def __init__(self, world: Any, journal: Any, tick_threads: int,
@@ -83,9 +85,11 @@ class TickPipeline:
 
     def compute(self, batch: MoveBatch, inputs: TickInputs, obs: Observers,
                 keyframe: np.ndarray) -> Frames:
-        """Worker thread: tick the World with ``batch`` and ``inputs`` (journaled before
-        anything of this tick is sent), then build the frame of every observer of
-        ``obs``; ``keyframe[i]`` != 0: observer i's TICK is a keyframe."""
+        """Tick the World with ``batch`` and ``inputs`` and encode its journal record (left
+        pending: ``journal.settle()`` writes it, then :meth:`on_disk`), then build the
+        frame of every observer of ``obs``; ``keyframe[i]`` != 0: observer i's TICK is a
+        keyframe. Nothing here blocks: it may run on the event loop
+        (server/hunt/_groups.py, :data:`INLINE_PLAYERS`)."""
         threads = self.tick_threads
         if numba.get_num_threads() != threads:  # setting it costs 3x asking
             numba.set_num_threads(threads)
@@ -97,17 +101,13 @@ class TickPipeline:
         result = world.tick(threads=threads)
         journal = self.journal
         if journal is not None:
-            # On disk (per the fsync policy) before any message of this tick leaves.
+            # Encoded only: written and fsynced per the policy before any message of this
+            # tick leaves, where the disk may block (server/hunt/_hub.py).
             t = result.tick
             journal.append_tick(t, hunts=inputs.hunts, joins=inputs.joins,
                                 leaves=inputs.leaves, moves=moves,
                                 state_hash=world.state_hash() if journal.wants_hash(t) else None,
-                                events=inputs.events or None)
-            # Before a snapshot, which could skip the tick that made a round's results.
-            self.after_journal(result)
-            journal.maybe_snapshot(world, self.journal_meta)
-        else:
-            self.after_journal(result)
+                                events=inputs.events or None, defer=True)
         c1 = time.perf_counter()
         n = obs.count
         slots = obs.slots
@@ -135,6 +135,17 @@ class TickPipeline:
         phases["_c0"] = c0  # for the hand-off time (popped by the ticker)
         return Frames(result, vis, n, self.out, self.frame_offsets, self.frame_sizes[:n],
                       phases)
+
+    def on_disk(self, result: Any) -> None:
+        """Once tick ``result``'s journal record is written and synced per the policy
+        (``journal.settle()``; or no journal), before anything of it is sent: the records
+        of the rounds it ended, then the snapshot if one is due (after the records: a
+        snapshot could skip the tick that made them). This may wait for the disk: with a
+        journal it runs in a thread, never on the event loop (server/hunt/_groups.py,
+        :class:`~server.hunt._groups.Staged`)."""
+        self.after_journal(result)
+        if self.journal is not None:
+            self.journal.maybe_snapshot(self.world, self.journal_meta)
 
     def _seen_of(self, vis: Any) -> tf.Seen:
         """``tf.seen_of(vis)``, made once: the World's records and offsets buffers are

@@ -162,7 +162,7 @@ class Placement:
         self.stopped: dict[str, dict[str, Any]] = {}
         self.nursery: trio.Nursery | None = None
         #: When in the period each hunt here ticks (server/hunt/_groups.py).
-        self.groups = TickGroups(self.cfg.tick_groups, inline=not self.cfg.data_dir)
+        self.groups = TickGroups(self.cfg.tick_groups, journal=bool(self.cfg.data_dir))
         #: One worker-thread hand-off for the ticks due at the same instant.
         self.offload = BatchedOffload()
 
@@ -283,7 +283,7 @@ class Placement:
         hub.nursery = self.app.nursery
         hub.offload = self.offload.for_hunt(
             lambda: self.groups.together(r.name),
-            lambda: -1 if hub.journal is not None else len(hub.sessions))
+            lambda: len(hub.sessions))
         self._on_started(r, hub)
         async with trio.open_nursery() as nursery:  # this hunt's own: its failure stays here
             await nursery.start(self._tick, r, hub)

@@ -6,7 +6,7 @@ a round plan costs one attribute test per tick. In tick order:
 - :meth:`HubRounds.before_tick` (ticker, between ticks): operators' requests into the
   World (server/hunt/_rounds.py's :class:`RoundControl`), their journal events into
   the tick's inputs;
-- :meth:`HubRounds.after_journal` (worker, right after the tick is journaled and before
+- :meth:`HubRounds.after_journal` (worker, once the tick is journaled and on disk, before
   anything of it is sent or snapshotted): each ended round's record, its file written;
 - :meth:`HubRounds.after_tick` (Trio thread, after the tick's TICKs are handed over):
   the requests answered, a ROUND to every client of a hunt whose phase changed, then

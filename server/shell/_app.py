@@ -43,6 +43,7 @@ import tickengine
 from .._config import ServeConfig
 from .._log import get_logger
 from .._metrics import Metrics
+from ..durability import warm_up as durability_warm_up
 from ..hunt import _tickframes
 from ..hunt._hub import Hub, JoinRequest, Session
 from ..hunt._local import LocalPlacement
@@ -225,6 +226,7 @@ class HuntServer:
         report = tickengine.warm_up()
         _tickframes.warm_up()
         _intake.warm_up()
+        durability_warm_up()
         return report
 
     # ------------------------------------------------------------------ connections
