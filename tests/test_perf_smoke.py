@@ -1,6 +1,6 @@
 """Smoke tests of perf/bench_tick.py, bench_writes.py, bench_handoff.py, bench_render.py,
-bench_hunt_tick.py, bench_pipeline.py and bench_wakeups.py: a quick run finishes and writes
-sane results.
+bench_hunt_tick.py, bench_pipeline.py, bench_wakeups.py and bench_syncs.py: a quick run
+finishes and writes sane results.
 
 Timings are never asserted (the machine is noisy); this only keeps the
 benchmark from rotting as the engine changes.
@@ -148,6 +148,16 @@ def test_bench_hunt_tick_quick_run_breaks_a_hunt_tick_down(tmp_path: Path) -> No
                                "tails", "frames", "waits", "write", "rest"}
     for part in ("moves", "engine kernels", "visibility", "tails", "frames", "write"):
         assert r["parts"][part] > 0, part
+
+
+def test_bench_syncs_quick_run_times_both_ways(tmp_path: Path) -> None:
+    proc = run_bench("bench_syncs.py", "--quick", "--out", str(tmp_path), timeout=300)
+    assert "bench_syncs.json" in proc.stdout
+    rows = json.loads((tmp_path / "bench_syncs.json").read_text())["rows"]
+    assert [r["journals"] for r in rows] == [1, 5]
+    for r in rows:
+        for way in ("in turn", "together"):
+            assert r[way]["wall_ms_median"] > 0 and r[way]["cpu_ms_median"] >= 0
 
 
 def test_every_perf_command_explains_itself() -> None:
