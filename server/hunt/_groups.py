@@ -372,9 +372,11 @@ def _reschedule_all(tasks: list[Any]) -> None:
 
 class DiskLane:
     """One thread where the staged jobs of the trips run on the Trio thread get their
-    records written and synced (:func:`_durable`), in batches: every request that came
-    while the thread was busy goes in its next batch, so the more ticks wait for the
-    disk, the more share one sync (group commit). A tick's ``after`` runs there too."""
+    records written and synced (:func:`_durable`), then the rest of each done (its
+    ``then``: the writes to its clients), in batches: every request that came while the
+    thread was busy goes in its next batch, so the more ticks wait for the disk, the more
+    share one sync (group commit). The writes to clients go from here rather than from
+    the Trio thread so that a tick's messages never wait for a busy Trio thread."""
 
     def __init__(self) -> None:
         self._requests: queue.SimpleQueue[tuple[list[_Job], Any, Any] | None] = (
@@ -382,8 +384,8 @@ class DiskLane:
         self._thread: threading.Thread | None = None
 
     async def run(self, staged: list[_Job]) -> None:
-        """:func:`_durable` of ``staged`` in the lane's thread; returns once it is done.
-        Not cancellable: a tick whose record is being written ends."""
+        """:func:`_durable`, then ``then``, of ``staged`` in the lane's thread; returns once
+        both are done. Not cancellable: a tick whose record is being written ends."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="tick-disk", daemon=True)
             self._thread.start()
@@ -471,9 +473,8 @@ class BatchedOffload:
 
     One trip to a tick thread at a time: a group due while another's trip is in flight
     waits for it (and the calls that come due meanwhile join its trip), unless that trip
-    began more than
-    :data:`STALLED_AFTER` seconds ago; then it takes a thread of its own, so a stalled
-    group holds only its own thread.
+    began more than :data:`STALLED_AFTER` seconds ago; then it takes a thread of its own,
+    so a stalled group holds only its own thread.
 
     Why: each hand-off wakes a thread that contends for the GIL with the Trio thread
     and with the other hunts' workers; 50 hunts at 20 Hz made 1,000 of them a second
@@ -560,23 +561,17 @@ class BatchedOffload:
             return
         trip = self.handoffs
         self._in_flight[trip] = trio.current_time()
-        thread = self._thread()
+        thread = self._idle.pop() if self._idle else TickThread("tick-group")
         try:
             await thread.run(_run_jobs, jobs, trio.lowlevel.current_trio_token())
         finally:
             del self._in_flight[trip]
             self._trip_ended.unpark_all()
-            self._done_with(thread)
+            if self._closed:  # a tick that ended after close: its thread ends too
+                thread.close()
+            else:
+                self._idle.append(thread)
             _wake(jobs)  # those the thread's wake-up has not reached (it raised)
-
-    def _thread(self) -> TickThread:
-        return self._idle.pop() if self._idle else TickThread("tick-group")
-
-    def _done_with(self, thread: TickThread) -> None:
-        if self._closed:  # a tick that ended after close: its thread ends too
-            thread.close()
-        else:
-            self._idle.append(thread)
 
     async def _turn(self) -> None:
         """Wait until no trip is in flight, or the newest in flight is stalled."""

@@ -283,7 +283,8 @@ class Hub:
         the pipeline's tick and frames, then the broadcaster's writes (:meth:`_deliver`).
         With a journal, the writes wait for the tick to be on disk: a :class:`Staged`,
         whose record is written and synced in a thread with those of other hunts, then
-        the pipeline's ``on_disk`` (round records, snapshot). Touches no Trio object."""
+        the pipeline's ``on_disk`` (round records, snapshot), then the writes, all in that
+        thread (a tick thread, or the disk lane). Touches no Trio object."""
         waits = self._waits
         waits.work_begins()
         pipeline = self.pipeline
@@ -297,7 +298,7 @@ class Hub:
         return self._deliver(frames)
 
     def _deliver(self, frames: Frames) -> Frames:
-        """Once the tick is on disk: the broadcaster's writes (where :meth:`_work` ran)."""
+        """Once the tick is on disk: the broadcaster's writes. Touches no Trio object."""
         c3 = time.perf_counter()
         phases = frames.phases
         phases["sync"] = c3 - phases.pop("_c3")
