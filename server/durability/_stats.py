@@ -13,7 +13,8 @@ class JournalStats:
     bytes: int = 0
     fsyncs: int = 0
     #: Seconds in ``append_tick`` and its ``settle`` (encode + write + fsync): last tick, max
-    #: and total.
+    #: and total. A record written by ``settle_together`` counts its encoding only (the
+    #: batch's writes and syncs are shared; the server's ``sync`` tick phase has them).
     append_last_s: float = 0.0
     append_max_s: float = 0.0
     append_total_s: float = 0.0
