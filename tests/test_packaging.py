@@ -20,7 +20,7 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 #: Declared but never imported, on purpose: tools and plugins run by name, and what the
 #: tests need in a subprocess (``simulate --plot``, the benchmarks' PNGs).
 NOT_IMPORTED = {
-    "test": {"ruff", "pytest-trio", "matplotlib"},
+    "test": {"ruff", "pytest-trio", "pytest-xdist", "matplotlib"},
     "plot": {"matplotlib"},  # imported by server/ when --plot is given (an extra of server/)
     "perf": {"py-spy"},  # run by name: perf/loadtest.py --profile
 }
