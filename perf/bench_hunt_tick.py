@@ -8,8 +8,9 @@ reads around them), with no network: H hubs built as the server builds them
 (``hunt_world_config``, ``Hub``), each with M players who joined through the hub's real
 sessions over real loopback connections speaking protocol version 2, about half of
 them sending a move each tick (``Sessions.take_moves``). Each hub ticks with its real
-``tick_once`` and its own tick thread (``TickThread``), one hub after the other; the
-worker part is timed in that thread with ``time.thread_time``. The connections are not
+``tick_once``, one hub after the other; a hunt this small ticks on the Trio thread
+(server/hunt/_groups.py, ``INLINE_PLAYERS``), as a server's small groups do, and the
+worker part is timed there with ``time.thread_time``. The connections are not
 bound to the worker's writes (no claimed socket: the ``write(2)`` calls are not measured
 here); their frames go out on the Trio side, and the peers are drained between ticks.
 
@@ -170,7 +171,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     spent = {"worker": 0.0}
 
     def timed(work: Any) -> Any:
-        def run(*a: Any) -> Any:  # in the hub's tick thread
+        def run(*a: Any) -> Any:  # where the hub ticks: the Trio thread, for a hunt this small
             t = time.thread_time()
             try:
                 return work(*a)
