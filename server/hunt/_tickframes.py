@@ -227,111 +227,6 @@ def _in_view_bytes(index, q):
     return rec | (q << (8 * n)), n + 4
 
 
-@njit(cache=True, inline="always")
-def _in_view_record(cp, slot, tick, x, y, w, h):
-    """``slot``'s in-view record as :func:`_in_view_bytes` gives it, computed once per
-    tick: every in-view record of a player carries the same float32 position ``x``, ``y``
-    in one tick, and its index does not change within a tick."""
-    if cp.q_tick[slot] != tick:
-        cp.q_tick[slot] = tick
-        rec, n = _in_view_bytes(cp.index[slot], _quantize(x, w) | (_quantize(y, h) << 16))
-        cp.q_rec[slot] = rec
-        cp.q_len[slot] = n
-    return cp.q_rec[slot], np.int64(cp.q_len[slot])
-
-
-@njit(cache=True, inline="always")
-def _write_v2(out, at, tick, s, h, kf, n_vis, v0, seen, t, tails, tail_bytes, pl, cp):
-    """A version-2 TICK (docs/protocol.md): only what changed since the slot's last TICK.
-
-    One pass: the message is written after a 4-byte WebSocket header (the usual one for
-    126..65535 bytes), then moved 2 bytes back for a shorter one, or 6 on for a longer
-    one (``frame_sizes`` leaves room for the 10-byte header)."""
-    ack = pl.last_seq[s]
-    sc = pl.score[s]
-    hint = np.int16(pl.hint[s])
-    if kf:
-        flags = 0x1F  # KEYFRAME | ACK | POSITION | SCORE | HINT
-    else:
-        flags = 0
-        if ack != cp.sent_ack[s]:
-            flags |= 0x02
-        if pl.x_bits[s] != cp.sent_x[s] or pl.y_bits[s] != cp.sent_y[s]:
-            flags |= 0x04
-        if sc != cp.sent_score[s]:
-            flags |= 0x08
-        if hint != cp.sent_hint[s]:
-            flags |= 0x10
-    if n_vis:
-        flags |= 0x20
-    t0 = tails[t, TAIL_START]
-    t1 = tails[t, TAIL_END]
-    if t1 > t0:
-        flags |= 0x40
-    start = at + 4
-    at = start
-    out[at] = MessageType.TICK
-    out[at + 1] = flags
-    at += 2
-    if kf:
-        at = _put_varint(out, at, tick)
-        at = _put_varint(out, at, ack)
-    else:
-        out[at] = tick & 0xFF
-        at += 1
-        if flags & 0x02:
-            at = _put_varint(out, at, ack - cp.sent_ack[s])
-    if flags & 0x04:
-        _put(out, at, pl.x_bits[s], 8)
-        _put(out, at + 8, pl.y_bits[s], 8)
-        at += 16
-    if flags & 0x08:
-        at = _put_varint(out, at, _zigzag(sc))
-    if flags & 0x10:
-        out[at] = hint
-        at += 1
-    if n_vis:
-        at = _put_varint(out, at, n_vis)
-        w = cp.width[h]
-        ht = cp.height[h]
-        words = seen.words
-        for k in range(v0, v0 + n_vis):
-            # A record's words: slot | gen << 32 | flags << 48, then x and y (unsigned
-            # indices: no negative-index wraparound).
-            head = words[np.uint64(2 * k)]
-            slot = head & np.uint64(0xFFFFFFFF)
-            if head & np.uint64(1 << 48):  # in view
-                rec, n = _in_view_record(cp, slot, tick, seen.x[k], seen.y[k], w, ht)
-                if n:
-                    # One 8-byte store: the bytes past the record are written over by
-                    # what follows (the next record, the tail, the next frame), and
-                    # frame_sizes leaves 9 bytes a record.
-                    _put(out, at, rec, 8)
-                    at += n
-                else:
-                    at = _put_varint(out, at, cp.index[slot] * 2 + 1)
-                    _put(out, at, rec, 4)
-                    at += 4
-            else:
-                at = _put_varint(out, at, cp.index[slot] * 2)
-    out[at:at + t1 - t0] = tail_bytes[t0:t1]
-    at += t1 - t0
-    cp.sent_ack[s] = ack
-    cp.sent_x[s] = pl.x_bits[s]
-    cp.sent_y[s] = pl.y_bits[s]
-    cp.sent_score[s] = sc
-    cp.sent_hint[s] = hint
-    length = at - start
-    head = start - 4
-    if length < 126:  # a 2-byte header: the message moves 2 bytes back
-        for k in range(length):
-            out[head + 2 + k] = out[start + k]
-    elif length >= 65536:  # a 10-byte header: 6 bytes on, copied from the end
-        for k in range(length - 1, -1, -1):
-            out[head + 10 + k] = out[start + k]
-    return _ws_header(out, head, length) + length
-
-
 @njit(cache=True, nogil=True)
 def write_frames(n, tick, slots, hunts, version, keyframe, seen, obs_tail, tails, tail_bytes,
                  players, compact, out, offsets, sizes):
@@ -343,18 +238,126 @@ def write_frames(n, tick, slots, hunts, version, keyframe, seen, obs_tail, tails
     counts (``TAIL_LEADERS`` is -1 when the tail has no leaderboard). The caller sizes
     ``out`` with :func:`frame_sizes`; ``sizes[i]`` receives each frame's exact size.
     A version-2 frame records what it sent in ``compact``. Returns the bytes written.
+
+    A version-2 TICK (docs/protocol.md) holds only what changed since the slot's last
+    TICK. It is written in one pass after a 4-byte WebSocket header (the usual one for
+    126..65535 bytes), then moved 2 bytes back for a shorter one, or 6 on for a longer one
+    (``frame_sizes`` leaves room for the 10-byte header). A player's in-view record is
+    made once per tick (``compact.q_*``): every in-view record of a player carries the
+    same float32 position in one tick, and its index does not change within a tick.
+
+    The version-2 writer is this loop's body, on the arrays taken out of the named tuples
+    once, rather than a helper: a helper called per client with arrays for arguments,
+    even inlined, pays reference-count updates on each of them at every call, which
+    took about half of this function's time (perf/README.md, "The frame kernel's
+    version-2 loop").
     """
+    last_seq, x_bits, y_bits, score, hint_col = players
+    (index, width, height, sent_ack, sent_x, sent_y, sent_score, sent_hint, q_tick, q_rec,
+     q_len) = compact
+    words, xs, ys, vis_off = seen.words, seen.x, seen.y, seen.offsets
+    low32 = np.uint64(0xFFFFFFFF)
+    in_view = np.uint64(1 << 48)
     at = 0
     for i in range(n):
         offsets[i] = at
-        v0 = seen.offsets[i]
-        n_vis = seen.offsets[i + 1] - v0
+        v0 = vis_off[i]
+        n_vis = vis_off[i + 1] - v0
         if version[i] == 1:
             at = _write_v1(out, at, tick, slots[i], keyframe[i], n_vis, v0, seen, obs_tail[i],
                            tails, tail_bytes, players)
+            sizes[i] = at - offsets[i]
+            continue
+        s = slots[i]
+        kf = keyframe[i]
+        ack = last_seq[s]
+        sc = score[s]
+        hint = np.int16(hint_col[s])
+        if kf:
+            flags = 0x1F  # KEYFRAME | ACK | POSITION | SCORE | HINT
         else:
-            at = _write_v2(out, at, tick, slots[i], hunts[i], keyframe[i], n_vis, v0, seen,
-                           obs_tail[i], tails, tail_bytes, players, compact)
+            flags = 0
+            if ack != sent_ack[s]:
+                flags |= 0x02
+            if x_bits[s] != sent_x[s] or y_bits[s] != sent_y[s]:
+                flags |= 0x04
+            if sc != sent_score[s]:
+                flags |= 0x08
+            if hint != sent_hint[s]:
+                flags |= 0x10
+        if n_vis:
+            flags |= 0x20
+        t = obs_tail[i]
+        t0 = tails[t, TAIL_START]
+        t1 = tails[t, TAIL_END]
+        if t1 > t0:
+            flags |= 0x40
+        start = at + 4
+        at = start
+        out[at] = MessageType.TICK
+        out[at + 1] = flags
+        at += 2
+        if kf:
+            at = _put_varint(out, at, tick)
+            at = _put_varint(out, at, ack)
+        else:
+            out[at] = tick & 0xFF
+            at += 1
+            if flags & 0x02:
+                at = _put_varint(out, at, ack - sent_ack[s])
+        if flags & 0x04:
+            _put(out, at, x_bits[s], 8)
+            _put(out, at + 8, y_bits[s], 8)
+            at += 16
+        if flags & 0x08:
+            at = _put_varint(out, at, _zigzag(sc))
+        if flags & 0x10:
+            out[at] = hint
+            at += 1
+        if n_vis:
+            at = _put_varint(out, at, n_vis)
+            h = hunts[i]
+            w = width[h]
+            ht = height[h]
+            # A record's words: slot | gen << 32 | flags << 48, then x and y (unsigned
+            # indices: no negative-index wraparound).
+            for k in range(np.uint64(v0), np.uint64(v0 + n_vis)):
+                head = words[np.uint64(2) * k]
+                slot = head & low32
+                if head & in_view:
+                    if q_tick[slot] != tick:
+                        q_tick[slot] = tick
+                        q_rec[slot], q_len[slot] = _in_view_bytes(
+                            index[slot], _quantize(xs[k], w) | (_quantize(ys[k], ht) << 16))
+                    nb = np.int64(q_len[slot])
+                    if nb:
+                        # One 8-byte store: the bytes past the record are written over by
+                        # what follows (the next record, the tail, the next frame), and
+                        # frame_sizes leaves 9 bytes a record.
+                        _put(out, at, q_rec[slot], 8)
+                        at += nb
+                    else:
+                        at = _put_varint(out, at, index[slot] * 2 + 1)
+                        _put(out, at, q_rec[slot], 4)
+                        at += 4
+                else:
+                    at = _put_varint(out, at, index[slot] * 2)
+        out[at:at + t1 - t0] = tail_bytes[t0:t1]
+        at += t1 - t0
+        sent_ack[s] = ack
+        sent_x[s] = x_bits[s]
+        sent_y[s] = y_bits[s]
+        sent_score[s] = sc
+        sent_hint[s] = hint
+        length = at - start
+        head_at = start - 4
+        if length < 126:  # a 2-byte header: the message moves 2 bytes back
+            for k in range(length):
+                out[head_at + 2 + k] = out[start + k]
+        elif length >= 65536:  # a 10-byte header: 6 bytes on, copied from the end
+            for k in range(length - 1, -1, -1):
+                out[head_at + 10 + k] = out[start + k]
+        at = _ws_header(out, head_at, length) + length
         sizes[i] = at - offsets[i]
     offsets[n] = at
     return at
